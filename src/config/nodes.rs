@@ -1,0 +1,386 @@
+//! The configuration of each node. Units are SI (m, s, Hz) as on the ROS side;
+//! every key is documented in `config/<node>.yaml`.
+
+use super::{build_config, ConfigError, InvalidValue, Overrides, Validate};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Mapping;
+
+fn check(ok: bool, key: &'static str, reason: impl FnOnce() -> String) -> Result<(), InvalidValue> {
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidValue::new(key, reason()))
+    }
+}
+
+fn in_range(key: &'static str, v: f64, lo: f64, hi: f64, unit: &str) -> Result<(), InvalidValue> {
+    check(v.is_finite() && v >= lo && v <= hi, key, || format!("{v} is outside [{lo}, {hi}] {unit}"))
+}
+
+fn positive(key: &'static str, v: f64, hi: f64, unit: &str) -> Result<(), InvalidValue> {
+    check(v.is_finite() && v > 0.0 && v <= hi, key, || format!("{v} must be > 0 and <= {hi} {unit}"))
+}
+
+fn non_empty(key: &'static str, v: &str) -> Result<(), InvalidValue> {
+    check(!v.trim().is_empty(), key, || "must not be empty".into())
+}
+
+/// Where the tracker's marker positions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackerSource {
+    /// Simulated patient with known ground truth.
+    Sim,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarkerTrackerConfig {
+    pub source: TrackerSource,
+    pub rate_hz: f64,
+    pub frame_id: String,
+    pub seed: u64,
+    pub noise_rms_m: f64,
+    pub dropout_probability: f64,
+    pub breathing_period_s: f64,
+    pub publish_ground_truth: bool,
+    pub publish_visualization: bool,
+}
+
+impl Default for MarkerTrackerConfig {
+    fn default() -> Self {
+        MarkerTrackerConfig {
+            source: TrackerSource::Sim,
+            rate_hz: 250.0,
+            frame_id: crate::interfaces::frames::TRACKER.into(),
+            seed: 1,
+            noise_rms_m: 0.25e-3,
+            dropout_probability: 0.0,
+            breathing_period_s: 4.0,
+            publish_ground_truth: true,
+            publish_visualization: true,
+        }
+    }
+}
+
+impl Validate for MarkerTrackerConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        positive("rate_hz", self.rate_hz, 1000.0, "Hz")?;
+        non_empty("frame_id", &self.frame_id)?;
+        in_range("noise_rms_m", self.noise_rms_m, 0.0, 0.01, "m")?;
+        in_range("dropout_probability", self.dropout_probability, 0.0, 0.99, "")?;
+        in_range("breathing_period_s", self.breathing_period_s, 1.0, 20.0, "s")
+    }
+}
+
+/// Displacement feature computed from a marker's position history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisplacementFeature {
+    /// Largest minus smallest displacement over the window.
+    PeakToPeak,
+    /// Largest displacement minus the mean.
+    MaxMinusMean,
+    /// Second-largest minus second-smallest (robust to one outlier sample).
+    SecondRange,
+}
+
+impl DisplacementFeature {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisplacementFeature::PeakToPeak => "peak_to_peak",
+            DisplacementFeature::MaxMinusMean => "max_minus_mean",
+            DisplacementFeature::SecondRange => "second_range",
+        }
+    }
+}
+
+/// How the feature becomes a class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassificationMethod {
+    /// feature >= threshold_m -> correction, else registration.
+    Threshold,
+}
+
+impl ClassificationMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClassificationMethod::Threshold => "threshold",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarkerClassifierConfig {
+    pub feature: DisplacementFeature,
+    pub method: ClassificationMethod,
+    pub threshold_m: f64,
+    pub hysteresis_m: f64,
+    pub window_s: f64,
+    pub min_window_fill: f64,
+}
+
+impl Default for MarkerClassifierConfig {
+    fn default() -> Self {
+        MarkerClassifierConfig {
+            feature: DisplacementFeature::PeakToPeak,
+            method: ClassificationMethod::Threshold,
+            threshold_m: 3.0e-3,
+            hysteresis_m: 0.5e-3,
+            window_s: 12.0,
+            min_window_fill: 0.8,
+        }
+    }
+}
+
+impl Validate for MarkerClassifierConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        positive("threshold_m", self.threshold_m, 0.1, "m")?;
+        in_range("hysteresis_m", self.hysteresis_m, 0.0, self.threshold_m, "m (at most threshold_m)")?;
+        in_range("window_s", self.window_s, 1.0, 120.0, "s")?;
+        in_range("min_window_fill", self.min_window_fill, 0.1, 1.0, "")
+    }
+}
+
+/// Where the reference entry point comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntrySource {
+    /// The preset entry of the CT case moved by the lesion's offset.
+    Preset,
+    /// The trajectory planner's plan.
+    Plan,
+    /// `manual_entry_ct_m`.
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LesionRegistrationConfig {
+    /// Folder of the planning CT case; empty: no image data yet (registration reports it).
+    pub ct_case_dir: String,
+    pub image_frame_id: String,
+    pub min_markers: u32,
+    pub max_outliers: u32,
+    pub max_fre_m: f64,
+    pub fle_rms_m: f64,
+    pub entry_source: EntrySource,
+    pub manual_entry_ct_m: Vec<f64>,
+}
+
+impl Default for LesionRegistrationConfig {
+    fn default() -> Self {
+        LesionRegistrationConfig {
+            ct_case_dir: String::new(),
+            image_frame_id: crate::interfaces::frames::CT.into(),
+            min_markers: 3,
+            max_outliers: 1,
+            max_fre_m: 2.0e-3,
+            fle_rms_m: 0.35e-3,
+            entry_source: EntrySource::Preset,
+            manual_entry_ct_m: Vec::new(),
+        }
+    }
+}
+
+impl Validate for LesionRegistrationConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        non_empty("image_frame_id", &self.image_frame_id)?;
+        check(self.min_markers >= 3, "min_markers", || {
+            format!("{} is below 3: a rigid registration needs at least 3 markers", self.min_markers)
+        })?;
+        check(self.max_outliers <= 10, "max_outliers", || format!("{} is above 10", self.max_outliers))?;
+        positive("max_fre_m", self.max_fre_m, 0.05, "m")?;
+        positive("fle_rms_m", self.fle_rms_m, 0.01, "m")?;
+        if self.entry_source == EntrySource::Manual {
+            check(
+                self.manual_entry_ct_m.len() == 3 && self.manual_entry_ct_m.iter().all(|v| v.is_finite()),
+                "manual_entry_ct_m",
+                || "entry_source is manual: give three finite coordinates [x, y, z] in m".into(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NeedleTargetConfig {
+    pub frame_id: String,
+    /// Nominal tracker rate; staleness is counted in its periods.
+    pub tracker_rate_hz: f64,
+    pub stale_after_periods: f64,
+    pub deviation_tolerance_m: f64,
+    pub robot_latency_s: f64,
+}
+
+impl Default for NeedleTargetConfig {
+    fn default() -> Self {
+        NeedleTargetConfig {
+            frame_id: crate::interfaces::frames::TRACKER.into(),
+            tracker_rate_hz: 250.0,
+            stale_after_periods: 5.0,
+            deviation_tolerance_m: 5.0e-3,
+            robot_latency_s: 0.15,
+        }
+    }
+}
+
+impl NeedleTargetConfig {
+    /// Age beyond which a tracker sample is stale [s].
+    pub fn stale_after_s(&self) -> f64 {
+        self.stale_after_periods / self.tracker_rate_hz
+    }
+}
+
+impl Validate for NeedleTargetConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        non_empty("frame_id", &self.frame_id)?;
+        positive("tracker_rate_hz", self.tracker_rate_hz, 1000.0, "Hz")?;
+        in_range("stale_after_periods", self.stale_after_periods, 1.0, 1000.0, "periods")?;
+        positive("deviation_tolerance_m", self.deviation_tolerance_m, 0.1, "m")?;
+        in_range("robot_latency_s", self.robot_latency_s, 0.0, 1.0, "s")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VesselSegmentationConfig {
+    /// ONNX model; empty: the model shipped with the package.
+    pub model_path: String,
+    /// Refuse inputs larger than this many voxels (memory guard).
+    pub max_input_voxels: u64,
+    pub threads: u32,
+    /// A request arriving while one runs: queue it (true) or refuse it (false).
+    pub queue_when_busy: bool,
+    pub max_queue: u32,
+}
+
+impl Default for VesselSegmentationConfig {
+    fn default() -> Self {
+        VesselSegmentationConfig {
+            model_path: String::new(),
+            max_input_voxels: 512 * 512 * 1024,
+            threads: 2,
+            queue_when_busy: true,
+            max_queue: 2,
+        }
+    }
+}
+
+impl Validate for VesselSegmentationConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        check(self.max_input_voxels >= 32 * 32 * 32, "max_input_voxels", || {
+            format!("{} is smaller than one 32^3 patch", self.max_input_voxels)
+        })?;
+        check((1..=64).contains(&self.threads), "threads", || format!("{} is outside 1..=64", self.threads))?;
+        check(self.max_queue <= 16, "max_queue", || format!("{} is above 16", self.max_queue))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrajectoryPlannerConfig {
+    /// Planning CT (DICOM folder or NIfTI); empty: no plan is made.
+    pub ct_path: String,
+    pub output_dir: String,
+    pub image_frame_id: String,
+    pub service_timeout_s: f64,
+    pub safety_margin_m: f64,
+    pub max_depth_m: f64,
+    pub max_angle_deg: f64,
+    /// Preferred approach direction in CT coordinates (unit vector, LPS).
+    pub approach_direction: Vec<f64>,
+}
+
+impl Default for TrajectoryPlannerConfig {
+    fn default() -> Self {
+        TrajectoryPlannerConfig {
+            ct_path: String::new(),
+            output_dir: "/tmp/needle_nav_plan".into(),
+            image_frame_id: crate::interfaces::frames::CT.into(),
+            service_timeout_s: 300.0,
+            safety_margin_m: 5.0e-3,
+            max_depth_m: 0.15,
+            max_angle_deg: 45.0,
+            approach_direction: vec![0.0, -1.0, 0.0],
+        }
+    }
+}
+
+impl Validate for TrajectoryPlannerConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        non_empty("image_frame_id", &self.image_frame_id)?;
+        positive("service_timeout_s", self.service_timeout_s, 3600.0, "s")?;
+        in_range("safety_margin_m", self.safety_margin_m, 0.0, 0.05, "m")?;
+        positive("max_depth_m", self.max_depth_m, 0.5, "m")?;
+        in_range("max_angle_deg", self.max_angle_deg, 0.0, 90.0, "deg")?;
+        let d = &self.approach_direction;
+        let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt();
+        check(d.len() == 3 && norm.is_finite() && (norm - 1.0).abs() < 1e-3, "approach_direction", || {
+            format!("{d:?} must be a unit vector [x, y, z]")
+        })
+    }
+}
+
+/// Loads and validates the configuration of the node called `node` (used by the CLI and
+/// the launch-file test, which do not know the type statically).
+pub fn check_node_config(node: &str, section: Mapping, overrides: &Overrides) -> Result<(), ConfigError> {
+    match node {
+        "marker_tracker" => build_config::<MarkerTrackerConfig>(node, section, overrides).map(|_| ()),
+        "marker_classifier" => build_config::<MarkerClassifierConfig>(node, section, overrides).map(|_| ()),
+        "lesion_registration" => build_config::<LesionRegistrationConfig>(node, section, overrides).map(|_| ()),
+        "needle_target" => build_config::<NeedleTargetConfig>(node, section, overrides).map(|_| ()),
+        "vessel_segmentation" => build_config::<VesselSegmentationConfig>(node, section, overrides).map(|_| ()),
+        "trajectory_planner" => build_config::<TrajectoryPlannerConfig>(node, section, overrides).map(|_| ()),
+        other => Err(ConfigError::BadKey { node: other.into(), key: "<node>".into(), reason: "no such node".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        MarkerTrackerConfig::default().validate().unwrap();
+        MarkerClassifierConfig::default().validate().unwrap();
+        LesionRegistrationConfig::default().validate().unwrap();
+        NeedleTargetConfig::default().validate().unwrap();
+        VesselSegmentationConfig::default().validate().unwrap();
+        TrajectoryPlannerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn registration_needs_three_markers_and_a_manual_entry_when_manual() {
+        let mut c = LesionRegistrationConfig { min_markers: 2, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "min_markers");
+        c.min_markers = 3;
+        c.entry_source = EntrySource::Manual;
+        assert_eq!(c.validate().unwrap_err().key, "manual_entry_ct_m");
+        c.manual_entry_ct_m = vec![0.0, 0.1, f64::NAN];
+        assert_eq!(c.validate().unwrap_err().key, "manual_entry_ct_m");
+        c.manual_entry_ct_m = vec![0.0, 0.1, 0.2];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn hysteresis_cannot_exceed_threshold() {
+        let c = MarkerClassifierConfig { threshold_m: 1e-3, hysteresis_m: 2e-3, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "hysteresis_m");
+    }
+
+    #[test]
+    fn stale_limit_is_periods_over_rate() {
+        let c = NeedleTargetConfig { tracker_rate_hz: 200.0, stale_after_periods: 4.0, ..Default::default() };
+        approx::assert_relative_eq!(c.stale_after_s(), 0.02);
+    }
+
+    #[test]
+    fn approach_direction_must_be_unit() {
+        let c = TrajectoryPlannerConfig { approach_direction: vec![0.0, 2.0, 0.0], ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "approach_direction");
+    }
+}

@@ -1,0 +1,8 @@
+//! The algorithms, free of ROS types: testable with plain `cargo test --no-default-features --lib`.
+
+pub mod breathing;
+pub mod classification;
+pub mod segmentation_request;
+pub mod target_gate;
+pub mod tracker_sim;
+pub mod tracking;

@@ -1,0 +1,13 @@
+//! needle_nav: breathing-compensated needle guidance and vessel segmentation.
+//!
+//! * [`core`]: the algorithms, no ROS types.
+//! * [`config`]: typed, validated node configuration (ROS 2 parameter-file format).
+//! * [`interfaces`]: every node, topic, service, type and QoS, in one place.
+//! * `ros` (feature `ros`): the thin ROS 2 shell: conversions, QoS, node loops.
+
+pub mod config;
+pub mod core;
+pub mod interfaces;
+
+#[cfg(feature = "ros")]
+pub mod ros;
