@@ -117,7 +117,7 @@ ENV_FILE="$STATE/env.sh"
     echo "export LD_LIBRARY_PATH='$PREFIX/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
   fi
   echo "export PYTHONPATH='$PREFIX/lib/python$PY_VERSION/site-packages'\${PYTHONPATH:+:\$PYTHONPATH}"
-  echo "export IDL_PACKAGE_FILTER='needle_nav;std_msgs;geometry_msgs;visualization_msgs;builtin_interfaces'"
+  echo "export IDL_PACKAGE_FILTER='needle_nav;std_msgs;geometry_msgs;sensor_msgs;visualization_msgs;builtin_interfaces'"
   echo "export PATH='$VENV/bin':\"\$PATH\""
 } > "$ENV_FILE.tmp"
 mv "$ENV_FILE.tmp" "$ENV_FILE"

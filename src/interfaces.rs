@@ -137,7 +137,11 @@ impl NodeKind {
     pub fn endpoints(self) -> &'static [(Direction, Endpoint)] {
         use Direction::*;
         match self {
-            NodeKind::MarkerTracker => &[(Publishes, MARKERS), (Publishes, GROUND_TRUTH), (Publishes, VIZ_MARKERS)],
+            NodeKind::MarkerTracker => &[
+                (Publishes, MARKERS),
+                (Publishes, GROUND_TRUTH),
+                (Publishes, VIZ_MARKERS),
+            ],
             NodeKind::MarkerClassifier => &[(Subscribes, MARKERS), (Publishes, CLASSIFICATION)],
             NodeKind::LesionRegistration => &[
                 (Subscribes, MARKERS),
@@ -183,7 +187,11 @@ mod tests {
         for kind in NodeKind::ALL {
             for (_, ep) in kind.endpoints() {
                 if let Some(prev) = seen.insert(ep.name, *ep) {
-                    assert_eq!(prev, *ep, "{} declared twice with different type or QoS", ep.name);
+                    assert_eq!(
+                        prev, *ep,
+                        "{} declared twice with different type or QoS",
+                        ep.name
+                    );
                 }
             }
         }
@@ -191,15 +199,21 @@ mod tests {
 
     #[test]
     fn every_subscription_has_a_publisher_and_every_call_a_server() {
-        let all: Vec<(Direction, Endpoint)> =
-            NodeKind::ALL.iter().flat_map(|k| k.endpoints().iter().copied()).collect();
+        let all: Vec<(Direction, Endpoint)> = NodeKind::ALL
+            .iter()
+            .flat_map(|k| k.endpoints().iter().copied())
+            .collect();
         for (dir, ep) in &all {
             let needed = match dir {
                 Direction::Subscribes => Direction::Publishes,
                 Direction::Calls => Direction::Serves,
                 _ => continue,
             };
-            assert!(all.iter().any(|(d, e)| *d == needed && e.name == ep.name), "nobody provides {}", ep.name);
+            assert!(
+                all.iter().any(|(d, e)| *d == needed && e.name == ep.name),
+                "nobody provides {}",
+                ep.name
+            );
         }
     }
 
@@ -210,7 +224,9 @@ mod tests {
             for (_, ep) in kind.endpoints() {
                 assert!(!ep.name.starts_with('/'), "{} must be relative", ep.name);
                 assert!(
-                    ep.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/'),
+                    ep.name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/'),
                     "{} has characters ROS rejects",
                     ep.name
                 );

@@ -24,7 +24,9 @@ pub struct TrackerSample {
 impl TrackerSample {
     /// Visible markers whose coordinates are all finite; the others must not be used.
     pub fn usable(&self) -> impl Iterator<Item = &MarkerObservation> {
-        self.markers.iter().filter(|m| m.visible && m.position.iter().all(|c| c.is_finite()))
+        self.markers
+            .iter()
+            .filter(|m| m.visible && m.position.iter().all(|c| c.is_finite()))
     }
 
     /// Ids of markers that claim to be visible but carry a non-finite coordinate.
@@ -43,8 +45,17 @@ mod tests {
 
     #[test]
     fn nan_and_invisible_markers_are_not_usable() {
-        let m = |id, x: f64, visible| MarkerObservation { id, position: Point3::new(x, 0.0, 0.0), visible, quality: f64::NAN };
-        let s = TrackerSample { sequence: 0, stamp_ns: 0, markers: vec![m(1, 0.0, true), m(2, f64::NAN, true), m(3, 1.0, false)] };
+        let m = |id, x: f64, visible| MarkerObservation {
+            id,
+            position: Point3::new(x, 0.0, 0.0),
+            visible,
+            quality: f64::NAN,
+        };
+        let s = TrackerSample {
+            sequence: 0,
+            stamp_ns: 0,
+            markers: vec![m(1, 0.0, true), m(2, f64::NAN, true), m(3, 1.0, false)],
+        };
         assert_eq!(s.usable().map(|m| m.id).collect::<Vec<_>>(), vec![1]);
         assert_eq!(s.malformed_ids(), vec![2]);
     }

@@ -1,0 +1,194 @@
+//! A listener that records what the stack publishes and reports it in human units
+//! (`needle_nav_stack --summary`).
+
+use crate::interfaces::{CLASSIFICATION, MARKERS, PLAN, REGISTRATION, TARGET};
+use crate::ros::convert::time_to_ns;
+use crate::ros::msg;
+use crate::ros::nodes::subscription;
+use crate::ros::runtime::{NodeContext, NodeError};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Seen {
+    samples: u64,
+    first_sample_ns: Option<i64>,
+    last_sample_ns: Option<i64>,
+    markers_per_sample: usize,
+    classification: Option<msg::MarkerClassification>,
+    registration: Option<msg::LesionRegistration>,
+    plan: Option<msg::NeedlePlan>,
+    targets_valid: u64,
+    targets_invalid: BTreeMap<String, u64>,
+    /// Receive time minus tracker-sample stamp of each target [ns].
+    target_latency_ns: Vec<i64>,
+}
+
+pub struct Monitor {
+    seen: Arc<Mutex<Seen>>,
+}
+
+fn lock(s: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn percentile(sorted: &[i64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64
+}
+
+impl Monitor {
+    pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<Monitor, NodeError> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
+        let mut classes = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
+        let mut regs = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
+        let mut targets = subscription::<msg::NeedleTarget>(node, TARGET)?;
+        let mut plans = subscription::<msg::NeedlePlan>(node, PLAN)?;
+        let s = seen.clone();
+        cx.spawn(async move {
+            while let Some(m) = samples.next().await {
+                let mut g = lock(&s);
+                let t = time_to_ns(&m.header.stamp);
+                g.samples += 1;
+                g.first_sample_ns.get_or_insert(t);
+                g.last_sample_ns = Some(t);
+                g.markers_per_sample = m.markers.len();
+            }
+        });
+        let s = seen.clone();
+        cx.spawn(async move {
+            while let Some(m) = classes.next().await {
+                lock(&s).classification = Some(m);
+            }
+        });
+        let s = seen.clone();
+        cx.spawn(async move {
+            while let Some(m) = regs.next().await {
+                lock(&s).registration = Some(m);
+            }
+        });
+        let s = seen.clone();
+        cx.spawn(async move {
+            while let Some(m) = plans.next().await {
+                lock(&s).plan = Some(m);
+            }
+        });
+        let s = seen.clone();
+        let cx2 = cx.clone();
+        cx.spawn(async move {
+            while let Some(m) = targets.next().await {
+                let now = cx2.now_ns();
+                let mut g = lock(&s);
+                if m.valid {
+                    g.targets_valid += 1;
+                } else {
+                    *g.targets_invalid.entry(reason_kind(&m.reason)).or_default() += 1;
+                }
+                let source = time_to_ns(&m.source_stamp);
+                if source > 0 {
+                    g.target_latency_ns.push(now - source);
+                }
+            }
+        });
+        Ok(Monitor { seen })
+    }
+
+    /// Human-readable summary (millimetres, milliseconds).
+    pub fn report(&self) -> String {
+        let g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::from("\n=== needle_nav stack summary ===\n");
+        let rate = match (g.first_sample_ns, g.last_sample_ns) {
+            (Some(a), Some(b)) if b > a && g.samples > 1 => {
+                (g.samples - 1) as f64 / ((b - a) as f64 * 1e-9)
+            }
+            _ => f64::NAN,
+        };
+        let _ = writeln!(
+            out,
+            "tracker        : {} samples of {} markers, {:.1} Hz",
+            g.samples, g.markers_per_sample, rate
+        );
+        match &g.classification {
+            Some(c) => {
+                let _ = writeln!(
+                    out,
+                    "classification : registration markers {:?}, correction markers {:?} ({} >= {:.1} mm)",
+                    c.registration_marker_ids,
+                    c.correction_marker_ids,
+                    c.feature,
+                    c.threshold * 1e3
+                );
+                for m in &c.markers {
+                    let _ = writeln!(
+                        out,
+                        "                 marker {:>2}: feature {:6.2} mm",
+                        m.id,
+                        m.displacement_feature * 1e3
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(out, "classification : none yet (window not filled)");
+            }
+        }
+        match &g.registration {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "registration   : status {} - {}",
+                    r.status, r.status_message
+                );
+            }
+            None => {
+                let _ = writeln!(out, "registration   : nothing received");
+            }
+        }
+        match &g.plan {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "plan           : status {} - {}",
+                    p.status, p.status_message
+                );
+            }
+            None => {
+                let _ = writeln!(out, "plan           : nothing received");
+            }
+        }
+        let invalid: u64 = g.targets_invalid.values().sum();
+        let _ = writeln!(
+            out,
+            "targets        : {} valid, {} invalid",
+            g.targets_valid, invalid
+        );
+        for (reason, n) in &g.targets_invalid {
+            let _ = writeln!(out, "                 {n:>6} x {reason}");
+        }
+        let mut lat = g.target_latency_ns.clone();
+        lat.sort_unstable();
+        let _ = writeln!(
+            out,
+            "latency        : tracker sample -> target received, p50 {:.2} ms, p99 {:.2} ms (n = {})",
+            percentile(&lat, 0.5) * 1e-6,
+            percentile(&lat, 0.99) * 1e-6,
+            lat.len()
+        );
+        out
+    }
+}
+
+/// Groups reasons that differ only in numbers ("stale ... 0.031 s" and "stale ... 0.032 s").
+fn reason_kind(reason: &str) -> String {
+    reason
+        .split(':')
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_string()
+}

@@ -1,0 +1,91 @@
+//! marker_tracker: publishes tracked marker positions at the configured rate.
+
+use super::{config, log_publish_error, publisher};
+use crate::config::{MarkerTrackerConfig, TrackerSource};
+use crate::core::tracker_sim::{SimTrackerParams, SimulatedTracker};
+use crate::interfaces::{GROUND_TRUTH, MARKERS, VIZ_MARKERS};
+use crate::ros::convert;
+use crate::ros::msg;
+use crate::ros::runtime::{NodeContext, NodeError};
+use r2r::visualization_msgs::msg::{Marker, MarkerArray};
+use std::time::{Duration, Instant};
+
+const NAME: &str = "marker_tracker";
+/// rviz does not need every sample.
+const VIZ_EVERY_N_SAMPLES: u64 = 25;
+
+pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
+    let cfg: MarkerTrackerConfig = config(node, NAME)?;
+    let markers_pub = publisher::<msg::TrackedMarkerArray>(node, MARKERS)?;
+    let truth_pub = match (cfg.source, cfg.publish_ground_truth) {
+        (TrackerSource::Sim, true) => {
+            Some(publisher::<msg::PhantomGroundTruth>(node, GROUND_TRUTH)?)
+        }
+        _ => None,
+    };
+    let viz_pub = if cfg.publish_visualization {
+        Some(publisher::<MarkerArray>(node, VIZ_MARKERS)?)
+    } else {
+        None
+    };
+
+    let mut sim = SimulatedTracker::new(&SimTrackerParams {
+        seed: cfg.seed,
+        noise_rms_m: cfg.noise_rms_m,
+        dropout_probability: cfg.dropout_probability,
+        breathing_period_s: cfg.breathing_period_s,
+    });
+    let task_cx = cx.clone();
+    cx.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.rate_hz));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let start = Instant::now();
+        let mut publish_failed = false;
+        loop {
+            tick.tick().await;
+            let stamp_ns = task_cx.now_ns();
+            let (sample, truth) = sim.sample(start.elapsed().as_secs_f64(), stamp_ns);
+            let result = markers_pub.publish(&convert::sample_msg(&sample, &cfg.frame_id));
+            log_publish_error(NAME, MARKERS.name, result, &mut publish_failed);
+            if let Some(p) = &truth_pub {
+                let _ = p.publish(&convert::ground_truth_msg(&truth, &cfg.frame_id));
+            }
+            if let Some(p) = &viz_pub {
+                if sample.sequence % VIZ_EVERY_N_SAMPLES == 0 {
+                    let _ = p.publish(&marker_spheres(&sample, &cfg.frame_id));
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn marker_spheres(sample: &crate::core::tracking::TrackerSample, frame_id: &str) -> MarkerArray {
+    let markers = sample
+        .markers
+        .iter()
+        .map(|m| {
+            let mut k = Marker::default();
+            k.header = convert::header(sample.stamp_ns, frame_id);
+            k.ns = "tracked_markers".into();
+            k.id = m.id as i32;
+            k.type_ = Marker::SPHERE as i32;
+            k.action = if m.visible {
+                Marker::ADD as i32
+            } else {
+                Marker::DELETE as i32
+            };
+            k.pose.position = convert::point_msg(&m.position);
+            k.pose.orientation.w = 1.0;
+            k.scale.x = 0.008;
+            k.scale.y = 0.008;
+            k.scale.z = 0.008;
+            k.color.r = 0.8;
+            k.color.g = 0.8;
+            k.color.b = 0.8;
+            k.color.a = 1.0;
+            k
+        })
+        .collect();
+    MarkerArray { markers }
+}

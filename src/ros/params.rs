@@ -1,0 +1,51 @@
+//! ROS parameters (from `--ros-args --params-file F -p k:=v`) as configuration overrides.
+
+use crate::config::{self, ConfigError, ConfigSource, Overrides, Validate};
+use r2r::ParameterValue;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+fn to_yaml(v: &ParameterValue) -> Option<Value> {
+    Some(match v {
+        ParameterValue::NotSet => return None,
+        ParameterValue::Bool(b) => Value::from(*b),
+        ParameterValue::Integer(i) => Value::from(*i),
+        ParameterValue::Double(d) => Value::from(*d),
+        ParameterValue::String(s) => Value::from(s.clone()),
+        ParameterValue::BoolArray(a) => {
+            Value::Sequence(a.iter().map(|b| Value::from(*b)).collect())
+        }
+        ParameterValue::ByteArray(a) => {
+            Value::Sequence(a.iter().map(|b| Value::from(*b)).collect())
+        }
+        ParameterValue::IntegerArray(a) => {
+            Value::Sequence(a.iter().map(|b| Value::from(*b)).collect())
+        }
+        ParameterValue::DoubleArray(a) => {
+            Value::Sequence(a.iter().map(|b| Value::from(*b)).collect())
+        }
+        ParameterValue::StringArray(a) => {
+            Value::Sequence(a.iter().map(|b| Value::from(b.clone())).collect())
+        }
+    })
+}
+
+/// The parameters rcl parsed for this node.
+pub fn overrides(node: &r2r::Node) -> Overrides {
+    let params = node
+        .params
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    params
+        .iter()
+        .filter_map(|(k, p)| to_yaml(&p.value).map(|v| (k.clone(), v)))
+        .collect()
+}
+
+/// Loads the node's configuration: its default file, then the ROS parameters.
+pub fn load_config<T>(node: &r2r::Node, node_name: &str) -> Result<(T, ConfigSource), ConfigError>
+where
+    T: DeserializeOwned + Validate,
+{
+    config::load::<T>(node_name, &overrides(node))
+}

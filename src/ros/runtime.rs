@@ -1,0 +1,305 @@
+//! Process plumbing shared by every executable: logging, the ROS context, one spin thread
+//! per node, node tasks on a tokio runtime, and clean shutdown on SIGINT/SIGTERM.
+
+use crate::config::ConfigError;
+use crate::interfaces::NodeKind;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{what}: {source}")]
+    Ros { what: String, source: r2r::Error },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Attaches a description to an r2r error.
+pub trait RosContext<T> {
+    fn ros(self, what: impl Into<String>) -> Result<T, NodeError>;
+}
+
+impl<T> RosContext<T> for r2r::Result<T> {
+    fn ros(self, what: impl Into<String>) -> Result<T, NodeError> {
+        self.map_err(|source| NodeError::Ros {
+            what: what.into(),
+            source,
+        })
+    }
+}
+
+/// What a node's tasks get: where to run, when to stop, and the ROS clock.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub name: String,
+    rt: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    clock: Arc<Mutex<r2r::Clock>>,
+}
+
+impl NodeContext {
+    /// Runs `task` until it ends or the process shuts down.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut shutdown = self.shutdown.clone();
+        self.rt.spawn(async move {
+            tokio::select! {
+                _ = task => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+
+    /// Now on the node's ROS clock [ns].
+    pub fn now_ns(&self) -> i64 {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        match clock.get_now() {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => {
+                tracing::warn!(node = %self.name, "ROS clock unavailable ({e}); using system time");
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0)
+            }
+        }
+    }
+}
+
+/// Options of the executables, given before `--ros-args`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOptions {
+    /// Stop by itself after this long (demos, tests).
+    pub run_for: Option<Duration>,
+    /// Also run a monitor and print what the stack did at the end.
+    pub summary: bool,
+}
+
+impl RunOptions {
+    /// Parses the arguments before `--ros-args` (everything after belongs to ROS).
+    pub fn parse(args: &[String]) -> Result<RunOptions, String> {
+        let mut opts = RunOptions::default();
+        let mut it = args
+            .iter()
+            .skip(1)
+            .take_while(|a| a.as_str() != "--ros-args");
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--run-for" => {
+                    let v = it.next().ok_or("--run-for needs seconds")?;
+                    let s: f64 = v
+                        .parse()
+                        .map_err(|_| format!("--run-for: `{v}` is not a number of seconds"))?;
+                    if !(s.is_finite() && s > 0.0) {
+                        return Err(format!("--run-for: {s} must be > 0"));
+                    }
+                    opts.run_for = Some(Duration::from_secs_f64(s));
+                }
+                "--summary" => opts.summary = true,
+                "-h" | "--help" => return Err(String::new()),
+                other => return Err(format!("unknown option `{other}`")),
+            }
+        }
+        Ok(opts)
+    }
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn usage(program: &str) -> String {
+    format!(
+        "usage: {program} [--run-for SECONDS] [--summary] [--ros-args --params-file FILE -p key:=value ...]\n\
+         Parameters default to config/<node>.yaml ($NEEDLE_NAV_CONFIG_DIR or the installed share/needle_nav/config)."
+    )
+}
+
+/// Entry point of a single-node executable.
+pub fn main_single(kind: NodeKind) -> ExitCode {
+    main_nodes(&[kind])
+}
+
+/// Entry point hosting `kinds` in one process.
+pub fn main_nodes(kinds: &[NodeKind]) -> ExitCode {
+    init_tracing();
+    let args: Vec<String> = std::env::args().collect();
+    let program = args.first().cloned().unwrap_or_default();
+    let opts = match RunOptions::parse(&args) {
+        Ok(o) => o,
+        Err(msg) if msg.is_empty() => {
+            println!("{}", usage(&program));
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("{msg}\n{}", usage(&program));
+            return ExitCode::from(2);
+        }
+    };
+    match run(kinds, &opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ NodeError::Config(_)) => {
+            tracing::error!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Starts the nodes, spins them until SIGINT/SIGTERM (or `run_for`), then shuts down.
+pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("needle_nav")
+        .build()
+        .map_err(|e| NodeError::Runtime(format!("cannot start the tokio runtime: {e}")))?;
+    let ctx = r2r::Context::create().ros("cannot initialise ROS 2")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_flag = Arc::new(AtomicBool::new(false));
+
+    // Signals and the optional run time limit both end the process the same way.
+    {
+        let stop_tx = stop_tx.clone();
+        let run_for = opts.run_for;
+        let mut interrupt = {
+            let _guard = rt.enter();
+            let i = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+            let t = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+            match (i, t) {
+                (Ok(i), Ok(t)) => (i, t),
+                _ => {
+                    return Err(NodeError::Runtime(
+                        "cannot install SIGINT/SIGTERM handlers".into(),
+                    ))
+                }
+            }
+        };
+        rt.spawn(async move {
+            let limit = async {
+                match run_for {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => futures::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupt.0.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = interrupt.1.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = limit => tracing::info!("run time over: shutting down"),
+            }
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let mut spinners = Vec::new();
+    let mut monitor = None;
+    let mut nodes_to_spin = Vec::new();
+    for &kind in kinds {
+        let mut node = r2r::Node::create(ctx.clone(), kind.name(), "")
+            .ros(format!("cannot create node {}", kind.name()))?;
+        let cx = NodeContext {
+            name: kind.name().to_string(),
+            rt: rt.handle().clone(),
+            shutdown: stop_rx.clone(),
+            clock: node.get_ros_clock(),
+        };
+        super::nodes::start(kind, &mut node, &cx)?;
+        tracing::info!(node = kind.name(), "started");
+        nodes_to_spin.push((kind.name().to_string(), node));
+    }
+    if opts.summary {
+        let mut node = r2r::Node::create(ctx.clone(), "needle_nav_monitor", "")
+            .ros("cannot create the monitor node")?;
+        let cx = NodeContext {
+            name: "needle_nav_monitor".into(),
+            rt: rt.handle().clone(),
+            shutdown: stop_rx.clone(),
+            clock: node.get_ros_clock(),
+        };
+        monitor = Some(super::monitor::Monitor::start(&mut node, &cx)?);
+        nodes_to_spin.push(("needle_nav_monitor".into(), node));
+    }
+    // One spin thread per node: a message for one node never waits behind another's.
+    for (name, mut node) in nodes_to_spin {
+        let stop = stop_flag.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("spin_{name}"))
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    node.spin_once(Duration::from_millis(20));
+                }
+                drop(node);
+            })
+            .map_err(|e| NodeError::Runtime(format!("cannot start spin thread: {e}")))?;
+        spinners.push(handle);
+    }
+
+    let mut wait = stop_rx.clone();
+    rt.block_on(async move {
+        let _ = wait.wait_for(|stop| *stop).await;
+    });
+    stop_flag.store(true, Ordering::Relaxed);
+    for h in spinners {
+        let _ = h.join();
+    }
+    if let Some(m) = monitor {
+        println!("{}", m.report());
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_stop_at_ros_args() {
+        let o = RunOptions::parse(&args(&[
+            "x",
+            "--run-for",
+            "2.5",
+            "--summary",
+            "--ros-args",
+            "-p",
+            "a:=1",
+        ]))
+        .unwrap();
+        assert_eq!(
+            o,
+            RunOptions {
+                run_for: Some(Duration::from_millis(2500)),
+                summary: true
+            }
+        );
+        assert_eq!(
+            RunOptions::parse(&args(&["x", "--ros-args", "--run-for", "x"])).unwrap(),
+            RunOptions::default()
+        );
+        assert!(RunOptions::parse(&args(&["x", "--run-for", "-1"])).is_err());
+        assert!(RunOptions::parse(&args(&["x", "--bogus"])).is_err());
+    }
+}
