@@ -41,11 +41,8 @@ pub struct Endpoint {
     pub qos: QosKind,
 }
 
-pub const MARKERS: Endpoint = Endpoint {
-    name: "needle_nav/markers",
-    type_name: "needle_nav/msg/TrackedMarkerArray",
-    qos: QosKind::SensorData,
-};
+pub const MARKERS: Endpoint =
+    Endpoint { name: "needle_nav/markers", type_name: "needle_nav/msg/TrackedMarkerArray", qos: QosKind::SensorData };
 /// Debug/evaluation only: truth of the simulated patient. Never present on a real patient.
 pub const GROUND_TRUTH: Endpoint = Endpoint {
     name: "needle_nav/debug/ground_truth",
@@ -62,22 +59,16 @@ pub const REGISTRATION: Endpoint = Endpoint {
     type_name: "needle_nav/msg/LesionRegistration",
     qos: QosKind::LatchedState,
 };
-pub const TARGET: Endpoint = Endpoint {
-    name: "needle_nav/target",
-    type_name: "needle_nav/msg/NeedleTarget",
-    qos: QosKind::ReliableStream,
-};
+pub const TARGET: Endpoint =
+    Endpoint { name: "needle_nav/target", type_name: "needle_nav/msg/NeedleTarget", qos: QosKind::ReliableStream };
 /// Generic arm controllers take a pose; published only while the target is valid.
 pub const TARGET_POSE: Endpoint = Endpoint {
     name: "needle_nav/target_pose",
     type_name: "geometry_msgs/msg/PoseStamped",
     qos: QosKind::ReliableStream,
 };
-pub const PLAN: Endpoint = Endpoint {
-    name: "needle_nav/plan",
-    type_name: "needle_nav/msg/NeedlePlan",
-    qos: QosKind::LatchedState,
-};
+pub const PLAN: Endpoint =
+    Endpoint { name: "needle_nav/plan", type_name: "needle_nav/msg/NeedlePlan", qos: QosKind::LatchedState };
 pub const VIZ_MARKERS: Endpoint = Endpoint {
     name: "needle_nav/viz/markers",
     type_name: "visualization_msgs/msg/MarkerArray",
@@ -88,11 +79,8 @@ pub const VIZ_TARGET: Endpoint = Endpoint {
     type_name: "visualization_msgs/msg/MarkerArray",
     qos: QosKind::ReliableStream,
 };
-pub const SEGMENT_VESSELS: Endpoint = Endpoint {
-    name: "needle_nav/segment_vessels",
-    type_name: "needle_nav/srv/SegmentVessels",
-    qos: QosKind::Service,
-};
+pub const SEGMENT_VESSELS: Endpoint =
+    Endpoint { name: "needle_nav/segment_vessels", type_name: "needle_nav/srv/SegmentVessels", qos: QosKind::Service };
 
 /// The six nodes. The executable and the default node name are the same string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -137,18 +125,11 @@ impl NodeKind {
     pub fn endpoints(self) -> &'static [(Direction, Endpoint)] {
         use Direction::*;
         match self {
-            NodeKind::MarkerTracker => &[
-                (Publishes, MARKERS),
-                (Publishes, GROUND_TRUTH),
-                (Publishes, VIZ_MARKERS),
-            ],
+            NodeKind::MarkerTracker => &[(Publishes, MARKERS), (Publishes, GROUND_TRUTH), (Publishes, VIZ_MARKERS)],
             NodeKind::MarkerClassifier => &[(Subscribes, MARKERS), (Publishes, CLASSIFICATION)],
-            NodeKind::LesionRegistration => &[
-                (Subscribes, MARKERS),
-                (Subscribes, CLASSIFICATION),
-                (Subscribes, PLAN),
-                (Publishes, REGISTRATION),
-            ],
+            NodeKind::LesionRegistration => {
+                &[(Subscribes, MARKERS), (Subscribes, CLASSIFICATION), (Subscribes, PLAN), (Publishes, REGISTRATION)]
+            }
             NodeKind::NeedleTarget => &[
                 (Subscribes, MARKERS),
                 (Subscribes, CLASSIFICATION),
@@ -187,11 +168,7 @@ mod tests {
         for kind in NodeKind::ALL {
             for (_, ep) in kind.endpoints() {
                 if let Some(prev) = seen.insert(ep.name, *ep) {
-                    assert_eq!(
-                        prev, *ep,
-                        "{} declared twice with different type or QoS",
-                        ep.name
-                    );
+                    assert_eq!(prev, *ep, "{} declared twice with different type or QoS", ep.name);
                 }
             }
         }
@@ -199,21 +176,15 @@ mod tests {
 
     #[test]
     fn every_subscription_has_a_publisher_and_every_call_a_server() {
-        let all: Vec<(Direction, Endpoint)> = NodeKind::ALL
-            .iter()
-            .flat_map(|k| k.endpoints().iter().copied())
-            .collect();
+        let all: Vec<(Direction, Endpoint)> =
+            NodeKind::ALL.iter().flat_map(|k| k.endpoints().iter().copied()).collect();
         for (dir, ep) in &all {
             let needed = match dir {
                 Direction::Subscribes => Direction::Publishes,
                 Direction::Calls => Direction::Serves,
                 _ => continue,
             };
-            assert!(
-                all.iter().any(|(d, e)| *d == needed && e.name == ep.name),
-                "nobody provides {}",
-                ep.name
-            );
+            assert!(all.iter().any(|(d, e)| *d == needed && e.name == ep.name), "nobody provides {}", ep.name);
         }
     }
 
@@ -224,9 +195,7 @@ mod tests {
             for (_, ep) in kind.endpoints() {
                 assert!(!ep.name.starts_with('/'), "{} must be relative", ep.name);
                 assert!(
-                    ep.name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/'),
+                    ep.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/'),
                     "{} has characters ROS rejects",
                     ep.name
                 );

@@ -30,12 +30,7 @@ fn built_executable(name: &str) -> Option<&'static str> {
 fn cargo_bins() -> Vec<String> {
     let text = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
     let doc: toml::Table = text.parse().unwrap();
-    doc["bin"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect()
+    doc["bin"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap().to_string()).collect()
 }
 
 /// Resolves `$(var x)` and `$(find-pkg-share needle_nav)`; anything else is an error.
@@ -44,17 +39,13 @@ fn substitute(text: &str, vars: &HashMap<String, String>) -> Result<String, Stri
     let mut rest = text;
     while let Some(start) = rest.find("$(") {
         out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find(')')
-            .ok_or_else(|| format!("unclosed substitution in `{text}`"))?
-            + start;
+        let end = rest[start..].find(')').ok_or_else(|| format!("unclosed substitution in `{text}`"))? + start;
         let inner = &rest[start + 2..end];
         let mut words = inner.split_whitespace();
         let value = match (words.next(), words.next()) {
-            (Some("var"), Some(name)) => vars
-                .get(name)
-                .cloned()
-                .ok_or_else(|| format!("undefined launch argument `{name}`"))?,
+            (Some("var"), Some(name)) => {
+                vars.get(name).cloned().ok_or_else(|| format!("undefined launch argument `{name}`"))?
+            }
             // The package installs launch/ and config/ into share/needle_nav: the repo root mirrors it.
             (Some("find-pkg-share"), Some("needle_nav")) => root().display().to_string(),
             _ => return Err(format!("unsupported substitution `$({inner})`")),
@@ -66,14 +57,8 @@ fn substitute(text: &str, vars: &HashMap<String, String>) -> Result<String, Stri
     Ok(out)
 }
 
-fn attr(
-    node: roxmltree::Node,
-    name: &str,
-    vars: &HashMap<String, String>,
-) -> Result<Option<String>, String> {
-    node.attribute(name)
-        .map(|v| substitute(v, vars))
-        .transpose()
+fn attr(node: roxmltree::Node, name: &str, vars: &HashMap<String, String>) -> Result<Option<String>, String> {
+    node.attribute(name).map(|v| substitute(v, vars)).transpose()
 }
 
 /// Nodes an executable hosts (the all-in-one hosts all six).
@@ -85,11 +70,7 @@ fn hosted(exec: &str) -> Vec<NodeKind> {
     }
 }
 
-fn check_node_element(
-    el: roxmltree::Node,
-    vars: &HashMap<String, String>,
-    file: &Path,
-) -> Result<String, String> {
+fn check_node_element(el: roxmltree::Node, vars: &HashMap<String, String>, file: &Path) -> Result<String, String> {
     let pkg = attr(el, "pkg", vars)?.ok_or("node without pkg")?;
     let exec = attr(el, "exec", vars)?.ok_or("node without exec")?;
     if pkg != "needle_nav" {
@@ -98,8 +79,7 @@ fn check_node_element(
     if !cargo_bins().contains(&exec) {
         return Err(format!("exec `{exec}` is not an executable of Cargo.toml"));
     }
-    let path =
-        built_executable(&exec).ok_or_else(|| format!("exec `{exec}` unknown to this test"))?;
+    let path = built_executable(&exec).ok_or_else(|| format!("exec `{exec}` unknown to this test"))?;
     if !Path::new(path).is_file() {
         return Err(format!("executable {path} was not built"));
     }
@@ -120,30 +100,23 @@ fn check_node_element(
             "param" => {
                 if let Some(from) = attr(child, "from", vars)? {
                     let p = PathBuf::from(&from);
-                    let text = std::fs::read_to_string(&p)
-                        .map_err(|e| format!("parameter file {from}: {e}"))?;
+                    let text = std::fs::read_to_string(&p).map_err(|e| format!("parameter file {from}: {e}"))?;
                     files.push((p, text));
                 } else {
                     let name = attr(child, "name", vars)?.ok_or("param without name or from")?;
                     let value = attr(child, "value", vars)?.ok_or("param without value")?;
                     // launch_ros reads inline values as YAML scalars.
-                    let v: serde_yaml::Value =
-                        serde_yaml::from_str(&value).map_err(|e| e.to_string())?;
+                    let v: serde_yaml::Value = serde_yaml::from_str(&value).map_err(|e| e.to_string())?;
                     inline.push((name, v));
                 }
             }
             "remap" => {
                 let from = attr(child, "from", vars)?.ok_or("remap without from")?;
                 let to = attr(child, "to", vars)?.ok_or("remap without to")?;
-                let used = kinds.iter().any(|k| {
-                    k.endpoints()
-                        .iter()
-                        .any(|(_, ep)| ep.name == from.trim_start_matches('/'))
-                });
+                let used =
+                    kinds.iter().any(|k| k.endpoints().iter().any(|(_, ep)| ep.name == from.trim_start_matches('/')));
                 if !used {
-                    return Err(format!(
-                        "remap from `{from}`: no node of `{exec}` uses that topic or service"
-                    ));
+                    return Err(format!("remap from `{from}`: no node of `{exec}` uses that topic or service"));
                 }
                 if to.is_empty() || to.contains(' ') {
                     return Err(format!("remap to `{to}` is not a valid name"));
@@ -155,17 +128,13 @@ fn check_node_element(
     for kind in &kinds {
         let mut section = serde_yaml::Mapping::new();
         for (path, text) in &files {
-            let part =
-                node_section(text, kind.name()).map_err(|e| format!("{}: {e}", path.display()))?;
+            let part = node_section(text, kind.name()).map_err(|e| format!("{}: {e}", path.display()))?;
             for (k, v) in part {
                 section.insert(k, v);
             }
         }
         if section.is_empty() && kinds.len() == 1 && !files.is_empty() {
-            return Err(format!(
-                "no parameter file section applies to {}",
-                kind.name()
-            ));
+            return Err(format!("no parameter file section applies to {}", kind.name()));
         }
         check_node_config(kind.name(), section, &inline)
             .map_err(|e| format!("{} in {}: {e}", kind.name(), file.display()))?;
@@ -176,8 +145,7 @@ fn check_node_element(
 /// Checks a launch file and the files it includes; returns the executables it starts.
 fn check_launch_file(file: &Path, given: &HashMap<String, String>) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let doc = roxmltree::Document::parse(&text)
-        .map_err(|e| format!("{}: not XML: {e}", file.display()))?;
+    let doc = roxmltree::Document::parse(&text).map_err(|e| format!("{}: not XML: {e}", file.display()))?;
     let launch = doc.root_element();
     if launch.tag_name().name() != "launch" {
         return Err(format!("{}: root element must be <launch>", file.display()));
@@ -185,18 +153,14 @@ fn check_launch_file(file: &Path, given: &HashMap<String, String>) -> Result<Vec
     let mut vars = HashMap::new();
     let mut execs = Vec::new();
     for el in launch.descendants().filter(|n| n.is_element()) {
-        let parent_is_launch = el
-            .parent_element()
-            .map(|p| p.tag_name().name() == "launch")
-            .unwrap_or(false);
+        let parent_is_launch = el.parent_element().map(|p| p.tag_name().name() == "launch").unwrap_or(false);
         match el.tag_name().name() {
             "launch" => {}
             "arg" if parent_is_launch => {
                 let name = el.attribute("name").ok_or("arg without name")?.to_string();
                 let value = match given.get(&name) {
                     Some(v) => v.clone(),
-                    None => attr(el, "default", &vars)?
-                        .ok_or_else(|| format!("argument `{name}` has no default"))?,
+                    None => attr(el, "default", &vars)?.ok_or_else(|| format!("argument `{name}` has no default"))?,
                 };
                 vars.insert(name, value);
             }
@@ -205,30 +169,19 @@ fn check_launch_file(file: &Path, given: &HashMap<String, String>) -> Result<Vec
                 attr(el, "name", &vars)?.ok_or("set_env without name")?;
                 attr(el, "value", &vars)?.ok_or("set_env without value")?;
             }
-            "node" => execs.push(
-                check_node_element(el, &vars, file)
-                    .map_err(|e| format!("{}: {e}", file.display()))?,
-            ),
+            "node" => execs.push(check_node_element(el, &vars, file).map_err(|e| format!("{}: {e}", file.display()))?),
             "param" | "remap" => {} // checked with their node
             "include" => {
                 let inc = attr(el, "file", &vars)?.ok_or("include without file")?;
                 let mut args = HashMap::new();
                 for a in el.children().filter(|c| c.has_tag_name("arg")) {
-                    let n = a
-                        .attribute("name")
-                        .ok_or("include arg without name")?
-                        .to_string();
+                    let n = a.attribute("name").ok_or("include arg without name")?.to_string();
                     let v = attr(a, "value", &vars)?.ok_or("include arg without value")?;
                     args.insert(n, v);
                 }
                 execs.extend(check_launch_file(Path::new(&inc), &args)?);
             }
-            other => {
-                return Err(format!(
-                    "{}: element <{other}> not checked by this test",
-                    file.display()
-                ))
-            }
+            other => return Err(format!("{}: element <{other}> not checked by this test", file.display())),
         }
     }
     Ok(execs)
@@ -247,10 +200,7 @@ fn launch_files() -> Vec<PathBuf> {
 #[test]
 fn every_launch_file_matches_the_package() {
     let files = launch_files();
-    assert!(
-        files.len() >= 3,
-        "expected the stack, sim and all-in-one launch files, found {files:?}"
-    );
+    assert!(files.len() >= 3, "expected the stack, sim and all-in-one launch files, found {files:?}");
     for f in &files {
         let execs = check_launch_file(f, &HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
         assert!(!execs.is_empty(), "{} starts nothing", f.display());
@@ -259,23 +209,11 @@ fn every_launch_file_matches_the_package() {
 
 #[test]
 fn the_sim_launch_starts_all_six_nodes_and_the_all_in_one_hosts_them() {
-    let sim = check_launch_file(
-        &root().join("launch/needle_nav_sim.launch.xml"),
-        &HashMap::new(),
-    )
-    .unwrap();
+    let sim = check_launch_file(&root().join("launch/needle_nav_sim.launch.xml"), &HashMap::new()).unwrap();
     for kind in NodeKind::ALL {
-        assert!(
-            sim.contains(&kind.name().to_string()),
-            "sim launch misses {}",
-            kind.name()
-        );
+        assert!(sim.contains(&kind.name().to_string()), "sim launch misses {}", kind.name());
     }
-    let all = check_launch_file(
-        &root().join("launch/needle_nav_all_in_one.launch.xml"),
-        &HashMap::new(),
-    )
-    .unwrap();
+    let all = check_launch_file(&root().join("launch/needle_nav_all_in_one.launch.xml"), &HashMap::new()).unwrap();
     assert_eq!(all, vec![ALL_IN_ONE_EXECUTABLE.to_string()]);
 }
 
@@ -285,11 +223,7 @@ fn the_checker_rejects_broken_launch_files() {
     let dir = std::env::temp_dir().join(format!("nn_launch_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
-        (
-            "missing_exec",
-            r#"<launch><node pkg="needle_nav" exec="no_such_node"/></launch>"#,
-            "not an executable",
-        ),
+        ("missing_exec", r#"<launch><node pkg="needle_nav" exec="no_such_node"/></launch>"#, "not an executable"),
         (
             "bad_param_file",
             r#"<launch><node pkg="needle_nav" exec="needle_target"><param from="/nonexistent/x.yaml"/></node></launch>"#,
@@ -310,30 +244,15 @@ fn the_checker_rejects_broken_launch_files() {
             r#"<launch><node pkg="needle_nav" exec="needle_target"><remap from="needle_nav/markerz" to="x"/></node></launch>"#,
             "remap",
         ),
-        (
-            "renamed",
-            r#"<launch><node pkg="needle_nav" exec="needle_target" name="target_node"/></launch>"#,
-            "differs",
-        ),
-        (
-            "undefined_arg",
-            r#"<launch><node pkg="needle_nav" exec="$(var nope)"/></launch>"#,
-            "undefined",
-        ),
-        (
-            "missing_include",
-            r#"<launch><include file="/nonexistent/x.launch.xml"/></launch>"#,
-            "x.launch.xml",
-        ),
+        ("renamed", r#"<launch><node pkg="needle_nav" exec="needle_target" name="target_node"/></launch>"#, "differs"),
+        ("undefined_arg", r#"<launch><node pkg="needle_nav" exec="$(var nope)"/></launch>"#, "undefined"),
+        ("missing_include", r#"<launch><include file="/nonexistent/x.launch.xml"/></launch>"#, "x.launch.xml"),
     ];
     for (name, xml, expected) in cases {
         let p = dir.join(format!("{name}.launch.xml"));
         std::fs::write(&p, xml).unwrap();
         let err = check_launch_file(&p, &HashMap::new()).expect_err(name);
-        assert!(
-            err.contains(expected),
-            "{name}: error `{err}` does not mention `{expected}`"
-        );
+        assert!(err.contains(expected), "{name}: error `{err}` does not mention `{expected}`");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

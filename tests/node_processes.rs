@@ -31,12 +31,7 @@ fn probe(name: &str) -> r2r::Node {
 }
 
 /// Spins `node` and drains `stream` until `done` holds for what arrived, or the deadline.
-fn collect<T, S>(
-    node: &mut r2r::Node,
-    stream: &mut S,
-    timeout: Duration,
-    done: impl Fn(&[T]) -> bool,
-) -> Vec<T>
+fn collect<T, S>(node: &mut r2r::Node, stream: &mut S, timeout: Duration, done: impl Fn(&[T]) -> bool) -> Vec<T>
 where
     S: futures::Stream<Item = T> + Unpin,
 {
@@ -55,144 +50,78 @@ where
 fn tracker_streams_markers_and_target_is_published_invalid_with_its_reason() {
     let _serial = serial();
     let mut node = probe("probe_stream");
-    let mut markers = node
-        .subscribe::<msg::TrackedMarkerArray>(MARKERS.name, qos::profile(MARKERS.qos))
-        .unwrap();
-    let mut targets = node
-        .subscribe::<msg::NeedleTarget>(TARGET.name, qos::profile(TARGET.qos))
-        .unwrap();
+    let mut markers = node.subscribe::<msg::TrackedMarkerArray>(MARKERS.name, qos::profile(MARKERS.qos)).unwrap();
+    let mut targets = node.subscribe::<msg::NeedleTarget>(TARGET.name, qos::profile(TARGET.qos)).unwrap();
 
     let _tracker = NodeProcess::start(TRACKER, &["--ros-args", "-p", "rate_hz:=100.0"]);
     let _target = NodeProcess::start(TARGET_NODE, &[]);
     let _registration = NodeProcess::start(REGISTRATION_NODE, &[]);
 
     let samples = collect(&mut node, &mut markers, DISCOVERY, |g| g.len() >= 120);
-    assert!(
-        samples.len() >= 120,
-        "only {} tracker samples",
-        samples.len()
-    );
+    assert!(samples.len() >= 120, "only {} tracker samples", samples.len());
     let first = &samples[samples.len() - 100];
     let last = &samples[samples.len() - 1];
     let span = (needle_nav::ros::convert::time_to_ns(&last.header.stamp)
         - needle_nav::ros::convert::time_to_ns(&first.header.stamp)) as f64
         * 1e-9;
     let rate = 99.0 / span;
-    assert!(
-        (80.0..120.0).contains(&rate),
-        "tracker rate {rate} Hz, configured 100 Hz"
-    );
+    assert!((80.0..120.0).contains(&rate), "tracker rate {rate} Hz, configured 100 Hz");
     assert_eq!(last.header.frame_id, "tracker");
     assert_eq!(last.markers.len(), 8);
-    assert!(last
-        .markers
-        .iter()
-        .all(|m| m.position.x.is_finite() && m.visible));
+    assert!(last.markers.iter().all(|m| m.position.x.is_finite() && m.visible));
     // Sequence numbers count up without repeats.
     assert!(samples.windows(2).all(|w| w[1].sequence > w[0].sequence));
 
-    let got = collect(
-        &mut node,
-        &mut targets,
-        DISCOVERY,
-        |g: &[msg::NeedleTarget]| {
-            g.iter()
-                .any(|t| t.reason_code == msg::NeedleTarget::REASON_NO_REGISTRATION as u8)
-        },
-    );
+    // Until the registration node's status arrives the reason is "no registration received";
+    // after it, the reason must carry the registration's own explanation.
+    let explained = |t: &msg::NeedleTarget| {
+        t.reason_code == msg::NeedleTarget::REASON_NO_REGISTRATION as u8 && t.reason.contains("ct_case_dir")
+    };
+    let got = collect(&mut node, &mut targets, DISCOVERY, |g: &[msg::NeedleTarget]| g.iter().any(explained));
     let t = got
         .iter()
-        .find(|t| t.reason_code == msg::NeedleTarget::REASON_NO_REGISTRATION as u8)
-        .unwrap_or_else(|| panic!("no NO_REGISTRATION target among {} targets", got.len()));
+        .find(|t| explained(t))
+        .unwrap_or_else(|| panic!("no target explaining the missing registration among {} targets", got.len()));
     assert!(!t.valid);
-    assert!(
-        t.reason.contains("ct_case_dir"),
-        "reason should say why: {}",
-        t.reason
-    );
-    assert!(
-        got.iter().all(|t| !t.valid),
-        "a target was published as valid without a registration"
-    );
-    assert_ne!(
-        t.source_stamp.sec, 0,
-        "target must carry its tracker sample's stamp"
-    );
+    assert!(got.iter().all(|t| !t.valid), "a target was published as valid without a registration");
+    assert_ne!(t.source_stamp.sec, 0, "target must carry its tracker sample's stamp");
 
     // A late joiner still receives the latched registration status.
-    let mut regs = node
-        .subscribe::<msg::LesionRegistration>(REGISTRATION.name, qos::profile(REGISTRATION.qos))
-        .unwrap();
+    let mut regs =
+        node.subscribe::<msg::LesionRegistration>(REGISTRATION.name, qos::profile(REGISTRATION.qos)).unwrap();
     let r = collect(&mut node, &mut regs, DISCOVERY, |g| !g.is_empty());
-    assert_eq!(
-        r.first().map(|r| r.status),
-        Some(msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8)
-    );
+    assert_eq!(r.first().map(|r| r.status), Some(msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8));
 }
 
 #[test]
 fn target_turns_stale_when_the_tracker_stops_and_nan_input_is_refused() {
     let _serial = serial();
     let mut node = probe("probe_stale");
-    let mut targets = node
-        .subscribe::<msg::NeedleTarget>(TARGET.name, qos::profile(TARGET.qos))
-        .unwrap();
-    let markers_pub = node
-        .create_publisher::<msg::TrackedMarkerArray>(MARKERS.name, qos::profile(MARKERS.qos))
-        .unwrap();
-    let mut target =
-        NodeProcess::start(TARGET_NODE, &["--ros-args", "-p", "tracker_rate_hz:=100.0"]);
+    let mut targets = node.subscribe::<msg::NeedleTarget>(TARGET.name, qos::profile(TARGET.qos)).unwrap();
+    let markers_pub =
+        node.create_publisher::<msg::TrackedMarkerArray>(MARKERS.name, qos::profile(MARKERS.qos)).unwrap();
+    let mut target = NodeProcess::start(TARGET_NODE, &["--ros-args", "-p", "tracker_rate_hz:=100.0"]);
     let mut tracker = NodeProcess::start(TRACKER, &["--ros-args", "-p", "rate_hz:=100.0"]);
 
-    let is =
-        |code: u32| move |g: &[msg::NeedleTarget]| g.iter().any(|t| t.reason_code == code as u8);
-    let got = collect(
-        &mut node,
-        &mut targets,
-        DISCOVERY,
-        is(msg::NeedleTarget::REASON_NO_REGISTRATION as u32),
-    );
-    assert!(
-        is(msg::NeedleTarget::REASON_NO_REGISTRATION as u32)(&got),
-        "no live targets"
-    );
+    let is = |code: u32| move |g: &[msg::NeedleTarget]| g.iter().any(|t| t.reason_code == code as u8);
+    let got = collect(&mut node, &mut targets, DISCOVERY, is(msg::NeedleTarget::REASON_NO_REGISTRATION as u32));
+    assert!(is(msg::NeedleTarget::REASON_NO_REGISTRATION as u32)(&got), "no live targets");
 
     tracker.signal(libc::SIGTERM);
-    assert_eq!(
-        tracker
-            .wait_exit(Duration::from_secs(5))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
-    let got = collect(
-        &mut node,
-        &mut targets,
-        Duration::from_secs(5),
-        is(msg::NeedleTarget::REASON_STALE_DATA as u32),
-    );
-    let stale = got
-        .iter()
-        .find(|t| t.reason_code == msg::NeedleTarget::REASON_STALE_DATA as u8);
-    assert!(
-        stale.is_some_and(|t| !t.valid && t.reason.contains("stale")),
-        "no STALE target after the tracker stopped"
-    );
+    assert_eq!(tracker.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
+    let got = collect(&mut node, &mut targets, Duration::from_secs(5), is(msg::NeedleTarget::REASON_STALE_DATA as u32));
+    let stale = got.iter().find(|t| t.reason_code == msg::NeedleTarget::REASON_STALE_DATA as u8);
+    assert!(stale.is_some_and(|t| !t.valid && t.reason.contains("stale")), "no STALE target after the tracker stopped");
 
     // A sample with a NaN coordinate: the node says so and keeps running.
     let mut sample = msg::TrackedMarkerArray::default();
     sample.header.frame_id = "tracker".into();
-    sample.markers.push(msg::TrackedMarker {
-        id: 4,
-        visible: true,
-        ..Default::default()
-    });
+    sample.markers.push(msg::TrackedMarker { id: 4, visible: true, ..Default::default() });
     sample.markers[0].position.y = f64::NAN;
     let deadline = Instant::now() + DISCOVERY;
     let mut seen = false;
     while Instant::now() < deadline && !seen {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
         sample.header.stamp = needle_nav::ros::convert::ns_to_time(now.as_nanos() as i64);
         markers_pub.publish(&sample).unwrap();
         let got = collect(
@@ -202,20 +131,11 @@ fn target_turns_stale_when_the_tracker_stops_and_nan_input_is_refused() {
             is(msg::NeedleTarget::REASON_INVALID_INPUT as u32),
         );
         seen = got.iter().any(|t| {
-            t.reason_code == msg::NeedleTarget::REASON_INVALID_INPUT as u8
-                && t.reason.contains("[4]")
-                && !t.valid
+            t.reason_code == msg::NeedleTarget::REASON_INVALID_INPUT as u8 && t.reason.contains("[4]") && !t.valid
         });
     }
-    assert!(
-        seen,
-        "NaN input was not reported as invalid input:\n{}",
-        target.log()
-    );
-    assert!(
-        target.wait_exit(Duration::from_millis(10)).is_none(),
-        "needle_target died on NaN input"
-    );
+    assert!(seen, "NaN input was not reported as invalid input:\n{}", target.log());
+    assert!(target.wait_exit(Duration::from_millis(10)).is_none(), "needle_target died on NaN input");
 }
 
 #[test]
@@ -229,11 +149,7 @@ fn bad_parameters_stop_the_node_with_an_error_naming_the_key() {
     ];
     for (args, key) in cases {
         let (code, log) = run_to_exit(TRACKER, args, Duration::from_secs(10));
-        assert_eq!(
-            code,
-            Some(2),
-            "{args:?} should fail with exit code 2:\n{log}"
-        );
+        assert_eq!(code, Some(2), "{args:?} should fail with exit code 2:\n{log}");
         assert!(
             log.contains(&format!("marker_tracker: parameter {key}")),
             "{args:?}: error does not name {key}:\n{log}"
@@ -252,19 +168,10 @@ fn every_executable_stops_cleanly_on_sigint_and_sigterm() {
     for (i, exe) in all.iter().enumerate() {
         let mut p = NodeProcess::start(exe, &[]);
         p.wait_for_log("started", DISCOVERY);
-        let sig = if i % 2 == 0 {
-            libc::SIGINT
-        } else {
-            libc::SIGTERM
-        };
+        let sig = if i % 2 == 0 { libc::SIGINT } else { libc::SIGTERM };
         p.signal(sig);
         let status = p.wait_exit(Duration::from_secs(5));
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "{exe} after signal {sig}:\n{}",
-            p.log()
-        );
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{exe} after signal {sig}:\n{}", p.log());
         assert!(p.log().contains("stopped cleanly"), "{exe}:\n{}", p.log());
     }
 }

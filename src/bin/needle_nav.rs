@@ -6,11 +6,7 @@ use needle_nav::interfaces::{NodeKind, ALL_IN_ONE_EXECUTABLE};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "needle_nav",
-    version,
-    about = "needle_nav: breathing-compensated needle guidance (ROS 2, Rust)"
-)]
+#[command(name = "needle_nav", version, about = "needle_nav: breathing-compensated needle guidance (ROS 2, Rust)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,8 +39,7 @@ fn main() -> ExitCode {
                     serde_json::json!({"node": k.name(), "executable": k.name(), "endpoints": endpoints})
                 })
                 .collect();
-            let doc =
-                serde_json::json!({"all_in_one_executable": ALL_IN_ONE_EXECUTABLE, "nodes": nodes});
+            let doc = serde_json::json!({"all_in_one_executable": ALL_IN_ONE_EXECUTABLE, "nodes": nodes});
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             ExitCode::SUCCESS
         }

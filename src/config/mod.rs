@@ -17,23 +17,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
     #[error("{node}: cannot read parameter file {path}: {reason}")]
-    Unreadable {
-        node: String,
-        path: String,
-        reason: String,
-    },
+    Unreadable { node: String, path: String, reason: String },
     #[error("{node}: parameter file {path} is not a ROS 2 parameter file: {reason}")]
-    BadFile {
-        node: String,
-        path: String,
-        reason: String,
-    },
+    BadFile { node: String, path: String, reason: String },
     #[error("{node}: parameter `{key}`: {reason}")]
-    BadKey {
-        node: String,
-        key: String,
-        reason: String,
-    },
+    BadKey { node: String, key: String, reason: String },
 }
 
 /// A key that failed validation, before the node name is attached.
@@ -45,10 +33,7 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
-        InvalidValue {
-            key,
-            reason: reason.into(),
-        }
+        InvalidValue { key, reason: reason.into() }
     }
 }
 
@@ -123,16 +108,9 @@ pub fn read_default_section(node: &str, source: &ConfigSource) -> Result<Mapping
             })?;
             (text, p.display().to_string())
         }
-        ConfigSource::Embedded => (
-            embedded_default_file(node).unwrap_or("").to_string(),
-            "built-in defaults".into(),
-        ),
+        ConfigSource::Embedded => (embedded_default_file(node).unwrap_or("").to_string(), "built-in defaults".into()),
     };
-    node_section(&text, node).map_err(|reason| ConfigError::BadFile {
-        node: node.into(),
-        path,
-        reason,
-    })
+    node_section(&text, node).map_err(|reason| ConfigError::BadFile { node: node.into(), path, reason })
 }
 
 /// The merged `ros__parameters` of every section of a ROS 2 parameter file that applies to
@@ -151,9 +129,8 @@ pub fn node_section(text: &str, node: &str) -> Result<Mapping, String> {
         if !applies {
             continue;
         }
-        let params = section
-            .get("ros__parameters")
-            .ok_or_else(|| format!("section `{name}` has no `ros__parameters`"))?;
+        let params =
+            section.get("ros__parameters").ok_or_else(|| format!("section `{name}` has no `ros__parameters`"))?;
         match params {
             Value::Mapping(m) => deep_merge(&mut merged, m.clone()),
             Value::Null => {}
@@ -183,9 +160,7 @@ fn insert_dotted(base: &mut Mapping, dotted: &str, value: Value) {
             cur.insert(key, value);
             return;
         }
-        let entry = cur
-            .entry(key)
-            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        let entry = cur.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
         if !entry.is_mapping() {
             *entry = Value::Mapping(Mapping::new());
         }
@@ -197,11 +172,7 @@ fn insert_dotted(base: &mut Mapping, dotted: &str, value: Value) {
 }
 
 /// Builds the node's configuration from its file section and the command-line overrides.
-pub fn build_config<T>(
-    node: &str,
-    file_section: Mapping,
-    overrides: &Overrides,
-) -> Result<T, ConfigError>
+pub fn build_config<T>(node: &str, file_section: Mapping, overrides: &Overrides) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Validate,
 {
@@ -218,16 +189,8 @@ where
         let key = e.path().to_string();
         let inner = e.into_inner().to_string();
         // serde names unknown fields in its message; point at them, not at the root.
-        let key = if key == "." {
-            unknown_field_name(&inner).unwrap_or(key)
-        } else {
-            key
-        };
-        ConfigError::BadKey {
-            node: node.into(),
-            key,
-            reason: inner,
-        }
+        let key = if key == "." { unknown_field_name(&inner).unwrap_or(key) } else { key };
+        ConfigError::BadKey { node: node.into(), key, reason: inner }
     })?;
     config.validate().map_err(|bad| ConfigError::BadKey {
         node: node.into(),
@@ -288,23 +251,16 @@ other_node:
             let node = kind.name();
             let text = embedded_default_file(node).unwrap();
             let section = node_section(text, node).unwrap();
-            assert!(
-                !section.is_empty(),
-                "{node}.yaml has no parameters for {node}"
-            );
+            assert!(!section.is_empty(), "{node}.yaml has no parameters for {node}");
             check_node_config(node, section, &Vec::new()).unwrap();
         }
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let section = node_section(
-            "marker_tracker:\n  ros__parameters:\n    rate_hzz: 3.0\n",
-            "marker_tracker",
-        )
-        .unwrap();
-        let err = build_config::<MarkerTrackerConfig>("marker_tracker", section, &Vec::new())
-            .unwrap_err();
+        let section =
+            node_section("marker_tracker:\n  ros__parameters:\n    rate_hzz: 3.0\n", "marker_tracker").unwrap();
+        let err = build_config::<MarkerTrackerConfig>("marker_tracker", section, &Vec::new()).unwrap_err();
         match err {
             ConfigError::BadKey { key, .. } => assert_eq!(key, "rate_hzz"),
             other => panic!("unexpected {other:?}"),
@@ -314,34 +270,19 @@ other_node:
     #[test]
     fn wrong_type_and_out_of_range_values_are_named() {
         let overrides = vec![("rate_hz".to_string(), Value::String("fast".into()))];
-        let err = build_config::<MarkerTrackerConfig>("marker_tracker", Mapping::new(), &overrides)
-            .unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::BadKey { key, .. } if key == "rate_hz"),
-            "{err}"
-        );
+        let err = build_config::<MarkerTrackerConfig>("marker_tracker", Mapping::new(), &overrides).unwrap_err();
+        assert!(matches!(&err, ConfigError::BadKey { key, .. } if key == "rate_hz"), "{err}");
 
         let overrides = vec![("rate_hz".to_string(), Value::from(-5.0))];
-        let err = build_config::<MarkerTrackerConfig>("marker_tracker", Mapping::new(), &overrides)
-            .unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::BadKey { key, .. } if key == "rate_hz"),
-            "{err}"
-        );
-        assert!(
-            err.to_string()
-                .contains("marker_tracker: parameter `rate_hz`"),
-            "{err}"
-        );
+        let err = build_config::<MarkerTrackerConfig>("marker_tracker", Mapping::new(), &overrides).unwrap_err();
+        assert!(matches!(&err, ConfigError::BadKey { key, .. } if key == "rate_hz"), "{err}");
+        assert!(err.to_string().contains("marker_tracker: parameter `rate_hz`"), "{err}");
     }
 
     #[test]
     fn command_line_overrides_beat_the_file_and_integers_read_as_floats() {
-        let section = node_section(
-            "marker_tracker:\n  ros__parameters:\n    rate_hz: 100.0\n",
-            "marker_tracker",
-        )
-        .unwrap();
+        let section =
+            node_section("marker_tracker:\n  ros__parameters:\n    rate_hz: 100.0\n", "marker_tracker").unwrap();
         let overrides = vec![("rate_hz".to_string(), Value::from(60_i64))];
         let c: MarkerTrackerConfig = build_config("marker_tracker", section, &overrides).unwrap();
         assert_eq!(c.rate_hz, 60.0);
@@ -351,11 +292,6 @@ other_node:
     fn dotted_overrides_reach_nested_keys() {
         let mut m = Mapping::new();
         insert_dotted(&mut m, "region.min_x", Value::from(1.5));
-        assert_eq!(
-            m.get("region")
-                .and_then(|r| r.get("min_x"))
-                .and_then(Value::as_f64),
-            Some(1.5)
-        );
+        assert_eq!(m.get("region").and_then(|r| r.get("min_x")).and_then(Value::as_f64), Some(1.5));
     }
 }

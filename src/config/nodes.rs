@@ -14,15 +14,11 @@ fn check(ok: bool, key: &'static str, reason: impl FnOnce() -> String) -> Result
 }
 
 fn in_range(key: &'static str, v: f64, lo: f64, hi: f64, unit: &str) -> Result<(), InvalidValue> {
-    check(v.is_finite() && v >= lo && v <= hi, key, || {
-        format!("{v} is outside [{lo}, {hi}] {unit}")
-    })
+    check(v.is_finite() && v >= lo && v <= hi, key, || format!("{v} is outside [{lo}, {hi}] {unit}"))
 }
 
 fn positive(key: &'static str, v: f64, hi: f64, unit: &str) -> Result<(), InvalidValue> {
-    check(v.is_finite() && v > 0.0 && v <= hi, key, || {
-        format!("{v} must be > 0 and <= {hi} {unit}")
-    })
+    check(v.is_finite() && v > 0.0 && v <= hi, key, || format!("{v} must be > 0 and <= {hi} {unit}"))
 }
 
 fn non_empty(key: &'static str, v: &str) -> Result<(), InvalidValue> {
@@ -72,20 +68,8 @@ impl Validate for MarkerTrackerConfig {
         positive("rate_hz", self.rate_hz, 1000.0, "Hz")?;
         non_empty("frame_id", &self.frame_id)?;
         in_range("noise_rms_m", self.noise_rms_m, 0.0, 0.01, "m")?;
-        in_range(
-            "dropout_probability",
-            self.dropout_probability,
-            0.0,
-            0.99,
-            "",
-        )?;
-        in_range(
-            "breathing_period_s",
-            self.breathing_period_s,
-            1.0,
-            20.0,
-            "s",
-        )
+        in_range("dropout_probability", self.dropout_probability, 0.0, 0.99, "")?;
+        in_range("breathing_period_s", self.breathing_period_s, 1.0, 20.0, "s")
     }
 }
 
@@ -154,13 +138,7 @@ impl Default for MarkerClassifierConfig {
 impl Validate for MarkerClassifierConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
         positive("threshold_m", self.threshold_m, 0.1, "m")?;
-        in_range(
-            "hysteresis_m",
-            self.hysteresis_m,
-            0.0,
-            self.threshold_m,
-            "m (at most threshold_m)",
-        )?;
+        in_range("hysteresis_m", self.hysteresis_m, 0.0, self.threshold_m, "m (at most threshold_m)")?;
         in_range("window_s", self.window_s, 1.0, 120.0, "s")?;
         in_range("min_window_fill", self.min_window_fill, 0.1, 1.0, "")
     }
@@ -211,20 +189,14 @@ impl Validate for LesionRegistrationConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
         non_empty("image_frame_id", &self.image_frame_id)?;
         check(self.min_markers >= 3, "min_markers", || {
-            format!(
-                "{} is below 3: a rigid registration needs at least 3 markers",
-                self.min_markers
-            )
+            format!("{} is below 3: a rigid registration needs at least 3 markers", self.min_markers)
         })?;
-        check(self.max_outliers <= 10, "max_outliers", || {
-            format!("{} is above 10", self.max_outliers)
-        })?;
+        check(self.max_outliers <= 10, "max_outliers", || format!("{} is above 10", self.max_outliers))?;
         positive("max_fre_m", self.max_fre_m, 0.05, "m")?;
         positive("fle_rms_m", self.fle_rms_m, 0.01, "m")?;
         if self.entry_source == EntrySource::Manual {
             check(
-                self.manual_entry_ct_m.len() == 3
-                    && self.manual_entry_ct_m.iter().all(|v| v.is_finite()),
+                self.manual_entry_ct_m.len() == 3 && self.manual_entry_ct_m.iter().all(|v| v.is_finite()),
                 "manual_entry_ct_m",
                 || "entry_source is manual: give three finite coordinates [x, y, z] in m".into(),
             )?;
@@ -267,19 +239,8 @@ impl Validate for NeedleTargetConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
         non_empty("frame_id", &self.frame_id)?;
         positive("tracker_rate_hz", self.tracker_rate_hz, 1000.0, "Hz")?;
-        in_range(
-            "stale_after_periods",
-            self.stale_after_periods,
-            1.0,
-            1000.0,
-            "periods",
-        )?;
-        positive(
-            "deviation_tolerance_m",
-            self.deviation_tolerance_m,
-            0.1,
-            "m",
-        )?;
+        in_range("stale_after_periods", self.stale_after_periods, 1.0, 1000.0, "periods")?;
+        positive("deviation_tolerance_m", self.deviation_tolerance_m, 0.1, "m")?;
         in_range("robot_latency_s", self.robot_latency_s, 0.0, 1.0, "s")
     }
 }
@@ -311,17 +272,11 @@ impl Default for VesselSegmentationConfig {
 
 impl Validate for VesselSegmentationConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
-        check(
-            self.max_input_voxels >= 32 * 32 * 32,
-            "max_input_voxels",
-            || format!("{} is smaller than one 32^3 patch", self.max_input_voxels),
-        )?;
-        check((1..=64).contains(&self.threads), "threads", || {
-            format!("{} is outside 1..=64", self.threads)
+        check(self.max_input_voxels >= 32 * 32 * 32, "max_input_voxels", || {
+            format!("{} is smaller than one 32^3 patch", self.max_input_voxels)
         })?;
-        check(self.max_queue <= 16, "max_queue", || {
-            format!("{} is above 16", self.max_queue)
-        })
+        check((1..=64).contains(&self.threads), "threads", || format!("{} is outside 1..=64", self.threads))?;
+        check(self.max_queue <= 16, "max_queue", || format!("{} is above 16", self.max_queue))
     }
 }
 
@@ -364,43 +319,23 @@ impl Validate for TrajectoryPlannerConfig {
         in_range("max_angle_deg", self.max_angle_deg, 0.0, 90.0, "deg")?;
         let d = &self.approach_direction;
         let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt();
-        check(
-            d.len() == 3 && norm.is_finite() && (norm - 1.0).abs() < 1e-3,
-            "approach_direction",
-            || format!("{d:?} must be a unit vector [x, y, z]"),
-        )
+        check(d.len() == 3 && norm.is_finite() && (norm - 1.0).abs() < 1e-3, "approach_direction", || {
+            format!("{d:?} must be a unit vector [x, y, z]")
+        })
     }
 }
 
 /// Loads and validates the configuration of the node called `node` (used by the CLI and
 /// the launch-file test, which do not know the type statically).
-pub fn check_node_config(
-    node: &str,
-    section: Mapping,
-    overrides: &Overrides,
-) -> Result<(), ConfigError> {
+pub fn check_node_config(node: &str, section: Mapping, overrides: &Overrides) -> Result<(), ConfigError> {
     match node {
-        "marker_tracker" => {
-            build_config::<MarkerTrackerConfig>(node, section, overrides).map(|_| ())
-        }
-        "marker_classifier" => {
-            build_config::<MarkerClassifierConfig>(node, section, overrides).map(|_| ())
-        }
-        "lesion_registration" => {
-            build_config::<LesionRegistrationConfig>(node, section, overrides).map(|_| ())
-        }
+        "marker_tracker" => build_config::<MarkerTrackerConfig>(node, section, overrides).map(|_| ()),
+        "marker_classifier" => build_config::<MarkerClassifierConfig>(node, section, overrides).map(|_| ()),
+        "lesion_registration" => build_config::<LesionRegistrationConfig>(node, section, overrides).map(|_| ()),
         "needle_target" => build_config::<NeedleTargetConfig>(node, section, overrides).map(|_| ()),
-        "vessel_segmentation" => {
-            build_config::<VesselSegmentationConfig>(node, section, overrides).map(|_| ())
-        }
-        "trajectory_planner" => {
-            build_config::<TrajectoryPlannerConfig>(node, section, overrides).map(|_| ())
-        }
-        other => Err(ConfigError::BadKey {
-            node: other.into(),
-            key: "<node>".into(),
-            reason: "no such node".into(),
-        }),
+        "vessel_segmentation" => build_config::<VesselSegmentationConfig>(node, section, overrides).map(|_| ()),
+        "trajectory_planner" => build_config::<TrajectoryPlannerConfig>(node, section, overrides).map(|_| ()),
+        other => Err(ConfigError::BadKey { node: other.into(), key: "<node>".into(), reason: "no such node".into() }),
     }
 }
 
@@ -420,10 +355,7 @@ mod tests {
 
     #[test]
     fn registration_needs_three_markers_and_a_manual_entry_when_manual() {
-        let mut c = LesionRegistrationConfig {
-            min_markers: 2,
-            ..Default::default()
-        };
+        let mut c = LesionRegistrationConfig { min_markers: 2, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "min_markers");
         c.min_markers = 3;
         c.entry_source = EntrySource::Manual;
@@ -436,30 +368,19 @@ mod tests {
 
     #[test]
     fn hysteresis_cannot_exceed_threshold() {
-        let c = MarkerClassifierConfig {
-            threshold_m: 1e-3,
-            hysteresis_m: 2e-3,
-            ..Default::default()
-        };
+        let c = MarkerClassifierConfig { threshold_m: 1e-3, hysteresis_m: 2e-3, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "hysteresis_m");
     }
 
     #[test]
     fn stale_limit_is_periods_over_rate() {
-        let c = NeedleTargetConfig {
-            tracker_rate_hz: 200.0,
-            stale_after_periods: 4.0,
-            ..Default::default()
-        };
+        let c = NeedleTargetConfig { tracker_rate_hz: 200.0, stale_after_periods: 4.0, ..Default::default() };
         approx::assert_relative_eq!(c.stale_after_s(), 0.02);
     }
 
     #[test]
     fn approach_direction_must_be_unit() {
-        let c = TrajectoryPlannerConfig {
-            approach_direction: vec![0.0, 2.0, 0.0],
-            ..Default::default()
-        };
+        let c = TrajectoryPlannerConfig { approach_direction: vec![0.0, 2.0, 0.0], ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "approach_direction");
     }
 }

@@ -33,11 +33,7 @@ mod tests {
 
     #[test]
     fn periodic_bounded_and_closed_form_mean() {
-        let b = LujanBreathing {
-            period_s: 4.0,
-            n: 2,
-            phase_rad: 0.3,
-        };
+        let b = LujanBreathing { period_s: 4.0, n: 2, phase_rad: 0.3 };
         for i in 0..400 {
             let t = i as f64 * 0.01;
             let v = b.inhale_fraction(t);
@@ -46,10 +42,8 @@ mod tests {
         }
         // Mean of cos^{2n} over a period is C(2n, n) / 4^n: 6/16 for n = 2.
         let steps = 100_000;
-        let mean: f64 = (0..steps)
-            .map(|i| b.inhale_fraction(4.0 * i as f64 / steps as f64))
-            .sum::<f64>()
-            / steps as f64;
+        let mean: f64 =
+            (0..steps).map(|i| b.inhale_fraction(4.0 * i as f64 / steps as f64)).sum::<f64>() / steps as f64;
         assert_relative_eq!(mean, 6.0 / 16.0, epsilon = 1e-6);
     }
 }

@@ -19,29 +19,17 @@ pub fn principal_displacement(positions: &[Point3<f64>]) -> Vec<f64> {
         return Vec::new();
     }
     let n = positions.len() as f64;
-    let mean = positions
-        .iter()
-        .fold(Vector3::zeros(), |acc, p| acc + p.coords)
-        / n;
+    let mean = positions.iter().fold(Vector3::zeros(), |acc, p| acc + p.coords) / n;
     let mut cov = Matrix3::zeros();
     for p in positions {
         let d = p.coords - mean;
         cov += d * d.transpose();
     }
     let eig = SymmetricEigen::new(cov / n);
-    let (imax, _) = eig
-        .eigenvalues
-        .iter()
-        .enumerate()
-        .fold(
-            (0, f64::MIN),
-            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
-        );
+    let (imax, _) =
+        eig.eigenvalues.iter().enumerate().fold((0, f64::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best });
     let axis = eig.eigenvectors.column(imax).into_owned();
-    positions
-        .iter()
-        .map(|p| (p.coords - mean).dot(&axis))
-        .collect()
+    positions.iter().map(|p| (p.coords - mean).dot(&axis)).collect()
 }
 
 /// The feature of a scalar displacement signal; `None` when there are too few values.
@@ -71,23 +59,12 @@ fn min_max(signal: &[f64]) -> Option<(f64, f64)> {
     if signal.len() < 2 {
         return None;
     }
-    Some(
-        signal
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            }),
-    )
+    Some(signal.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v))))
 }
 
 /// Threshold rule with hysteresis: a marker already classified changes class only once
 /// its feature crosses `threshold +- hysteresis`.
-pub fn threshold_class(
-    feature: f64,
-    previous: Option<MarkerClass>,
-    threshold: f64,
-    hysteresis: f64,
-) -> MarkerClass {
+pub fn threshold_class(feature: f64, previous: Option<MarkerClass>, threshold: f64, hysteresis: f64) -> MarkerClass {
     let boundary = match previous {
         None => threshold,
         Some(MarkerClass::Correction) => threshold - hysteresis,
@@ -119,11 +96,7 @@ pub struct WindowClassifier {
 
 impl WindowClassifier {
     pub fn new(config: MarkerClassifierConfig) -> Self {
-        WindowClassifier {
-            config,
-            histories: BTreeMap::new(),
-            classes: BTreeMap::new(),
-        }
+        WindowClassifier { config, histories: BTreeMap::new(), classes: BTreeMap::new() }
     }
 
     pub fn config(&self) -> &MarkerClassifierConfig {
@@ -151,17 +124,11 @@ impl WindowClassifier {
                 _ => 0.0,
             };
             let positions: Vec<Point3<f64>> = h.iter().map(|(_, p)| *p).collect();
-            let feature = feature_value(&principal_displacement(&positions), self.config.feature)
-                .unwrap_or(f64::NAN);
+            let feature = feature_value(&principal_displacement(&positions), self.config.feature).unwrap_or(f64::NAN);
             let filled = span_s >= self.config.window_s * self.config.min_window_fill;
             let class = if filled && feature.is_finite() {
                 let previous = self.classes.get(&id).copied();
-                let c = threshold_class(
-                    feature,
-                    previous,
-                    self.config.threshold_m,
-                    self.config.hysteresis_m,
-                );
+                let c = threshold_class(feature, previous, self.config.threshold_m, self.config.hysteresis_m);
                 if previous != Some(c) {
                     changed = true;
                     self.classes.insert(id, c);
@@ -170,12 +137,7 @@ impl WindowClassifier {
             } else {
                 self.classes.get(&id).copied()
             };
-            out.push(MarkerResult {
-                id,
-                class,
-                feature,
-                samples: h.len(),
-            });
+            out.push(MarkerResult { id, class, feature, samples: h.len() });
         }
         (out, changed)
     }
@@ -189,54 +151,28 @@ mod tests {
     #[test]
     fn features_match_closed_form_on_a_known_signal() {
         let s = [0.0, 1.0, 5.0, 2.0, -3.0, 0.0];
-        assert_relative_eq!(
-            feature_value(&s, DisplacementFeature::PeakToPeak).unwrap(),
-            8.0
-        );
-        assert_relative_eq!(
-            feature_value(&s, DisplacementFeature::MaxMinusMean).unwrap(),
-            5.0 - 5.0 / 6.0
-        );
+        assert_relative_eq!(feature_value(&s, DisplacementFeature::PeakToPeak).unwrap(), 8.0);
+        assert_relative_eq!(feature_value(&s, DisplacementFeature::MaxMinusMean).unwrap(), 5.0 - 5.0 / 6.0);
         // sorted: -3 0 0 1 2 5 -> 2 - 0
-        assert_relative_eq!(
-            feature_value(&s, DisplacementFeature::SecondRange).unwrap(),
-            2.0
-        );
+        assert_relative_eq!(feature_value(&s, DisplacementFeature::SecondRange).unwrap(), 2.0);
         assert_eq!(feature_value(&[1.0], DisplacementFeature::PeakToPeak), None);
     }
 
     #[test]
     fn principal_projection_recovers_an_oblique_sinusoid_amplitude() {
         let dir = Vector3::new(1.0, 2.0, 2.0) / 3.0;
-        let pts: Vec<Point3<f64>> = (0..1000)
-            .map(|i| Point3::new(0.1, 0.2, 0.3) + dir * 0.004 * (i as f64 * 0.0314).sin())
-            .collect();
+        let pts: Vec<Point3<f64>> =
+            (0..1000).map(|i| Point3::new(0.1, 0.2, 0.3) + dir * 0.004 * (i as f64 * 0.0314).sin()).collect();
         let signal = principal_displacement(&pts);
-        assert_relative_eq!(
-            feature_value(&signal, DisplacementFeature::PeakToPeak).unwrap(),
-            0.008,
-            epsilon = 1e-5
-        );
+        assert_relative_eq!(feature_value(&signal, DisplacementFeature::PeakToPeak).unwrap(), 0.008, epsilon = 1e-5);
     }
 
     #[test]
     fn hysteresis_keeps_a_marker_near_the_threshold_in_its_class() {
-        assert_eq!(
-            threshold_class(3.2e-3, None, 3e-3, 0.5e-3),
-            MarkerClass::Correction
-        );
-        assert_eq!(
-            threshold_class(3.2e-3, Some(MarkerClass::Registration), 3e-3, 0.5e-3),
-            MarkerClass::Registration
-        );
-        assert_eq!(
-            threshold_class(2.8e-3, Some(MarkerClass::Correction), 3e-3, 0.5e-3),
-            MarkerClass::Correction
-        );
-        assert_eq!(
-            threshold_class(2.4e-3, Some(MarkerClass::Correction), 3e-3, 0.5e-3),
-            MarkerClass::Registration
-        );
+        assert_eq!(threshold_class(3.2e-3, None, 3e-3, 0.5e-3), MarkerClass::Correction);
+        assert_eq!(threshold_class(3.2e-3, Some(MarkerClass::Registration), 3e-3, 0.5e-3), MarkerClass::Registration);
+        assert_eq!(threshold_class(2.8e-3, Some(MarkerClass::Correction), 3e-3, 0.5e-3), MarkerClass::Correction);
+        assert_eq!(threshold_class(2.4e-3, Some(MarkerClass::Correction), 3e-3, 0.5e-3), MarkerClass::Registration);
     }
 
     #[test]
@@ -259,18 +195,8 @@ mod tests {
         let (results, changed) = c.classify();
         assert!(changed);
         for r in results {
-            let expected = if r.id <= 4 {
-                MarkerClass::Registration
-            } else {
-                MarkerClass::Correction
-            };
-            assert_eq!(
-                r.class,
-                Some(expected),
-                "marker {} feature {}",
-                r.id,
-                r.feature
-            );
+            let expected = if r.id <= 4 { MarkerClass::Registration } else { MarkerClass::Correction };
+            assert_eq!(r.class, Some(expected), "marker {} feature {}", r.id, r.feature);
         }
         // Classifying again without new data changes nothing.
         assert!(!c.classify().1);

@@ -29,11 +29,7 @@ pub enum RequestError {
 }
 
 /// Validates the request fields; creates `output_dir` if missing.
-pub fn validate(
-    input_path: &str,
-    output_dir: &str,
-    patch_overlap: f32,
-) -> Result<SegmentationInput, RequestError> {
+pub fn validate(input_path: &str, output_dir: &str, patch_overlap: f32) -> Result<SegmentationInput, RequestError> {
     if !(0.0..=0.9).contains(&patch_overlap) {
         return Err(RequestError::BadOverlap(patch_overlap));
     }
@@ -51,11 +47,7 @@ pub fn validate(
         }
         SegmentationInput::DicomDirectory(input.to_path_buf())
     } else if input.is_file() {
-        let name = input
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
         if name.ends_with(".nii") || name.ends_with(".nii.gz") {
             SegmentationInput::Nifti(input.to_path_buf())
         } else {
@@ -67,10 +59,8 @@ pub fn validate(
     if output_dir.trim().is_empty() {
         return Err(RequestError::EmptyOutput);
     }
-    let unwritable = |e: std::io::Error| RequestError::OutputUnwritable {
-        path: output_dir.into(),
-        reason: e.to_string(),
-    };
+    let unwritable =
+        |e: std::io::Error| RequestError::OutputUnwritable { path: output_dir.into(), reason: e.to_string() };
     std::fs::create_dir_all(output_dir).map_err(unwritable)?;
     let probe = Path::new(output_dir).join(".needle_nav_write_probe");
     std::fs::write(&probe, b"").map_err(unwritable)?;
@@ -95,38 +85,14 @@ mod tests {
         let p = |s: &str| tmp.join(s).to_str().unwrap().to_string();
 
         assert_eq!(validate("", o, 0.5), Err(RequestError::EmptyInput));
-        assert_eq!(
-            validate(&p("nope"), o, 0.5),
-            Err(RequestError::InputMissing(p("nope")))
-        );
-        assert_eq!(
-            validate(&p("empty"), o, 0.5),
-            Err(RequestError::EmptyDirectory(p("empty")))
-        );
-        assert_eq!(
-            validate(&p("ct.png"), o, 0.5),
-            Err(RequestError::InputKind(p("ct.png")))
-        );
-        assert_eq!(
-            validate(&p("ct.nii.gz"), o, 1.5),
-            Err(RequestError::BadOverlap(1.5))
-        );
-        assert_eq!(
-            validate(&p("ct.nii.gz"), "", 0.5),
-            Err(RequestError::EmptyOutput)
-        );
-        assert!(matches!(
-            validate(&p("ct.nii.gz"), &p("ct.png/sub"), 0.5),
-            Err(RequestError::OutputUnwritable { .. })
-        ));
-        assert_eq!(
-            validate(&p("ct.nii.gz"), o, 0.5),
-            Ok(SegmentationInput::Nifti(tmp.join("ct.nii.gz")))
-        );
-        assert_eq!(
-            validate(&p("dicom"), o, 0.0),
-            Ok(SegmentationInput::DicomDirectory(tmp.join("dicom")))
-        );
+        assert_eq!(validate(&p("nope"), o, 0.5), Err(RequestError::InputMissing(p("nope"))));
+        assert_eq!(validate(&p("empty"), o, 0.5), Err(RequestError::EmptyDirectory(p("empty"))));
+        assert_eq!(validate(&p("ct.png"), o, 0.5), Err(RequestError::InputKind(p("ct.png"))));
+        assert_eq!(validate(&p("ct.nii.gz"), o, 1.5), Err(RequestError::BadOverlap(1.5)));
+        assert_eq!(validate(&p("ct.nii.gz"), "", 0.5), Err(RequestError::EmptyOutput));
+        assert!(matches!(validate(&p("ct.nii.gz"), &p("ct.png/sub"), 0.5), Err(RequestError::OutputUnwritable { .. })));
+        assert_eq!(validate(&p("ct.nii.gz"), o, 0.5), Ok(SegmentationInput::Nifti(tmp.join("ct.nii.gz"))));
+        assert_eq!(validate(&p("dicom"), o, 0.0), Ok(SegmentationInput::DicomDirectory(tmp.join("dicom"))));
         assert!(out.is_dir());
         std::fs::remove_dir_all(&tmp).unwrap();
     }

@@ -46,15 +46,9 @@ pub fn check(inputs: &GateInputs) -> Result<(), InvalidReason> {
     let age_s = (inputs.now_ns - newest) as f64 * 1e-9;
     // A sample from the future is as untrustworthy as an old one (clock mismatch).
     if age_s > inputs.stale_after_s || age_s < -inputs.stale_after_s {
-        return Err(InvalidReason::StaleData {
-            age_s,
-            limit_s: inputs.stale_after_s,
-        });
+        return Err(InvalidReason::StaleData { age_s, limit_s: inputs.stale_after_s });
     }
-    inputs
-        .registration
-        .clone()
-        .map_err(InvalidReason::NoRegistration)
+    inputs.registration.clone().map_err(InvalidReason::NoRegistration)
 }
 
 #[cfg(test)]
@@ -74,39 +68,21 @@ mod tests {
     #[test]
     fn passes_only_when_every_gate_passes() {
         assert_eq!(check(&ok_inputs()), Ok(()));
-        assert_eq!(
-            check(&GateInputs {
-                newest_sample_ns: None,
-                ..ok_inputs()
-            }),
-            Err(InvalidReason::Starting)
-        );
+        assert_eq!(check(&GateInputs { newest_sample_ns: None, ..ok_inputs() }), Err(InvalidReason::Starting));
         assert!(matches!(
-            check(&GateInputs {
-                now_ns: 1_030_000_000,
-                ..ok_inputs()
-            }),
+            check(&GateInputs { now_ns: 1_030_000_000, ..ok_inputs() }),
             Err(InvalidReason::StaleData { .. })
         ));
         assert!(matches!(
-            check(&GateInputs {
-                now_ns: 900_000_000,
-                ..ok_inputs()
-            }),
+            check(&GateInputs { now_ns: 900_000_000, ..ok_inputs() }),
             Err(InvalidReason::StaleData { .. })
         ));
         assert!(matches!(
-            check(&GateInputs {
-                malformed_marker_ids: vec![3],
-                ..ok_inputs()
-            }),
+            check(&GateInputs { malformed_marker_ids: vec![3], ..ok_inputs() }),
             Err(InvalidReason::InvalidInput(_))
         ));
         assert_eq!(
-            check(&GateInputs {
-                registration: Err("none yet".into()),
-                ..ok_inputs()
-            }),
+            check(&GateInputs { registration: Err("none yet".into()), ..ok_inputs() }),
             Err(InvalidReason::NoRegistration("none yet".into()))
         );
     }

@@ -83,20 +83,11 @@ impl SimulatedTracker {
     pub fn new(params: &SimTrackerParams) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
         // "Unknown" pose of the CT in the tracker frame: drawn from the seed.
-        let axis = Vector3::new(
-            rng.random_range(-1.0..1.0),
-            rng.random_range(-1.0..1.0),
-            1.0,
-        );
-        let rotation = UnitQuaternion::from_axis_angle(
-            &nalgebra::Unit::new_normalize(axis),
-            rng.random_range(0.2..1.2),
-        );
-        let translation = Translation3::new(
-            rng.random_range(-0.5..0.5),
-            rng.random_range(-0.5..0.5),
-            rng.random_range(0.8..1.5),
-        );
+        let axis = Vector3::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0), 1.0);
+        let rotation =
+            UnitQuaternion::from_axis_angle(&nalgebra::Unit::new_normalize(axis), rng.random_range(0.2..1.2));
+        let translation =
+            Translation3::new(rng.random_range(-0.5..0.5), rng.random_range(-0.5..0.5), rng.random_range(0.8..1.5));
         // Per-axis sigma so that the 3-D error vector has the requested RMS.
         let sigma = params.noise_rms_m / 3f64.sqrt();
         SimulatedTracker {
@@ -105,13 +96,8 @@ impl SimulatedTracker {
             lesion_excursion_ct: Vector3::new(0.0, 0.002, -0.012),
             lesion_lag_s: 0.2,
             ct_to_tracker: Isometry3::from_parts(translation, rotation),
-            breathing: LujanBreathing {
-                period_s: params.breathing_period_s,
-                n: 2,
-                phase_rad: 0.0,
-            },
-            noise: Normal::new(0.0, sigma)
-                .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero sigma is valid")),
+            breathing: LujanBreathing { period_s: params.breathing_period_s, n: 2, phase_rad: 0.0 },
+            noise: Normal::new(0.0, sigma).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero sigma is valid")),
             dropout_probability: params.dropout_probability,
             rng,
             sequence: 0,
@@ -125,8 +111,7 @@ impl SimulatedTracker {
 
     /// True lesion position at time `t_s`, CT frame.
     pub fn lesion_ct(&self, t_s: f64) -> Point3<f64> {
-        self.lesion_rest_ct
-            + self.lesion_excursion_ct * self.breathing.inhale_fraction(t_s - self.lesion_lag_s)
+        self.lesion_rest_ct + self.lesion_excursion_ct * self.breathing.inhale_fraction(t_s - self.lesion_lag_s)
     }
 
     /// The next sample, taken at time `t_s` and stamped `stamp_ns`, with its truth.
@@ -141,8 +126,7 @@ impl SimulatedTracker {
                 self.noise.sample(&mut self.rng),
                 self.noise.sample(&mut self.rng),
             );
-            let visible = self.dropout_probability <= 0.0
-                || self.rng.random::<f64>() >= self.dropout_probability;
+            let visible = self.dropout_probability <= 0.0 || self.rng.random::<f64>() >= self.dropout_probability;
             observations.push(MarkerObservation {
                 id: self.markers[i].id,
                 position: truth + noise,
@@ -158,14 +142,7 @@ impl SimulatedTracker {
             breathing_phase: self.breathing.phase(t_s),
             inhale_fraction: self.breathing.inhale_fraction(t_s),
         };
-        (
-            TrackerSample {
-                sequence,
-                stamp_ns,
-                markers: observations,
-            },
-            truth,
-        )
+        (TrackerSample { sequence, stamp_ns, markers: observations }, truth)
     }
 }
 
@@ -175,12 +152,7 @@ mod tests {
     use approx::assert_relative_eq;
 
     fn params(noise: f64) -> SimTrackerParams {
-        SimTrackerParams {
-            seed: 7,
-            noise_rms_m: noise,
-            dropout_probability: 0.0,
-            breathing_period_s: 4.0,
-        }
+        SimTrackerParams { seed: 7, noise_rms_m: noise, dropout_probability: 0.0, breathing_period_s: 4.0 }
     }
 
     #[test]
@@ -192,8 +164,7 @@ mod tests {
             assert_relative_eq!(obs.position, expected, epsilon = 1e-12);
         }
         // Rigid: pairwise distances equal in both frames.
-        let d_ct =
-            (sim.marker_ct(&sim.markers[0], 1.3) - sim.marker_ct(&sim.markers[5], 1.3)).norm();
+        let d_ct = (sim.marker_ct(&sim.markers[0], 1.3) - sim.marker_ct(&sim.markers[5], 1.3)).norm();
         let d_tr = (s.markers[0].position - s.markers[5].position).norm();
         assert_relative_eq!(d_ct, d_tr, epsilon = 1e-12);
     }
@@ -208,8 +179,7 @@ mod tests {
             let t = i as f64 * 0.004;
             let (s, _) = noisy.sample(t, 0);
             for (obs, m) in s.markers.iter().zip(&clean.markers) {
-                sum_sq +=
-                    (obs.position - clean.ct_to_tracker * clean.marker_ct(m, t)).norm_squared();
+                sum_sq += (obs.position - clean.ct_to_tracker * clean.marker_ct(m, t)).norm_squared();
                 n += 1.0;
             }
         }
@@ -222,24 +192,15 @@ mod tests {
         let mut a = SimulatedTracker::new(&params(0.25e-3));
         let mut b = SimulatedTracker::new(&params(0.25e-3));
         for i in 0..50 {
-            assert_eq!(
-                a.sample(i as f64 * 0.01, i).0,
-                b.sample(i as f64 * 0.01, i).0
-            );
+            assert_eq!(a.sample(i as f64 * 0.01, i).0, b.sample(i as f64 * 0.01, i).0);
         }
-        let c = SimulatedTracker::new(&SimTrackerParams {
-            seed: 8,
-            ..params(0.0)
-        });
+        let c = SimulatedTracker::new(&SimTrackerParams { seed: 8, ..params(0.0) });
         assert_ne!(a.ct_to_tracker, c.ct_to_tracker);
     }
 
     #[test]
     fn dropouts_happen_at_the_configured_rate() {
-        let mut sim = SimulatedTracker::new(&SimTrackerParams {
-            dropout_probability: 0.2,
-            ..params(0.0)
-        });
+        let mut sim = SimulatedTracker::new(&SimTrackerParams { dropout_probability: 0.2, ..params(0.0) });
         let mut hidden = 0;
         let mut total = 0;
         for i in 0..2000 {

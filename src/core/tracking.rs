@@ -24,18 +24,12 @@ pub struct TrackerSample {
 impl TrackerSample {
     /// Visible markers whose coordinates are all finite; the others must not be used.
     pub fn usable(&self) -> impl Iterator<Item = &MarkerObservation> {
-        self.markers
-            .iter()
-            .filter(|m| m.visible && m.position.iter().all(|c| c.is_finite()))
+        self.markers.iter().filter(|m| m.visible && m.position.iter().all(|c| c.is_finite()))
     }
 
     /// Ids of markers that claim to be visible but carry a non-finite coordinate.
     pub fn malformed_ids(&self) -> Vec<u32> {
-        self.markers
-            .iter()
-            .filter(|m| m.visible && !m.position.iter().all(|c| c.is_finite()))
-            .map(|m| m.id)
-            .collect()
+        self.markers.iter().filter(|m| m.visible && !m.position.iter().all(|c| c.is_finite())).map(|m| m.id).collect()
     }
 }
 

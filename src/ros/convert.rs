@@ -13,25 +13,15 @@ pub fn time_to_ns(t: &Time) -> i64 {
 }
 
 pub fn ns_to_time(ns: i64) -> Time {
-    Time {
-        sec: ns.div_euclid(1_000_000_000) as i32,
-        nanosec: ns.rem_euclid(1_000_000_000) as u32,
-    }
+    Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
 }
 
 pub fn header(stamp_ns: i64, frame_id: &str) -> Header {
-    Header {
-        stamp: ns_to_time(stamp_ns),
-        frame_id: frame_id.to_string(),
-    }
+    Header { stamp: ns_to_time(stamp_ns), frame_id: frame_id.to_string() }
 }
 
 pub fn point_msg(p: &Point3<f64>) -> Point {
-    Point {
-        x: p.x,
-        y: p.y,
-        z: p.z,
-    }
+    Point { x: p.x, y: p.y, z: p.z }
 }
 
 pub fn point_from_msg(p: &Point) -> Point3<f64> {
@@ -39,23 +29,14 @@ pub fn point_from_msg(p: &Point) -> Point3<f64> {
 }
 
 pub fn vector_msg(v: &Vector3<f64>) -> VectorMsg {
-    VectorMsg {
-        x: v.x,
-        y: v.y,
-        z: v.z,
-    }
+    VectorMsg { x: v.x, y: v.y, z: v.z }
 }
 
 pub fn transform_msg(t: &Isometry3<f64>) -> Transform {
     let q = t.rotation.quaternion();
     Transform {
         translation: vector_msg(&t.translation.vector),
-        rotation: Quaternion {
-            x: q.i,
-            y: q.j,
-            z: q.k,
-            w: q.w,
-        },
+        rotation: Quaternion { x: q.i, y: q.j, z: q.k, w: q.w },
     }
 }
 
@@ -111,15 +92,7 @@ mod tests {
 
     #[test]
     fn time_round_trips_including_negative() {
-        for ns in [
-            0,
-            1,
-            999_999_999,
-            1_000_000_000,
-            1_700_000_000_123_456_789,
-            -1,
-            -1_500_000_000,
-        ] {
+        for ns in [0, 1, 999_999_999, 1_000_000_000, 1_700_000_000_123_456_789, -1, -1_500_000_000] {
             assert_eq!(time_to_ns(&ns_to_time(ns)), ns);
             assert!(ns_to_time(ns).nanosec < 1_000_000_000);
         }
@@ -142,10 +115,8 @@ mod tests {
 
     #[test]
     fn transform_message_has_a_unit_quaternion_matching_the_rotation() {
-        let iso = Isometry3::from_parts(
-            Translation3::new(1.0, 2.0, 3.0),
-            UnitQuaternion::from_euler_angles(0.1, -0.4, 1.2),
-        );
+        let iso =
+            Isometry3::from_parts(Translation3::new(1.0, 2.0, 3.0), UnitQuaternion::from_euler_angles(0.1, -0.4, 1.2));
         let t = transform_msg(&iso);
         let q = nalgebra::Quaternion::new(t.rotation.w, t.rotation.x, t.rotation.y, t.rotation.z);
         let back = Isometry3::from_parts(

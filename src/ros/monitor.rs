@@ -104,16 +104,11 @@ impl Monitor {
         let g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::from("\n=== needle_nav stack summary ===\n");
         let rate = match (g.first_sample_ns, g.last_sample_ns) {
-            (Some(a), Some(b)) if b > a && g.samples > 1 => {
-                (g.samples - 1) as f64 / ((b - a) as f64 * 1e-9)
-            }
+            (Some(a), Some(b)) if b > a && g.samples > 1 => (g.samples - 1) as f64 / ((b - a) as f64 * 1e-9),
             _ => f64::NAN,
         };
-        let _ = writeln!(
-            out,
-            "tracker        : {} samples of {} markers, {:.1} Hz",
-            g.samples, g.markers_per_sample, rate
-        );
+        let _ =
+            writeln!(out, "tracker        : {} samples of {} markers, {:.1} Hz", g.samples, g.markers_per_sample, rate);
         match &g.classification {
             Some(c) => {
                 let _ = writeln!(
@@ -139,11 +134,7 @@ impl Monitor {
         }
         match &g.registration {
             Some(r) => {
-                let _ = writeln!(
-                    out,
-                    "registration   : status {} - {}",
-                    r.status, r.status_message
-                );
+                let _ = writeln!(out, "registration   : status {} - {}", r.status, r.status_message);
             }
             None => {
                 let _ = writeln!(out, "registration   : nothing received");
@@ -151,22 +142,14 @@ impl Monitor {
         }
         match &g.plan {
             Some(p) => {
-                let _ = writeln!(
-                    out,
-                    "plan           : status {} - {}",
-                    p.status, p.status_message
-                );
+                let _ = writeln!(out, "plan           : status {} - {}", p.status, p.status_message);
             }
             None => {
                 let _ = writeln!(out, "plan           : nothing received");
             }
         }
         let invalid: u64 = g.targets_invalid.values().sum();
-        let _ = writeln!(
-            out,
-            "targets        : {} valid, {} invalid",
-            g.targets_valid, invalid
-        );
+        let _ = writeln!(out, "targets        : {} valid, {} invalid", g.targets_valid, invalid);
         for (reason, n) in &g.targets_invalid {
             let _ = writeln!(out, "                 {n:>6} x {reason}");
         }
@@ -185,10 +168,5 @@ impl Monitor {
 
 /// Groups reasons that differ only in numbers ("stale ... 0.031 s" and "stale ... 0.032 s").
 fn reason_kind(reason: &str) -> String {
-    reason
-        .split(':')
-        .next()
-        .unwrap_or(reason)
-        .trim()
-        .to_string()
+    reason.split(':').next().unwrap_or(reason).trim().to_string()
 }

@@ -12,34 +12,18 @@ fn to_yaml(v: &ParameterValue) -> Option<Value> {
         ParameterValue::Integer(i) => Value::from(*i),
         ParameterValue::Double(d) => Value::from(*d),
         ParameterValue::String(s) => Value::from(s.clone()),
-        ParameterValue::BoolArray(a) => {
-            Value::Sequence(a.iter().map(|b| Value::from(*b)).collect())
-        }
-        ParameterValue::ByteArray(a) => {
-            Value::Sequence(a.iter().map(|b| Value::from(*b)).collect())
-        }
-        ParameterValue::IntegerArray(a) => {
-            Value::Sequence(a.iter().map(|b| Value::from(*b)).collect())
-        }
-        ParameterValue::DoubleArray(a) => {
-            Value::Sequence(a.iter().map(|b| Value::from(*b)).collect())
-        }
-        ParameterValue::StringArray(a) => {
-            Value::Sequence(a.iter().map(|b| Value::from(b.clone())).collect())
-        }
+        ParameterValue::BoolArray(a) => Value::Sequence(a.iter().map(|b| Value::from(*b)).collect()),
+        ParameterValue::ByteArray(a) => Value::Sequence(a.iter().map(|b| Value::from(*b)).collect()),
+        ParameterValue::IntegerArray(a) => Value::Sequence(a.iter().map(|b| Value::from(*b)).collect()),
+        ParameterValue::DoubleArray(a) => Value::Sequence(a.iter().map(|b| Value::from(*b)).collect()),
+        ParameterValue::StringArray(a) => Value::Sequence(a.iter().map(|b| Value::from(b.clone())).collect()),
     })
 }
 
 /// The parameters rcl parsed for this node.
 pub fn overrides(node: &r2r::Node) -> Overrides {
-    let params = node
-        .params
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    params
-        .iter()
-        .filter_map(|(k, p)| to_yaml(&p.value).map(|v| (k.clone(), v)))
-        .collect()
+    let params = node.params.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    params.iter().filter_map(|(k, p)| to_yaml(&p.value).map(|v| (k.clone(), v))).collect()
 }
 
 /// Loads the node's configuration: its default file, then the ROS parameters.

@@ -27,10 +27,7 @@ pub trait RosContext<T> {
 
 impl<T> RosContext<T> for r2r::Result<T> {
     fn ros(self, what: impl Into<String>) -> Result<T, NodeError> {
-        self.map_err(|source| NodeError::Ros {
-            what: what.into(),
-            source,
-        })
+        self.map_err(|source| NodeError::Ros { what: what.into(), source })
     }
 }
 
@@ -87,17 +84,12 @@ impl RunOptions {
     /// Parses the arguments before `--ros-args` (everything after belongs to ROS).
     pub fn parse(args: &[String]) -> Result<RunOptions, String> {
         let mut opts = RunOptions::default();
-        let mut it = args
-            .iter()
-            .skip(1)
-            .take_while(|a| a.as_str() != "--ros-args");
+        let mut it = args.iter().skip(1).take_while(|a| a.as_str() != "--ros-args");
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--run-for" => {
                     let v = it.next().ok_or("--run-for needs seconds")?;
-                    let s: f64 = v
-                        .parse()
-                        .map_err(|_| format!("--run-for: `{v}` is not a number of seconds"))?;
+                    let s: f64 = v.parse().map_err(|_| format!("--run-for: `{v}` is not a number of seconds"))?;
                     if !(s.is_finite() && s > 0.0) {
                         return Err(format!("--run-for: {s} must be > 0"));
                     }
@@ -186,11 +178,7 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
             let t = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
             match (i, t) {
                 (Ok(i), Ok(t)) => (i, t),
-                _ => {
-                    return Err(NodeError::Runtime(
-                        "cannot install SIGINT/SIGTERM handlers".into(),
-                    ))
-                }
+                _ => return Err(NodeError::Runtime("cannot install SIGINT/SIGTERM handlers".into())),
             }
         };
         rt.spawn(async move {
@@ -213,8 +201,8 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     let mut monitor = None;
     let mut nodes_to_spin = Vec::new();
     for &kind in kinds {
-        let mut node = r2r::Node::create(ctx.clone(), kind.name(), "")
-            .ros(format!("cannot create node {}", kind.name()))?;
+        let mut node =
+            r2r::Node::create(ctx.clone(), kind.name(), "").ros(format!("cannot create node {}", kind.name()))?;
         let cx = NodeContext {
             name: kind.name().to_string(),
             rt: rt.handle().clone(),
@@ -226,8 +214,8 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         nodes_to_spin.push((kind.name().to_string(), node));
     }
     if opts.summary {
-        let mut node = r2r::Node::create(ctx.clone(), "needle_nav_monitor", "")
-            .ros("cannot create the monitor node")?;
+        let mut node =
+            r2r::Node::create(ctx.clone(), "needle_nav_monitor", "").ros("cannot create the monitor node")?;
         let cx = NodeContext {
             name: "needle_nav_monitor".into(),
             rt: rt.handle().clone(),
@@ -278,27 +266,9 @@ mod tests {
 
     #[test]
     fn options_stop_at_ros_args() {
-        let o = RunOptions::parse(&args(&[
-            "x",
-            "--run-for",
-            "2.5",
-            "--summary",
-            "--ros-args",
-            "-p",
-            "a:=1",
-        ]))
-        .unwrap();
-        assert_eq!(
-            o,
-            RunOptions {
-                run_for: Some(Duration::from_millis(2500)),
-                summary: true
-            }
-        );
-        assert_eq!(
-            RunOptions::parse(&args(&["x", "--ros-args", "--run-for", "x"])).unwrap(),
-            RunOptions::default()
-        );
+        let o = RunOptions::parse(&args(&["x", "--run-for", "2.5", "--summary", "--ros-args", "-p", "a:=1"])).unwrap();
+        assert_eq!(o, RunOptions { run_for: Some(Duration::from_millis(2500)), summary: true });
+        assert_eq!(RunOptions::parse(&args(&["x", "--ros-args", "--run-for", "x"])).unwrap(), RunOptions::default());
         assert!(RunOptions::parse(&args(&["x", "--run-for", "-1"])).is_err());
         assert!(RunOptions::parse(&args(&["x", "--bogus"])).is_err());
     }

@@ -17,8 +17,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 pub fn domain_id() -> String {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
-        std::env::var("NEEDLE_NAV_TEST_DOMAIN")
-            .unwrap_or_else(|_| (20 + std::process::id() % 80).to_string())
+        std::env::var("NEEDLE_NAV_TEST_DOMAIN").unwrap_or_else(|_| (20 + std::process::id() % 80).to_string())
     })
     .clone()
 }
@@ -37,17 +36,8 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(exe: &str, args: &[&str]) -> NodeProcess {
-        let name = PathBuf::from(exe)
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        let log = std::env::temp_dir().join(format!(
-            "nn_{}_{}_{}.log",
-            name,
-            std::process::id(),
-            unique()
-        ));
+        let name = PathBuf::from(exe).file_name().unwrap().to_string_lossy().to_string();
+        let log = std::env::temp_dir().join(format!("nn_{}_{}_{}.log", name, std::process::id(), unique()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(exe)
             .args(args)
@@ -77,19 +67,11 @@ impl NodeProcess {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before logging `{needle}`:\n{}",
-                    self.name,
-                    self.log()
-                );
+                panic!("{} exited ({status}) before logging `{needle}`:\n{}", self.name, self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "{} did not log `{needle}` within {timeout:?}:\n{}",
-            self.name,
-            self.log()
-        );
+        panic!("{} did not log `{needle}` within {timeout:?}:\n{}", self.name, self.log());
     }
 
     pub fn signal(&self, sig: i32) {

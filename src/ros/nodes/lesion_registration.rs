@@ -24,10 +24,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let reason = if cfg.ct_case_dir.trim().is_empty() {
         "no planning CT configured (parameter ct_case_dir is empty)".to_string()
     } else {
-        format!(
-            "CT marker detection is not available in this version; cannot use {}",
-            cfg.ct_case_dir
-        )
+        format!("CT marker detection is not available in this version; cannot use {}", cfg.ct_case_dir)
     };
     let status = move |stamp_ns: i64, frame: &str| msg::LesionRegistration {
         header: convert::header(stamp_ns, frame),
@@ -48,12 +45,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let drain = async move { while samples.next().await.is_some() {} };
         let plans = async move {
             while let Some(p) = plans.next().await {
-                tracing::info!(
-                    node = NAME,
-                    status = p.status,
-                    "plan received: {}",
-                    p.status_message
-                );
+                tracing::info!(node = NAME, status = p.status, "plan received: {}", p.status_message);
             }
         };
         let on_classification = async move {

@@ -40,11 +40,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             let mut out = msg::MarkerClassification {
                 header: convert::header(
                     sample.stamp_ns,
-                    if m.header.frame_id.is_empty() {
-                        frames::TRACKER
-                    } else {
-                        &m.header.frame_id
-                    },
+                    if m.header.frame_id.is_empty() { frames::TRACKER } else { &m.header.frame_id },
                 ),
                 feature: cfg.feature.as_str().into(),
                 method: cfg.method.as_str().into(),

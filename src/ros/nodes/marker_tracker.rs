@@ -18,16 +18,10 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: MarkerTrackerConfig = config(node, NAME)?;
     let markers_pub = publisher::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let truth_pub = match (cfg.source, cfg.publish_ground_truth) {
-        (TrackerSource::Sim, true) => {
-            Some(publisher::<msg::PhantomGroundTruth>(node, GROUND_TRUTH)?)
-        }
+        (TrackerSource::Sim, true) => Some(publisher::<msg::PhantomGroundTruth>(node, GROUND_TRUTH)?),
         _ => None,
     };
-    let viz_pub = if cfg.publish_visualization {
-        Some(publisher::<MarkerArray>(node, VIZ_MARKERS)?)
-    } else {
-        None
-    };
+    let viz_pub = if cfg.publish_visualization { Some(publisher::<MarkerArray>(node, VIZ_MARKERS)?) } else { None };
 
     let mut sim = SimulatedTracker::new(&SimTrackerParams {
         seed: cfg.seed,
@@ -70,11 +64,7 @@ fn marker_spheres(sample: &crate::core::tracking::TrackerSample, frame_id: &str)
             k.ns = "tracked_markers".into();
             k.id = m.id as i32;
             k.type_ = Marker::SPHERE as i32;
-            k.action = if m.visible {
-                Marker::ADD as i32
-            } else {
-                Marker::DELETE as i32
-            };
+            k.action = if m.visible { Marker::ADD as i32 } else { Marker::DELETE as i32 };
             k.pose.position = convert::point_msg(&m.position);
             k.pose.orientation.w = 1.0;
             k.scale.x = 0.008;

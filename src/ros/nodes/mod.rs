@@ -28,8 +28,7 @@ pub(crate) fn publisher<T: r2r::WrappedTypesupport>(
     ep: crate::interfaces::Endpoint,
 ) -> Result<r2r::Publisher<T>, NodeError> {
     use super::runtime::RosContext;
-    node.create_publisher::<T>(ep.name, super::qos::profile(ep.qos))
-        .ros(format!("cannot advertise {}", ep.name))
+    node.create_publisher::<T>(ep.name, super::qos::profile(ep.qos)).ros(format!("cannot advertise {}", ep.name))
 }
 
 /// Subscribes to an endpoint with its QoS.
@@ -38,8 +37,7 @@ pub(crate) fn subscription<T: r2r::WrappedTypesupport + 'static>(
     ep: crate::interfaces::Endpoint,
 ) -> Result<impl futures::Stream<Item = T> + Unpin, NodeError> {
     use super::runtime::RosContext;
-    node.subscribe::<T>(ep.name, super::qos::profile(ep.qos))
-        .ros(format!("cannot subscribe to {}", ep.name))
+    node.subscribe::<T>(ep.name, super::qos::profile(ep.qos)).ros(format!("cannot subscribe to {}", ep.name))
 }
 
 /// Loads the node's configuration and logs where it came from.
@@ -48,20 +46,12 @@ where
     T: serde::de::DeserializeOwned + crate::config::Validate + std::fmt::Debug,
 {
     let (cfg, source) = super::params::load_config::<T>(node, name)?;
-    tracing::info!(
-        node = name,
-        "configuration from {source} and ROS parameters: {cfg:?}"
-    );
+    tracing::info!(node = name, "configuration from {source} and ROS parameters: {cfg:?}");
     Ok(cfg)
 }
 
 /// Logs a failed publish once per kind of failure instead of at tracker rate.
-pub(crate) fn log_publish_error(
-    node: &str,
-    topic: &str,
-    result: r2r::Result<()>,
-    logged: &mut bool,
-) {
+pub(crate) fn log_publish_error(node: &str, topic: &str, result: r2r::Result<()>, logged: &mut bool) {
     match result {
         Ok(()) => *logged = false,
         Err(e) if !*logged => {

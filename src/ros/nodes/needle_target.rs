@@ -36,10 +36,7 @@ fn registration_usable(r: &Option<msg::LesionRegistration>) -> Result<(), String
             // The breathing-correction baseline is not recorded by this version yet.
             Ok(())
         }
-        Some(r) => Err(format!(
-            "registration status {}: {}",
-            r.status, r.status_message
-        )),
+        Some(r) => Err(format!("registration status {}: {}", r.status, r.status_message)),
     }
 }
 
@@ -51,9 +48,7 @@ fn reason_code(r: &InvalidReason) -> u8 {
         InvalidReason::NoRegistration(_) => msg::NeedleTarget::REASON_NO_REGISTRATION as u8,
         InvalidReason::NoBaseline => msg::NeedleTarget::REASON_NO_BASELINE as u8,
         InvalidReason::MissingMarkers(_) => msg::NeedleTarget::REASON_MISSING_MARKERS as u8,
-        InvalidReason::DeviationTooLarge { .. } => {
-            msg::NeedleTarget::REASON_DEVIATION_TOO_LARGE as u8
-        }
+        InvalidReason::DeviationTooLarge { .. } => msg::NeedleTarget::REASON_DEVIATION_TOO_LARGE as u8,
     }
 }
 
@@ -137,8 +132,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         // Watchdog: when samples stop, say so at least every staleness period.
         let (cfg, cx2) = (cfg.clone(), cx.clone());
         cx.spawn(async move {
-            let mut tick =
-                tokio::time::interval(Duration::from_secs_f64(cfg.stale_after_s().max(0.01)));
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(cfg.stale_after_s().max(0.01)));
             loop {
                 tick.tick().await;
                 let now = cx2.now_ns();

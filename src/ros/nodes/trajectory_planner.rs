@@ -17,16 +17,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: TrajectoryPlannerConfig = config(node, NAME)?;
     let plan_pub = publisher::<msg::NeedlePlan>(node, PLAN)?;
     let client = node
-        .create_client::<SegmentVessels::Service>(
-            SEGMENT_VESSELS.name,
-            qos::profile(SEGMENT_VESSELS.qos),
-        )
-        .ros(format!(
-            "cannot create a client for {}",
-            SEGMENT_VESSELS.name
-        ))?;
-    let available =
-        r2r::Node::is_available(&client).ros("cannot watch the segmentation service")?;
+        .create_client::<SegmentVessels::Service>(SEGMENT_VESSELS.name, qos::profile(SEGMENT_VESSELS.qos))
+        .ros(format!("cannot create a client for {}", SEGMENT_VESSELS.name))?;
+    let available = r2r::Node::is_available(&client).ros("cannot watch the segmentation service")?;
 
     let plan = {
         let cfg = cfg.clone();
@@ -58,11 +51,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
 
     let cx2 = cx.clone();
     cx.spawn(async move {
-        publish(plan(
-            cx2.now_ns(),
-            msg::NeedlePlan::STATUS_PENDING as u8,
-            format!("segmenting {}", cfg.ct_path),
-        ));
+        publish(plan(cx2.now_ns(), msg::NeedlePlan::STATUS_PENDING as u8, format!("segmenting {}", cfg.ct_path)));
         let timeout = Duration::from_secs_f64(cfg.service_timeout_s);
         let request = SegmentVessels::Request {
             input_path: cfg.ct_path.clone(),
@@ -72,32 +61,23 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             patch_overlap: 0.0,
         };
         let outcome = tokio::time::timeout(timeout, async {
-            available
-                .await
-                .map_err(|e| format!("service never became available: {e}"))?;
-            let pending = client
-                .request(&request)
-                .map_err(|e| format!("request could not be sent: {e}"))?;
+            available.await.map_err(|e| format!("service never became available: {e}"))?;
+            let pending = client.request(&request).map_err(|e| format!("request could not be sent: {e}"))?;
             pending.await.map_err(|e| format!("no response: {e}"))
         })
         .await;
         let (status, message) = match outcome {
             Err(_) => (
                 msg::NeedlePlan::STATUS_SEGMENTATION_FAILED as u8,
-                format!(
-                    "{} did not answer within {} s",
-                    SEGMENT_VESSELS.name, cfg.service_timeout_s
-                ),
+                format!("{} did not answer within {} s", SEGMENT_VESSELS.name, cfg.service_timeout_s),
             ),
             Ok(Err(e)) => (msg::NeedlePlan::STATUS_SEGMENTATION_FAILED as u8, e),
-            Ok(Ok(r)) if !r.success => (
-                msg::NeedlePlan::STATUS_SEGMENTATION_FAILED as u8,
-                format!("segmentation failed: {}", r.message),
-            ),
+            Ok(Ok(r)) if !r.success => {
+                (msg::NeedlePlan::STATUS_SEGMENTATION_FAILED as u8, format!("segmentation failed: {}", r.message))
+            }
             Ok(Ok(_)) => (
                 msg::NeedlePlan::STATUS_PENDING as u8,
-                "segmentation done; clearance-based path planning is not available in this version"
-                    .into(),
+                "segmentation done; clearance-based path planning is not available in this version".into(),
             ),
         };
         publish(plan(cx2.now_ns(), status, message));

@@ -15,10 +15,7 @@ const NAME: &str = "vessel_segmentation";
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let _cfg: VesselSegmentationConfig = config(node, NAME)?;
     let mut requests = node
-        .create_service::<SegmentVessels::Service>(
-            SEGMENT_VESSELS.name,
-            qos::profile(SEGMENT_VESSELS.qos),
-        )
+        .create_service::<SegmentVessels::Service>(SEGMENT_VESSELS.name, qos::profile(SEGMENT_VESSELS.qos))
         .ros(format!("cannot serve {}", SEGMENT_VESSELS.name))?;
     cx.spawn(async move {
         while let Some(req) = requests.next().await {

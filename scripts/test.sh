@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: set-up (idempotent), build, Rust unit and integration
+# tests, the core without ROS, the rclpy graph/interop tests, and the colcon build check.
+# Set NEEDLE_NAV_SKIP_COLCON=1 to skip the colcon check while iterating.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+# shellcheck disable=SC1091
+source "$ROOT/.setup/env.sh"
+cd "$ROOT"
+
+# A private ROS domain for this run, localhost-only discovery.
+export NEEDLE_NAV_TEST_DOMAIN="${NEEDLE_NAV_TEST_DOMAIN:-$(( 10 + RANDOM % 80 ))}"
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+cleanup_shm() { command -v fastdds >/dev/null && fastdds shm clean >/dev/null 2>&1 || true; }
+trap cleanup_shm EXIT
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "build (release)"
+cargo build --release --locked
+
+step "Rust tests: core, ROS shell, launch files, node processes (ROS domain $NEEDLE_NAV_TEST_DOMAIN)"
+cargo test --release --locked
+
+step "core library without ROS (cargo test --no-default-features --lib)"
+cargo test --locked --no-default-features --lib
+
+step "rclpy graph and interop tests"
+NEEDLE_NAV_TEST_DOMAIN=$(( NEEDLE_NAV_TEST_DOMAIN + 1 )) python -m pytest -q -p no:cacheprovider tests/python
+
+if [[ -z "${NEEDLE_NAV_SKIP_COLCON:-}" ]]; then
+  step "colcon build of the package"
+  NEEDLE_NAV_TEST_DOMAIN=$(( NEEDLE_NAV_TEST_DOMAIN + 2 )) bash scripts/check-colcon.sh
+fi
+step "all tests passed"
