@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod core;
+pub mod imaging;
 pub mod interfaces;
 
 #[cfg(feature = "ros")]
