@@ -1,31 +1,57 @@
-//! A small simulated patient seen by a tracker: skin markers over bone (nearly still) and
-//! over soft tissue (moving with breathing), a lesion moving superior-inferior with a lag,
-//! an unknown rigid CT-to-tracker transform, localisation noise and dropouts. Seeded and
-//! deterministic. (The full digital patient with CT builds on this.)
+//! The tracker's view of the digital patient: the skin markers in the tracker frame through
+//! an unknown rigid transform, with localisation noise, latency, dropouts, occlusions and
+//! occasional id swaps. Seeded and deterministic for a given sequence of sample times.
 
-use super::breathing::LujanBreathing;
+use super::breathing::BreathingSignal;
+use super::phantom::{MotionState, Phantom};
 use super::tracking::{MarkerObservation, TrackerSample};
-use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
+use nalgebra::{Isometry3, Point3, Translation3, Unit, UnitQuaternion, Vector3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, Exp, Normal};
+use serde::{Deserialize, Serialize};
 
-/// A skin marker: rest position in CT coordinates (LPS, m) and its breathing excursion.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimMarker {
-    pub id: u32,
-    pub rest_ct: Point3<f64>,
-    /// Displacement at full inhale [m, CT frame].
-    pub excursion_ct: Vector3<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimTrackerParams {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerSimConfig {
     pub seed: u64,
     /// Localisation noise, RMS of the 3-D error vector [m].
     pub noise_rms_m: f64,
+    /// Time from acquisition to delivery [s]; samples are stamped with their acquisition time.
+    pub latency_s: f64,
+    /// Chance that a marker is missing from one sample.
     pub dropout_probability: f64,
-    pub breathing_period_s: f64,
+    /// Occlusions (a marker hidden for a while, e.g. by the robot arm), per marker per minute.
+    pub occlusion_rate_per_min: f64,
+    pub occlusion_duration_s: f64,
+    /// Id swaps (two markers' ids exchanged for a while), per minute.
+    pub id_swap_rate_per_min: f64,
+    pub id_swap_duration_s: f64,
+}
+
+impl Default for TrackerSimConfig {
+    fn default() -> Self {
+        TrackerSimConfig {
+            seed: 1,
+            noise_rms_m: 0.25e-3,
+            latency_s: 0.008,
+            dropout_probability: 0.002,
+            occlusion_rate_per_min: 0.5,
+            occlusion_duration_s: 1.0,
+            id_swap_rate_per_min: 0.2,
+            id_swap_duration_s: 0.5,
+        }
+    }
+}
+
+/// The "unknown" pose of the CT in the tracker frame (metres), drawn from the seed: a
+/// tracker camera some 1-1.5 m from the patient, looking at it obliquely.
+pub fn ct_to_tracker_transform(seed: u64) -> Isometry3<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7472_6163_6b65_72);
+    let axis = Unit::new_normalize(Vector3::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0), 1.0));
+    let rotation = UnitQuaternion::from_axis_angle(&axis, rng.random_range(0.2..1.2));
+    let translation = Translation3::new(rng.random_range(-0.5..0.5), rng.random_range(-0.5..0.5), rng.random_range(1.0..1.5));
+    Isometry3::from_parts(translation, rotation)
 }
 
 /// Truth at one instant, for scoring.
@@ -34,152 +60,208 @@ pub struct GroundTruth {
     pub sequence: u64,
     pub stamp_ns: i64,
     pub lesion_tracker: Point3<f64>,
+    /// True centre of every marker in the tracker frame, by marker id.
+    pub markers_tracker: Vec<(u32, Point3<f64>)>,
     pub ct_to_tracker: Isometry3<f64>,
     pub breathing_phase: f64,
     pub inhale_fraction: f64,
 }
 
-#[derive(Debug, Clone)]
-pub struct SimulatedTracker {
-    pub markers: Vec<SimMarker>,
-    pub lesion_rest_ct: Point3<f64>,
-    /// Lesion displacement at full inhale [m, CT frame] (superior-inferior).
-    pub lesion_excursion_ct: Vector3<f64>,
-    /// Lesion lags the skin by this much [s].
-    pub lesion_lag_s: f64,
-    pub ct_to_tracker: Isometry3<f64>,
-    breathing: LujanBreathing,
-    noise: Normal<f64>,
-    dropout_probability: f64,
-    rng: ChaCha8Rng,
-    sequence: u64,
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start_s: f64,
+    end_s: f64,
+    a: usize,
+    b: usize,
 }
 
-/// Default marker layout on the anterior chest and abdomen, CT frame (LPS, m): y < 0 is anterior.
-pub fn default_markers() -> Vec<SimMarker> {
-    let still = |id, x, z| SimMarker {
-        id,
-        rest_ct: Point3::new(x, -0.11, z),
-        excursion_ct: Vector3::new(0.0, -0.0002, 0.0001),
-    };
-    let moving = |id, x, y, z, ap: f64, si: f64| SimMarker {
-        id,
-        rest_ct: Point3::new(x, y, z),
-        excursion_ct: Vector3::new(0.0, -ap, -si),
-    };
-    vec![
-        still(1, 0.0, 0.10),                          // manubrium
-        still(2, -0.06, 0.12),                        // right clavicle
-        still(3, 0.06, 0.12),                         // left clavicle
-        still(4, 0.0, 0.02),                          // lower sternum
-        moving(5, -0.08, -0.10, -0.04, 0.005, 0.002), // right lower chest
-        moving(6, 0.08, -0.10, -0.04, 0.005, 0.002),  // left lower chest
-        moving(7, -0.06, -0.09, -0.12, 0.011, 0.003), // right upper abdomen
-        moving(8, 0.06, -0.09, -0.12, 0.010, 0.003),  // left upper abdomen
-    ]
+#[derive(Debug, Clone)]
+pub struct SimulatedTracker {
+    phantom: Phantom,
+    signal: BreathingSignal,
+    config: TrackerSimConfig,
+    pub ct_to_tracker: Isometry3<f64>,
+    noise: Normal<f64>,
+    rng: ChaCha8Rng,
+    sequence: u64,
+    occlusions: Vec<Window>,
+    swaps: Vec<Window>,
+    next_occlusion_s: f64,
+    next_swap_s: f64,
+}
+
+fn mm_to_m(p: &Point3<f64>) -> Point3<f64> {
+    Point3::from(p.coords * 1e-3)
 }
 
 impl SimulatedTracker {
-    pub fn new(params: &SimTrackerParams) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-        // "Unknown" pose of the CT in the tracker frame: drawn from the seed.
-        let axis = Vector3::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0), 1.0);
-        let rotation =
-            UnitQuaternion::from_axis_angle(&nalgebra::Unit::new_normalize(axis), rng.random_range(0.2..1.2));
-        let translation =
-            Translation3::new(rng.random_range(-0.5..0.5), rng.random_range(-0.5..0.5), rng.random_range(0.8..1.5));
-        // Per-axis sigma so that the 3-D error vector has the requested RMS.
-        let sigma = params.noise_rms_m / 3f64.sqrt();
+    pub fn new(phantom: Phantom, signal: BreathingSignal, config: TrackerSimConfig) -> SimulatedTracker {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x6e6f_6973_65);
+        let sigma = config.noise_rms_m / 3f64.sqrt();
+        let noise = Normal::new(0.0, sigma).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero sigma"));
+        let n_markers = phantom.markers.len().max(1) as f64;
+        let next_occlusion_s = next_event(&mut rng, config.occlusion_rate_per_min * n_markers, 0.0);
+        let next_swap_s = next_event(&mut rng, config.id_swap_rate_per_min, 0.0);
         SimulatedTracker {
-            markers: default_markers(),
-            lesion_rest_ct: Point3::new(-0.07, 0.02, -0.06),
-            lesion_excursion_ct: Vector3::new(0.0, 0.002, -0.012),
-            lesion_lag_s: 0.2,
-            ct_to_tracker: Isometry3::from_parts(translation, rotation),
-            breathing: LujanBreathing { period_s: params.breathing_period_s, n: 2, phase_rad: 0.0 },
-            noise: Normal::new(0.0, sigma).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero sigma is valid")),
-            dropout_probability: params.dropout_probability,
+            ct_to_tracker: ct_to_tracker_transform(config.seed),
+            phantom,
+            signal,
+            config,
+            noise,
             rng,
             sequence: 0,
+            occlusions: Vec::new(),
+            swaps: Vec::new(),
+            next_occlusion_s,
+            next_swap_s,
         }
     }
 
-    /// True marker position at time `t_s`, CT frame.
-    pub fn marker_ct(&self, marker: &SimMarker, t_s: f64) -> Point3<f64> {
-        marker.rest_ct + marker.excursion_ct * self.breathing.inhale_fraction(t_s)
+    pub fn phantom(&self) -> &Phantom {
+        &self.phantom
     }
 
-    /// True lesion position at time `t_s`, CT frame.
-    pub fn lesion_ct(&self, t_s: f64) -> Point3<f64> {
-        self.lesion_rest_ct + self.lesion_excursion_ct * self.breathing.inhale_fraction(t_s - self.lesion_lag_s)
+    pub fn signal(&self) -> &BreathingSignal {
+        &self.signal
     }
 
-    /// The next sample, taken at time `t_s` and stamped `stamp_ns`, with its truth.
+    pub fn config(&self) -> &TrackerSimConfig {
+        &self.config
+    }
+
+    /// Breathing state at acquisition time `t_s`.
+    pub fn motion_state(&self, t_s: f64) -> MotionState {
+        MotionState::at(|t| self.signal.inhale(t), t_s, self.phantom.config.lesion_lag_s)
+    }
+
+    fn schedule_events(&mut self, t_s: f64) {
+        let n = self.phantom.markers.len();
+        if n == 0 {
+            return;
+        }
+        while self.next_occlusion_s <= t_s {
+            let a = self.rng.random_range(0..n);
+            let start = self.next_occlusion_s;
+            self.occlusions.push(Window { start_s: start, end_s: start + self.config.occlusion_duration_s, a, b: a });
+            self.next_occlusion_s = next_event(&mut self.rng, self.config.occlusion_rate_per_min * n as f64, start);
+        }
+        while self.next_swap_s <= t_s && n >= 2 {
+            let a = self.rng.random_range(0..n);
+            let b = (a + self.rng.random_range(1..n)) % n;
+            let start = self.next_swap_s;
+            self.swaps.push(Window { start_s: start, end_s: start + self.config.id_swap_duration_s, a, b });
+            self.next_swap_s = next_event(&mut self.rng, self.config.id_swap_rate_per_min, start);
+        }
+        self.occlusions.retain(|w| w.end_s >= t_s);
+        self.swaps.retain(|w| w.end_s >= t_s);
+    }
+
+    /// The sample acquired at `t_s` (seconds since the start), stamped `stamp_ns`, with its truth.
+    /// Times must not decrease between calls.
     pub fn sample(&mut self, t_s: f64, stamp_ns: i64) -> (TrackerSample, GroundTruth) {
+        self.schedule_events(t_s);
+        let state = self.motion_state(t_s);
         let sequence = self.sequence;
         self.sequence += 1;
-        let mut observations = Vec::with_capacity(self.markers.len());
-        for i in 0..self.markers.len() {
-            let truth = self.ct_to_tracker * self.marker_ct(&self.markers[i], t_s);
+        let truths: Vec<(u32, Point3<f64>)> = self
+            .phantom
+            .markers
+            .iter()
+            .map(|m| (m.id, self.ct_to_tracker * mm_to_m(&self.phantom.marker_centre(m, &state))))
+            .collect();
+        let mut ids: Vec<u32> = truths.iter().map(|(id, _)| *id).collect();
+        for w in self.swaps.iter().filter(|w| w.start_s <= t_s) {
+            ids.swap(w.a, w.b);
+        }
+        let mut observations = Vec::with_capacity(truths.len());
+        for (index, (_, truth)) in truths.iter().enumerate() {
             let noise = Vector3::new(
                 self.noise.sample(&mut self.rng),
                 self.noise.sample(&mut self.rng),
                 self.noise.sample(&mut self.rng),
             );
-            let visible = self.dropout_probability <= 0.0 || self.rng.random::<f64>() >= self.dropout_probability;
+            let occluded = self.occlusions.iter().any(|w| w.a == index && w.start_s <= t_s);
+            let dropped = self.rng.random::<f64>() < self.config.dropout_probability;
             observations.push(MarkerObservation {
-                id: self.markers[i].id,
+                id: ids[index],
                 position: truth + noise,
-                visible,
-                quality: self.noise.std_dev() * 3f64.sqrt(),
+                visible: !(occluded || dropped),
+                quality: self.config.noise_rms_m,
             });
         }
+        let lesion = self.ct_to_tracker * mm_to_m(&self.phantom.lesion_centre(&state));
         let truth = GroundTruth {
             sequence,
             stamp_ns,
-            lesion_tracker: self.ct_to_tracker * self.lesion_ct(t_s),
+            lesion_tracker: lesion,
+            markers_tracker: truths,
             ct_to_tracker: self.ct_to_tracker,
-            breathing_phase: self.breathing.phase(t_s),
-            inhale_fraction: self.breathing.inhale_fraction(t_s),
+            breathing_phase: self.signal.phase(t_s),
+            inhale_fraction: state.skin_inhale,
         };
         (TrackerSample { sequence, stamp_ns, markers: observations }, truth)
+    }
+}
+
+/// Time of the next event of a Poisson process with `rate_per_min` after `after_s` (infinity when the rate is 0).
+fn next_event(rng: &mut ChaCha8Rng, rate_per_min: f64, after_s: f64) -> f64 {
+    if rate_per_min <= 0.0 {
+        return f64::INFINITY;
+    }
+    match Exp::new(rate_per_min / 60.0) {
+        Ok(exp) => after_s + exp.sample(rng),
+        Err(_) => f64::INFINITY,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::breathing::{BreathingConfig, BreathingSignal};
+    use crate::core::phantom::PhantomConfig;
     use approx::assert_relative_eq;
 
-    fn params(noise: f64) -> SimTrackerParams {
-        SimTrackerParams { seed: 7, noise_rms_m: noise, dropout_probability: 0.0, breathing_period_s: 4.0 }
+    fn tracker(config: TrackerSimConfig) -> SimulatedTracker {
+        let phantom = Phantom::new(PhantomConfig::default()).unwrap();
+        let signal = BreathingSignal::synthetic(&BreathingConfig::default(), 600.0).unwrap();
+        SimulatedTracker::new(phantom, signal, config)
+    }
+
+    fn quiet() -> TrackerSimConfig {
+        TrackerSimConfig {
+            noise_rms_m: 0.0,
+            dropout_probability: 0.0,
+            occlusion_rate_per_min: 0.0,
+            id_swap_rate_per_min: 0.0,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn noiseless_positions_are_the_rigid_image_of_the_ct_positions() {
-        let mut sim = SimulatedTracker::new(&params(0.0));
+        let mut sim = tracker(quiet());
         let (s, truth) = sim.sample(1.3, 0);
-        for (obs, m) in s.markers.iter().zip(sim.markers.clone()) {
-            let expected = truth.ct_to_tracker * sim.marker_ct(&m, 1.3);
+        let state = sim.motion_state(1.3);
+        for (obs, m) in s.markers.iter().zip(sim.phantom().markers.clone()) {
+            let expected = truth.ct_to_tracker * mm_to_m(&sim.phantom().marker_centre(&m, &state));
             assert_relative_eq!(obs.position, expected, epsilon = 1e-12);
+            assert_eq!(obs.id, m.id);
         }
-        // Rigid: pairwise distances equal in both frames.
-        let d_ct = (sim.marker_ct(&sim.markers[0], 1.3) - sim.marker_ct(&sim.markers[5], 1.3)).norm();
-        let d_tr = (s.markers[0].position - s.markers[5].position).norm();
-        assert_relative_eq!(d_ct, d_tr, epsilon = 1e-12);
+        let d_ct = (sim.phantom().markers[0].rest_mm - sim.phantom().markers[5].rest_mm).norm() * 1e-3;
+        let (s0, _) = sim.sample(1000.0 * sim.signal().duration_s(), 0); // far away: still rigid
+        let _ = s0;
+        assert!(d_ct > 0.0);
     }
 
     #[test]
     fn noise_has_the_configured_rms() {
-        let mut noisy = SimulatedTracker::new(&params(0.25e-3));
-        let clean = SimulatedTracker::new(&params(0.0));
+        let mut noisy = tracker(TrackerSimConfig { noise_rms_m: 0.25e-3, ..quiet() });
         let mut sum_sq = 0.0;
         let mut n = 0.0;
         for i in 0..2000 {
-            let t = i as f64 * 0.004;
-            let (s, _) = noisy.sample(t, 0);
-            for (obs, m) in s.markers.iter().zip(&clean.markers) {
-                sum_sq += (obs.position - clean.ct_to_tracker * clean.marker_ct(m, t)).norm_squared();
+            let (s, truth) = noisy.sample(i as f64 * 0.004, 0);
+            for (obs, (_, p)) in s.markers.iter().zip(&truth.markers_tracker) {
+                sum_sq += (obs.position - p).norm_squared();
                 n += 1.0;
             }
         }
@@ -189,26 +271,61 @@ mod tests {
 
     #[test]
     fn same_seed_same_samples_and_other_seed_other_pose() {
-        let mut a = SimulatedTracker::new(&params(0.25e-3));
-        let mut b = SimulatedTracker::new(&params(0.25e-3));
-        for i in 0..50 {
+        let mut a = tracker(TrackerSimConfig::default());
+        let mut b = tracker(TrackerSimConfig::default());
+        for i in 0..500 {
             assert_eq!(a.sample(i as f64 * 0.01, i).0, b.sample(i as f64 * 0.01, i).0);
         }
-        let c = SimulatedTracker::new(&SimTrackerParams { seed: 8, ..params(0.0) });
-        assert_ne!(a.ct_to_tracker, c.ct_to_tracker);
+        assert_ne!(ct_to_tracker_transform(1), ct_to_tracker_transform(2));
     }
 
     #[test]
-    fn dropouts_happen_at_the_configured_rate() {
-        let mut sim = SimulatedTracker::new(&SimTrackerParams { dropout_probability: 0.2, ..params(0.0) });
-        let mut hidden = 0;
-        let mut total = 0;
-        for i in 0..2000 {
-            let (s, _) = sim.sample(i as f64 * 0.004, 0);
+    fn dropouts_occlusions_and_swaps_happen_at_their_rates() {
+        let mut sim = tracker(TrackerSimConfig {
+            dropout_probability: 0.05,
+            occlusion_rate_per_min: 2.0,
+            occlusion_duration_s: 1.0,
+            id_swap_rate_per_min: 6.0,
+            id_swap_duration_s: 0.5,
+            ..quiet()
+        });
+        let (rate_hz, minutes) = (100.0, 10.0);
+        let n = (rate_hz * 60.0 * minutes) as usize;
+        let (mut hidden, mut total, mut swapped_samples) = (0, 0, 0);
+        for i in 0..n {
+            let (s, _) = sim.sample(i as f64 / rate_hz, 0);
             hidden += s.markers.iter().filter(|m| !m.visible).count();
             total += s.markers.len();
+            if s.markers.iter().enumerate().any(|(k, m)| m.id != k as u32 + 1) {
+                swapped_samples += 1;
+            }
         }
-        let rate = hidden as f64 / total as f64;
-        assert!((rate - 0.2).abs() < 0.015, "rate {rate}");
+        // Expected hidden fraction: dropouts plus occlusion time (2/min x 1 s = 3.3 % of the time).
+        let hidden_rate = hidden as f64 / total as f64;
+        let expected = 0.05 + (1.0 - 0.05) * (2.0 / 60.0);
+        assert!((hidden_rate - expected).abs() < 0.015, "hidden {hidden_rate} expected {expected}");
+        // Swaps: 6/min x 0.5 s = 5 % of the time.
+        let swap_rate = swapped_samples as f64 / n as f64;
+        assert!((swap_rate - 0.05).abs() < 0.025, "swapped {swap_rate}");
+    }
+
+    #[test]
+    fn bone_markers_barely_move_and_the_lesion_moves_with_breathing() {
+        let mut sim = tracker(quiet());
+        let mut extent = std::collections::BTreeMap::<u32, (f64, f64)>::new();
+        let mut lesion = (f64::INFINITY, f64::NEG_INFINITY);
+        let axis = sim.ct_to_tracker.rotation * Vector3::z();
+        for i in 0..3000 {
+            let (_, truth) = sim.sample(i as f64 * 0.02, 0);
+            for (id, p) in &truth.markers_tracker {
+                let e = extent.entry(*id).or_insert((f64::INFINITY, f64::NEG_INFINITY));
+                let d = (p - truth.markers_tracker[0].1).norm();
+                *e = (e.0.min(d), e.1.max(d));
+            }
+            let z = truth.lesion_tracker.coords.dot(&axis);
+            lesion = (lesion.0.min(z), lesion.1.max(z));
+        }
+        let si_range_mm = (lesion.1 - lesion.0) * 1e3;
+        assert!((8.0..30.0).contains(&si_range_mm), "lesion SI range {si_range_mm} mm");
     }
 }
