@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod imaging;
 pub mod interfaces;
+pub mod logging;
 pub mod patient_case;
 
 #[cfg(feature = "ros")]

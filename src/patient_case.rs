@@ -136,7 +136,7 @@ pub fn write_case(dir: &Path, config: &CaseConfig) -> Result<CaseSummary, CaseEr
     dicom_write::write_ct_series(&dir.join("ct"), &frame.hu, &series_info(1, format!("{kind} CT, end-exhale"), t_ref))?;
     seconds_dicom += t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let g = &frame.hu.geometry;
+    let g = &frame.hu.geometry.clone();
     nifti::write(&dir.join("ct.nii.gz"), g, &frame.hu.data, &format!("needle_nav {kind} CT (HU)"))?;
     nifti::write(&dir.join("labels.nii.gz"), g, &frame.labels.data, "0 bg 1 artery 2 vein 3 aorta")?;
     nifti::write(&dir.join("lesion_mask.nii.gz"), g, &frame.lesion_mask.data, "lesion")?;

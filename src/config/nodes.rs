@@ -29,7 +29,7 @@ fn non_empty(key: &'static str, v: &str) -> Result<(), InvalidValue> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrackerSource {
-    /// Simulated patient with known ground truth.
+    /// Digital patient with synthetic breathing and known ground truth.
     Sim,
 }
 
@@ -39,10 +39,16 @@ pub struct MarkerTrackerConfig {
     pub source: TrackerSource,
     pub rate_hz: f64,
     pub frame_id: String,
+    /// Seed of the digital patient (anatomy, markers, CT-to-tracker pose) and of the tracker errors.
     pub seed: u64,
     pub noise_rms_m: f64,
+    pub latency_s: f64,
     pub dropout_probability: f64,
-    pub breathing_period_s: f64,
+    pub occlusion_rate_per_min: f64,
+    pub occlusion_duration_s: f64,
+    pub id_swap_rate_per_min: f64,
+    pub id_swap_duration_s: f64,
+    pub breathing: crate::core::breathing::BreathingConfig,
     pub publish_ground_truth: bool,
     pub publish_visualization: bool,
 }
@@ -55,21 +61,46 @@ impl Default for MarkerTrackerConfig {
             frame_id: crate::interfaces::frames::TRACKER.into(),
             seed: 1,
             noise_rms_m: 0.25e-3,
-            dropout_probability: 0.0,
-            breathing_period_s: 4.0,
+            latency_s: 0.008,
+            dropout_probability: 0.002,
+            occlusion_rate_per_min: 0.5,
+            occlusion_duration_s: 1.0,
+            id_swap_rate_per_min: 0.0,
+            id_swap_duration_s: 0.5,
+            breathing: Default::default(),
             publish_ground_truth: true,
             publish_visualization: true,
         }
     }
 }
 
+impl MarkerTrackerConfig {
+    pub fn tracker_sim(&self) -> crate::core::tracker_sim::TrackerSimConfig {
+        crate::core::tracker_sim::TrackerSimConfig {
+            seed: self.seed,
+            noise_rms_m: self.noise_rms_m,
+            latency_s: self.latency_s,
+            dropout_probability: self.dropout_probability,
+            occlusion_rate_per_min: self.occlusion_rate_per_min,
+            occlusion_duration_s: self.occlusion_duration_s,
+            id_swap_rate_per_min: self.id_swap_rate_per_min,
+            id_swap_duration_s: self.id_swap_duration_s,
+        }
+    }
+}
+
 impl Validate for MarkerTrackerConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
-        positive("rate_hz", self.rate_hz, 1000.0, "Hz")?;
+        in_range("rate_hz", self.rate_hz, 10.0, 1000.0, "Hz")?;
         non_empty("frame_id", &self.frame_id)?;
         in_range("noise_rms_m", self.noise_rms_m, 0.0, 0.01, "m")?;
+        in_range("latency_s", self.latency_s, 0.0, 1.0, "s")?;
         in_range("dropout_probability", self.dropout_probability, 0.0, 0.99, "")?;
-        in_range("breathing_period_s", self.breathing_period_s, 1.0, 20.0, "s")
+        in_range("occlusion_rate_per_min", self.occlusion_rate_per_min, 0.0, 60.0, "per minute")?;
+        in_range("occlusion_duration_s", self.occlusion_duration_s, 0.0, 60.0, "s")?;
+        in_range("id_swap_rate_per_min", self.id_swap_rate_per_min, 0.0, 60.0, "per minute")?;
+        in_range("id_swap_duration_s", self.id_swap_duration_s, 0.0, 60.0, "s")?;
+        self.breathing.validate().map_err(|e| InvalidValue::new("breathing", e.to_string()))
     }
 }
 

@@ -177,13 +177,17 @@ mod tests {
 
     #[test]
     fn simulated_bone_markers_are_registration_and_soft_tissue_markers_correction() {
-        use crate::core::tracker_sim::{SimTrackerParams, SimulatedTracker};
-        let mut sim = SimulatedTracker::new(&SimTrackerParams {
-            seed: 3,
-            noise_rms_m: 0.25e-3,
-            dropout_probability: 0.0,
-            breathing_period_s: 4.0,
-        });
+        use crate::core::breathing::{BreathingConfig, BreathingSignal};
+        use crate::core::phantom::{Phantom, PhantomConfig};
+        use crate::core::tracker_sim::{SimulatedTracker, TrackerSimConfig};
+        let phantom = Phantom::new(PhantomConfig::default()).unwrap();
+        let signal = BreathingSignal::synthetic(&BreathingConfig::default(), 60.0).unwrap();
+        let truth: std::collections::BTreeMap<u32, bool> = phantom.markers.iter().map(|m| (m.id, m.over_bone)).collect();
+        let mut sim = SimulatedTracker::new(
+            phantom,
+            signal,
+            TrackerSimConfig { occlusion_rate_per_min: 0.0, id_swap_rate_per_min: 0.0, ..Default::default() },
+        );
         let mut c = WindowClassifier::new(MarkerClassifierConfig::default());
         for i in 0..(13 * 100) {
             let t = i as f64 * 0.01;
@@ -195,7 +199,7 @@ mod tests {
         let (results, changed) = c.classify();
         assert!(changed);
         for r in results {
-            let expected = if r.id <= 4 { MarkerClass::Registration } else { MarkerClass::Correction };
+            let expected = if truth[&r.id] { MarkerClass::Registration } else { MarkerClass::Correction };
             assert_eq!(r.class, Some(expected), "marker {} feature {}", r.id, r.feature);
         }
         // Classifying again without new data changes nothing.

@@ -4,7 +4,7 @@
 use super::volume::Geometry;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use nalgebra::{Matrix3, Matrix4, Rotation3, UnitQuaternion, Vector3};
+use nalgebra::{Matrix3, Matrix4, Rotation3, UnitQuaternion};
 use std::io::Write;
 use std::path::Path;
 

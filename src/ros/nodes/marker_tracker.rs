@@ -2,7 +2,9 @@
 
 use super::{config, log_publish_error, publisher};
 use crate::config::{MarkerTrackerConfig, TrackerSource};
-use crate::core::tracker_sim::{SimTrackerParams, SimulatedTracker};
+use crate::core::breathing::BreathingSignal;
+use crate::core::phantom::{Phantom, PhantomConfig};
+use crate::core::tracker_sim::SimulatedTracker;
 use crate::interfaces::{GROUND_TRUTH, MARKERS, VIZ_MARKERS};
 use crate::ros::convert;
 use crate::ros::msg;
@@ -23,12 +25,19 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     };
     let viz_pub = if cfg.publish_visualization { Some(publisher::<MarkerArray>(node, VIZ_MARKERS)?) } else { None };
 
-    let mut sim = SimulatedTracker::new(&SimTrackerParams {
-        seed: cfg.seed,
-        noise_rms_m: cfg.noise_rms_m,
-        dropout_probability: cfg.dropout_probability,
-        breathing_period_s: cfg.breathing_period_s,
-    });
+    let invalid = |key: &str, e: String| {
+        NodeError::Config(crate::config::ConfigError::BadKey { node: NAME.into(), key: key.into(), reason: e })
+    };
+    let phantom = Phantom::new(PhantomConfig { seed: cfg.seed, ..Default::default() })
+        .map_err(|e| invalid("seed", e.to_string()))?;
+    // Ten minutes of distinct breathing; the signal repeats after that.
+    let signal = match cfg.source {
+        TrackerSource::Sim => {
+            BreathingSignal::synthetic(&cfg.breathing, 600.0).map_err(|e| invalid("breathing", e.to_string()))?
+        }
+    };
+    let mut sim = SimulatedTracker::new(phantom, signal, cfg.tracker_sim());
+    let latency_ns = (cfg.latency_s * 1e9) as i64;
     let task_cx = cx.clone();
     cx.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.rate_hz));
@@ -37,8 +46,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let mut publish_failed = false;
         loop {
             tick.tick().await;
-            let stamp_ns = task_cx.now_ns();
-            let (sample, truth) = sim.sample(start.elapsed().as_secs_f64(), stamp_ns);
+            // The sample delivered now was acquired `latency_s` ago and is stamped with that time.
+            let stamp_ns = task_cx.now_ns() - latency_ns;
+            let (sample, truth) = sim.sample(start.elapsed().as_secs_f64() - cfg.latency_s, stamp_ns);
             let result = markers_pub.publish(&convert::sample_msg(&sample, &cfg.frame_id));
             log_publish_error(NAME, MARKERS.name, result, &mut publish_failed);
             if let Some(p) = &truth_pub {
