@@ -903,7 +903,12 @@ mod tests {
                 // Cycle starts sit at end-exhale, where cos^{2n} is ~0 (within 2.5% of a period).
                 let from_exhale = (lujan.phase(c.start_s) - 0.5).abs() * period;
                 assert!(from_exhale < 0.025 * period, "start {} is {from_exhale} s from end-exhale", c.start_s);
+                assert_relative_eq!(s.phase(c.start_s + 0.25 * c.period_s), 0.25, epsilon = 1e-9);
             }
+            // Before the first and after the last detected cycle the neighbouring period is extended.
+            let (first, last) = (s.cycles()[0], s.cycles()[s.cycles().len() - 1]);
+            assert_relative_eq!(s.phase(first.start_s - 0.25 * first.period_s), 0.75, epsilon = 1e-9);
+            assert_relative_eq!(s.phase(last.start_s + 1.5 * last.period_s), 0.5, epsilon = 1e-9);
         }
     }
 
