@@ -418,6 +418,45 @@ fn segment(times: &[f64], t: f64) -> (usize, f64) {
 /// Fraction of the robust range (5th to 95th percentile) a signal must rise or fall to count
 /// as a new breath: rejects noise and small wiggles, keeps shallow breaths.
 const HYSTERESIS_FRACTION: f64 = 0.3;
+/// The range is taken over this window around each sample, so that a stretch of shallow
+/// breathing next to large movements (real traces have both) still shows its breaths...
+const RANGE_WINDOW_S: f64 = 30.0;
+/// ... evaluated once per block of this length, to bound the cost on long records ...
+const RANGE_BLOCK_S: f64 = 5.0;
+/// ... but never below this fraction of the whole record's value, so noise in a breath-hold
+/// is not taken for breaths.
+const HYSTERESIS_FLOOR: f64 = 0.25;
+/// Most samples sorted per window (a longer window is subsampled).
+const RANGE_MAX_SAMPLES: usize = 2048;
+
+/// 95th minus 5th percentile (0 when empty).
+fn robust_range(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    pct(0.95) - pct(0.05)
+}
+
+/// Hysteresis per sample: the fraction of the local robust range, floored.
+fn local_hysteresis(times: &[f64], values: &[f64], global: f64) -> Vec<f64> {
+    let t0 = times[0];
+    let block = |t: f64| ((t - t0) / RANGE_BLOCK_S) as usize;
+    let blocks = block(times[times.len() - 1]) + 1;
+    let per_block: Vec<f64> = (0..blocks)
+        .map(|b| {
+            let centre = t0 + (b as f64 + 0.5) * RANGE_BLOCK_S;
+            let i0 = times.partition_point(|&t| t < centre - 0.5 * RANGE_WINDOW_S);
+            let i1 = times.partition_point(|&t| t <= centre + 0.5 * RANGE_WINDOW_S);
+            let stride = (i1.saturating_sub(i0) / RANGE_MAX_SAMPLES).max(1);
+            let window: Vec<f64> = values[i0..i1.max(i0)].iter().step_by(stride).copied().collect();
+            (HYSTERESIS_FRACTION * robust_range(&window)).max(HYSTERESIS_FLOOR * global)
+        })
+        .collect();
+    times.iter().map(|&t| per_block[block(t).min(blocks - 1)]).collect()
+}
 /// The end-exhale plateau edges are where the signal rises this fraction of the adjacent
 /// breath's amplitude above the minimum.
 const PLATEAU_FRACTION: f64 = 0.1;
@@ -433,20 +472,18 @@ pub fn detect_cycles(times: &[f64], values: &[f64]) -> Vec<BreathCycle> {
     if n < 3 {
         return Vec::new();
     }
-    let mut sorted = values[..n].to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let pct = |p: f64| sorted[((n - 1) as f64 * p).round() as usize];
-    let h = HYSTERESIS_FRACTION * (pct(0.95) - pct(0.05));
-    if h <= 0.0 {
+    let global = HYSTERESIS_FRACTION * robust_range(&values[..n]);
+    if global <= 0.0 {
         return Vec::new();
     }
+    let hysteresis = local_hysteresis(&times[..n], &values[..n], global);
 
     // Alternating extrema: (index, is_max).
     let mut extrema: Vec<(usize, bool)> = Vec::new();
     let (mut lo, mut hi) = (0usize, 0usize);
     let mut seeking: Option<bool> = None; // Some(true): looking for the next maximum.
     for i in 1..n {
-        let v = values[i];
+        let (v, h) = (values[i], hysteresis[i]);
         match seeking {
             None => {
                 if v < values[lo] {
@@ -866,7 +903,12 @@ mod tests {
                 // Cycle starts sit at end-exhale, where cos^{2n} is ~0 (within 2.5% of a period).
                 let from_exhale = (lujan.phase(c.start_s) - 0.5).abs() * period;
                 assert!(from_exhale < 0.025 * period, "start {} is {from_exhale} s from end-exhale", c.start_s);
+                assert_relative_eq!(s.phase(c.start_s + 0.25 * c.period_s), 0.25, epsilon = 1e-9);
             }
+            // Before the first and after the last detected cycle the neighbouring period is extended.
+            let (first, last) = (s.cycles()[0], s.cycles()[s.cycles().len() - 1]);
+            assert_relative_eq!(s.phase(first.start_s - 0.25 * first.period_s), 0.75, epsilon = 1e-9);
+            assert_relative_eq!(s.phase(last.start_s + 1.5 * last.period_s), 0.5, epsilon = 1e-9);
         }
     }
 
