@@ -15,6 +15,10 @@ VENV="$ROOT/.venv"
 PREFIX="$STATE/install"
 mkdir -p "$STATE"
 
+# Never use the project's own venv to (re)create the venv: drop it from PATH.
+PATH="$(tr ':' '\n' <<<"$PATH" | grep -vx "$VENV/bin" | paste -sd: -)"
+export PATH
+
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }

@@ -118,11 +118,7 @@ pub fn write_case(dir: &Path, config: &CaseConfig) -> Result<CaseSummary, CaseEr
     };
     let kind = if phantom.config.contrast { "contrast" } else { "plain" };
     let markers_json = |state: &MotionState| -> Vec<serde_json::Value> {
-        phantom
-            .markers
-            .iter()
-            .map(|m| json!({"id": m.id, "centre_mm": pt(&phantom.marker_centre(m, state))}))
-            .collect()
+        phantom.markers.iter().map(|m| json!({"id": m.id, "centre_mm": pt(&phantom.marker_centre(m, state))})).collect()
     };
 
     // Planning CT: end-exhale at the start of a cycle.

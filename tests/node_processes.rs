@@ -53,7 +53,10 @@ fn tracker_streams_markers_and_target_is_published_invalid_with_its_reason() {
     let mut markers = node.subscribe::<msg::TrackedMarkerArray>(MARKERS.name, qos::profile(MARKERS.qos)).unwrap();
     let mut targets = node.subscribe::<msg::NeedleTarget>(TARGET.name, qos::profile(TARGET.qos)).unwrap();
 
-    let _tracker = NodeProcess::start(TRACKER, &["--ros-args", "-p", "rate_hz:=100.0"]);
+    let _tracker = NodeProcess::start(
+        TRACKER,
+        &["--ros-args", "-p", "rate_hz:=100.0", "-p", "dropout_probability:=0.0", "-p", "occlusion_rate_per_min:=0.0"],
+    );
     let _target = NodeProcess::start(TARGET_NODE, &[]);
     let _registration = NodeProcess::start(REGISTRATION_NODE, &[]);
 
@@ -67,7 +70,7 @@ fn tracker_streams_markers_and_target_is_published_invalid_with_its_reason() {
     let rate = 99.0 / span;
     assert!((80.0..120.0).contains(&rate), "tracker rate {rate} Hz, configured 100 Hz");
     assert_eq!(last.header.frame_id, "tracker");
-    assert_eq!(last.markers.len(), 8);
+    assert_eq!(last.markers.len(), 12);
     assert!(last.markers.iter().all(|m| m.position.x.is_finite() && m.visible));
     // Sequence numbers count up without repeats.
     assert!(samples.windows(2).all(|w| w[1].sequence > w[0].sequence));

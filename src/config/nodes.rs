@@ -5,6 +5,19 @@ use super::{build_config, ConfigError, InvalidValue, Overrides, Validate};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Mapping;
 
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        S(String),
+        I(i64),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::S(s) => s,
+        Either::I(i) => i.to_string(),
+    })
+}
+
 fn check(ok: bool, key: &'static str, reason: impl FnOnce() -> String) -> Result<(), InvalidValue> {
     if ok {
         Ok(())
@@ -31,6 +44,8 @@ fn non_empty(key: &'static str, v: &str) -> Result<(), InvalidValue> {
 pub enum TrackerSource {
     /// Digital patient with synthetic breathing and known ground truth.
     Sim,
+    /// Digital patient driven by a real recorded breathing trace (ExtMarker CSV).
+    Trace,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +64,14 @@ pub struct MarkerTrackerConfig {
     pub id_swap_rate_per_min: f64,
     pub id_swap_duration_s: f64,
     pub breathing: crate::core::breathing::BreathingConfig,
+    /// ExtMarker folder; empty: the shared data set.
+    pub trace_dir: String,
+    /// Session id (e.g. 201205101519); empty: the first session. ROS reads an all-digit
+    /// value as an integer, so numbers are accepted too.
+    #[serde(deserialize_with = "string_or_integer")]
+    pub trace_session: String,
+    /// Marker of the session whose motion drives the breathing (e.g. LAC); empty: the first.
+    pub trace_marker: String,
     pub publish_ground_truth: bool,
     pub publish_visualization: bool,
 }
@@ -68,6 +91,9 @@ impl Default for MarkerTrackerConfig {
             id_swap_rate_per_min: 0.0,
             id_swap_duration_s: 0.5,
             breathing: Default::default(),
+            trace_dir: String::new(),
+            trace_session: String::new(),
+            trace_marker: String::new(),
             publish_ground_truth: true,
             publish_visualization: true,
         }
@@ -395,6 +421,17 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "manual_entry_ct_m");
         c.manual_entry_ct_m = vec![0.0, 0.1, 0.2];
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_numeric_session_id_is_read_as_text() {
+        let section = crate::config::node_section(
+            "marker_tracker:\n  ros__parameters:\n    trace_session: 201205101522\n",
+            "marker_tracker",
+        )
+        .unwrap();
+        let c: MarkerTrackerConfig = build_config("marker_tracker", section, &Vec::new()).unwrap();
+        assert_eq!(c.trace_session, "201205101522");
     }
 
     #[test]

@@ -182,7 +182,8 @@ mod tests {
         use crate::core::tracker_sim::{SimulatedTracker, TrackerSimConfig};
         let phantom = Phantom::new(PhantomConfig::default()).unwrap();
         let signal = BreathingSignal::synthetic(&BreathingConfig::default(), 60.0).unwrap();
-        let truth: std::collections::BTreeMap<u32, bool> = phantom.markers.iter().map(|m| (m.id, m.over_bone)).collect();
+        let truth: std::collections::BTreeMap<u32, bool> =
+            phantom.markers.iter().map(|m| (m.id, m.over_bone)).collect();
         let mut sim = SimulatedTracker::new(
             phantom,
             signal,

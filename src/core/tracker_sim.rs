@@ -50,7 +50,8 @@ pub fn ct_to_tracker_transform(seed: u64) -> Isometry3<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7472_6163_6b65_72);
     let axis = Unit::new_normalize(Vector3::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0), 1.0));
     let rotation = UnitQuaternion::from_axis_angle(&axis, rng.random_range(0.2..1.2));
-    let translation = Translation3::new(rng.random_range(-0.5..0.5), rng.random_range(-0.5..0.5), rng.random_range(1.0..1.5));
+    let translation =
+        Translation3::new(rng.random_range(-0.5..0.5), rng.random_range(-0.5..0.5), rng.random_range(1.0..1.5));
     Isometry3::from_parts(translation, rotation)
 }
 

@@ -161,7 +161,11 @@ mod tests {
         let a = ras_affine(&g);
         // voxel (1, 1, 1) is at LPS (10.5, -19.4, 32) = RAS (-10.5, 19.4, 32)
         let v = a * nalgebra::Vector4::new(1.0, 1.0, 1.0, 1.0);
-        approx::assert_relative_eq!(nalgebra::Vector3::new(v.x, v.y, v.z), nalgebra::Vector3::new(-10.5, 19.4, 32.0), epsilon = 1e-12);
+        approx::assert_relative_eq!(
+            nalgebra::Vector3::new(v.x, v.y, v.z),
+            nalgebra::Vector3::new(-10.5, 19.4, 32.0),
+            epsilon = 1e-12
+        );
         let ([b, c, d], qfac) = quaternion(&g).unwrap();
         // diag(-1, -1, 1) is a rotation by pi about z: quaternion (0, 0, 0, 1).
         assert_eq!((b, c, d.abs(), qfac), (0.0, 0.0, 1.0, 1.0));

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rclpy
 from builtin_interfaces.msg import Time
@@ -31,12 +32,16 @@ def test_rclpy_decodes_every_message_the_stack_publishes(processes, peer):
     truth = collect(peer, PhantomGroundTruth, "/needle_nav/debug/ground_truth", qos_profile_sensor_data)
     targets = collect(peer, NeedleTarget, "/needle_nav/target", RELIABLE)
     for name in ["marker_tracker", "marker_classifier", "lesion_registration", "needle_target", "trajectory_planner"]:
-        processes.start(name, "--ros-args", "-p", "rate_hz:=200.0") if name == "marker_tracker" else processes.start(name)
+        if name == "marker_tracker":
+            processes.start(name, "--ros-args", "-p", "rate_hz:=200.0", "-p", "dropout_probability:=0.0",
+                            "-p", "occlusion_rate_per_min:=0.0")
+        else:
+            processes.start(name)
 
     wait_until(lambda: len(markers) >= 50 and len(truth) >= 50 and len(targets) >= 50, 30, peer, "streams")
     m = markers[-1]
     assert m.header.frame_id == "tracker"
-    assert [k.id for k in m.markers] == list(range(1, 9))
+    assert [k.id for k in m.markers] == list(range(1, 13))
     assert all(k.visible and math.isfinite(k.position.z) and abs(k.position.z) < 5.0 for k in m.markers)
     assert all(abs(k.quality - 0.00025) < 1e-9 for k in m.markers)  # the configured noise RMS, in metres
     # Ground truth pairs with the samples by sequence number and stamp.
@@ -136,3 +141,18 @@ def test_service_accepts_a_real_ct_request_and_says_what_it_cannot_do_yet(segmen
     assert r.success is False and "not available in this version" in r.message
     assert (tmp_path / "out").is_dir()
     assert r.total_seconds >= 0.0
+
+
+def test_trace_source_drives_the_patient_with_real_breathing(processes, peer):
+    """source=trace: a real ExtMarker recording drives the digital patient's markers."""
+    truth = collect(peer, PhantomGroundTruth, "/needle_nav/debug/ground_truth", qos_profile_sensor_data)
+    markers = collect(peer, TrackedMarkerArray, "/needle_nav/markers", qos_profile_sensor_data)
+    p = processes.start("marker_tracker", "--ros-args", "-p", "source:=trace", "-p", "trace_session:=201205101522",
+                        "-p", "trace_marker:=UAC", "-p", "rate_hz:=100.0")
+    wait_until(lambda: len(truth) >= 400, 30, peer, "4 s of ground truth")
+    inhale = np.array([t.breathing_amplitude for t in truth])
+    # The recorded signal is normalised to end-exhale 0 and median breath depth 1.
+    assert inhale.min() > -0.5 and inhale.max() < 3.0 and np.ptp(inhale) > 0.2
+    assert len(markers) > 0 and len(markers[-1].markers) == 12
+    log = Path(p.log_path).read_text()
+    assert "breathing from ExtMarker session 201205101522, marker UAC" in log

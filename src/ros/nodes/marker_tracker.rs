@@ -19,10 +19,9 @@ const VIZ_EVERY_N_SAMPLES: u64 = 25;
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: MarkerTrackerConfig = config(node, NAME)?;
     let markers_pub = publisher::<msg::TrackedMarkerArray>(node, MARKERS)?;
-    let truth_pub = match (cfg.source, cfg.publish_ground_truth) {
-        (TrackerSource::Sim, true) => Some(publisher::<msg::PhantomGroundTruth>(node, GROUND_TRUTH)?),
-        _ => None,
-    };
+    // Both sources simulate the patient, so both know the truth.
+    let truth_pub =
+        if cfg.publish_ground_truth { Some(publisher::<msg::PhantomGroundTruth>(node, GROUND_TRUTH)?) } else { None };
     let viz_pub = if cfg.publish_visualization { Some(publisher::<MarkerArray>(node, VIZ_MARKERS)?) } else { None };
 
     let invalid = |key: &str, e: String| {
@@ -30,11 +29,13 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     };
     let phantom = Phantom::new(PhantomConfig { seed: cfg.seed, ..Default::default() })
         .map_err(|e| invalid("seed", e.to_string()))?;
-    // Ten minutes of distinct breathing; the signal repeats after that.
     let signal = match cfg.source {
+        // An hour of distinct breathing; the signal repeats after that.
         TrackerSource::Sim => {
-            BreathingSignal::synthetic(&cfg.breathing, 600.0).map_err(|e| invalid("breathing", e.to_string()))?
+            BreathingSignal::synthetic(&cfg.breathing, 3600.0).map_err(|e| invalid("breathing", e.to_string()))?
         }
+        // A real recording; it repeats after its end (a few minutes).
+        TrackerSource::Trace => recorded_breathing(&cfg).map_err(|(key, e)| invalid(key, e))?,
     };
     let mut sim = SimulatedTracker::new(phantom, signal, cfg.tracker_sim());
     let latency_ns = (cfg.latency_s * 1e9) as i64;
@@ -62,6 +63,33 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         }
     });
     Ok(())
+}
+
+/// The breathing signal of the configured ExtMarker trace.
+fn recorded_breathing(cfg: &MarkerTrackerConfig) -> Result<BreathingSignal, (&'static str, String)> {
+    use crate::core::extmarker;
+    let dir = if cfg.trace_dir.is_empty() {
+        extmarker::shared_data_dir().join("breathing_traces_extmarker")
+    } else {
+        std::path::PathBuf::from(&cfg.trace_dir)
+    };
+    let sessions = extmarker::list_sessions(&dir).map_err(|e| ("trace_dir", e.to_string()))?;
+    let session = if cfg.trace_session.is_empty() {
+        sessions.first().cloned().ok_or(("trace_dir", format!("no ExtMarker sessions in {}", dir.display())))?
+    } else {
+        cfg.trace_session.clone()
+    };
+    let traces = extmarker::read_session(&dir, &session).map_err(|e| ("trace_session", e.to_string()))?;
+    let trace =
+        if cfg.trace_marker.is_empty() { traces.first() } else { traces.iter().find(|t| t.marker == cfg.trace_marker) }
+            .ok_or(("trace_marker", format!("session {session} has no marker `{}`", cfg.trace_marker)))?;
+    tracing::info!(
+        node = NAME,
+        "breathing from ExtMarker session {session}, marker {} ({:.0} s)",
+        trace.marker,
+        trace.duration_s()
+    );
+    extmarker::breathing_signal(trace).map_err(|e| ("trace_session", e.to_string()))
 }
 
 fn marker_spheres(sample: &crate::core::tracking::TrackerSample, frame_id: &str) -> MarkerArray {

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and prints their figures (set-up and release build first).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+# shellcheck disable=SC1091
+source "$ROOT/.setup/env.sh"
+cd "$ROOT"
+cargo build --release --locked
+echo "=== digital patient generation ==="
+python bench/bench_phantom.py
