@@ -4,6 +4,7 @@ pub mod breathing;
 pub mod classification;
 pub mod extmarker;
 pub mod phantom;
+pub mod registration;
 pub mod segmentation_request;
 pub mod target_gate;
 pub mod tracker_sim;
