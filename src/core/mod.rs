@@ -2,6 +2,7 @@
 
 pub mod breathing;
 pub mod classification;
+pub mod correspondence;
 pub mod extmarker;
 pub mod phantom;
 pub mod registration;
