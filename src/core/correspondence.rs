@@ -130,28 +130,26 @@ impl<'a> Problem<'a> {
     fn search(&self, need: usize) -> Vec<Candidate> {
         let (n, m) = (self.image.len(), self.tracker.len());
         // Tracker ordered pairs whose distance matches each image pair (i < j).
-        let mut pair_matches = vec![vec![Vec::new(); n]; n];
-        for i in 0..n {
-            for j in i + 1..n {
-                for a in 0..m {
-                    for b in 0..m {
-                        if a != b && self.agree(i, j, a, b) {
-                            pair_matches[i][j].push((a, b));
-                        }
-                    }
-                }
-            }
-        }
+        let pair_matches: Vec<Vec<Vec<(usize, usize)>>> = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| {
+                        let ordered = (0..m).flat_map(|a| (0..m).map(move |b| (a, b)));
+                        ordered.filter(|&(a, b)| j > i && a != b && self.agree(i, j, a, b)).collect()
+                    })
+                    .collect()
+            })
+            .collect();
         let mut found: Vec<Candidate> = Vec::new();
-        for i in 0..n {
-            for j in i + 1..n {
+        for (i, row) in pair_matches.iter().enumerate() {
+            for (j, matches) in row.iter().enumerate().skip(i + 1) {
                 for k in j + 1..n {
-                    if pair_matches[i][j].is_empty()
+                    if matches.is_empty()
                         || spread_ratio(&[self.image[i], self.image[j], self.image[k]]) < MIN_SEED_SPREAD
                     {
                         continue;
                     }
-                    for &(a, b) in &pair_matches[i][j] {
+                    for &(a, b) in matches {
                         for c in 0..m {
                             if c == a || c == b || !self.agree(i, k, a, c) || !self.agree(j, k, b, c) {
                                 continue;
