@@ -195,18 +195,23 @@ pub fn expected_fre(n: usize, fle_rms: f64) -> f64 {
 
 /// Registration with leave-one-out outlier rejection, refusing what should not be trusted.
 ///
-/// Outlier rule. For a marker i left out of the fit, its prediction error
-/// e_i = |T_{-i} * moving[i] - fixed[i]| has, under the FLE model, the expected square
-/// FLE^2 + TRE_{-i}(moving[i])^2: its own localisation error plus the error of the fit without
-/// it, predicted at its position by [`predicted_tre`] (the two are independent). The normalised
-/// error z_i = e_i / sqrt(FLE^2 + TRE_{-i}^2) is then about sqrt(chi2_3 / 3) for isotropic
-/// Gaussian FLE, so z > 3 (the default `outlier_factor`) happens by chance with probability
-/// about 6e-6 per marker. Normalising (rather than comparing raw e_i) keeps a marker far from the
-/// others, whose leave-one-out prediction is naturally worse, from being rejected for its
-/// position alone. While more than `min_markers` remain and fewer than `max_outliers` were
-/// excluded, the marker with the largest z_i is excluded if z_i > `outlier_factor`; a marker
-/// whose removal would leave a degenerate layout is never a candidate. With weights the same
-/// (unweighted) prediction is used as an approximation.
+/// Outlier rule (leave-one-out, studentised). Leaving marker i out of the fit, its prediction
+/// error e_i = T_{-i} * moving[i] - fixed[i] has, under the FLE model, covariance
+/// sigma^2 (I - H_ii)^-1 (sigma^2 = FLE^2/3 per axis, H_ii the marker's 3x3 leverage block in the
+/// linearised fit), and the drop in the sum of squared residuals when i is excluded,
+/// dSSE_i = SSE(all) - SSE(without i), equals e_i^T (I - H_ii) e_i to first order: the
+/// leave-one-out error measured against its own covariance, anisotropy included. A marker far
+/// from the others, whose leave-one-out prediction is naturally poor, is therefore not rejected
+/// for its position alone. Under the null dSSE_i / sigma^2 ~ chi2_3, so
+/// z_i = sqrt(dSSE_i) / FLE ~ sqrt(chi2_3 / 3), the scale of a single marker's error in FLE
+/// units, and z > 3 (the default `outlier_factor`) happens by chance with probability about 6e-6
+/// per marker. While more than `min_markers` remain and fewer than `max_outliers` were excluded,
+/// the marker with the largest z_i is excluded if z_i > `outlier_factor`; a marker whose removal
+/// would leave a degenerate layout is never a candidate. With weights, residuals are weighted by
+/// the weights normalised to mean 1 over the markers in use (exact for equal weights, an
+/// approximation otherwise). The largest dSSE also picks the true outlier where the isotropic
+/// TRE normalisation of e_i does not: a gross outlier drags the fit, and a neighbour's
+/// leave-one-out error can then look as large as its own (masking, seen with 6 markers).
 ///
 /// Refuses: bad config, length mismatch, non-finite input, bad weights, fewer than `min_markers`
 /// markers, a near-collinear layout of the markers used (smaller spread ratio of the two sides),
@@ -227,17 +232,20 @@ pub fn register(
     let mut used: Vec<usize> = (0..n).collect();
     let mut excluded = Vec::new();
     while used.len() > config.min_markers && excluded.len() < config.max_outliers {
+        let total: f64 = used.iter().map(|&i| weight(weights, i)).sum();
+        let scale = used.len() as f64 / total;
+        let sse = |idx: &[usize]| {
+            let t = fit(moving, fixed, weights, idx);
+            idx.iter().map(|&j| scale * weight(weights, j) * (t * moving[j] - fixed[j]).norm_squared()).sum::<f64>()
+        };
+        let sse_all = sse(&used);
         let mut worst: Option<(usize, f64)> = None;
         for (pos, &i) in used.iter().enumerate() {
             let rest: Vec<usize> = used.iter().copied().filter(|&j| j != i).collect();
             if !usable(moving, fixed, weights, &rest, config.min_spread_ratio) {
                 continue;
             }
-            let t = fit(moving, fixed, weights, &rest);
-            let error = (t * moving[i] - fixed[i]).norm();
-            let rest_moving: Vec<Point3<f64>> = rest.iter().map(|&j| moving[j]).collect();
-            let tre = predicted_tre(&rest_moving, &moving[i], fle);
-            let z = error / (fle * fle + tre * tre).sqrt();
+            let z = (sse_all - sse(&rest)).max(0.0).sqrt() / fle;
             if worst.map_or(true, |(_, wz)| z > wz) {
                 worst = Some((pos, z));
             }
