@@ -586,6 +586,25 @@ mod tests {
     }
 
     #[test]
+    fn moderate_outlier_is_found_not_masked_by_its_neighbours() {
+        // 3 mm is about 9 FLE: large enough to find, small enough that the fit partly absorbs it.
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let cfg = RegistrationConfig::default();
+        let mut right = 0;
+        for _ in 0..200 {
+            let truth = random_pose(&mut rng);
+            let moving = random_points(&mut rng, 6, 0.08);
+            let mut fixed = noisy(&mut rng, &transformed(&truth, &moving), cfg.fle_rms);
+            let dir = Vector3::new(rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5);
+            fixed[2] += dir.normalize() * 3e-3;
+            if register(&moving, &fixed, None, &cfg).unwrap().excluded == vec![2] {
+                right += 1;
+            }
+        }
+        assert!(right >= 196, "the 3 mm outlier was excluded in only {right} of 200 trials");
+    }
+
+    #[test]
     fn clean_noisy_data_keeps_every_marker() {
         let mut rng = ChaCha8Rng::seed_from_u64(6);
         let cfg = RegistrationConfig::default();
