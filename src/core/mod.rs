@@ -2,6 +2,7 @@
 
 pub mod breathing;
 pub mod classification;
+pub mod correction;
 pub mod extmarker;
 pub mod phantom;
 pub mod segmentation_request;
