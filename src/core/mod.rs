@@ -2,6 +2,7 @@
 
 pub mod breathing;
 pub mod classification;
+pub mod ct_markers;
 pub mod extmarker;
 pub mod phantom;
 pub mod segmentation_request;
