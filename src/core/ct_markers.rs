@@ -42,6 +42,29 @@ impl Default for MarkerDetectionConfig {
     }
 }
 
+impl MarkerDetectionConfig {
+    /// Checks the values (for configurations read from files).
+    pub fn validate(&self) -> Result<(), CtMarkerError> {
+        if !self.threshold_hu.is_finite() {
+            return Err(invalid("threshold_hu", format!("{} is not a number of HU", self.threshold_hu)));
+        }
+        let radii_ok = self.min_radius_mm.is_finite() && self.max_radius_mm.is_finite() && self.min_radius_mm >= 0.0;
+        if !radii_ok || self.min_radius_mm > self.max_radius_mm {
+            return Err(invalid(
+                "min_radius_mm/max_radius_mm",
+                format!("{}..{} mm is not a range of radii", self.min_radius_mm, self.max_radius_mm),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_sphericity) {
+            return Err(invalid("min_sphericity", format!("{} is outside 0..=1", self.min_sphericity)));
+        }
+        if self.rim_voxels > 5 {
+            return Err(invalid("rim_voxels", format!("{} is above 5 voxels", self.rim_voxels)));
+        }
+        Ok(())
+    }
+}
+
 /// One bright blob.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DetectedMarker {
@@ -252,6 +275,10 @@ pub fn detect_markers(
     volume: &Volume<f32>,
     cfg: &MarkerDetectionConfig,
 ) -> (Vec<DetectedMarker>, Vec<(DetectedMarker, String)>) {
+    // A NaN threshold would let every voxel through (see MarkerDetectionConfig::validate).
+    if cfg.threshold_hu.is_nan() {
+        return (Vec::new(), Vec::new());
+    }
     let blobs = components(volume, cfg.threshold_hu as f32);
     let mut owner = std::collections::HashMap::new();
     for (b, blob) in blobs.iter().enumerate() {
@@ -657,6 +684,14 @@ mod tests {
         let c: MarkerDetectionConfig = serde_json::from_str(r#"{"threshold_hu": 2000}"#).unwrap();
         assert_eq!(c, MarkerDetectionConfig { threshold_hu: 2000.0, ..Default::default() });
         assert!(serde_json::from_str::<MarkerDetectionConfig>(r#"{"treshold_hu": 2000}"#).is_err());
+        assert_eq!(MarkerDetectionConfig::default().validate(), Ok(()));
+        let bad = MarkerDetectionConfig { min_radius_mm: 7.0, ..Default::default() };
+        assert!(matches!(
+            bad.validate(),
+            Err(CtMarkerError::InvalidRequest { what: "min_radius_mm/max_radius_mm", .. })
+        ));
+        let bad = MarkerDetectionConfig { min_sphericity: 1.5, ..Default::default() };
+        assert!(bad.validate().is_err());
     }
 
     fn states() -> Vec<(f64, MotionState)> {

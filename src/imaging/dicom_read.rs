@@ -21,8 +21,9 @@ pub const PADDING_HU: f32 = -1024.0;
 const SPACING_REL_TOL: f64 = 0.01;
 /// ... or by this much [mm], whichever is larger.
 const SPACING_ABS_TOL_MM: f64 = 0.01;
-/// Steps between slice positions more than this far off the slice normal mean a tilted stack [deg].
-const TILT_TOL_DEG: f64 = 0.2;
+/// Slice positions may lie off the normal through the first one by this fraction of a pixel (rounding in the
+/// files); beyond it the stack is tilted (gantry tilt) or crooked.
+const LATERAL_TOL_PIXELS: f64 = 0.1;
 /// Image orientation cosines of one series may differ by this much (rounding in the files).
 const IOP_TOL: f64 = 1e-3;
 /// Pixel spacings of one series may differ by this much [mm].
@@ -108,11 +109,12 @@ pub enum DicomReadError {
     )]
     DuplicatePosition { path_a: String, path_b: String, position_mm: f64 },
     #[error(
-        "the slices are stacked at {degrees:.1}° to the slice normal (gantry tilt); this loader does not resample \
-         tilted series: reconstruct without tilt or resample first (steps between slice positions found: {})",
+        "the slices are stacked at {degrees:.1}° to the slice normal (gantry tilt: positions drift {drift_mm:.1} mm \
+         sideways over the series); this loader does not resample tilted series: reconstruct without tilt or \
+         resample first (steps between slice positions found: {})",
         list_mm(.steps_mm)
     )]
-    GantryTilt { degrees: f64, steps_mm: Vec<f64> },
+    GantryTilt { degrees: f64, drift_mm: f64, steps_mm: Vec<f64> },
     #[error(
         "{path} is {offset_mm:.2} mm sideways off the line of the other slice positions; \
          the slices do not form a straight stack"
@@ -424,31 +426,33 @@ fn check_geometry<'a>(files: &'a [SliceHeader], warnings: &mut Vec<String>) -> R
     let steps: Vec<Vector3<f64>> = sorted.windows(2).map(|w| w[1].1 - w[0].1).collect();
     let along: Vec<f64> = steps.iter().map(|s| s.dot(&normal)).collect();
 
+    // Slice positions may wander sideways (off the normal through the first slice) by a tenth of a pixel:
+    // stacking them as a straight grid then misplaces no voxel by more than that.
+    let lateral = |v: Vector3<f64>| v - normal * v.dot(&normal);
+    let lateral_tol = (LATERAL_TOL_PIXELS * ps0[0].min(ps0[1])).max(SPACING_ABS_TOL_MM);
     // Tilt: the positions advance along a line that is not the slice normal.
-    let tol = TILT_TOL_DEG.to_radians();
     let total = sorted[sorted.len() - 1].1 - sorted[0].1;
-    let overall_deg = (total - normal * total.dot(&normal)).norm().atan2(total.dot(&normal)).to_degrees();
-    if overall_deg > TILT_TOL_DEG {
+    let drift_mm = lateral(total).norm();
+    if drift_mm > lateral_tol {
         let mut found: Vec<f64> = Vec::new();
         for s in &steps {
             if !found.iter().any(|f| (f - s.norm()).abs() <= SPACING_ABS_TOL_MM.max(SPACING_REL_TOL * f)) {
                 found.push(s.norm());
             }
         }
-        return Err(DicomReadError::GantryTilt { degrees: overall_deg, steps_mm: found });
+        let degrees = drift_mm.atan2(total.dot(&normal)).to_degrees();
+        return Err(DicomReadError::GantryTilt { degrees, drift_mm, steps_mm: found });
+    }
+    // A single slice shifted sideways: the stack is not straight.
+    for (h, v, _) in &sorted {
+        let offset_mm = lateral(v - sorted[0].1).norm();
+        if offset_mm > lateral_tol {
+            return Err(DicomReadError::MisalignedSlice { path: p(h), offset_mm });
+        }
     }
     let mut ordered = along.clone();
     ordered.sort_by(f64::total_cmp);
     let median = ordered[ordered.len() / 2];
-    // A single slice shifted sideways: the stack is not straight.
-    let sideways_tol = (2.0 * SPACING_ABS_TOL_MM).max(tol.tan() * median);
-    for (h, v, d) in &sorted {
-        let expected = sorted[0].1 + total * ((d - sorted[0].2) / total.dot(&normal));
-        let offset = (v - expected).norm();
-        if offset > sideways_tol {
-            return Err(DicomReadError::MisalignedSlice { path: p(h), offset_mm: offset });
-        }
-    }
     let tolerance = SPACING_ABS_TOL_MM.max(SPACING_REL_TOL * median);
     if along.iter().any(|d| (d - median).abs() > tolerance) {
         let mut found: Vec<f64> = Vec::new();
@@ -702,7 +706,7 @@ mod tests {
         let err = load_series(&data_dir("head_ct_gantry_tilt_dicom"), None).unwrap_err();
         let msg = err.to_string();
         match &err {
-            DicomReadError::GantryTilt { degrees, steps_mm } => {
+            DicomReadError::GantryTilt { degrees, steps_mm, .. } => {
                 assert!((degrees - 18.5).abs() < 0.05, "{msg}");
                 assert_eq!(steps_mm.len(), 3, "{msg}");
             }
@@ -914,7 +918,7 @@ mod tests {
         let step = (normal * tilt.cos() + col * tilt.sin()) * 5.0;
         make_oblique(&paths, row, col, origin, step);
         match load_series(&dir.0, None) {
-            Err(DicomReadError::GantryTilt { degrees, steps_mm }) => {
+            Err(DicomReadError::GantryTilt { degrees, steps_mm, .. }) => {
                 assert!((degrees - 10.0).abs() < 0.01, "{degrees}");
                 assert_eq!(steps_mm.len(), 1);
                 assert!((steps_mm[0] - 5.0).abs() < 1e-4);
@@ -933,6 +937,12 @@ mod tests {
             }
             other => panic!("expected a misaligned slice, got {other:?}"),
         }
+        // Rounding-sized wobble (0.05 mm, a 15th of a pixel) is accepted.
+        edit(&paths[7], |obj| {
+            let p = origin + normal * 35.0 + row * 0.05;
+            put_ds(obj, tags::IMAGE_POSITION_PATIENT, &[p.x, p.y, p.z]);
+        });
+        assert!(load_series(&dir.0, None).is_ok());
     }
 
     #[test]
