@@ -3,6 +3,7 @@
 pub mod breathing;
 pub mod classification;
 pub mod correction;
+pub mod ct_markers;
 pub mod extmarker;
 pub mod phantom;
 pub mod segmentation_request;
