@@ -6,6 +6,7 @@ pub mod correction;
 pub mod ct_markers;
 pub mod extmarker;
 pub mod phantom;
+pub mod registration;
 pub mod segmentation_request;
 pub mod target_gate;
 pub mod tracker_sim;
