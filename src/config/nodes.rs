@@ -348,6 +348,16 @@ pub struct LesionRegistrationConfig {
     pub max_outliers: u32,
     pub max_fre_m: f64,
     pub fle_rms_m: f64,
+    /// Below this ratio of the markers' 2nd to 1st principal spread the layout is degenerate.
+    pub min_spread_ratio: f64,
+    /// Inter-marker distances must agree within this for image-tracker correspondence [m].
+    pub correspondence_tolerance_m: f64,
+    /// Tracker samples used to find the registration markers at the CT's breathing phase [s].
+    pub window_s: f64,
+    /// Recompute the registration this often [s].
+    pub update_period_s: f64,
+    /// Radiopaque marker threshold in the CT [HU].
+    pub marker_threshold_hu: f64,
     pub entry_source: EntrySource,
     pub manual_entry_ct_m: Vec<f64>,
 }
@@ -361,8 +371,26 @@ impl Default for LesionRegistrationConfig {
             max_outliers: 1,
             max_fre_m: 2.0e-3,
             fle_rms_m: 0.35e-3,
+            min_spread_ratio: 0.05,
+            correspondence_tolerance_m: 3.0e-3,
+            window_s: 10.0,
+            update_period_s: 2.0,
+            marker_threshold_hu: 1500.0,
             entry_source: EntrySource::Preset,
             manual_entry_ct_m: Vec::new(),
+        }
+    }
+}
+
+impl LesionRegistrationConfig {
+    pub fn registration(&self) -> crate::core::registration::RegistrationConfig {
+        crate::core::registration::RegistrationConfig {
+            min_markers: self.min_markers as usize,
+            max_outliers: self.max_outliers as usize,
+            max_fre: self.max_fre_m,
+            fle_rms: self.fle_rms_m,
+            min_spread_ratio: self.min_spread_ratio,
+            ..Default::default()
         }
     }
 }
@@ -376,6 +404,11 @@ impl Validate for LesionRegistrationConfig {
         check(self.max_outliers <= 10, "max_outliers", || format!("{} is above 10", self.max_outliers))?;
         positive("max_fre_m", self.max_fre_m, 0.05, "m")?;
         positive("fle_rms_m", self.fle_rms_m, 0.01, "m")?;
+        in_range("min_spread_ratio", self.min_spread_ratio, 0.0, 1.0, "")?;
+        positive("correspondence_tolerance_m", self.correspondence_tolerance_m, 0.05, "m")?;
+        in_range("window_s", self.window_s, 1.0, 120.0, "s")?;
+        in_range("update_period_s", self.update_period_s, 0.1, 60.0, "s")?;
+        in_range("marker_threshold_hu", self.marker_threshold_hu, 500.0, 30000.0, "HU")?;
         if self.entry_source == EntrySource::Manual {
             check(
                 self.manual_entry_ct_m.len() == 3 && self.manual_entry_ct_m.iter().all(|v| v.is_finite()),
@@ -391,21 +424,36 @@ impl Validate for LesionRegistrationConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct NeedleTargetConfig {
     pub frame_id: String,
+    /// Planning CT case (for the 4-D CT correlation model); the same folder as lesion_registration's.
+    pub ct_case_dir: String,
     /// Nominal tracker rate; staleness is counted in its periods.
     pub tracker_rate_hz: f64,
     pub stale_after_periods: f64,
     pub deviation_tolerance_m: f64,
     pub robot_latency_s: f64,
+    /// none | linear | autoregressive
+    pub prediction: crate::core::correction::PredictionMethod,
+    /// Calm breathing recorded as the baseline [s].
+    pub baseline_s: f64,
+    /// Load the baseline from this JSON file if it exists, and save a recorded one to it; empty: record only.
+    pub baseline_file: String,
+    /// Without a 4-D CT model, valid targets only while the breathing surrogate is below this.
+    pub gate_surrogate: f64,
 }
 
 impl Default for NeedleTargetConfig {
     fn default() -> Self {
         NeedleTargetConfig {
             frame_id: crate::interfaces::frames::TRACKER.into(),
+            ct_case_dir: String::new(),
             tracker_rate_hz: 250.0,
             stale_after_periods: 5.0,
             deviation_tolerance_m: 5.0e-3,
             robot_latency_s: 0.15,
+            prediction: crate::core::correction::PredictionMethod::Autoregressive,
+            baseline_s: 20.0,
+            baseline_file: String::new(),
+            gate_surrogate: 0.15,
         }
     }
 }
@@ -423,7 +471,9 @@ impl Validate for NeedleTargetConfig {
         positive("tracker_rate_hz", self.tracker_rate_hz, 1000.0, "Hz")?;
         in_range("stale_after_periods", self.stale_after_periods, 1.0, 1000.0, "periods")?;
         positive("deviation_tolerance_m", self.deviation_tolerance_m, 0.1, "m")?;
-        in_range("robot_latency_s", self.robot_latency_s, 0.0, 1.0, "s")
+        in_range("robot_latency_s", self.robot_latency_s, 0.0, 1.0, "s")?;
+        in_range("baseline_s", self.baseline_s, 2.0, 600.0, "s")?;
+        in_range("gate_surrogate", self.gate_surrogate, 0.0, 1.0, "")
     }
 }
 

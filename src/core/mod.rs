@@ -5,6 +5,7 @@ pub mod classification;
 pub mod correction;
 pub mod ct_markers;
 pub mod extmarker;
+pub mod guidance;
 pub mod phantom;
 pub mod registration;
 pub mod segmentation_request;
