@@ -3,6 +3,7 @@
 pub mod breathing;
 pub mod classification;
 pub mod correction;
+pub mod correspondence;
 pub mod ct_markers;
 pub mod extmarker;
 pub mod guidance;
