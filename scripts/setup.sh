@@ -137,7 +137,7 @@ if [[ "$(cat "$STATE/interfaces.stamp" 2>/dev/null)" != "$iface_stamp" ]]; then
     # CMake refuses exported include paths inside the source tree, and .venv is inside the
     # repository: so configure from a staged copy of the package's interface files.
     mkdir -p "$STATE/src/needle_nav"
-    cp -r "$ROOT/msg" "$ROOT/srv" "$ROOT/launch" "$ROOT/config" "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$STATE/src/needle_nav/"
+    cp -r "$ROOT/msg" "$ROOT/srv" "$ROOT/launch" "$ROOT/config" "$ROOT/models" "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$STATE/src/needle_nav/"
     cmake -S "$STATE/src/needle_nav" -B "$STATE/build/interfaces" -DNEEDLE_NAV_BUILD_NODES=OFF -DBUILD_TESTING=OFF \
       -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX" \
       -DPython3_EXECUTABLE="$VENV/bin/python" >"$STATE/interfaces.log" 2>&1 \

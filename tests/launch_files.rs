@@ -61,6 +61,18 @@ fn attr(node: roxmltree::Node, name: &str, vars: &HashMap<String, String>) -> Re
     node.attribute(name).map(|v| substitute(v, vars)).transpose()
 }
 
+/// Path of the first empty sequence in a YAML document, if any.
+fn empty_sequence(v: &serde_yaml::Value, path: String) -> Option<String> {
+    match v {
+        serde_yaml::Value::Sequence(s) if s.is_empty() => Some(path),
+        serde_yaml::Value::Mapping(m) => m.iter().find_map(|(k, v)| {
+            let key = k.as_str().unwrap_or("?");
+            empty_sequence(v, if path.is_empty() { key.to_string() } else { format!("{path}.{key}") })
+        }),
+        _ => None,
+    }
+}
+
 /// Nodes an executable hosts (the all-in-one hosts all six).
 fn hosted(exec: &str) -> Vec<NodeKind> {
     if exec == ALL_IN_ONE_EXECUTABLE {
@@ -101,6 +113,11 @@ fn check_node_element(el: roxmltree::Node, vars: &HashMap<String, String>, file:
                 if let Some(from) = attr(child, "from", vars)? {
                     let p = PathBuf::from(&from);
                     let text = std::fs::read_to_string(&p).map_err(|e| format!("parameter file {from}: {e}"))?;
+                    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| format!("{from}: {e}"))?;
+                    if let Some(path) = empty_sequence(&doc, String::new()) {
+                        // rcl's parameter-file parser cannot type an empty list and refuses the file.
+                        return Err(format!("parameter file {from}: `{path}` is an empty list, which ROS 2 rejects"));
+                    }
                     files.push((p, text));
                 } else {
                     let name = attr(child, "name", vars)?.ok_or("param without name or from")?;
@@ -246,11 +263,18 @@ fn the_checker_rejects_broken_launch_files() {
         ),
         ("renamed", r#"<launch><node pkg="needle_nav" exec="needle_target" name="target_node"/></launch>"#, "differs"),
         ("undefined_arg", r#"<launch><node pkg="needle_nav" exec="$(var nope)"/></launch>"#, "undefined"),
+        (
+            "empty_list",
+            r#"<launch><node pkg="needle_nav" exec="needle_target"><param from="EMPTY_LIST_FILE"/></node></launch>"#,
+            "empty list",
+        ),
         ("missing_include", r#"<launch><include file="/nonexistent/x.launch.xml"/></launch>"#, "x.launch.xml"),
     ];
+    let empty_list = dir.join("empty_list.yaml");
+    std::fs::write(&empty_list, "needle_target:\n  ros__parameters:\n    frame_id: []\n").unwrap();
     for (name, xml, expected) in cases {
         let p = dir.join(format!("{name}.launch.xml"));
-        std::fs::write(&p, xml).unwrap();
+        std::fs::write(&p, xml.replace("EMPTY_LIST_FILE", &empty_list.display().to_string())).unwrap();
         let err = check_launch_file(&p, &HashMap::new()).expect_err(name);
         assert!(err.contains(expected), "{name}: error `{err}` does not mention `{expected}`");
     }

@@ -43,6 +43,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Train the learned marker classifier (logistic regression) on labelled digital-patient
+    /// marker traces and write the model JSON with its held-out accuracy.
+    TrainClassifier {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 40)]
+        train_cases: u64,
+        #[arg(long, default_value_t = 20)]
+        test_cases: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Window length the classifier node uses (window_s) [s].
+        #[arg(long, default_value_t = 12.0)]
+        window_s: f64,
+    },
     /// Print every node with its topics and services (name, type, QoS, direction) as JSON.
     Interfaces,
     /// Validate a ROS 2 parameter file against every node it has a section for.
@@ -118,6 +133,22 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::TrainClassifier { out, train_cases, test_cases, seed, window_s } => {
+            let model = needle_nav::core::classification::train_classifier(train_cases, test_cases, seed, window_s);
+            let text = match serde_json::to_string_pretty(&model) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("cannot encode the model: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            if let Err(e) = std::fs::write(&out, text + "\n") {
+                eprintln!("cannot write {}: {e}", out.display());
+                return ExitCode::from(1);
+            }
+            println!("wrote {}: {}", out.display(), model.report);
+            ExitCode::SUCCESS
         }
         Command::Interfaces => {
             let nodes: Vec<serde_json::Value> = NodeKind::ALL

@@ -156,15 +156,71 @@ impl DisplacementFeature {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClassificationMethod {
-    /// feature >= threshold_m -> correction, else registration.
+    /// feature >= threshold_m -> correction, else registration (with hysteresis).
     Threshold,
+    /// The `top_n` markers with the largest feature are correction markers, the rest registration.
+    TopN,
+    /// Registration when the feature lies in `registration_range_m`, correction in `correction_range_m`,
+    /// unassigned otherwise.
+    ClassRanges,
+    /// Logistic regression on the marker's motion features (`model_path`, see `needle_nav train-classifier`).
+    Learned,
 }
 
 impl ClassificationMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             ClassificationMethod::Threshold => "threshold",
+            ClassificationMethod::TopN => "top_n",
+            ClassificationMethod::ClassRanges => "class_ranges",
+            ClassificationMethod::Learned => "learned",
         }
+    }
+}
+
+/// Where correction markers may lie (tracker frame, metres). Markers outside can still be
+/// registration markers; a moving marker outside is left unassigned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorrectionRegion {
+    /// none | box | polygon
+    pub kind: String,
+    /// box: opposite corners [x, y, z].
+    pub box_min_m: Vec<f64>,
+    pub box_max_m: Vec<f64>,
+    /// polygon: vertices [x0, y0, x1, y1, ...] in the tracker x-y plane, and a z range [z_min, z_max].
+    pub polygon_xy_m: Vec<f64>,
+    pub polygon_z_m: Vec<f64>,
+}
+
+impl Default for CorrectionRegion {
+    fn default() -> Self {
+        CorrectionRegion {
+            kind: "none".into(),
+            box_min_m: Vec::new(),
+            box_max_m: Vec::new(),
+            polygon_xy_m: Vec::new(),
+            polygon_z_m: Vec::new(),
+        }
+    }
+}
+
+/// Skin-motion mode recognition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MotionModeConfig {
+    pub enabled: bool,
+    /// A mode is recognised when the cosine similarity of the marker's motion signature to the
+    /// mode's template reaches this.
+    pub similarity_threshold: f64,
+    /// Rotation from the tracker frame to patient axes (row-major 3x3; rows: left, posterior,
+    /// superior). Empty: use the latest registration's rotation, or skip recognition until there is one.
+    pub tracker_to_patient: Vec<f64>,
+}
+
+impl Default for MotionModeConfig {
+    fn default() -> Self {
+        MotionModeConfig { enabled: true, similarity_threshold: 0.9, tracker_to_patient: Vec::new() }
     }
 }
 
@@ -175,8 +231,15 @@ pub struct MarkerClassifierConfig {
     pub method: ClassificationMethod,
     pub threshold_m: f64,
     pub hysteresis_m: f64,
+    pub top_n: u32,
+    pub registration_range_m: Vec<f64>,
+    pub correction_range_m: Vec<f64>,
+    /// Logistic-regression model (JSON) for method = learned.
+    pub model_path: String,
     pub window_s: f64,
     pub min_window_fill: f64,
+    pub motion_modes: MotionModeConfig,
+    pub correction_region: CorrectionRegion,
 }
 
 impl Default for MarkerClassifierConfig {
@@ -186,18 +249,80 @@ impl Default for MarkerClassifierConfig {
             method: ClassificationMethod::Threshold,
             threshold_m: 3.0e-3,
             hysteresis_m: 0.5e-3,
+            top_n: 6,
+            registration_range_m: vec![0.0, 2.5e-3],
+            correction_range_m: vec![3.5e-3, 0.08],
+            model_path: String::new(),
             window_s: 12.0,
             min_window_fill: 0.8,
+            motion_modes: MotionModeConfig::default(),
+            correction_region: CorrectionRegion::default(),
         }
     }
+}
+
+fn range_pair(key: &'static str, v: &[f64]) -> Result<(), InvalidValue> {
+    check(v.len() == 2 && v.iter().all(|x| x.is_finite() && *x >= 0.0) && v[0] <= v[1], key, || {
+        format!("{v:?} must be [low, high] in metres with 0 <= low <= high")
+    })
 }
 
 impl Validate for MarkerClassifierConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
         positive("threshold_m", self.threshold_m, 0.1, "m")?;
         in_range("hysteresis_m", self.hysteresis_m, 0.0, self.threshold_m, "m (at most threshold_m)")?;
+        check(self.top_n >= 1 && self.top_n <= 64, "top_n", || format!("{} is outside 1..=64", self.top_n))?;
+        range_pair("registration_range_m", &self.registration_range_m)?;
+        range_pair("correction_range_m", &self.correction_range_m)?;
+        check(self.registration_range_m[1] <= self.correction_range_m[0], "correction_range_m", || {
+            "must start at or above the end of registration_range_m".into()
+        })?;
+        if self.method == ClassificationMethod::Learned {
+            non_empty("model_path", &self.model_path)?;
+        }
         in_range("window_s", self.window_s, 1.0, 120.0, "s")?;
-        in_range("min_window_fill", self.min_window_fill, 0.1, 1.0, "")
+        in_range("min_window_fill", self.min_window_fill, 0.1, 1.0, "")?;
+        in_range("motion_modes.similarity_threshold", self.motion_modes.similarity_threshold, 0.0, 1.0, "")
+            .map_err(|e| InvalidValue::new("motion_modes.similarity_threshold", e.reason))?;
+        let r = &self.motion_modes.tracker_to_patient;
+        if !r.is_empty() {
+            let m = nalgebra::Matrix3::from_row_slice(if r.len() == 9 { r } else { &[0.0; 9] });
+            check(
+                r.len() == 9 && (m * m.transpose() - nalgebra::Matrix3::identity()).norm() < 1e-3,
+                "motion_modes.tracker_to_patient",
+                || "must be 9 numbers forming a rotation matrix (row-major)".into(),
+            )?;
+        }
+        let region = &self.correction_region;
+        match region.kind.as_str() {
+            "none" => {}
+            "box" => check(
+                region.box_min_m.len() == 3
+                    && region.box_max_m.len() == 3
+                    && region
+                        .box_min_m
+                        .iter()
+                        .zip(&region.box_max_m)
+                        .all(|(a, b)| a.is_finite() && b.is_finite() && a < b),
+                "correction_region.box_min_m",
+                || "box needs box_min_m and box_max_m as [x, y, z] with min < max".into(),
+            )?,
+            "polygon" => check(
+                region.polygon_xy_m.len() >= 6
+                    && region.polygon_xy_m.len() % 2 == 0
+                    && region.polygon_z_m.len() == 2
+                    && region.polygon_z_m[0] < region.polygon_z_m[1],
+                "correction_region.polygon_xy_m",
+                || "polygon needs >= 3 vertices [x0, y0, x1, y1, ...] and polygon_z_m [z_min, z_max]".into(),
+            )?,
+            other => {
+                return Err(InvalidValue::new(
+                    "correction_region.kind",
+                    format!("`{other}`: expected none, box or polygon"),
+                ))
+            }
+        }
+        Ok(())
     }
 }
 
@@ -223,6 +348,16 @@ pub struct LesionRegistrationConfig {
     pub max_outliers: u32,
     pub max_fre_m: f64,
     pub fle_rms_m: f64,
+    /// Below this ratio of the markers' 2nd to 1st principal spread the layout is degenerate.
+    pub min_spread_ratio: f64,
+    /// Inter-marker distances must agree within this for image-tracker correspondence [m].
+    pub correspondence_tolerance_m: f64,
+    /// Tracker samples used to find the registration markers at the CT's breathing phase [s].
+    pub window_s: f64,
+    /// Recompute the registration this often [s].
+    pub update_period_s: f64,
+    /// Radiopaque marker threshold in the CT [HU].
+    pub marker_threshold_hu: f64,
     pub entry_source: EntrySource,
     pub manual_entry_ct_m: Vec<f64>,
 }
@@ -236,8 +371,26 @@ impl Default for LesionRegistrationConfig {
             max_outliers: 1,
             max_fre_m: 2.0e-3,
             fle_rms_m: 0.35e-3,
+            min_spread_ratio: 0.05,
+            correspondence_tolerance_m: 3.0e-3,
+            window_s: 10.0,
+            update_period_s: 2.0,
+            marker_threshold_hu: 1500.0,
             entry_source: EntrySource::Preset,
             manual_entry_ct_m: Vec::new(),
+        }
+    }
+}
+
+impl LesionRegistrationConfig {
+    pub fn registration(&self) -> crate::core::registration::RegistrationConfig {
+        crate::core::registration::RegistrationConfig {
+            min_markers: self.min_markers as usize,
+            max_outliers: self.max_outliers as usize,
+            max_fre: self.max_fre_m,
+            fle_rms: self.fle_rms_m,
+            min_spread_ratio: self.min_spread_ratio,
+            ..Default::default()
         }
     }
 }
@@ -251,6 +404,11 @@ impl Validate for LesionRegistrationConfig {
         check(self.max_outliers <= 10, "max_outliers", || format!("{} is above 10", self.max_outliers))?;
         positive("max_fre_m", self.max_fre_m, 0.05, "m")?;
         positive("fle_rms_m", self.fle_rms_m, 0.01, "m")?;
+        in_range("min_spread_ratio", self.min_spread_ratio, 0.0, 1.0, "")?;
+        positive("correspondence_tolerance_m", self.correspondence_tolerance_m, 0.05, "m")?;
+        in_range("window_s", self.window_s, 1.0, 120.0, "s")?;
+        in_range("update_period_s", self.update_period_s, 0.1, 60.0, "s")?;
+        in_range("marker_threshold_hu", self.marker_threshold_hu, 500.0, 30000.0, "HU")?;
         if self.entry_source == EntrySource::Manual {
             check(
                 self.manual_entry_ct_m.len() == 3 && self.manual_entry_ct_m.iter().all(|v| v.is_finite()),
@@ -266,21 +424,36 @@ impl Validate for LesionRegistrationConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct NeedleTargetConfig {
     pub frame_id: String,
+    /// Planning CT case (for the 4-D CT correlation model); the same folder as lesion_registration's.
+    pub ct_case_dir: String,
     /// Nominal tracker rate; staleness is counted in its periods.
     pub tracker_rate_hz: f64,
     pub stale_after_periods: f64,
     pub deviation_tolerance_m: f64,
     pub robot_latency_s: f64,
+    /// none | linear | autoregressive
+    pub prediction: crate::core::correction::PredictionMethod,
+    /// Calm breathing recorded as the baseline [s].
+    pub baseline_s: f64,
+    /// Load the baseline from this JSON file if it exists, and save a recorded one to it; empty: record only.
+    pub baseline_file: String,
+    /// Without a 4-D CT model, valid targets only while the breathing surrogate is below this.
+    pub gate_surrogate: f64,
 }
 
 impl Default for NeedleTargetConfig {
     fn default() -> Self {
         NeedleTargetConfig {
             frame_id: crate::interfaces::frames::TRACKER.into(),
+            ct_case_dir: String::new(),
             tracker_rate_hz: 250.0,
             stale_after_periods: 5.0,
             deviation_tolerance_m: 5.0e-3,
             robot_latency_s: 0.15,
+            prediction: crate::core::correction::PredictionMethod::Autoregressive,
+            baseline_s: 20.0,
+            baseline_file: String::new(),
+            gate_surrogate: 0.15,
         }
     }
 }
@@ -298,7 +471,9 @@ impl Validate for NeedleTargetConfig {
         positive("tracker_rate_hz", self.tracker_rate_hz, 1000.0, "Hz")?;
         in_range("stale_after_periods", self.stale_after_periods, 1.0, 1000.0, "periods")?;
         positive("deviation_tolerance_m", self.deviation_tolerance_m, 0.1, "m")?;
-        in_range("robot_latency_s", self.robot_latency_s, 0.0, 1.0, "s")
+        in_range("robot_latency_s", self.robot_latency_s, 0.0, 1.0, "s")?;
+        in_range("baseline_s", self.baseline_s, 2.0, 600.0, "s")?;
+        in_range("gate_surrogate", self.gate_surrogate, 0.0, 1.0, "")
     }
 }
 

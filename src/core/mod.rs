@@ -2,8 +2,11 @@
 
 pub mod breathing;
 pub mod classification;
+pub mod correction;
 pub mod correspondence;
+pub mod ct_markers;
 pub mod extmarker;
+pub mod guidance;
 pub mod phantom;
 pub mod registration;
 pub mod segmentation_request;

@@ -1,18 +1,80 @@
-//! lesion_registration: registers the planning CT to the patient with the registration
-//! markers and publishes the lesion and reference entry (latched).
-//!
-//! Until image marker positions are available (CT marker detection), it publishes
-//! STATUS_NO_IMAGE_DATA with the reason, so downstream nodes know why there is no target.
+//! lesion_registration: loads the planning case (markers detected in the CT), takes the tracked
+//! registration markers at the CT's breathing phase, matches them to the CT markers by their
+//! distance pattern, registers (with outlier exclusion) and publishes the lesion and reference
+//! entry in the tracker frame (latched). Every failure is published as a status with its reason.
 
 use super::{config, publisher, subscription};
-use crate::config::LesionRegistrationConfig;
+use crate::config::{EntrySource, LesionRegistrationConfig};
+use crate::core::ct_markers::MarkerDetectionConfig;
+use crate::core::guidance::{positions_at_ct_phase, register_case, CaseRegistration, GuidanceError, PlanningCase};
+use crate::core::registration::RegistrationError;
+use crate::core::tracking::TrackerSample;
 use crate::interfaces::{frames, CLASSIFICATION, MARKERS, PLAN, REGISTRATION};
 use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
+use nalgebra::Point3;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const NAME: &str = "lesion_registration";
+
+#[derive(Default)]
+struct State {
+    case: Option<Result<PlanningCase, String>>,
+    registration_ids: Vec<u32>,
+    correction_ids: Vec<u32>,
+    window: VecDeque<TrackerSample>,
+    frame_id: String,
+    plan_entry_ct: Option<Point3<f64>>,
+}
+
+fn status_of(e: &GuidanceError) -> u8 {
+    (match e {
+        GuidanceError::Registration(RegistrationError::Degenerate { .. }) => msg::LesionRegistration::STATUS_DEGENERATE,
+        GuidanceError::Registration(RegistrationError::FreTooHigh { .. }) => msg::LesionRegistration::STATUS_FRE_TOO_HIGH,
+        GuidanceError::Correspondence(crate::core::correspondence::CorrespondenceError::Ambiguous { .. }) => {
+            msg::LesionRegistration::STATUS_DEGENERATE
+        }
+        GuidanceError::Case { .. } | GuidanceError::Dicom(_) | GuidanceError::CtMarkers(_) => {
+            msg::LesionRegistration::STATUS_NO_IMAGE_DATA
+        }
+        _ => msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS,
+    }) as u8
+}
+
+fn registration_msg(
+    r: &CaseRegistration,
+    cfg: &LesionRegistrationConfig,
+    stamp_ns: i64,
+    frame: &str,
+    entry_tracker: Point3<f64>,
+    tre_entry: f64,
+) -> msg::LesionRegistration {
+    let outliers = !r.excluded.is_empty();
+    msg::LesionRegistration {
+        header: convert::header(stamp_ns, frame),
+        status: if outliers { msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED } else { msg::LesionRegistration::STATUS_OK } as u8,
+        status_message: if outliers {
+            format!("registered with {} markers; excluded outliers {:?}", r.used.len(), r.excluded.iter().map(|e| e.1).collect::<Vec<_>>())
+        } else {
+            format!("registered with {} markers", r.used.len())
+        },
+        image_frame_id: cfg.image_frame_id.clone(),
+        image_to_tracker: convert::transform_msg(&r.transform),
+        lesion_position: convert::point_msg(&r.lesion_tracker),
+        reference_entry_point: convert::point_msg(&entry_tracker),
+        marker_ids_used: r.used.iter().map(|u| u.1).collect(),
+        marker_residuals: r.result.residuals.clone(),
+        marker_ids_excluded: r.excluded.iter().map(|e| e.1).collect(),
+        fre_rms: r.result.fre_rms,
+        predicted_tre_lesion: r.tre_lesion_m,
+        predicted_tre_entry: tre_entry,
+        fle_rms: cfg.fle_rms_m,
+    }
+}
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: LesionRegistrationConfig = config(node, NAME)?;
@@ -20,43 +82,146 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut plans = subscription::<msg::NeedlePlan>(node, PLAN)?;
     let registration_pub = publisher::<msg::LesionRegistration>(node, REGISTRATION)?;
-
-    let reason = if cfg.ct_case_dir.trim().is_empty() {
-        "no planning CT configured (parameter ct_case_dir is empty)".to_string()
-    } else {
-        format!("CT marker detection is not available in this version; cannot use {}", cfg.ct_case_dir)
-    };
-    let status = move |stamp_ns: i64, frame: &str| msg::LesionRegistration {
-        header: convert::header(stamp_ns, frame),
-        status: msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
-        status_message: reason.clone(),
-        image_frame_id: cfg.image_frame_id.clone(),
-        fle_rms: cfg.fle_rms_m,
-        ..Default::default()
-    };
-    let initial = status(cx.now_ns(), frames::TRACKER);
-    tracing::warn!(node = NAME, "no registration: {}", initial.status_message);
-    if let Err(e) = registration_pub.publish(&initial) {
-        tracing::warn!(node = NAME, "publish failed: {e}");
-    }
-
-    cx.spawn(async move {
-        // Tracker samples are consumed so that the subscription's queue never backs up.
-        let drain = async move { while samples.next().await.is_some() {} };
-        let plans = async move {
-            while let Some(p) = plans.next().await {
-                tracing::info!(node = NAME, status = p.status, "plan received: {}", p.status_message);
+    let state = Arc::new(Mutex::new(State { frame_id: frames::TRACKER.into(), ..Default::default() }));
+    let lock = |s: &Arc<Mutex<State>>| -> std::sync::MutexGuard<'_, State> { s.lock().unwrap_or_else(|p| p.into_inner()) };
+    let publish = {
+        let registration_pub = registration_pub.clone();
+        let last = Arc::new(Mutex::new(String::new()));
+        move |m: msg::LesionRegistration| {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if *last != m.status_message {
+                tracing::info!(node = NAME, status = m.status, "{}", m.status_message);
+                *last = m.status_message.clone();
             }
-        };
-        let on_classification = async move {
+            if let Err(e) = registration_pub.publish(&m) {
+                tracing::warn!(node = NAME, "publish failed: {e}");
+            }
+        }
+    };
+    let status_msg = {
+        let cfg = cfg.clone();
+        move |stamp_ns: i64, frame: &str, status: u8, message: String| msg::LesionRegistration {
+            header: convert::header(stamp_ns, frame),
+            status,
+            status_message: message,
+            image_frame_id: cfg.image_frame_id.clone(),
+            fle_rms: cfg.fle_rms_m,
+            ..Default::default()
+        }
+    };
+
+    if cfg.ct_case_dir.trim().is_empty() {
+        publish(status_msg(
+            cx.now_ns(),
+            frames::TRACKER,
+            msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
+            "no planning CT configured (parameter ct_case_dir is empty)".into(),
+        ));
+    } else {
+        // Loading and marker detection take a moment: off the node's tasks.
+        let (state, dir, threshold) = (state.clone(), cfg.ct_case_dir.clone(), cfg.marker_threshold_hu);
+        cx.spawn(async move {
+            let detection = MarkerDetectionConfig { threshold_hu: threshold, ..Default::default() };
+            let loaded = tokio::task::spawn_blocking(move || PlanningCase::load(std::path::Path::new(&dir), &detection))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match &loaded {
+                Ok(c) => tracing::info!(node = NAME, "planning case: {} markers in the CT, {} 4-D CT phases", c.image_markers_m.len(), c.phases.len()),
+                Err(e) => tracing::error!(node = NAME, "planning case: {e}"),
+            }
+            lock(&state).case = Some(loaded);
+        });
+    }
+    {
+        let state = state.clone();
+        cx.spawn(async move {
             while let Some(c) = classifications.next().await {
-                let out = status(convert::time_to_ns(&c.header.stamp), &c.header.frame_id);
-                if let Err(e) = registration_pub.publish(&out) {
-                    tracing::warn!(node = NAME, "publish failed: {e}");
+                let mut s = lock(&state);
+                s.registration_ids = c.registration_marker_ids.clone();
+                s.correction_ids = c.correction_marker_ids.clone();
+            }
+        });
+    }
+    {
+        let (state, window_ns) = (state.clone(), (cfg.window_s * 1e9) as i64);
+        cx.spawn(async move {
+            while let Some(m) = samples.next().await {
+                let sample = convert::sample_from_msg(&m);
+                let mut s = lock(&state);
+                if !m.header.frame_id.is_empty() {
+                    s.frame_id = m.header.frame_id.clone();
+                }
+                s.window.push_back(sample);
+                while s.window.front().zip(s.window.back()).is_some_and(|(a, b)| b.stamp_ns - a.stamp_ns > window_ns) {
+                    s.window.pop_front();
                 }
             }
-        };
-        futures::join!(drain, plans, on_classification);
+        });
+    }
+    {
+        let (state, cfg) = (state.clone(), cfg.clone());
+        cx.spawn(async move {
+            while let Some(p) = plans.next().await {
+                if p.status == msg::NeedlePlan::STATUS_OK as u8 && cfg.entry_source == EntrySource::Plan {
+                    lock(&state).plan_entry_ct = Some(convert::point_from_msg(&p.entry_point));
+                }
+            }
+        });
+    }
+    if cfg.ct_case_dir.trim().is_empty() {
+        return Ok(());
+    }
+    let cx2 = cx.clone();
+    cx.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(cfg.update_period_s));
+        loop {
+            tick.tick().await;
+            let now = cx2.now_ns();
+            let (case, window, reg_ids, cor_ids, frame, plan_entry) = {
+                let s = lock(&state);
+                (s.case.clone(), s.window.iter().cloned().collect::<Vec<_>>(), s.registration_ids.clone(), s.correction_ids.clone(), s.frame_id.clone(), s.plan_entry_ct)
+            };
+            let case = match case {
+                None => continue, // still loading
+                Some(Err(e)) => {
+                    publish(status_msg(now, &frame, msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8, format!("planning case: {e}")));
+                    continue;
+                }
+                Some(Ok(c)) => c,
+            };
+            if reg_ids.is_empty() || window.is_empty() {
+                publish(status_msg(
+                    now,
+                    &frame,
+                    msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8,
+                    "waiting for tracked markers and their classification".into(),
+                ));
+                continue;
+            }
+            let tracked = positions_at_ct_phase(&window, &reg_ids, &cor_ids);
+            let stamp = window.last().map(|s| s.stamp_ns).unwrap_or(now);
+            match register_case(&case, &tracked, &cfg.registration(), cfg.correspondence_tolerance_m) {
+                Ok(r) => {
+                    let entry_ct = match cfg.entry_source {
+                        EntrySource::Preset => Some(case.entry_m),
+                        EntrySource::Plan => plan_entry,
+                        EntrySource::Manual => {
+                            let m = &cfg.manual_entry_ct_m;
+                            Some(Point3::new(m[0], m[1], m[2]))
+                        }
+                    };
+                    let Some(entry_ct) = entry_ct else {
+                        publish(status_msg(stamp, &frame, msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8, "entry_source is plan but no valid plan has arrived".into()));
+                        continue;
+                    };
+                    let used: Vec<Point3<f64>> = r.used.iter().map(|u| case.image_markers_m[u.0]).collect();
+                    let tre_entry = crate::core::registration::predicted_tre(&used, &entry_ct, cfg.fle_rms_m);
+                    publish(registration_msg(&r, &cfg, stamp, &frame, r.transform * entry_ct, tre_entry));
+                }
+                Err(e) => publish(status_msg(stamp, &frame, status_of(&e), e.to_string())),
+            }
+        }
     });
     Ok(())
 }

@@ -2,13 +2,16 @@
 //! motion over a sliding window; publishes (latched) whenever the split changes.
 
 use super::{config, publisher, subscription};
+use crate::config::ClassificationMethod;
 use crate::config::MarkerClassifierConfig;
-use crate::core::classification::{MarkerClass, WindowClassifier};
-use crate::interfaces::{frames, CLASSIFICATION, MARKERS};
+use crate::core::classification::{LogisticModel, MarkerClass, MotionMode, WindowClassifier};
+use crate::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION};
 use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
+use nalgebra::{Matrix3, UnitQuaternion};
+use std::sync::{Arc, Mutex};
 
 const NAME: &str = "marker_classifier";
 /// Re-evaluate the classes at most this often [ns].
@@ -17,9 +20,40 @@ const CLASSIFY_PERIOD_NS: i64 = 100_000_000;
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: MarkerClassifierConfig = config(node, NAME)?;
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
+    let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
     let classification_pub = publisher::<msg::MarkerClassification>(node, CLASSIFICATION)?;
     let parameters_yaml = serde_yaml::to_string(&cfg).unwrap_or_default();
-    let mut classifier = WindowClassifier::new(cfg);
+    let model = match cfg.method {
+        ClassificationMethod::Learned => {
+            Some(LogisticModel::load(std::path::Path::new(&cfg.model_path)).map_err(|e| {
+                NodeError::Config(crate::config::ConfigError::BadKey {
+                    node: NAME.into(),
+                    key: "model_path".into(),
+                    reason: e.to_string(),
+                })
+            })?)
+        }
+        _ => None,
+    };
+    // Patient axes for motion-mode recognition: configured, else from the latest registration.
+    let configured_axes = (cfg.motion_modes.tracker_to_patient.len() == 9)
+        .then(|| Matrix3::from_row_slice(&cfg.motion_modes.tracker_to_patient));
+    let registered_axes: Arc<Mutex<Option<Matrix3<f64>>>> = Arc::new(Mutex::new(None));
+    {
+        let registered_axes = registered_axes.clone();
+        cx.spawn(async move {
+            while let Some(r) = registrations.next().await {
+                let usable = r.status == msg::LesionRegistration::STATUS_OK as u8
+                    || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8;
+                let q = &r.image_to_tracker.rotation;
+                let rotation = UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(q.w, q.x, q.y, q.z));
+                // image_to_tracker rotates CT (patient) axes into the tracker frame; its inverse maps back.
+                let axes = usable.then(|| rotation.to_rotation_matrix().matrix().transpose());
+                *registered_axes.lock().unwrap_or_else(|p| p.into_inner()) = axes;
+            }
+        });
+    }
+    let mut classifier = WindowClassifier::new(cfg, model);
 
     cx.spawn(async move {
         let mut last_classified_ns = i64::MIN;
@@ -32,7 +66,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 continue;
             }
             last_classified_ns = sample.stamp_ns;
-            let (results, changed) = classifier.classify();
+            let axes = configured_axes.or(*registered_axes.lock().unwrap_or_else(|p| p.into_inner()));
+            let (results, changed) = classifier.classify(axes.as_ref());
             if !changed {
                 continue;
             }
@@ -66,8 +101,13 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     id: r.id,
                     marker_class: class,
                     displacement_feature: r.feature,
-                    motion_mode: msg::MarkerFeature::MODE_NONE as u8,
-                    mode_similarity: 0.0,
+                    motion_mode: match r.mode {
+                        MotionMode::None => msg::MarkerFeature::MODE_NONE as u8,
+                        MotionMode::Lateral => msg::MarkerFeature::MODE_LATERAL as u8,
+                        MotionMode::Expansion => msg::MarkerFeature::MODE_EXPANSION as u8,
+                        MotionMode::Longitudinal => msg::MarkerFeature::MODE_LONGITUDINAL as u8,
+                    },
+                    mode_similarity: r.mode_similarity,
                     body_region: msg::MarkerFeature::REGION_UNKNOWN as u8,
                     samples_in_window: r.samples as u32,
                 });

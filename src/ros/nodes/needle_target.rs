@@ -1,18 +1,22 @@
-//! needle_target: publishes the needle target at tracker rate, gated. A target that fails
-//! any gate is published with valid = false and the reason; the PoseStamped for generic arm
-//! controllers is published only for valid targets. A watchdog publishes STALE when the
-//! tracker stops, so an old target is never left standing as valid.
+//! needle_target: the breathing-corrected needle target at tracker rate, gated. A target that
+//! fails any gate is published with valid = false and the reason; the PoseStamped for generic arm
+//! controllers and the rviz markers are published only for valid targets. A watchdog publishes
+//! STALE when the tracker stops, so an old target is never left standing as valid.
 
 use super::{config, publisher, subscription};
 use crate::config::NeedleTargetConfig;
+use crate::core::correction::Baseline;
+use crate::core::ct_markers::MarkerDetectionConfig;
+use crate::core::guidance::{PlanningCase, RegisteredPlan, Target, TargetComputer, TargetConfig};
 use crate::core::target_gate::{self, GateInputs, InvalidReason};
 use crate::interfaces::{CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, VIZ_TARGET};
 use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
+use nalgebra::{Isometry3, Point3, Quaternion, Translation3, UnitQuaternion, Vector3};
 use r2r::geometry_msgs::msg::PoseStamped;
-use r2r::visualization_msgs::msg::MarkerArray;
+use r2r::visualization_msgs::msg::{Marker, MarkerArray};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +28,12 @@ struct State {
     newest_source_stamp: r2r::builtin_interfaces::msg::Time,
     malformed: Vec<u32>,
     registration: Option<msg::LesionRegistration>,
+    correction_ids: Vec<u32>,
+    case: Option<PlanningCase>,
+    computer: Option<TargetComputer>,
+    /// Registration stamp and correction ids the computer was built for.
+    computer_key: Option<(i64, Vec<u32>)>,
+    baseline_saved: bool,
 }
 
 fn registration_usable(r: &Option<msg::LesionRegistration>) -> Result<(), String> {
@@ -33,7 +43,6 @@ fn registration_usable(r: &Option<msg::LesionRegistration>) -> Result<(), String
             if r.status == msg::LesionRegistration::STATUS_OK as u8
                 || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8 =>
         {
-            // The breathing-correction baseline is not recorded by this version yet.
             Ok(())
         }
         Some(r) => Err(format!("registration status {}: {}", r.status, r.status_message)),
@@ -48,33 +57,134 @@ fn reason_code(r: &InvalidReason) -> u8 {
         InvalidReason::NoRegistration(_) => msg::NeedleTarget::REASON_NO_REGISTRATION as u8,
         InvalidReason::NoBaseline => msg::NeedleTarget::REASON_NO_BASELINE as u8,
         InvalidReason::MissingMarkers(_) => msg::NeedleTarget::REASON_MISSING_MARKERS as u8,
-        InvalidReason::DeviationTooLarge { .. } => msg::NeedleTarget::REASON_DEVIATION_TOO_LARGE as u8,
+        InvalidReason::DeviationTooLarge { .. } | InvalidReason::OutsideBreathingGate { .. } => {
+            msg::NeedleTarget::REASON_DEVIATION_TOO_LARGE as u8
+        }
     }
 }
 
-fn evaluate(state: &State, cfg: &NeedleTargetConfig, now_ns: i64) -> msg::NeedleTarget {
-    let reason = match target_gate::check(&GateInputs {
-        newest_sample_ns: state.newest_sample_ns,
-        now_ns,
-        malformed_marker_ids: state.malformed.clone(),
-        registration: registration_usable(&state.registration),
-        stale_after_s: cfg.stale_after_s(),
-    }) {
-        Err(reason) => reason,
-        // Every gate passed, but this version records no breathing baseline to correct with.
-        Ok(()) => InvalidReason::NoBaseline,
-    };
-    msg::NeedleTarget {
-        header: convert::header(now_ns, &cfg.frame_id),
-        valid: false,
-        reason_code: reason_code(&reason),
-        reason: reason.to_string(),
-        predicted_error: f64::NAN,
-        breathing_deviation: f64::NAN,
-        insertion_depth: f64::NAN,
-        source_stamp: state.newest_source_stamp.clone(),
-        ..Default::default()
+fn transform_from_msg(t: &r2r::geometry_msgs::msg::Transform) -> Isometry3<f64> {
+    let q = &t.rotation;
+    Isometry3::from_parts(
+        Translation3::new(t.translation.x, t.translation.y, t.translation.z),
+        UnitQuaternion::from_quaternion(Quaternion::new(q.w, q.x, q.y, q.z)),
+    )
+}
+
+/// (Re)builds the target computer when the registration or the correction markers change; a
+/// baseline of the same correction markers is kept (it lives in the tracker frame).
+fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
+    let Some(reg) = s.registration.clone() else { return };
+    if registration_usable(&s.registration).is_err() || s.correction_ids.is_empty() {
+        s.computer = None;
+        s.computer_key = None;
+        return;
     }
+    let key = (convert::time_to_ns(&reg.header.stamp), s.correction_ids.clone());
+    // A registration recomputed from the same markers moves little: keep the computer (and its
+    // baseline and predictor) unless the correction markers changed.
+    if s.computer.is_some() && s.computer_key.as_ref().is_some_and(|(_, ids)| *ids == key.1) {
+        return;
+    }
+    let transform = transform_from_msg(&reg.image_to_tracker);
+    let plan = RegisteredPlan {
+        transform,
+        lesion_tracker: convert::point_from_msg(&reg.lesion_position),
+        entry_tracker: convert::point_from_msg(&reg.reference_entry_point),
+        tre_lesion_m: reg.predicted_tre_lesion,
+    };
+    let case = s.case.clone().unwrap_or_else(|| PlanningCase {
+        image_markers_m: Vec::new(),
+        lesion_m: transform.inverse() * plan.lesion_tracker,
+        entry_m: transform.inverse() * plan.entry_tracker,
+        phases: Vec::new(),
+    });
+    let target_cfg = TargetConfig {
+        baseline_s: cfg.baseline_s,
+        deviation_tolerance_m: cfg.deviation_tolerance_m,
+        latency_s: cfg.robot_latency_s,
+        prediction: cfg.prediction,
+        gate_surrogate: cfg.gate_surrogate,
+    };
+    let previous_baseline = s.computer.as_ref().and_then(|c| c.baseline().cloned()).filter(|b| b.marker_ids == s.correction_ids);
+    let loaded = (!cfg.baseline_file.is_empty())
+        .then(|| std::fs::read_to_string(&cfg.baseline_file).ok())
+        .flatten()
+        .and_then(|t| serde_json::from_str::<Baseline>(&t).ok())
+        .filter(|b| b.marker_ids == s.correction_ids);
+    let mut computer = TargetComputer::new(case, plan, s.correction_ids.clone(), target_cfg);
+    if let Some(b) = previous_baseline.or(loaded) {
+        computer = computer.with_baseline(b);
+        s.baseline_saved = true;
+    } else {
+        tracing::info!(node = NAME, "recording the calm-breathing baseline for {} s (markers {:?})", cfg.baseline_s, s.correction_ids);
+        s.baseline_saved = false;
+    }
+    s.computer = Some(computer);
+    s.computer_key = Some(key);
+}
+
+fn target_msg(cfg: &NeedleTargetConfig, now_ns: i64, source: &r2r::builtin_interfaces::msg::Time, t: &Result<Target, InvalidReason>) -> msg::NeedleTarget {
+    match t {
+        Ok(t) => msg::NeedleTarget {
+            header: convert::header(now_ns, &cfg.frame_id),
+            entry_point: convert::point_msg(&t.entry),
+            target_point: convert::point_msg(&t.target),
+            direction: convert::vector_msg(&t.direction),
+            insertion_depth: t.depth_m,
+            valid: true,
+            reason_code: msg::NeedleTarget::REASON_NONE as u8,
+            reason: String::new(),
+            predicted_error: t.predicted_error_m,
+            breathing_deviation: t.deviation_m,
+            source_stamp: source.clone(),
+        },
+        Err(reason) => msg::NeedleTarget {
+            header: convert::header(now_ns, &cfg.frame_id),
+            valid: false,
+            reason_code: reason_code(reason),
+            reason: reason.to_string(),
+            predicted_error: f64::NAN,
+            breathing_deviation: f64::NAN,
+            insertion_depth: f64::NAN,
+            source_stamp: source.clone(),
+            ..Default::default()
+        },
+    }
+}
+
+fn pose_msg(t: &Target, stamp_ns: i64, frame: &str) -> PoseStamped {
+    // The pose's z axis is the insertion direction.
+    let q = UnitQuaternion::rotation_between(&Vector3::z(), &t.direction).unwrap_or_else(|| UnitQuaternion::from_axis_angle(&Vector3::x_axis(), std::f64::consts::PI));
+    let mut p = PoseStamped::default();
+    p.header = convert::header(stamp_ns, frame);
+    p.pose.position = convert::point_msg(&t.target);
+    p.pose.orientation.x = q.i;
+    p.pose.orientation.y = q.j;
+    p.pose.orientation.z = q.k;
+    p.pose.orientation.w = q.w;
+    p
+}
+
+fn viz_msg(t: &Target, stamp_ns: i64, frame: &str) -> MarkerArray {
+    let sphere = |id: i32, p: &Point3<f64>, rgb: [f32; 3]| {
+        let mut m = Marker::default();
+        m.header = convert::header(stamp_ns, frame);
+        m.ns = "needle_target".into();
+        m.id = id;
+        m.type_ = Marker::SPHERE as i32;
+        m.pose.position = convert::point_msg(p);
+        m.pose.orientation.w = 1.0;
+        (m.scale.x, m.scale.y, m.scale.z) = (0.01, 0.01, 0.01);
+        (m.color.r, m.color.g, m.color.b, m.color.a) = (rgb[0], rgb[1], rgb[2], 1.0);
+        m
+    };
+    let mut line = sphere(2, &Point3::origin(), [1.0, 1.0, 0.0]);
+    line.type_ = Marker::LINE_STRIP as i32;
+    line.pose.position = Default::default();
+    line.scale.x = 0.002;
+    line.points = vec![convert::point_msg(&t.entry), convert::point_msg(&t.target)];
+    MarkerArray { markers: vec![sphere(0, &t.entry, [0.1, 0.9, 0.1]), sphere(1, &t.target, [0.9, 0.1, 0.1]), line] }
 }
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
@@ -83,22 +193,49 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
     let mut classifications = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
     let target_pub = publisher::<msg::NeedleTarget>(node, TARGET)?;
-    let _pose_pub = publisher::<PoseStamped>(node, TARGET_POSE)?;
-    let _viz_pub = publisher::<MarkerArray>(node, VIZ_TARGET)?;
+    let pose_pub = publisher::<PoseStamped>(node, TARGET_POSE)?;
+    let viz_pub = publisher::<MarkerArray>(node, VIZ_TARGET)?;
     let state = Arc::new(Mutex::new(State::default()));
+    let lock = |s: &Arc<Mutex<State>>| -> std::sync::MutexGuard<'_, State> { s.lock().unwrap_or_else(|p| p.into_inner()) };
     let last_reason = Arc::new(Mutex::new(String::new()));
 
-    let publish = {
-        let target_pub = target_pub.clone();
-        let last_reason = last_reason.clone();
-        move |t: msg::NeedleTarget| {
-            let mut last = last_reason.lock().unwrap_or_else(|p| p.into_inner());
-            if *last != t.reason {
-                tracing::info!(node = NAME, valid = t.valid, "target: {}", t.reason);
-                *last = t.reason.clone();
+    if !cfg.ct_case_dir.trim().is_empty() {
+        let (state, dir) = (state.clone(), cfg.ct_case_dir.clone());
+        cx.spawn(async move {
+            let loaded = tokio::task::spawn_blocking(move || PlanningCase::load(std::path::Path::new(&dir), &MarkerDetectionConfig::default())).await;
+            match loaded {
+                Ok(Ok(c)) => {
+                    tracing::info!(node = NAME, "planning case loaded: {} 4-D CT phases for the correlation model", c.phases.len());
+                    let mut s = lock(&state);
+                    s.case = Some(c);
+                    s.computer = None;
+                    s.computer_key = None;
+                }
+                Ok(Err(e)) => tracing::error!(node = NAME, "planning case: {e}; targets are gated to end-exhale"),
+                Err(e) => tracing::error!(node = NAME, "planning case loader failed: {e}"),
             }
-            if let Err(e) = target_pub.publish(&t) {
+        });
+    }
+
+    let publish = {
+        let (target_pub, last_reason, cfg) = (target_pub.clone(), last_reason.clone(), cfg.clone());
+        move |now_ns: i64, source: r2r::builtin_interfaces::msg::Time, source_ns: i64, t: Result<Target, InvalidReason>| {
+            let m = target_msg(&cfg, now_ns, &source, &t);
+            {
+                let mut last = last_reason.lock().unwrap_or_else(|p| p.into_inner());
+                if *last != m.reason {
+                    tracing::info!(node = NAME, valid = m.valid, "target: {}", if m.valid { "valid" } else { &m.reason });
+                    *last = m.reason.clone();
+                }
+            }
+            if let Err(e) = target_pub.publish(&m) {
                 tracing::warn!(node = NAME, "publish failed: {e}");
+            }
+            if let Ok(t) = &t {
+                let _ = pose_pub.publish(&pose_msg(t, source_ns, &cfg.frame_id));
+                if source_ns / 100_000_000 != (source_ns - 5_000_000) / 100_000_000 {
+                    let _ = viz_pub.publish(&viz_msg(t, source_ns, &cfg.frame_id));
+                }
             }
         }
     };
@@ -108,14 +245,50 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
                 let sample = convert::sample_from_msg(&m);
-                let target = {
-                    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                let now = cx2.now_ns();
+                let result = {
+                    let mut s = lock(&state);
                     s.newest_sample_ns = Some(sample.stamp_ns);
                     s.newest_source_stamp = m.header.stamp.clone();
                     s.malformed = sample.malformed_ids();
-                    evaluate(&s, &cfg, cx2.now_ns())
+                    let gate = target_gate::check(&GateInputs {
+                        newest_sample_ns: s.newest_sample_ns,
+                        now_ns: now,
+                        malformed_marker_ids: s.malformed.clone(),
+                        registration: registration_usable(&s.registration),
+                        stale_after_s: cfg.stale_after_s(),
+                    });
+                    match gate {
+                        Err(reason) => Err(reason),
+                        Ok(()) => {
+                            ensure_computer(&mut s, &cfg);
+                            let recorded_before = s.computer.as_ref().is_some_and(|c| c.baseline().is_some());
+                            let r = match s.computer.as_mut() {
+                                Some(c) => c.update(sample.stamp_ns as f64 * 1e-9, &sample),
+                                None => Err(InvalidReason::NoRegistration("no correction markers classified yet".into())),
+                            };
+                            let baseline = s.computer.as_ref().and_then(|c| c.baseline().cloned());
+                            if let (false, Some(b)) = (recorded_before, baseline) {
+                                tracing::info!(
+                                    node = NAME,
+                                    "baseline recorded: breath depth {:.1} mm; correlation model from the 4-D CT: {}",
+                                    b.depth_m * 1e3,
+                                    s.computer.as_ref().and_then(|c| c.model()).map(|m| format!("fit RMS {:.2} mm over {} frames", m.fit_rms_m * 1e3, m.frames)).unwrap_or_else(|| "none (gated to end-exhale)".into())
+                                );
+                                if !cfg.baseline_file.is_empty() && !s.baseline_saved {
+                                    match serde_json::to_string(&b).map(|t| std::fs::write(&cfg.baseline_file, t)) {
+                                        Ok(Ok(())) => tracing::info!(node = NAME, "baseline saved to {}", cfg.baseline_file),
+                                        Ok(Err(e)) => tracing::warn!(node = NAME, "cannot save the baseline to {}: {e}", cfg.baseline_file),
+                                        Err(e) => tracing::warn!(node = NAME, "cannot encode the baseline: {e}"),
+                                    }
+                                    s.baseline_saved = true;
+                                }
+                            }
+                            r
+                        }
+                    }
                 };
-                publish(target);
+                publish(now, m.header.stamp.clone(), sample.stamp_ns, result);
             }
         });
     }
@@ -123,11 +296,18 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let state = state.clone();
         cx.spawn(async move {
             while let Some(r) = registrations.next().await {
-                state.lock().unwrap_or_else(|p| p.into_inner()).registration = Some(r);
+                lock(&state).registration = Some(r);
             }
         });
     }
-    cx.spawn(async move { while classifications.next().await.is_some() {} });
+    {
+        let state = state.clone();
+        cx.spawn(async move {
+            while let Some(c) = classifications.next().await {
+                lock(&state).correction_ids = c.correction_marker_ids.clone();
+            }
+        });
+    }
     {
         // Watchdog: when samples stop, say so at least every staleness period.
         let (cfg, cx2) = (cfg.clone(), cx.clone());
@@ -136,16 +316,29 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             loop {
                 tick.tick().await;
                 let now = cx2.now_ns();
-                let target = {
-                    let s = state.lock().unwrap_or_else(|p| p.into_inner());
+                let (result, source) = {
+                    let s = lock(&state);
                     match s.newest_sample_ns {
                         Some(t) if (now - t) as f64 * 1e-9 <= cfg.stale_after_s() => continue,
-                        _ => evaluate(&s, &cfg, now),
+                        newest => (
+                            target_gate::check(&GateInputs {
+                                newest_sample_ns: newest,
+                                now_ns: now,
+                                malformed_marker_ids: Vec::new(),
+                                registration: registration_usable(&s.registration),
+                                stale_after_s: cfg.stale_after_s(),
+                            })
+                            // Only reached when no sample came or the newest is stale: never Ok.
+                            .err()
+                            .unwrap_or(InvalidReason::Starting),
+                            s.newest_source_stamp.clone(),
+                        ),
                     }
                 };
-                publish(target);
+                publish(now, source.clone(), convert::time_to_ns(&source), Err(result));
             }
         });
     }
     Ok(())
 }
+

@@ -1,0 +1,442 @@
+//! Breathing correction: a calm-breathing baseline of the correction markers, the deviation of
+//! live motion from it, a correlation model from marker motion to lesion displacement fitted on
+//! the CT frames where both are known, entry-point interpolation, and prediction ahead by the
+//! robot's latency. Plain geometry in one frame (metres), no ROS types.
+
+use nalgebra::{DMatrix, DVector, Point3, Vector3};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CorrectionError {
+    #[error("need at least {need} samples, have {have}")]
+    TooFewSamples { have: usize, need: usize },
+    #[error("correction marker {0} missing from a sample")]
+    MissingMarker(u32),
+    #[error("the markers' motion is too small to define a breathing signal ({amplitude_m:.5} m)")]
+    NoBreathing { amplitude_m: f64 },
+    #[error("the correlation model is ill-conditioned: the CT frames do not span the breathing cycle")]
+    IllConditioned,
+    #[error("non-finite input")]
+    NonFinite,
+}
+
+/// One observation of the correction markers: positions in the order of `Baseline::marker_ids`.
+pub type MarkerSet = Vec<Point3<f64>>;
+
+/// The breathing surrogate: the mean of the correction markers' displacements from their
+/// end-exhale reference, projected on their common principal direction, scaled so that a
+/// baseline breath has depth 1 (0 at end-exhale).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub marker_ids: Vec<u32>,
+    /// End-exhale positions (the CT's phase) [m].
+    pub reference: Vec<Point3<f64>>,
+    /// Unit direction of each marker's breathing motion.
+    pub directions: Vec<Vector3<f64>>,
+    /// Baseline breath depth along the directions (95th minus 5th percentile of the mean projection) [m].
+    pub depth_m: f64,
+    /// Baseline trajectory: per sample, the displacement of every marker from its reference [m].
+    pub trajectory: Vec<Vec<Vector3<f64>>>,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+impl Baseline {
+    /// Records the baseline from calm-breathing samples (every sample holds every marker).
+    pub fn record(marker_ids: Vec<u32>, samples: &[MarkerSet]) -> Result<Baseline, CorrectionError> {
+        let n = marker_ids.len();
+        if samples.len() < 20 {
+            return Err(CorrectionError::TooFewSamples { have: samples.len(), need: 20 });
+        }
+        if samples.iter().any(|s| s.len() != n) {
+            return Err(CorrectionError::MissingMarker(marker_ids.first().copied().unwrap_or(0)));
+        }
+        if samples.iter().flatten().any(|p| !p.iter().all(|c| c.is_finite())) {
+            return Err(CorrectionError::NonFinite);
+        }
+        let mut directions = Vec::with_capacity(n);
+        let mut proj_all: Vec<Vec<f64>> = Vec::with_capacity(n);
+        for m in 0..n {
+            let pts: Vec<Point3<f64>> = samples.iter().map(|s| s[m]).collect();
+            let mean = pts.iter().fold(Vector3::zeros(), |a, p| a + p.coords) / pts.len() as f64;
+            let mut cov = nalgebra::Matrix3::zeros();
+            for p in &pts {
+                let d = p.coords - mean;
+                cov += d * d.transpose();
+            }
+            let eig = nalgebra::SymmetricEigen::new(cov);
+            let imax = eig.eigenvalues.imax();
+            let mut dir: Vector3<f64> = eig.eigenvectors.column(imax).into_owned();
+            let proj: Vec<f64> = pts.iter().map(|p| (p.coords - mean).dot(&dir)).collect();
+            // Orient so inhale is positive: end-exhale is the longer plateau, so the median lies nearer it.
+            let mut sorted = proj.clone();
+            sorted.sort_by(f64::total_cmp);
+            let (lo, hi, med) = (percentile(&sorted, 0.05), percentile(&sorted, 0.95), percentile(&sorted, 0.5));
+            if hi - med < med - lo {
+                dir = -dir;
+            }
+            proj_all.push(pts.iter().map(|p| (p.coords - mean).dot(&dir)).collect());
+            directions.push(dir);
+        }
+        let mean_proj: Vec<f64> =
+            (0..samples.len()).map(|i| proj_all.iter().map(|p| p[i]).sum::<f64>() / n as f64).collect();
+        let mut sorted = mean_proj.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (lo, hi) = (percentile(&sorted, 0.05), percentile(&sorted, 0.95));
+        let depth_m = hi - lo;
+        if depth_m < 0.5e-3 {
+            return Err(CorrectionError::NoBreathing { amplitude_m: depth_m });
+        }
+        // Reference: mean position over the end-exhale samples (lowest 15 % of the surrogate).
+        let cut = percentile(&sorted, 0.15);
+        let exhale: Vec<usize> = (0..samples.len()).filter(|&i| mean_proj[i] <= cut).collect();
+        let reference: Vec<Point3<f64>> = (0..n)
+            .map(|m| {
+                Point3::from(
+                    exhale.iter().fold(Vector3::zeros(), |a, &i| a + samples[i][m].coords) / exhale.len() as f64,
+                )
+            })
+            .collect();
+        let trajectory = samples.iter().map(|s| (0..n).map(|m| s[m] - reference[m]).collect()).collect();
+        Ok(Baseline { marker_ids, reference, directions, depth_m, trajectory })
+    }
+
+    /// Displacements of a live sample from the references.
+    pub fn displacements(&self, sample: &[Point3<f64>]) -> Vec<Vector3<f64>> {
+        sample.iter().zip(&self.reference).map(|(p, r)| p - r).collect()
+    }
+
+    /// The breathing surrogate of a sample (0 end-exhale, 1 a baseline breath).
+    pub fn surrogate(&self, sample: &[Point3<f64>]) -> f64 {
+        let d = self.displacements(sample);
+        let mean: f64 = d.iter().zip(&self.directions).map(|(d, u)| d.dot(u)).sum::<f64>() / d.len().max(1) as f64;
+        mean / self.depth_m
+    }
+
+    /// Deviation of a sample from the baseline breathing: RMS over markers of the distance to the
+    /// nearest baseline configuration [m]. Large when the patient moves or breathes differently.
+    pub fn deviation(&self, sample: &[Point3<f64>]) -> f64 {
+        let d = self.displacements(sample);
+        let n = d.len().max(1) as f64;
+        self.trajectory
+            .iter()
+            .map(|b| (b.iter().zip(&d).map(|(b, d)| (b - d).norm_squared()).sum::<f64>() / n).sqrt())
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Lesion displacement as a linear function of the surrogate s and its rate ds/dt (the rate
+/// term captures hysteresis): d(s, ds) = c0 + c1 s + c2 ds, per axis, fitted by least squares on
+/// the CT frames (4-D CT phases) where both the markers and the lesion are known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrelationModel {
+    /// Rows: axes x, y, z; columns: c0, c1, c2 [m, m, m s].
+    pub coefficients: [[f64; 3]; 3],
+    /// RMS residual of the fit [m].
+    pub fit_rms_m: f64,
+    pub frames: usize,
+}
+
+impl CorrelationModel {
+    /// `surrogate`, `rate` and `lesion_displacement` per CT frame. With fewer than 4 frames only
+    /// the c0 + c1 s part is fitted (no hysteresis term).
+    pub fn fit(
+        surrogate: &[f64],
+        rate: &[f64],
+        lesion_displacement: &[Vector3<f64>],
+    ) -> Result<CorrelationModel, CorrectionError> {
+        let k = surrogate.len();
+        if k < 2 || rate.len() != k || lesion_displacement.len() != k {
+            return Err(CorrectionError::TooFewSamples { have: k, need: 2 });
+        }
+        let use_rate = k >= 4;
+        let cols = if use_rate { 3 } else { 2 };
+        let a = DMatrix::from_fn(k, cols, |r, c| match c {
+            0 => 1.0,
+            1 => surrogate[r],
+            _ => rate[r],
+        });
+        let svd = a.clone().svd(true, true);
+        let smax = svd.singular_values.max();
+        if svd.singular_values.min() < 1e-6 * smax.max(1e-12) {
+            return Err(CorrectionError::IllConditioned);
+        }
+        let mut coefficients = [[0.0; 3]; 3];
+        let mut sq = 0.0;
+        for axis in 0..3 {
+            let b = DVector::from_iterator(k, lesion_displacement.iter().map(|d| d[axis]));
+            let x = svd.solve(&b, 1e-12).map_err(|_| CorrectionError::IllConditioned)?;
+            for c in 0..cols {
+                coefficients[axis][c] = x[c];
+            }
+            sq += (&a * &x - &b).norm_squared();
+        }
+        Ok(CorrelationModel { coefficients, fit_rms_m: (sq / k as f64).sqrt(), frames: k })
+    }
+
+    pub fn lesion_displacement(&self, surrogate: f64, rate: f64) -> Vector3<f64> {
+        Vector3::from_fn(|axis, _| {
+            let c = self.coefficients[axis];
+            c[0] + c[1] * surrogate + c[2] * rate
+        })
+    }
+}
+
+/// Displacement at `at` interpolated from marker displacements by inverse-distance weighting
+/// (power 2): nearby skin moves most like the entry point.
+pub fn interpolate_displacement(
+    at: &Point3<f64>,
+    markers: &[Point3<f64>],
+    displacements: &[Vector3<f64>],
+) -> Vector3<f64> {
+    let mut sum = Vector3::zeros();
+    let mut weights = 0.0;
+    for (p, d) in markers.iter().zip(displacements) {
+        let dist2 = (p - at).norm_squared();
+        if dist2 < 1e-12 {
+            return *d;
+        }
+        let w = 1.0 / dist2;
+        sum += d * w;
+        weights += w;
+    }
+    if weights > 0.0 {
+        sum / weights
+    } else {
+        Vector3::zeros()
+    }
+}
+
+/// How to predict the surrogate ahead by the robot's latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionMethod {
+    /// No prediction: the latest value.
+    None,
+    /// Linear extrapolation of the slope over the last 0.2 s.
+    Linear,
+    /// Autoregressive model on the 10 Hz-decimated signal, refitted on the last 30 s, iterated.
+    Autoregressive,
+}
+
+/// Online predictor of a scalar signal sampled at arbitrary (increasing) times.
+#[derive(Debug, Clone)]
+pub struct Predictor {
+    method: PredictionMethod,
+    history: std::collections::VecDeque<(f64, f64)>,
+    /// 10 Hz samples (bin means) for the AR model.
+    decimated: std::collections::VecDeque<f64>,
+    bin: (f64, f64, f64), // (bin start, sum, count)
+    ar: Option<Vec<f64>>,
+    since_fit: usize,
+}
+
+const AR_ORDER: usize = 8;
+const AR_STEP_S: f64 = 0.1;
+const AR_HISTORY: usize = 300;
+
+impl Predictor {
+    pub fn new(method: PredictionMethod) -> Predictor {
+        Predictor {
+            method,
+            history: Default::default(),
+            decimated: Default::default(),
+            bin: (f64::NAN, 0.0, 0.0),
+            ar: None,
+            since_fit: 0,
+        }
+    }
+
+    pub fn push(&mut self, t_s: f64, value: f64) {
+        if !(t_s.is_finite() && value.is_finite()) {
+            return;
+        }
+        self.history.push_back((t_s, value));
+        while self.history.front().is_some_and(|(t, _)| t_s - t > 0.5) {
+            self.history.pop_front();
+        }
+        if self.bin.0.is_nan() {
+            self.bin = (t_s, 0.0, 0.0);
+        }
+        if t_s - self.bin.0 >= AR_STEP_S && self.bin.2 > 0.0 {
+            self.decimated.push_back(self.bin.1 / self.bin.2);
+            if self.decimated.len() > AR_HISTORY {
+                self.decimated.pop_front();
+            }
+            self.bin = (self.bin.0 + AR_STEP_S * ((t_s - self.bin.0) / AR_STEP_S).floor(), 0.0, 0.0);
+            self.since_fit += 1;
+            if self.method == PredictionMethod::Autoregressive && (self.ar.is_none() || self.since_fit >= 20) {
+                self.ar = fit_ar(self.decimated.make_contiguous(), AR_ORDER);
+                self.since_fit = 0;
+            }
+        }
+        self.bin.1 += value;
+        self.bin.2 += 1.0;
+    }
+
+    /// Predicted value `horizon_s` after the latest sample.
+    pub fn predict(&self, horizon_s: f64) -> f64 {
+        let Some(&(t_last, v_last)) = self.history.back() else {
+            return f64::NAN;
+        };
+        match self.method {
+            PredictionMethod::None => v_last,
+            PredictionMethod::Linear => match self.history.iter().find(|(t, _)| t_last - t <= 0.2) {
+                Some(&(t0, v0)) if t_last - t0 > 1e-3 => v_last + (v_last - v0) / (t_last - t0) * horizon_s,
+                _ => v_last,
+            },
+            PredictionMethod::Autoregressive => {
+                let (Some(coeffs), true) = (&self.ar, self.decimated.len() > AR_ORDER) else {
+                    return v_last;
+                };
+                // Iterate the AR model from the decimated history; then shift so it starts at the latest value.
+                let mut recent: Vec<f64> = self.decimated.iter().rev().take(AR_ORDER).rev().copied().collect();
+                let base = *recent.last().unwrap_or(&v_last);
+                let steps = (horizon_s / AR_STEP_S).ceil().max(0.0) as usize;
+                let mut path = vec![base];
+                for _ in 0..steps {
+                    let next = ar_step(coeffs, &recent);
+                    recent.remove(0);
+                    recent.push(next);
+                    path.push(next);
+                }
+                // Interpolate within the last step and add the offset between the raw and decimated values.
+                let frac = if steps == 0 { 0.0 } else { horizon_s / AR_STEP_S - (steps - 1) as f64 };
+                let ahead = if steps == 0 {
+                    base
+                } else {
+                    path[steps - 1] + (path[steps] - path[steps - 1]) * frac.clamp(0.0, 1.0)
+                };
+                v_last + (ahead - base)
+            }
+        }
+    }
+}
+
+/// Mean-removed AR(p) coefficients by least squares; the last coefficient is the mean.
+fn fit_ar(x: &[f64], p: usize) -> Option<Vec<f64>> {
+    if x.len() < 4 * p {
+        return None;
+    }
+    let mean = x.iter().sum::<f64>() / x.len() as f64;
+    let rows = x.len() - p;
+    let a = DMatrix::from_fn(rows, p, |r, c| x[r + c] - mean);
+    let b = DVector::from_fn(rows, |r, _| x[r + p] - mean);
+    // Small ridge term keeps the fit stable on flat stretches.
+    let ata = a.transpose() * &a + DMatrix::identity(p, p) * 1e-6;
+    let sol = ata.cholesky()?.solve(&(a.transpose() * b));
+    let mut out: Vec<f64> = sol.iter().copied().collect();
+    out.push(mean);
+    Some(out)
+}
+
+fn ar_step(coeffs: &[f64], recent: &[f64]) -> f64 {
+    let p = coeffs.len() - 1;
+    let mean = coeffs[p];
+    mean + (0..p).map(|i| coeffs[i] * (recent[i] - mean)).sum::<f64>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    fn breathing_samples(n: usize, depth: f64) -> Vec<MarkerSet> {
+        (0..n)
+            .map(|i| {
+                let s = (std::f64::consts::PI * i as f64 / 50.0).sin().powi(4); // Lujan n = 2, period 100 samples
+                vec![
+                    Point3::new(0.0, 0.0, 0.0) + Vector3::new(0.0, depth, 0.0) * s,
+                    Point3::new(0.1, 0.0, 0.0) + Vector3::new(0.0, 0.5 * depth, 0.2 * depth) * s,
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn baseline_surrogate_is_zero_at_end_exhale_and_one_at_full_breath() {
+        let samples = breathing_samples(400, 0.01);
+        let b = Baseline::record(vec![7, 8], &samples).unwrap();
+        assert!(b.surrogate(&samples[0]).abs() < 0.02);
+        let peak = b.surrogate(&samples[25]);
+        assert!((peak - 1.0).abs() < 0.05, "{peak}");
+        // A sample on the baseline has ~zero deviation; a shifted one deviates by the shift.
+        assert!(b.deviation(&samples[13]) < 1e-9);
+        let moved: Vec<Point3<f64>> = samples[0].iter().map(|p| p + Vector3::new(0.004, 0.0, 0.0)).collect();
+        assert_relative_eq!(b.deviation(&moved), 0.004, epsilon = 1e-6);
+    }
+
+    #[test]
+    fn baseline_refuses_still_markers_and_bad_input() {
+        let still: Vec<MarkerSet> = (0..50).map(|_| vec![Point3::origin()]).collect();
+        assert!(matches!(Baseline::record(vec![1], &still), Err(CorrectionError::NoBreathing { .. })));
+        assert!(matches!(Baseline::record(vec![1], &still[..5]), Err(CorrectionError::TooFewSamples { .. })));
+        let mut nan = breathing_samples(50, 0.01);
+        nan[3][1].x = f64::NAN;
+        assert_eq!(Baseline::record(vec![1, 2], &nan), Err(CorrectionError::NonFinite));
+    }
+
+    #[test]
+    fn correlation_model_recovers_a_linear_law_with_hysteresis() {
+        let truth = [[0.001, -0.012, 0.002], [0.0, -0.002, 0.0], [0.0005, 0.004, -0.001]];
+        let s: Vec<f64> = (0..8).map(|k| (std::f64::consts::PI * k as f64 / 8.0).sin().powi(2)).collect();
+        let r: Vec<f64> = (0..8).map(|k| (2.0 * std::f64::consts::PI * k as f64 / 8.0).sin()).collect();
+        let d: Vec<Vector3<f64>> = s
+            .iter()
+            .zip(&r)
+            .map(|(s, r)| Vector3::from_fn(|a, _| truth[a][0] + truth[a][1] * s + truth[a][2] * r))
+            .collect();
+        let m = CorrelationModel::fit(&s, &r, &d).unwrap();
+        for a in 0..3 {
+            for c in 0..3 {
+                assert_relative_eq!(m.coefficients[a][c], truth[a][c], epsilon = 1e-12);
+            }
+        }
+        assert!(m.fit_rms_m < 1e-12);
+        // All frames at one breathing state cannot determine the slope.
+        assert_eq!(CorrelationModel::fit(&[0.5; 5], &[0.0; 5], &d[..5]), Err(CorrectionError::IllConditioned));
+    }
+
+    #[test]
+    fn inverse_distance_interpolation_closed_form() {
+        let m = [Point3::new(0.0, 0.0, 0.0), Point3::new(2.0, 0.0, 0.0)];
+        let d = [Vector3::new(1.0, 0.0, 0.0), Vector3::new(0.0, 1.0, 0.0)];
+        // At (1,0,0) both are at distance 1: the average.
+        assert_relative_eq!(interpolate_displacement(&Point3::new(1.0, 0.0, 0.0), &m, &d), Vector3::new(0.5, 0.5, 0.0));
+        // At (0.5,0,0): weights 4 and 4/9 -> (4, 4/9)/(40/9) = (0.9, 0.1).
+        assert_relative_eq!(
+            interpolate_displacement(&Point3::new(0.5, 0.0, 0.0), &m, &d),
+            Vector3::new(0.9, 0.1, 0.0),
+            epsilon = 1e-12
+        );
+        assert_eq!(interpolate_displacement(&m[1], &m, &d), d[1]);
+    }
+
+    #[test]
+    fn predictors_beat_no_prediction_on_a_smooth_breathing_signal() {
+        let f = |t: f64| (std::f64::consts::PI * t / 4.0).sin().powi(4);
+        let horizon = 0.3;
+        let mut errors = std::collections::BTreeMap::new();
+        for method in [PredictionMethod::None, PredictionMethod::Linear, PredictionMethod::Autoregressive] {
+            let mut p = Predictor::new(method);
+            let mut sq = 0.0;
+            let mut n = 0.0;
+            for i in 0..(120 * 50) {
+                let t = i as f64 / 50.0;
+                p.push(t, f(t));
+                if t > 60.0 {
+                    sq += (p.predict(horizon) - f(t + horizon)).powi(2);
+                    n += 1.0;
+                }
+            }
+            errors.insert(format!("{method:?}"), (sq / n).sqrt());
+        }
+        assert!(errors["Linear"] < errors["None"], "{errors:?}");
+        assert!(errors["Autoregressive"] < 0.5 * errors["None"], "{errors:?}");
+    }
+}

@@ -1,0 +1,396 @@
+//! The breathing-compensated guidance pipeline, shared by the nodes and the evaluation:
+//! the planning case (CT markers, lesion, entry, 4-D phases), registration at the CT's
+//! breathing phase with automatic marker correspondence, and the corrected, gated target.
+//! Positions are metres; CT positions are in the CT patient frame (LPS), tracked ones in the tracker frame.
+
+use super::correction::{Baseline, CorrectionError, CorrelationModel, PredictionMethod, Predictor};
+use super::correspondence::{match_markers, CorrespondenceError};
+use super::ct_markers::{detect_markers, track_across_frames, MarkerDetectionConfig};
+use super::registration::{register, RegistrationConfig, RegistrationError, RegistrationResult};
+use super::target_gate::InvalidReason;
+use super::tracking::TrackerSample;
+use crate::imaging::dicom_read;
+use nalgebra::{Isometry3, Point3, Vector3};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuidanceError {
+    #[error("planning case {path}: {reason}")]
+    Case { path: String, reason: String },
+    #[error(transparent)]
+    Dicom(#[from] dicom_read::DicomReadError),
+    #[error("markers in the planning CT: {0}")]
+    CtMarkers(String),
+    #[error("only {found} markers found in the planning CT, at least {need} needed: re-place the markers and scan again")]
+    TooFewCtMarkers { found: usize, need: usize },
+    #[error("marker correspondence: {0}")]
+    Correspondence(#[from] CorrespondenceError),
+    #[error("registration: {0}")]
+    Registration(#[from] RegistrationError),
+    #[error("not enough tracked registration markers at the CT's breathing phase: {have} (need {need})")]
+    NotEnoughTracked { have: usize, need: usize },
+}
+
+/// One 4-D CT frame: marker positions (same order as `PlanningCase::image_markers_m`) and the lesion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CtPhase {
+    pub time_s: f64,
+    pub markers_m: Vec<Point3<f64>>,
+    pub lesion_m: Point3<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanningCase {
+    /// Marker centres detected in the planning CT (end-exhale) [m, CT frame].
+    pub image_markers_m: Vec<Point3<f64>>,
+    pub lesion_m: Point3<f64>,
+    pub entry_m: Point3<f64>,
+    pub phases: Vec<CtPhase>,
+}
+
+fn mm(v: &serde_json::Value) -> Option<Point3<f64>> {
+    let a = v.as_array()?;
+    Some(Point3::new(a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?) * 1e-3)
+}
+
+impl PlanningCase {
+    /// Reads a case folder as `needle_nav phantom` writes it: markers are *detected* in the DICOM
+    /// series `ct/` (and in every 4-D phase); the plan (lesion centre per phase, preset entry) comes from `case.json`.
+    pub fn load(dir: &Path, detection: &MarkerDetectionConfig) -> Result<PlanningCase, GuidanceError> {
+        let case_err = |reason: String| GuidanceError::Case { path: dir.display().to_string(), reason };
+        let text = std::fs::read_to_string(dir.join("case.json")).map_err(|e| case_err(format!("case.json: {e}")))?;
+        let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| case_err(format!("case.json: {e}")))?;
+        let lesion_m = mm(&doc["reference"]["lesion_centre_mm"]).ok_or_else(|| case_err("case.json has no reference.lesion_centre_mm".into()))?;
+        let entry_m = mm(&doc["preset_entry_mm"]).ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?;
+        let detect = |folder: &Path| -> Result<Vec<super::ct_markers::DetectedMarker>, GuidanceError> {
+            let series = dicom_read::load_series(folder, None)?;
+            Ok(detect_markers(&series.volume, detection).0)
+        };
+        let reference = detect(&dir.join("ct"))?;
+        if reference.len() < 3 {
+            return Err(GuidanceError::TooFewCtMarkers { found: reference.len(), need: 3 });
+        }
+        let image_markers_m: Vec<Point3<f64>> = reference.iter().map(|m| Point3::from(m.centre_mm) * 1e-3).collect();
+        let mut phases = Vec::new();
+        if let Some(list) = doc["phases"].as_array().filter(|l| l.len() >= 2) {
+            let mut frames = Vec::new();
+            let mut lesions = Vec::new();
+            for ph in list {
+                let rel = ph["dicom_dir"].as_str().ok_or_else(|| case_err("a phase has no dicom_dir".into()))?;
+                let t = ph["time_s"].as_f64().ok_or_else(|| case_err("a phase has no time_s".into()))?;
+                lesions.push(mm(&ph["lesion_centre_mm"]).ok_or_else(|| case_err("a phase has no lesion_centre_mm".into()))?);
+                frames.push((t, detect(&dir.join(rel))?));
+            }
+            let curves = track_across_frames(&frames, 30.0).map_err(|e| GuidanceError::CtMarkers(e.to_string()))?;
+            // Curves follow the first phase's markers; map them onto the planning CT's by proximity.
+            let order: Vec<usize> = image_markers_m
+                .iter()
+                .map(|p| {
+                    curves
+                        .iter()
+                        .enumerate()
+                        .map(|(c, curve)| (c, (Point3::from(curve.positions_mm[0]) * 1e-3 - p).norm()))
+                        .min_by(|a, b| a.1.total_cmp(&b.1))
+                        .map(|(c, _)| c)
+                        .unwrap_or(0)
+                })
+                .collect();
+            for (k, (t, _)) in frames.iter().enumerate() {
+                phases.push(CtPhase {
+                    time_s: *t,
+                    markers_m: order.iter().map(|&c| Point3::from(curves[c].positions_mm[k]) * 1e-3).collect(),
+                    lesion_m: lesions[k],
+                });
+            }
+        }
+        Ok(PlanningCase { image_markers_m, lesion_m, entry_m, phases })
+    }
+}
+
+/// Registration markers' positions at the CT's breathing phase (end-exhale): averaged over the
+/// window's samples where the correction markers' breathing surrogate is in its lowest 15 %.
+/// Falls back to the plain average when there are no correction markers to tell the phase.
+pub fn positions_at_ct_phase(window: &[TrackerSample], registration_ids: &[u32], correction_ids: &[u32]) -> Vec<(u32, Point3<f64>)> {
+    let complete: Vec<&TrackerSample> = window
+        .iter()
+        .filter(|s| correction_ids.iter().all(|id| s.usable().any(|m| m.id == *id)))
+        .collect();
+    let sets: Vec<Vec<Point3<f64>>> = complete
+        .iter()
+        .map(|s| correction_ids.iter().filter_map(|id| s.usable().find(|m| m.id == *id).map(|m| m.position)).collect())
+        .collect();
+    let selected: Vec<&TrackerSample> = match Baseline::record(correction_ids.to_vec(), &sets) {
+        Ok(b) => {
+            let mut s: Vec<(f64, &TrackerSample)> = complete.iter().zip(&sets).map(|(smp, set)| (b.surrogate(set), *smp)).collect();
+            s.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let keep = (s.len() as f64 * 0.15).ceil() as usize;
+            s.into_iter().take(keep.max(1)).map(|(_, smp)| smp).collect()
+        }
+        Err(_) => window.iter().collect(),
+    };
+    registration_ids
+        .iter()
+        .filter_map(|id| {
+            let pts: Vec<Point3<f64>> = selected.iter().filter_map(|s| s.usable().find(|m| m.id == *id).map(|m| m.position)).collect();
+            (!pts.is_empty()).then(|| (*id, Point3::from(pts.iter().fold(Vector3::zeros(), |a, p| a + p.coords) / pts.len() as f64)))
+        })
+        .collect()
+}
+
+/// A registration of the planning case to the patient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseRegistration {
+    pub transform: Isometry3<f64>,
+    pub result: RegistrationResult,
+    /// (index into image_markers_m, tracker id) of the markers used.
+    pub used: Vec<(usize, u32)>,
+    pub excluded: Vec<(usize, u32)>,
+    pub lesion_tracker: Point3<f64>,
+    pub entry_tracker: Point3<f64>,
+    pub tre_lesion_m: f64,
+    pub tre_entry_m: f64,
+}
+
+/// Matches the tracked registration markers to the CT markers by their distance pattern and
+/// registers them (with leave-one-out outlier exclusion).
+pub fn register_case(
+    case: &PlanningCase,
+    tracked: &[(u32, Point3<f64>)],
+    config: &RegistrationConfig,
+    correspondence_tolerance_m: f64,
+) -> Result<CaseRegistration, GuidanceError> {
+    if tracked.len() < config.min_markers {
+        return Err(GuidanceError::NotEnoughTracked { have: tracked.len(), need: config.min_markers });
+    }
+    let tracked_pts: Vec<Point3<f64>> = tracked.iter().map(|(_, p)| *p).collect();
+    let matched = match_markers(&case.image_markers_m, &tracked_pts, correspondence_tolerance_m, config.min_markers)?;
+    let image: Vec<Point3<f64>> = matched.pairs.iter().map(|(i, _)| case.image_markers_m[*i]).collect();
+    let fixed: Vec<Point3<f64>> = matched.pairs.iter().map(|(_, t)| tracked_pts[*t]).collect();
+    let result = register(&image, &fixed, None, config)?;
+    let pair = |k: usize| (matched.pairs[k].0, tracked[matched.pairs[k].1].0);
+    let used_image: Vec<Point3<f64>> = result.used.iter().map(|&k| image[k]).collect();
+    let tre = |p: &Point3<f64>| super::registration::predicted_tre(&used_image, p, config.fle_rms);
+    Ok(CaseRegistration {
+        transform: result.transform,
+        used: result.used.iter().map(|&k| pair(k)).collect(),
+        excluded: result.excluded.iter().map(|&k| pair(k)).collect(),
+        lesion_tracker: result.transform * case.lesion_m,
+        entry_tracker: result.transform * case.entry_m,
+        tre_lesion_m: tre(&case.lesion_m),
+        tre_entry_m: tre(&case.entry_m),
+        result,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetConfig {
+    /// Calm breathing recorded for the baseline [s].
+    pub baseline_s: f64,
+    pub deviation_tolerance_m: f64,
+    pub latency_s: f64,
+    pub prediction: PredictionMethod,
+    /// Without a correlation model (no 4-D CT), targets are valid only near the CT's phase:
+    /// breathing surrogate at most this (0 end-exhale, 1 a normal breath).
+    pub gate_surrogate: f64,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            baseline_s: 20.0,
+            deviation_tolerance_m: 5e-3,
+            latency_s: 0.15,
+            prediction: PredictionMethod::Autoregressive,
+            gate_surrogate: 0.15,
+        }
+    }
+}
+
+/// What the target computation needs of a registration (what `LesionRegistration` carries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredPlan {
+    pub transform: Isometry3<f64>,
+    pub lesion_tracker: Point3<f64>,
+    pub entry_tracker: Point3<f64>,
+    pub tre_lesion_m: f64,
+}
+
+impl From<&CaseRegistration> for RegisteredPlan {
+    fn from(r: &CaseRegistration) -> Self {
+        RegisteredPlan {
+            transform: r.transform,
+            lesion_tracker: r.lesion_tracker,
+            entry_tracker: r.entry_tracker,
+            tre_lesion_m: r.tre_lesion_m,
+        }
+    }
+}
+
+/// A corrected target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub entry: Point3<f64>,
+    pub target: Point3<f64>,
+    pub direction: Vector3<f64>,
+    pub depth_m: f64,
+    pub predicted_error_m: f64,
+    pub deviation_m: f64,
+    pub surrogate: f64,
+}
+
+/// Turns tracker samples into corrected targets: records the baseline, fits the correlation
+/// model on the CT phases, predicts ahead, gates.
+#[derive(Debug, Clone)]
+pub struct TargetComputer {
+    case: PlanningCase,
+    registration: RegisteredPlan,
+    config: TargetConfig,
+    correction_ids: Vec<u32>,
+    recording: Vec<Vec<Point3<f64>>>,
+    recording_start_s: Option<f64>,
+    baseline: Option<Baseline>,
+    model: Option<CorrelationModel>,
+    predictor: Predictor,
+    history: std::collections::VecDeque<(f64, f64)>,
+}
+
+impl TargetComputer {
+    pub fn new(case: PlanningCase, registration: RegisteredPlan, correction_ids: Vec<u32>, config: TargetConfig) -> TargetComputer {
+        let predictor = Predictor::new(config.prediction);
+        TargetComputer {
+            case,
+            registration,
+            config,
+            correction_ids,
+            recording: Vec::new(),
+            recording_start_s: None,
+            baseline: None,
+            model: None,
+            predictor,
+            history: Default::default(),
+        }
+    }
+
+    /// Uses a baseline recorded earlier (or loaded from file) instead of recording one.
+    pub fn with_baseline(mut self, baseline: Baseline) -> TargetComputer {
+        self.correction_ids = baseline.marker_ids.clone();
+        self.model = self.fit_model(&baseline);
+        self.baseline = Some(baseline);
+        self
+    }
+
+    pub fn correction_ids(&self) -> &[u32] {
+        &self.correction_ids
+    }
+
+    pub fn baseline(&self) -> Option<&Baseline> {
+        self.baseline.as_ref()
+    }
+
+    pub fn model(&self) -> Option<&CorrelationModel> {
+        self.model.as_ref()
+    }
+
+    /// Correlation model from the 4-D CT: correction markers mapped to the tracker frame by the
+    /// registration, matched to tracker ids by proximity to the baseline's end-exhale positions.
+    fn fit_model(&self, baseline: &Baseline) -> Option<CorrelationModel> {
+        if self.case.phases.len() < 2 {
+            return None;
+        }
+        let t = &self.registration.transform;
+        let reference: Vec<Point3<f64>> = self.case.image_markers_m.iter().map(|p| t * p).collect();
+        let index_of: Vec<usize> = baseline
+            .reference
+            .iter()
+            .map(|b| {
+                reference.iter().enumerate().map(|(i, r)| (i, (r - b).norm())).min_by(|x, y| x.1.total_cmp(&y.1)).map(|x| x.0)
+            })
+            .collect::<Option<Vec<usize>>>()?;
+        let phases = &self.case.phases;
+        let s: Vec<f64> = phases
+            .iter()
+            .map(|ph| baseline.surrogate(&index_of.iter().map(|&i| t * ph.markers_m[i]).collect::<Vec<_>>()))
+            .collect();
+        // Rates by central differences around the (cyclic) 4-D CT cycle.
+        let k = phases.len();
+        let step = (phases[k - 1].time_s - phases[0].time_s) / (k - 1) as f64;
+        let rate: Vec<f64> = (0..k).map(|i| (s[(i + 1) % k] - s[(i + k - 1) % k]) / (2.0 * step.max(1e-6))).collect();
+        let lesion0 = phases[0].lesion_m;
+        let d: Vec<Vector3<f64>> = phases.iter().map(|ph| t.rotation * (ph.lesion_m - lesion0) + (t * lesion0 - t * self.case.lesion_m)).collect();
+        CorrelationModel::fit(&s, &rate, &d).ok()
+    }
+
+    fn rate(&self) -> f64 {
+        match (self.history.front(), self.history.back()) {
+            (Some(a), Some(b)) if b.0 - a.0 > 1e-3 => (b.1 - a.1) / (b.0 - a.0),
+            _ => 0.0,
+        }
+    }
+
+    /// The target for one sample taken at `t_s`, or why there is none.
+    pub fn update(&mut self, t_s: f64, sample: &TrackerSample) -> Result<Target, InvalidReason> {
+        let positions: Vec<Option<Point3<f64>>> =
+            self.correction_ids.iter().map(|id| sample.usable().find(|m| m.id == *id).map(|m| m.position)).collect();
+        let missing: Vec<u32> = self.correction_ids.iter().zip(&positions).filter(|(_, p)| p.is_none()).map(|(id, _)| *id).collect();
+        if !missing.is_empty() {
+            return Err(InvalidReason::MissingMarkers(missing));
+        }
+        let set: Vec<Point3<f64>> = positions.into_iter().flatten().collect();
+        let Some(baseline) = &self.baseline else {
+            let start = *self.recording_start_s.get_or_insert(t_s);
+            self.recording.push(set);
+            if t_s - start >= self.config.baseline_s {
+                match Baseline::record(self.correction_ids.clone(), &self.recording) {
+                    Ok(b) => {
+                        self.model = self.fit_model(&b);
+                        self.baseline = Some(b);
+                    }
+                    Err(CorrectionError::NoBreathing { .. }) | Err(_) => {
+                        // Start over: the window did not hold usable calm breathing.
+                        self.recording.clear();
+                        self.recording_start_s = None;
+                    }
+                }
+            }
+            return Err(InvalidReason::NoBaseline);
+        };
+        let s = baseline.surrogate(&set);
+        let deviation = baseline.deviation(&set);
+        self.predictor.push(t_s, s);
+        self.history.push_back((t_s, s));
+        while self.history.front().is_some_and(|(t, _)| t_s - t > 0.2) {
+            self.history.pop_front();
+        }
+        if deviation > self.config.deviation_tolerance_m {
+            return Err(InvalidReason::DeviationTooLarge { deviation_m: deviation, tolerance_m: self.config.deviation_tolerance_m });
+        }
+        let s_ahead = self.predictor.predict(self.config.latency_s);
+        let rate = self.rate();
+        let reg = &self.registration;
+        let (target, model_rms) = match &self.model {
+            Some(m) => (reg.lesion_tracker + m.lesion_displacement(s_ahead, rate), m.fit_rms_m),
+            None => {
+                if s_ahead > self.config.gate_surrogate {
+                    return Err(InvalidReason::OutsideBreathingGate { surrogate: s_ahead, gate: self.config.gate_surrogate });
+                }
+                (reg.lesion_tracker, 0.0)
+            }
+        };
+        let displacements = baseline.displacements(&set);
+        let ahead: Vec<Vector3<f64>> =
+            displacements.iter().zip(&baseline.directions).map(|(d, u)| d + u * (s_ahead - s) * baseline.depth_m).collect();
+        let entry = reg.entry_tracker + super::correction::interpolate_displacement(&reg.entry_tracker, &baseline.reference, &ahead);
+        let v = target - entry;
+        let depth = v.norm();
+        Ok(Target {
+            entry,
+            target,
+            direction: if depth > 0.0 { v / depth } else { Vector3::z() },
+            depth_m: depth,
+            predicted_error_m: (reg.tre_lesion_m.powi(2) + model_rms.powi(2)).sqrt(),
+            deviation_m: deviation,
+            surrogate: s_ahead,
+        })
+    }
+}
