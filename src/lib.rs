@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod core;
+pub mod evaluation;
 pub mod imaging;
 pub mod interfaces;
 pub mod logging;

@@ -58,6 +58,28 @@ enum Command {
         #[arg(long, default_value_t = 12.0)]
         window_s: f64,
     },
+    /// Accuracy of the breathing-compensated target on digital patients and of the motion models
+    /// on real breathing (ExtMarker); prints a report and writes it as JSON.
+    Evaluate {
+        /// Patients in the registration (predicted vs observed TRE) study.
+        #[arg(long, default_value_t = 500)]
+        trials: usize,
+        /// Patients in the target-over-time study (150 s of breathing each).
+        #[arg(long, default_value_t = 20)]
+        tracking_trials: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Marker localisation error in the CT, RMS of the 3-D error [mm].
+        #[arg(long, default_value_t = 0.2)]
+        ct_fle_mm: f64,
+        /// Robot latency to predict across [s].
+        #[arg(long, default_value_t = 0.15)]
+        latency_s: f64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rigid registration with FRE/TRE, JSON on stdin -> JSON on stdout (see core::registration::register_json).
+    Register,
     /// Print every node with its topics and services (name, type, QoS, direction) as JSON.
     Interfaces,
     /// Validate a ROS 2 parameter file against every node it has a section for.
@@ -149,6 +171,40 @@ fn main() -> ExitCode {
             }
             println!("wrote {}: {}", out.display(), model.report);
             ExitCode::SUCCESS
+        }
+        Command::Evaluate { trials, tracking_trials, seed, ct_fle_mm, latency_s, out } => {
+            let started = std::time::Instant::now();
+            let report = needle_nav::evaluation::evaluate(&needle_nav::evaluation::EvaluationOptions {
+                trials,
+                tracking_trials,
+                seed,
+                ct_fle_mm,
+                latency_s,
+            });
+            let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+            println!("{text}");
+            eprintln!("evaluation took {:.1} s", started.elapsed().as_secs_f64());
+            if let Some(path) = out {
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("cannot write {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Register => {
+            let mut input = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+                eprintln!("cannot read stdin: {e}");
+                return ExitCode::from(2);
+            }
+            let out = needle_nav::core::registration::register_json(&input);
+            println!("{out}");
+            if out.contains("\"error\"") {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Interfaces => {
             let nodes: Vec<serde_json::Value> = NodeKind::ALL

@@ -22,7 +22,9 @@ pub enum GuidanceError {
     Dicom(#[from] dicom_read::DicomReadError),
     #[error("markers in the planning CT: {0}")]
     CtMarkers(String),
-    #[error("only {found} markers found in the planning CT, at least {need} needed: re-place the markers and scan again")]
+    #[error(
+        "only {found} markers found in the planning CT, at least {need} needed: re-place the markers and scan again"
+    )]
     TooFewCtMarkers { found: usize, need: usize },
     #[error("marker correspondence: {0}")]
     Correspondence(#[from] CorrespondenceError),
@@ -61,7 +63,8 @@ impl PlanningCase {
         let case_err = |reason: String| GuidanceError::Case { path: dir.display().to_string(), reason };
         let text = std::fs::read_to_string(dir.join("case.json")).map_err(|e| case_err(format!("case.json: {e}")))?;
         let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| case_err(format!("case.json: {e}")))?;
-        let lesion_m = mm(&doc["reference"]["lesion_centre_mm"]).ok_or_else(|| case_err("case.json has no reference.lesion_centre_mm".into()))?;
+        let lesion_m = mm(&doc["reference"]["lesion_centre_mm"])
+            .ok_or_else(|| case_err("case.json has no reference.lesion_centre_mm".into()))?;
         let entry_m = mm(&doc["preset_entry_mm"]).ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?;
         let detect = |folder: &Path| -> Result<Vec<super::ct_markers::DetectedMarker>, GuidanceError> {
             let series = dicom_read::load_series(folder, None)?;
@@ -79,7 +82,9 @@ impl PlanningCase {
             for ph in list {
                 let rel = ph["dicom_dir"].as_str().ok_or_else(|| case_err("a phase has no dicom_dir".into()))?;
                 let t = ph["time_s"].as_f64().ok_or_else(|| case_err("a phase has no time_s".into()))?;
-                lesions.push(mm(&ph["lesion_centre_mm"]).ok_or_else(|| case_err("a phase has no lesion_centre_mm".into()))?);
+                lesions.push(
+                    mm(&ph["lesion_centre_mm"]).ok_or_else(|| case_err("a phase has no lesion_centre_mm".into()))?,
+                );
                 frames.push((t, detect(&dir.join(rel))?));
             }
             let curves = track_across_frames(&frames, 30.0).map_err(|e| GuidanceError::CtMarkers(e.to_string()))?;
@@ -111,18 +116,21 @@ impl PlanningCase {
 /// Registration markers' positions at the CT's breathing phase (end-exhale): averaged over the
 /// window's samples where the correction markers' breathing surrogate is in its lowest 15 %.
 /// Falls back to the plain average when there are no correction markers to tell the phase.
-pub fn positions_at_ct_phase(window: &[TrackerSample], registration_ids: &[u32], correction_ids: &[u32]) -> Vec<(u32, Point3<f64>)> {
-    let complete: Vec<&TrackerSample> = window
-        .iter()
-        .filter(|s| correction_ids.iter().all(|id| s.usable().any(|m| m.id == *id)))
-        .collect();
+pub fn positions_at_ct_phase(
+    window: &[TrackerSample],
+    registration_ids: &[u32],
+    correction_ids: &[u32],
+) -> Vec<(u32, Point3<f64>)> {
+    let complete: Vec<&TrackerSample> =
+        window.iter().filter(|s| correction_ids.iter().all(|id| s.usable().any(|m| m.id == *id))).collect();
     let sets: Vec<Vec<Point3<f64>>> = complete
         .iter()
         .map(|s| correction_ids.iter().filter_map(|id| s.usable().find(|m| m.id == *id).map(|m| m.position)).collect())
         .collect();
     let selected: Vec<&TrackerSample> = match Baseline::record(correction_ids.to_vec(), &sets) {
         Ok(b) => {
-            let mut s: Vec<(f64, &TrackerSample)> = complete.iter().zip(&sets).map(|(smp, set)| (b.surrogate(set), *smp)).collect();
+            let mut s: Vec<(f64, &TrackerSample)> =
+                complete.iter().zip(&sets).map(|(smp, set)| (b.surrogate(set), *smp)).collect();
             s.sort_by(|a, b| a.0.total_cmp(&b.0));
             let keep = (s.len() as f64 * 0.15).ceil() as usize;
             s.into_iter().take(keep.max(1)).map(|(_, smp)| smp).collect()
@@ -132,8 +140,10 @@ pub fn positions_at_ct_phase(window: &[TrackerSample], registration_ids: &[u32],
     registration_ids
         .iter()
         .filter_map(|id| {
-            let pts: Vec<Point3<f64>> = selected.iter().filter_map(|s| s.usable().find(|m| m.id == *id).map(|m| m.position)).collect();
-            (!pts.is_empty()).then(|| (*id, Point3::from(pts.iter().fold(Vector3::zeros(), |a, p| a + p.coords) / pts.len() as f64)))
+            let pts: Vec<Point3<f64>> =
+                selected.iter().filter_map(|s| s.usable().find(|m| m.id == *id).map(|m| m.position)).collect();
+            (!pts.is_empty())
+                .then(|| (*id, Point3::from(pts.iter().fold(Vector3::zeros(), |a, p| a + p.coords) / pts.len() as f64)))
         })
         .collect()
 }
@@ -256,7 +266,12 @@ pub struct TargetComputer {
 }
 
 impl TargetComputer {
-    pub fn new(case: PlanningCase, registration: RegisteredPlan, correction_ids: Vec<u32>, config: TargetConfig) -> TargetComputer {
+    pub fn new(
+        case: PlanningCase,
+        registration: RegisteredPlan,
+        correction_ids: Vec<u32>,
+        config: TargetConfig,
+    ) -> TargetComputer {
         let predictor = Predictor::new(config.prediction);
         TargetComputer {
             case,
@@ -304,7 +319,12 @@ impl TargetComputer {
             .reference
             .iter()
             .map(|b| {
-                reference.iter().enumerate().map(|(i, r)| (i, (r - b).norm())).min_by(|x, y| x.1.total_cmp(&y.1)).map(|x| x.0)
+                reference
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (i, (r - b).norm()))
+                    .min_by(|x, y| x.1.total_cmp(&y.1))
+                    .map(|x| x.0)
             })
             .collect::<Option<Vec<usize>>>()?;
         let phases = &self.case.phases;
@@ -317,7 +337,10 @@ impl TargetComputer {
         let step = (phases[k - 1].time_s - phases[0].time_s) / (k - 1) as f64;
         let rate: Vec<f64> = (0..k).map(|i| (s[(i + 1) % k] - s[(i + k - 1) % k]) / (2.0 * step.max(1e-6))).collect();
         let lesion0 = phases[0].lesion_m;
-        let d: Vec<Vector3<f64>> = phases.iter().map(|ph| t.rotation * (ph.lesion_m - lesion0) + (t * lesion0 - t * self.case.lesion_m)).collect();
+        let d: Vec<Vector3<f64>> = phases
+            .iter()
+            .map(|ph| t.rotation * (ph.lesion_m - lesion0) + (t * lesion0 - t * self.case.lesion_m))
+            .collect();
         CorrelationModel::fit(&s, &rate, &d).ok()
     }
 
@@ -332,7 +355,8 @@ impl TargetComputer {
     pub fn update(&mut self, t_s: f64, sample: &TrackerSample) -> Result<Target, InvalidReason> {
         let positions: Vec<Option<Point3<f64>>> =
             self.correction_ids.iter().map(|id| sample.usable().find(|m| m.id == *id).map(|m| m.position)).collect();
-        let missing: Vec<u32> = self.correction_ids.iter().zip(&positions).filter(|(_, p)| p.is_none()).map(|(id, _)| *id).collect();
+        let missing: Vec<u32> =
+            self.correction_ids.iter().zip(&positions).filter(|(_, p)| p.is_none()).map(|(id, _)| *id).collect();
         if !missing.is_empty() {
             return Err(InvalidReason::MissingMarkers(missing));
         }
@@ -363,7 +387,10 @@ impl TargetComputer {
             self.history.pop_front();
         }
         if deviation > self.config.deviation_tolerance_m {
-            return Err(InvalidReason::DeviationTooLarge { deviation_m: deviation, tolerance_m: self.config.deviation_tolerance_m });
+            return Err(InvalidReason::DeviationTooLarge {
+                deviation_m: deviation,
+                tolerance_m: self.config.deviation_tolerance_m,
+            });
         }
         let s_ahead = self.predictor.predict(self.config.latency_s);
         let rate = self.rate();
@@ -372,15 +399,22 @@ impl TargetComputer {
             Some(m) => (reg.lesion_tracker + m.lesion_displacement(s_ahead, rate), m.fit_rms_m),
             None => {
                 if s_ahead > self.config.gate_surrogate {
-                    return Err(InvalidReason::OutsideBreathingGate { surrogate: s_ahead, gate: self.config.gate_surrogate });
+                    return Err(InvalidReason::OutsideBreathingGate {
+                        surrogate: s_ahead,
+                        gate: self.config.gate_surrogate,
+                    });
                 }
                 (reg.lesion_tracker, 0.0)
             }
         };
         let displacements = baseline.displacements(&set);
-        let ahead: Vec<Vector3<f64>> =
-            displacements.iter().zip(&baseline.directions).map(|(d, u)| d + u * (s_ahead - s) * baseline.depth_m).collect();
-        let entry = reg.entry_tracker + super::correction::interpolate_displacement(&reg.entry_tracker, &baseline.reference, &ahead);
+        let ahead: Vec<Vector3<f64>> = displacements
+            .iter()
+            .zip(&baseline.directions)
+            .map(|(d, u)| d + u * (s_ahead - s) * baseline.depth_m)
+            .collect();
+        let entry = reg.entry_tracker
+            + super::correction::interpolate_displacement(&reg.entry_tracker, &baseline.reference, &ahead);
         let v = target - entry;
         let depth = v.norm();
         Ok(Target {
@@ -392,5 +426,101 @@ impl TargetComputer {
             deviation_m: deviation,
             surrogate: s_ahead,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::breathing::{BreathingConfig, BreathingSignal};
+    use crate::core::classification::{MarkerClass, WindowClassifier};
+    use crate::core::phantom::{MotionState, Phantom, PhantomConfig};
+    use crate::core::tracker_sim::{SimulatedTracker, TrackerSimConfig};
+    use crate::patient_case::{write_case, CaseConfig};
+
+    #[test]
+    fn from_written_dicom_to_corrected_targets_against_the_truth() {
+        let dir = std::env::temp_dir().join(format!("nn_guidance_{}", std::process::id()));
+        let phantom_cfg =
+            PhantomConfig { seed: 5, dims: [176, 128, 160], spacing_mm: [2.0, 2.0, 2.0], ..Default::default() };
+        let breathing = BreathingConfig { seed: 5, ..Default::default() };
+        write_case(&dir, &CaseConfig { phantom: phantom_cfg.clone(), breathing: breathing.clone(), phases: 6 })
+            .unwrap();
+        let case = PlanningCase::load(&dir, &MarkerDetectionConfig::default()).unwrap();
+        assert_eq!(case.image_markers_m.len(), 12);
+        assert_eq!(case.phases.len(), 6);
+        let phantom = Phantom::new(phantom_cfg).unwrap();
+        // Every detected CT marker lies within 0.5 mm of a true marker centre (at the CT's phase).
+        let signal = BreathingSignal::synthetic(&breathing, 120.0).unwrap();
+        let t_ref = signal.cycles().iter().find(|c| c.start_s > 0.0).unwrap().start_s;
+        let state = MotionState::at(|t| signal.inhale(t), t_ref, phantom.config.lesion_lag_s);
+        for p in &case.image_markers_m {
+            let nearest = phantom
+                .markers
+                .iter()
+                .map(|m| (phantom.marker_centre(m, &state) * 1e-3 - p).norm())
+                .fold(f64::INFINITY, f64::min);
+            assert!(nearest < 0.5e-3, "CT marker {p:?} is {nearest} m from the truth");
+        }
+
+        let mut sim = SimulatedTracker::new(
+            phantom,
+            signal,
+            TrackerSimConfig { seed: 5, occlusion_rate_per_min: 0.0, ..Default::default() },
+        );
+        let samples: Vec<(f64, TrackerSample)> = (0..(90 * 50))
+            .map(|i| {
+                let t = i as f64 / 50.0;
+                (t, sim.sample(t, (t * 1e9) as i64).0)
+            })
+            .collect();
+        let mut classifier = WindowClassifier::new(crate::config::MarkerClassifierConfig::default(), None);
+        for (_, s) in samples.iter().take(15 * 50) {
+            for m in s.usable() {
+                classifier.push(m.id, s.stamp_ns, m.position);
+            }
+        }
+        let results = classifier.classify(None).0;
+        let ids = |c| results.iter().filter(|r| r.class == Some(c)).map(|r| r.id).collect::<Vec<u32>>();
+        let (reg_ids, cor_ids) = (ids(MarkerClass::Registration), ids(MarkerClass::Correction));
+        let window: Vec<TrackerSample> = samples[250..750].iter().map(|(_, s)| s.clone()).collect();
+        let reg = register_case(
+            &case,
+            &positions_at_ct_phase(&window, &reg_ids, &cor_ids),
+            &RegistrationConfig::default(),
+            3e-3,
+        )
+        .unwrap();
+        let lesion_truth = sim.ct_to_tracker * case.lesion_m;
+        assert!(
+            (reg.lesion_tracker - lesion_truth).norm() < 1e-3,
+            "registered lesion {} m off",
+            (reg.lesion_tracker - lesion_truth).norm()
+        );
+        assert_eq!(reg.used.len(), 6);
+
+        let mut computer = TargetComputer::new(
+            case,
+            RegisteredPlan::from(&reg),
+            cor_ids,
+            TargetConfig { latency_s: 0.0, prediction: PredictionMethod::None, ..Default::default() },
+        );
+        let lag = sim.phantom().config.lesion_lag_s;
+        let mut errors = Vec::new();
+        for (t, s) in samples.iter().skip(15 * 50) {
+            match computer.update(*t, s) {
+                Ok(target) if *t > 40.0 => {
+                    let truth = sim.ct_to_tracker
+                        * (sim.phantom().lesion_centre(&MotionState::at(|x| sim.signal().inhale(x), *t, lag)) * 1e-3);
+                    errors.push((target.target - truth).norm());
+                }
+                Err(InvalidReason::NoBaseline) => assert!(*t < 40.0, "baseline not recorded by {t} s"),
+                _ => {}
+            }
+        }
+        assert!(computer.model().is_some(), "no correlation model from the 4-D CT");
+        let rms = (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt();
+        assert!(errors.len() > 1000 && rms < 1.5e-3, "{} targets, RMS error {rms} m", errors.len());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,17 +31,25 @@ struct State {
     plan_entry_ct: Option<Point3<f64>>,
 }
 
+fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn status_of(e: &GuidanceError) -> u8 {
     (match e {
-        GuidanceError::Registration(RegistrationError::Degenerate { .. }) => msg::LesionRegistration::STATUS_DEGENERATE,
-        GuidanceError::Registration(RegistrationError::FreTooHigh { .. }) => msg::LesionRegistration::STATUS_FRE_TOO_HIGH,
+        GuidanceError::Registration(RegistrationError::Degenerate { .. }) => {
+            msg::LesionRegistration::STATUS_DEGENERATE as u8
+        }
+        GuidanceError::Registration(RegistrationError::FreTooHigh { .. }) => {
+            msg::LesionRegistration::STATUS_FRE_TOO_HIGH as u8
+        }
         GuidanceError::Correspondence(crate::core::correspondence::CorrespondenceError::Ambiguous { .. }) => {
-            msg::LesionRegistration::STATUS_DEGENERATE
+            msg::LesionRegistration::STATUS_DEGENERATE as u8
         }
         GuidanceError::Case { .. } | GuidanceError::Dicom(_) | GuidanceError::CtMarkers(_) => {
-            msg::LesionRegistration::STATUS_NO_IMAGE_DATA
+            msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8
         }
-        _ => msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS,
+        _ => msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8,
     }) as u8
 }
 
@@ -56,9 +64,17 @@ fn registration_msg(
     let outliers = !r.excluded.is_empty();
     msg::LesionRegistration {
         header: convert::header(stamp_ns, frame),
-        status: if outliers { msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED } else { msg::LesionRegistration::STATUS_OK } as u8,
+        status: if outliers {
+            msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8
+        } else {
+            msg::LesionRegistration::STATUS_OK as u8
+        },
         status_message: if outliers {
-            format!("registered with {} markers; excluded outliers {:?}", r.used.len(), r.excluded.iter().map(|e| e.1).collect::<Vec<_>>())
+            format!(
+                "registered with {} markers; excluded outliers {:?}",
+                r.used.len(),
+                r.excluded.iter().map(|e| e.1).collect::<Vec<_>>()
+            )
         } else {
             format!("registered with {} markers", r.used.len())
         },
@@ -83,7 +99,6 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut plans = subscription::<msg::NeedlePlan>(node, PLAN)?;
     let registration_pub = publisher::<msg::LesionRegistration>(node, REGISTRATION)?;
     let state = Arc::new(Mutex::new(State { frame_id: frames::TRACKER.into(), ..Default::default() }));
-    let lock = |s: &Arc<Mutex<State>>| -> std::sync::MutexGuard<'_, State> { s.lock().unwrap_or_else(|p| p.into_inner()) };
     let publish = {
         let registration_pub = registration_pub.clone();
         let last = Arc::new(Mutex::new(String::new()));
@@ -122,12 +137,18 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let (state, dir, threshold) = (state.clone(), cfg.ct_case_dir.clone(), cfg.marker_threshold_hu);
         cx.spawn(async move {
             let detection = MarkerDetectionConfig { threshold_hu: threshold, ..Default::default() };
-            let loaded = tokio::task::spawn_blocking(move || PlanningCase::load(std::path::Path::new(&dir), &detection))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+            let loaded =
+                tokio::task::spawn_blocking(move || PlanningCase::load(std::path::Path::new(&dir), &detection))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
             match &loaded {
-                Ok(c) => tracing::info!(node = NAME, "planning case: {} markers in the CT, {} 4-D CT phases", c.image_markers_m.len(), c.phases.len()),
+                Ok(c) => tracing::info!(
+                    node = NAME,
+                    "planning case: {} markers in the CT, {} 4-D CT phases",
+                    c.image_markers_m.len(),
+                    c.phases.len()
+                ),
                 Err(e) => tracing::error!(node = NAME, "planning case: {e}"),
             }
             lock(&state).case = Some(loaded);
@@ -180,12 +201,24 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             let now = cx2.now_ns();
             let (case, window, reg_ids, cor_ids, frame, plan_entry) = {
                 let s = lock(&state);
-                (s.case.clone(), s.window.iter().cloned().collect::<Vec<_>>(), s.registration_ids.clone(), s.correction_ids.clone(), s.frame_id.clone(), s.plan_entry_ct)
+                (
+                    s.case.clone(),
+                    s.window.iter().cloned().collect::<Vec<_>>(),
+                    s.registration_ids.clone(),
+                    s.correction_ids.clone(),
+                    s.frame_id.clone(),
+                    s.plan_entry_ct,
+                )
             };
             let case = match case {
                 None => continue, // still loading
                 Some(Err(e)) => {
-                    publish(status_msg(now, &frame, msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8, format!("planning case: {e}")));
+                    publish(status_msg(
+                        now,
+                        &frame,
+                        msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
+                        format!("planning case: {e}"),
+                    ));
                     continue;
                 }
                 Some(Ok(c)) => c,
@@ -212,7 +245,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                         }
                     };
                     let Some(entry_ct) = entry_ct else {
-                        publish(status_msg(stamp, &frame, msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8, "entry_source is plan but no valid plan has arrived".into()));
+                        publish(status_msg(
+                            stamp,
+                            &frame,
+                            msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8,
+                            "entry_source is plan but no valid plan has arrived".into(),
+                        ));
                         continue;
                     };
                     let used: Vec<Point3<f64>> = r.used.iter().map(|u| case.image_markers_m[u.0]).collect();

@@ -36,6 +36,10 @@ struct State {
     baseline_saved: bool,
 }
 
+fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn registration_usable(r: &Option<msg::LesionRegistration>) -> Result<(), String> {
     match r {
         None => Err("no registration received".into()),
@@ -106,7 +110,8 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         prediction: cfg.prediction,
         gate_surrogate: cfg.gate_surrogate,
     };
-    let previous_baseline = s.computer.as_ref().and_then(|c| c.baseline().cloned()).filter(|b| b.marker_ids == s.correction_ids);
+    let previous_baseline =
+        s.computer.as_ref().and_then(|c| c.baseline().cloned()).filter(|b| b.marker_ids == s.correction_ids);
     let loaded = (!cfg.baseline_file.is_empty())
         .then(|| std::fs::read_to_string(&cfg.baseline_file).ok())
         .flatten()
@@ -117,14 +122,24 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         computer = computer.with_baseline(b);
         s.baseline_saved = true;
     } else {
-        tracing::info!(node = NAME, "recording the calm-breathing baseline for {} s (markers {:?})", cfg.baseline_s, s.correction_ids);
+        tracing::info!(
+            node = NAME,
+            "recording the calm-breathing baseline for {} s (markers {:?})",
+            cfg.baseline_s,
+            s.correction_ids
+        );
         s.baseline_saved = false;
     }
     s.computer = Some(computer);
     s.computer_key = Some(key);
 }
 
-fn target_msg(cfg: &NeedleTargetConfig, now_ns: i64, source: &r2r::builtin_interfaces::msg::Time, t: &Result<Target, InvalidReason>) -> msg::NeedleTarget {
+fn target_msg(
+    cfg: &NeedleTargetConfig,
+    now_ns: i64,
+    source: &r2r::builtin_interfaces::msg::Time,
+    t: &Result<Target, InvalidReason>,
+) -> msg::NeedleTarget {
     match t {
         Ok(t) => msg::NeedleTarget {
             header: convert::header(now_ns, &cfg.frame_id),
@@ -155,7 +170,8 @@ fn target_msg(cfg: &NeedleTargetConfig, now_ns: i64, source: &r2r::builtin_inter
 
 fn pose_msg(t: &Target, stamp_ns: i64, frame: &str) -> PoseStamped {
     // The pose's z axis is the insertion direction.
-    let q = UnitQuaternion::rotation_between(&Vector3::z(), &t.direction).unwrap_or_else(|| UnitQuaternion::from_axis_angle(&Vector3::x_axis(), std::f64::consts::PI));
+    let q = UnitQuaternion::rotation_between(&Vector3::z(), &t.direction)
+        .unwrap_or_else(|| UnitQuaternion::from_axis_angle(&Vector3::x_axis(), std::f64::consts::PI));
     let mut p = PoseStamped::default();
     p.header = convert::header(stamp_ns, frame);
     p.pose.position = convert::point_msg(&t.target);
@@ -196,16 +212,22 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let pose_pub = publisher::<PoseStamped>(node, TARGET_POSE)?;
     let viz_pub = publisher::<MarkerArray>(node, VIZ_TARGET)?;
     let state = Arc::new(Mutex::new(State::default()));
-    let lock = |s: &Arc<Mutex<State>>| -> std::sync::MutexGuard<'_, State> { s.lock().unwrap_or_else(|p| p.into_inner()) };
-    let last_reason = Arc::new(Mutex::new(String::new()));
+    let last_reason = Arc::new(Mutex::new((u8::MAX, std::time::Instant::now() - Duration::from_secs(2))));
 
     if !cfg.ct_case_dir.trim().is_empty() {
         let (state, dir) = (state.clone(), cfg.ct_case_dir.clone());
         cx.spawn(async move {
-            let loaded = tokio::task::spawn_blocking(move || PlanningCase::load(std::path::Path::new(&dir), &MarkerDetectionConfig::default())).await;
+            let loaded = tokio::task::spawn_blocking(move || {
+                PlanningCase::load(std::path::Path::new(&dir), &MarkerDetectionConfig::default())
+            })
+            .await;
             match loaded {
                 Ok(Ok(c)) => {
-                    tracing::info!(node = NAME, "planning case loaded: {} 4-D CT phases for the correlation model", c.phases.len());
+                    tracing::info!(
+                        node = NAME,
+                        "planning case loaded: {} 4-D CT phases for the correlation model",
+                        c.phases.len()
+                    );
                     let mut s = lock(&state);
                     s.case = Some(c);
                     s.computer = None;
@@ -219,13 +241,22 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
 
     let publish = {
         let (target_pub, last_reason, cfg) = (target_pub.clone(), last_reason.clone(), cfg.clone());
-        move |now_ns: i64, source: r2r::builtin_interfaces::msg::Time, source_ns: i64, t: Result<Target, InvalidReason>| {
+        move |now_ns: i64,
+              source: r2r::builtin_interfaces::msg::Time,
+              source_ns: i64,
+              t: Result<Target, InvalidReason>| {
             let m = target_msg(&cfg, now_ns, &source, &t);
             {
+                // Log when the reason changes kind, at most once a second (dropouts flip it at tracker rate).
                 let mut last = last_reason.lock().unwrap_or_else(|p| p.into_inner());
-                if *last != m.reason {
-                    tracing::info!(node = NAME, valid = m.valid, "target: {}", if m.valid { "valid" } else { &m.reason });
-                    *last = m.reason.clone();
+                if last.0 != m.reason_code && last.1.elapsed() >= Duration::from_secs(1) {
+                    tracing::info!(
+                        node = NAME,
+                        valid = m.valid,
+                        "target: {}",
+                        if m.valid { "valid" } else { &m.reason }
+                    );
+                    *last = (m.reason_code, std::time::Instant::now());
                 }
             }
             if let Err(e) = target_pub.publish(&m) {
@@ -265,7 +296,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                             let recorded_before = s.computer.as_ref().is_some_and(|c| c.baseline().is_some());
                             let r = match s.computer.as_mut() {
                                 Some(c) => c.update(sample.stamp_ns as f64 * 1e-9, &sample),
-                                None => Err(InvalidReason::NoRegistration("no correction markers classified yet".into())),
+                                None => {
+                                    Err(InvalidReason::NoRegistration("no correction markers classified yet".into()))
+                                }
                             };
                             let baseline = s.computer.as_ref().and_then(|c| c.baseline().cloned());
                             if let (false, Some(b)) = (recorded_before, baseline) {
@@ -273,12 +306,26 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                                     node = NAME,
                                     "baseline recorded: breath depth {:.1} mm; correlation model from the 4-D CT: {}",
                                     b.depth_m * 1e3,
-                                    s.computer.as_ref().and_then(|c| c.model()).map(|m| format!("fit RMS {:.2} mm over {} frames", m.fit_rms_m * 1e3, m.frames)).unwrap_or_else(|| "none (gated to end-exhale)".into())
+                                    s.computer
+                                        .as_ref()
+                                        .and_then(|c| c.model())
+                                        .map(|m| format!(
+                                            "fit RMS {:.2} mm over {} frames",
+                                            m.fit_rms_m * 1e3,
+                                            m.frames
+                                        ))
+                                        .unwrap_or_else(|| "none (gated to end-exhale)".into())
                                 );
                                 if !cfg.baseline_file.is_empty() && !s.baseline_saved {
                                     match serde_json::to_string(&b).map(|t| std::fs::write(&cfg.baseline_file, t)) {
-                                        Ok(Ok(())) => tracing::info!(node = NAME, "baseline saved to {}", cfg.baseline_file),
-                                        Ok(Err(e)) => tracing::warn!(node = NAME, "cannot save the baseline to {}: {e}", cfg.baseline_file),
+                                        Ok(Ok(())) => {
+                                            tracing::info!(node = NAME, "baseline saved to {}", cfg.baseline_file)
+                                        }
+                                        Ok(Err(e)) => tracing::warn!(
+                                            node = NAME,
+                                            "cannot save the baseline to {}: {e}",
+                                            cfg.baseline_file
+                                        ),
                                         Err(e) => tracing::warn!(node = NAME, "cannot encode the baseline: {e}"),
                                     }
                                     s.baseline_saved = true;
@@ -341,4 +388,3 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     }
     Ok(())
 }
-
