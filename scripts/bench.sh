@@ -9,3 +9,5 @@ cd "$ROOT"
 cargo build --release --locked
 echo "=== digital patient generation ==="
 python bench/bench_phantom.py
+echo "=== tracker sample -> target latency ==="
+bash bench/bench_latency.sh

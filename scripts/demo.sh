@@ -11,4 +11,5 @@ source "$ROOT/.setup/env.sh"
 cd "$ROOT"
 cargo build --release --locked
 echo "[demo] running the needle_nav stack for ${SECONDS_TO_RUN} s on ROS domain ${ROS_DOMAIN_ID:-0} (Ctrl-C stops it early)"
-exec ./target/release/needle_nav_stack --run-for "$SECONDS_TO_RUN" --summary
+# A hard limit besides --run-for, so the demo always ends.
+exec timeout -k 5 "$(( SECONDS_TO_RUN + 30 ))" ./target/release/needle_nav_stack --run-for "$SECONDS_TO_RUN" --summary

@@ -78,6 +78,8 @@ pub struct RunOptions {
     pub run_for: Option<Duration>,
     /// Also run a monitor and print what the stack did at the end.
     pub summary: bool,
+    /// Host only these nodes (all-in-one executable; empty list: only the monitor).
+    pub only: Option<Vec<NodeKind>>,
 }
 
 impl RunOptions {
@@ -96,6 +98,14 @@ impl RunOptions {
                     opts.run_for = Some(Duration::from_secs_f64(s));
                 }
                 "--summary" => opts.summary = true,
+                "--only" => {
+                    let v = it.next().ok_or("--only needs a comma-separated list of nodes (or none)")?;
+                    let mut kinds = Vec::new();
+                    for name in v.split(',').filter(|n| !n.is_empty() && *n != "none") {
+                        kinds.push(NodeKind::from_name(name).ok_or_else(|| format!("--only: no node `{name}`"))?);
+                    }
+                    opts.only = Some(kinds);
+                }
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown option `{other}`")),
             }
@@ -108,7 +118,7 @@ pub use crate::logging::init_tracing;
 
 fn usage(program: &str) -> String {
     format!(
-        "usage: {program} [--run-for SECONDS] [--summary] [--ros-args --params-file FILE -p key:=value ...]\n\
+        "usage: {program} [--run-for SECONDS] [--summary] [--only NODE,NODE|none] [--ros-args --params-file FILE -p key:=value ...]\n\
          Parameters default to config/<node>.yaml ($NEEDLE_NAV_CONFIG_DIR or the installed share/needle_nav/config)."
     )
 }
@@ -191,7 +201,12 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     let mut spinners = Vec::new();
     let mut monitor = None;
     let mut nodes_to_spin = Vec::new();
-    for &kind in kinds {
+    // The all-in-one can host a subset (benchmarks, debugging).
+    let kinds: Vec<NodeKind> = match &opts.only {
+        Some(only) => kinds.iter().copied().filter(|k| only.contains(k)).collect(),
+        None => kinds.to_vec(),
+    };
+    for &kind in &kinds {
         let mut node =
             r2r::Node::create(ctx.clone(), kind.name(), "").ros(format!("cannot create node {}", kind.name()))?;
         let cx = NodeContext {
@@ -258,7 +273,11 @@ mod tests {
     #[test]
     fn options_stop_at_ros_args() {
         let o = RunOptions::parse(&args(&["x", "--run-for", "2.5", "--summary", "--ros-args", "-p", "a:=1"])).unwrap();
-        assert_eq!(o, RunOptions { run_for: Some(Duration::from_millis(2500)), summary: true });
+        assert_eq!(o, RunOptions { run_for: Some(Duration::from_millis(2500)), summary: true, only: None });
+        let o = RunOptions::parse(&args(&["x", "--only", "marker_tracker,needle_target"])).unwrap();
+        assert_eq!(o.only, Some(vec![NodeKind::MarkerTracker, NodeKind::NeedleTarget]));
+        assert_eq!(RunOptions::parse(&args(&["x", "--only", "none"])).unwrap().only, Some(vec![]));
+        assert!(RunOptions::parse(&args(&["x", "--only", "bogus"])).is_err());
         assert_eq!(RunOptions::parse(&args(&["x", "--ros-args", "--run-for", "x"])).unwrap(), RunOptions::default());
         assert!(RunOptions::parse(&args(&["x", "--run-for", "-1"])).is_err());
         assert!(RunOptions::parse(&args(&["x", "--bogus"])).is_err());
