@@ -81,6 +81,8 @@ fn planning_case(
         lesion_m: phantom.lesion_centre(&reference) * 1e-3,
         entry_m: phantom.preset_entry_mm() * 1e-3,
         phases,
+        selected_correction: None,
+        selection_note: String::new(),
     }
 }
 

@@ -439,6 +439,11 @@ pub struct NeedleTargetConfig {
     pub baseline_file: String,
     /// Without a 4-D CT model, valid targets only while the breathing surrogate is below this.
     pub gate_surrogate: f64,
+    /// Search region: correction markers farther than this from the preset entry are not used [m]; 0: all.
+    pub search_radius_m: f64,
+    /// Sizes of the candidate combinations compared (smallest spread of entry-displacement features wins).
+    pub combination_min_markers: u32,
+    pub combination_max_markers: u32,
 }
 
 impl Default for NeedleTargetConfig {
@@ -454,6 +459,9 @@ impl Default for NeedleTargetConfig {
             baseline_s: 20.0,
             baseline_file: String::new(),
             gate_surrogate: 0.15,
+            search_radius_m: 0.0,
+            combination_min_markers: 2,
+            combination_max_markers: 4,
         }
     }
 }
@@ -473,7 +481,15 @@ impl Validate for NeedleTargetConfig {
         positive("deviation_tolerance_m", self.deviation_tolerance_m, 0.1, "m")?;
         in_range("robot_latency_s", self.robot_latency_s, 0.0, 1.0, "s")?;
         in_range("baseline_s", self.baseline_s, 2.0, 600.0, "s")?;
-        in_range("gate_surrogate", self.gate_surrogate, 0.0, 1.0, "")
+        in_range("gate_surrogate", self.gate_surrogate, 0.0, 1.0, "")?;
+        in_range("search_radius_m", self.search_radius_m, 0.0, 1.0, "m")?;
+        check(
+            self.combination_min_markers >= 2
+                && self.combination_min_markers <= self.combination_max_markers
+                && self.combination_max_markers <= 8,
+            "combination_min_markers",
+            || "need 2 <= combination_min_markers <= combination_max_markers <= 8".into(),
+        )
     }
 }
 

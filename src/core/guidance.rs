@@ -49,6 +49,28 @@ pub struct PlanningCase {
     pub lesion_m: Point3<f64>,
     pub entry_m: Point3<f64>,
     pub phases: Vec<CtPhase>,
+    /// Correction markers chosen from the 4-D CT (indices into image_markers_m): within the search
+    /// region around the entry, the combination whose entry-displacement features agree best.
+    /// None: no 4-D CT or no search region configured; every correction marker is used.
+    #[serde(default)]
+    pub selected_correction: Option<Vec<usize>>,
+    #[serde(default)]
+    pub selection_note: String,
+}
+
+/// Search region and candidate combinations (see `ct_markers::select_combination`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectionConfig {
+    /// Markers farther than this from the preset entry are not candidates [m]; 0: no selection.
+    pub search_radius_m: f64,
+    pub min_markers: usize,
+    pub max_markers: usize,
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        SelectionConfig { search_radius_m: 0.0, min_markers: 2, max_markers: 4 }
+    }
 }
 
 fn mm(v: &serde_json::Value) -> Option<Point3<f64>> {
@@ -59,7 +81,11 @@ fn mm(v: &serde_json::Value) -> Option<Point3<f64>> {
 impl PlanningCase {
     /// Reads a case folder as `needle_nav phantom` writes it: markers are *detected* in the DICOM
     /// series `ct/` (and in every 4-D phase); the plan (lesion centre per phase, preset entry) comes from `case.json`.
-    pub fn load(dir: &Path, detection: &MarkerDetectionConfig) -> Result<PlanningCase, GuidanceError> {
+    pub fn load(
+        dir: &Path,
+        detection: &MarkerDetectionConfig,
+        selection: &SelectionConfig,
+    ) -> Result<PlanningCase, GuidanceError> {
         let case_err = |reason: String| GuidanceError::Case { path: dir.display().to_string(), reason };
         let text = std::fs::read_to_string(dir.join("case.json")).map_err(|e| case_err(format!("case.json: {e}")))?;
         let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| case_err(format!("case.json: {e}")))?;
@@ -76,6 +102,7 @@ impl PlanningCase {
         }
         let image_markers_m: Vec<Point3<f64>> = reference.iter().map(|m| Point3::from(m.centre_mm) * 1e-3).collect();
         let mut phases = Vec::new();
+        let (mut selected_correction, mut selection_note) = (None, String::new());
         if let Some(list) = doc["phases"].as_array().filter(|l| l.len() >= 2) {
             let mut frames = Vec::new();
             let mut lesions = Vec::new();
@@ -101,6 +128,42 @@ impl PlanningCase {
                         .unwrap_or(0)
                 })
                 .collect();
+            if selection.search_radius_m > 0.0 {
+                let entry_mm = [entry_m.x * 1e3, entry_m.y * 1e3, entry_m.z * 1e3];
+                // Candidates are correction markers: inside the region and moving with breathing
+                // (>= 3 mm across the phases); still markers would trivially agree with each other.
+                let moving = |c: usize| {
+                    let p = &curves[c].positions_mm;
+                    p.iter().any(|a| {
+                        p.iter().any(|b| {
+                            ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt() >= 3.0
+                        })
+                    })
+                };
+                let candidates: Vec<usize> =
+                    super::ct_markers::in_search_region(&curves, entry_mm, selection.search_radius_m * 1e3)
+                        .into_iter()
+                        .filter(|&c| moving(c))
+                        .collect();
+                let chosen = super::ct_markers::select_combination(
+                    &curves,
+                    &candidates,
+                    entry_mm,
+                    selection.min_markers,
+                    selection.max_markers,
+                )
+                .map_err(|e| GuidanceError::CtMarkers(e.to_string()))?;
+                selection_note = format!(
+                    "{} markers within {:.0} mm of the entry; chosen combination spread {:.2} mm",
+                    candidates.len(),
+                    selection.search_radius_m * 1e3,
+                    chosen.spread_mm
+                );
+                // Curve indices -> planning-CT marker indices.
+                selected_correction = Some(
+                    chosen.members.iter().filter_map(|c| order.iter().position(|o| o == c)).collect::<Vec<usize>>(),
+                );
+            }
             for (k, (t, _)) in frames.iter().enumerate() {
                 phases.push(CtPhase {
                     time_s: *t,
@@ -109,7 +172,7 @@ impl PlanningCase {
                 });
             }
         }
-        Ok(PlanningCase { image_markers_m, lesion_m, entry_m, phases })
+        Ok(PlanningCase { image_markers_m, lesion_m, entry_m, phases, selected_correction, selection_note })
     }
 }
 
@@ -344,6 +407,38 @@ impl TargetComputer {
         CorrelationModel::fit(&s, &rate, &d).ok()
     }
 
+    /// Records the baseline; with a CT selection of correction markers, keeps only the classified
+    /// correction markers that are (by proximity after registration) the selected CT markers.
+    fn record_selected(&mut self) -> Result<Baseline, CorrectionError> {
+        let all = Baseline::record(self.correction_ids.clone(), &self.recording)?;
+        let Some(selected) = &self.case.selected_correction else {
+            return Ok(all);
+        };
+        let t = &self.registration.transform;
+        let keep: Vec<usize> = all
+            .reference
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                self.case
+                    .image_markers_m
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (i, ((t * m) - **p).norm()))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .is_some_and(|(i, d)| selected.contains(&i) && d < 0.01)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        if keep.len() < 2 || keep.len() == all.marker_ids.len() {
+            return Ok(all);
+        }
+        self.correction_ids = keep.iter().map(|&k| all.marker_ids[k]).collect();
+        let subset: Vec<Vec<Point3<f64>>> =
+            self.recording.iter().map(|s| keep.iter().map(|&k| s[k]).collect()).collect();
+        Baseline::record(self.correction_ids.clone(), &subset)
+    }
+
     fn rate(&self) -> f64 {
         match (self.history.front(), self.history.back()) {
             (Some(a), Some(b)) if b.0 - a.0 > 1e-3 => (b.1 - a.1) / (b.0 - a.0),
@@ -365,7 +460,7 @@ impl TargetComputer {
             let start = *self.recording_start_s.get_or_insert(t_s);
             self.recording.push(set);
             if t_s - start >= self.config.baseline_s {
-                match Baseline::record(self.correction_ids.clone(), &self.recording) {
+                match self.record_selected() {
                     Ok(b) => {
                         self.model = self.fit_model(&b);
                         self.baseline = Some(b);
@@ -446,9 +541,24 @@ mod tests {
         let breathing = BreathingConfig { seed: 5, ..Default::default() };
         write_case(&dir, &CaseConfig { phantom: phantom_cfg.clone(), breathing: breathing.clone(), phases: 6 })
             .unwrap();
-        let case = PlanningCase::load(&dir, &MarkerDetectionConfig::default()).unwrap();
+        let case = PlanningCase::load(&dir, &MarkerDetectionConfig::default(), &SelectionConfig::default()).unwrap();
         assert_eq!(case.image_markers_m.len(), 12);
         assert_eq!(case.phases.len(), 6);
+        assert_eq!(case.selected_correction, None);
+        // Search region and combinations: only moving markers near the entry, 2 to 3 of them.
+        let selection = SelectionConfig { search_radius_m: 0.2, min_markers: 2, max_markers: 3 };
+        let selected = PlanningCase::load(&dir, &MarkerDetectionConfig::default(), &selection).unwrap();
+        let chosen = selected.selected_correction.clone().unwrap();
+        assert!((2..=3).contains(&chosen.len()), "{chosen:?}");
+        for &i in &chosen {
+            assert!((selected.image_markers_m[i] - selected.entry_m).norm() <= 0.2);
+            let range = selected
+                .phases
+                .iter()
+                .map(|p| (p.markers_m[i] - selected.phases[0].markers_m[i]).norm())
+                .fold(0.0, f64::max);
+            assert!(range >= 3e-3, "marker {i} moves only {range} m");
+        }
         let phantom = Phantom::new(phantom_cfg).unwrap();
         // Every detected CT marker lies within 0.5 mm of a true marker centre (at the CT's phase).
         let signal = BreathingSignal::synthetic(&breathing, 120.0).unwrap();

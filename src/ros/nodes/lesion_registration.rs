@@ -137,11 +137,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let (state, dir, threshold) = (state.clone(), cfg.ct_case_dir.clone(), cfg.marker_threshold_hu);
         cx.spawn(async move {
             let detection = MarkerDetectionConfig { threshold_hu: threshold, ..Default::default() };
-            let loaded =
-                tokio::task::spawn_blocking(move || PlanningCase::load(std::path::Path::new(&dir), &detection))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
+            let loaded = tokio::task::spawn_blocking(move || {
+                PlanningCase::load(std::path::Path::new(&dir), &detection, &Default::default())
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
             match &loaded {
                 Ok(c) => tracing::info!(
                     node = NAME,

@@ -102,6 +102,8 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         lesion_m: transform.inverse() * plan.lesion_tracker,
         entry_m: transform.inverse() * plan.entry_tracker,
         phases: Vec::new(),
+        selected_correction: None,
+        selection_note: String::new(),
     });
     let target_cfg = TargetConfig {
         baseline_s: cfg.baseline_s,
@@ -216,9 +218,14 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
 
     if !cfg.ct_case_dir.trim().is_empty() {
         let (state, dir) = (state.clone(), cfg.ct_case_dir.clone());
+        let selection = crate::core::guidance::SelectionConfig {
+            search_radius_m: cfg.search_radius_m,
+            min_markers: cfg.combination_min_markers as usize,
+            max_markers: cfg.combination_max_markers as usize,
+        };
         cx.spawn(async move {
             let loaded = tokio::task::spawn_blocking(move || {
-                PlanningCase::load(std::path::Path::new(&dir), &MarkerDetectionConfig::default())
+                PlanningCase::load(std::path::Path::new(&dir), &MarkerDetectionConfig::default(), &selection)
             })
             .await;
             match loaded {
