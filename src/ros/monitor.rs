@@ -1,7 +1,7 @@
 //! A listener that records what the stack publishes and reports it in human units
 //! (`needle_nav_stack --summary`).
 
-use crate::interfaces::{CLASSIFICATION, MARKERS, PLAN, REGISTRATION, TARGET};
+use crate::interfaces::{CLASSIFICATION, GROUND_TRUTH, MARKERS, PLAN, REGISTRATION, TARGET};
 use crate::ros::convert::time_to_ns;
 use crate::ros::msg;
 use crate::ros::nodes::subscription;
@@ -24,6 +24,13 @@ struct Seen {
     targets_invalid: BTreeMap<String, u64>,
     /// Receive time minus tracker-sample stamp of each target [ns].
     target_latency_ns: Vec<i64>,
+    /// Simulator truth (lesion in the tracker frame) by sample stamp, recent only.
+    truth: std::collections::HashMap<i64, [f64; 3]>,
+    truth_order: std::collections::VecDeque<i64>,
+    /// Distance of each valid target from the true lesion at its sample's time [m].
+    target_errors: Vec<f64>,
+    /// Same for the registered (uncorrected) lesion.
+    uncorrected_errors: Vec<f64>,
 }
 
 pub struct Monitor {
@@ -50,6 +57,21 @@ impl Monitor {
         let mut regs = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
         let mut targets = subscription::<msg::NeedleTarget>(node, TARGET)?;
         let mut plans = subscription::<msg::NeedlePlan>(node, PLAN)?;
+        let mut truths = subscription::<msg::PhantomGroundTruth>(node, GROUND_TRUTH)?;
+        let s = seen.clone();
+        cx.spawn(async move {
+            while let Some(m) = truths.next().await {
+                let mut g = lock(&s);
+                let t = time_to_ns(&m.header.stamp);
+                g.truth.insert(t, [m.lesion_position.x, m.lesion_position.y, m.lesion_position.z]);
+                g.truth_order.push_back(t);
+                while g.truth_order.len() > 5000 {
+                    if let Some(old) = g.truth_order.pop_front() {
+                        g.truth.remove(&old);
+                    }
+                }
+            }
+        });
         let s = seen.clone();
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
@@ -87,6 +109,16 @@ impl Monitor {
                 let mut g = lock(&s);
                 if m.valid {
                     g.targets_valid += 1;
+                    if let Some(t) = g.truth.get(&time_to_ns(&m.source_stamp)).copied() {
+                        let p = &m.target_point;
+                        g.target_errors
+                            .push(((p.x - t[0]).powi(2) + (p.y - t[1]).powi(2) + (p.z - t[2]).powi(2)).sqrt());
+                        if let Some(r) = &g.registration {
+                            let l = &r.lesion_position;
+                            let e = ((l.x - t[0]).powi(2) + (l.y - t[1]).powi(2) + (l.z - t[2]).powi(2)).sqrt();
+                            g.uncorrected_errors.push(e);
+                        }
+                    }
                 } else {
                     *g.targets_invalid.entry(reason_kind(&m.reason)).or_default() += 1;
                 }
@@ -133,6 +165,20 @@ impl Monitor {
             }
         }
         match &g.registration {
+            Some(r)
+                if r.status == msg::LesionRegistration::STATUS_OK as u8
+                    || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8 =>
+            {
+                let _ = writeln!(
+                    out,
+                    "registration   : {} (markers {:?}), FRE {:.2} mm, predicted TRE lesion {:.2} mm, entry {:.2} mm",
+                    r.status_message,
+                    r.marker_ids_used,
+                    r.fre_rms * 1e3,
+                    r.predicted_tre_lesion * 1e3,
+                    r.predicted_tre_entry * 1e3
+                );
+            }
             Some(r) => {
                 let _ = writeln!(out, "registration   : status {} - {}", r.status, r.status_message);
             }
@@ -152,6 +198,24 @@ impl Monitor {
         let _ = writeln!(out, "targets        : {} valid, {} invalid", g.targets_valid, invalid);
         for (reason, n) in &g.targets_invalid {
             let _ = writeln!(out, "                 {n:>6} x {reason}");
+        }
+        let stats = |v: &[f64]| -> String {
+            if v.is_empty() {
+                return "n = 0".into();
+            }
+            let mut s = v.to_vec();
+            s.sort_by(f64::total_cmp);
+            let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len() as f64).sqrt();
+            format!(
+                "RMS {:.2} mm, p95 {:.2} mm (n = {})",
+                rms * 1e3,
+                s[((s.len() - 1) as f64 * 0.95) as usize] * 1e3,
+                s.len()
+            )
+        };
+        if !g.target_errors.is_empty() {
+            let _ = writeln!(out, "target error   : corrected target vs true lesion: {}", stats(&g.target_errors));
+            let _ = writeln!(out, "                 uncorrected (registered lesion): {}", stats(&g.uncorrected_errors));
         }
         let mut lat = g.target_latency_ns.clone();
         lat.sort_unstable();
