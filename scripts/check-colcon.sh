@@ -19,7 +19,8 @@ mkdir -p "$WS/src/needle_nav"
 
 VENV="$ROOT/.venv"
 strip_prefix() { tr ':' '\n' <<<"$1" | grep -v "^$ROOT/.setup/install" | paste -sd: -; }
-export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+# The underlay (tf2_msgs built for the PyPI ROS 2) stands for what a normal ROS 2 install provides.
+export AMENT_PREFIX_PATH="$ROOT/.setup/underlay:$VENV" CMAKE_PREFIX_PATH="$ROOT/.setup/underlay:$VENV"
 export LD_LIBRARY_PATH="$(strip_prefix "$LD_LIBRARY_PATH")"
 export PYTHONPATH="$(strip_prefix "${PYTHONPATH:-}")"
 unset NEEDLE_NAV_CONFIG_DIR
@@ -38,7 +39,7 @@ for exe in marker_tracker marker_classifier lesion_registration needle_target ve
 done
 ls "$PREFIX"/share/needle_nav/launch/*.launch.xml "$PREFIX"/share/needle_nav/config/*.yaml >/dev/null
 # Run the installed stack against the installed interfaces and configuration.
-export AMENT_PREFIX_PATH="$PREFIX:$VENV"
+export AMENT_PREFIX_PATH="$PREFIX:$ROOT/.setup/underlay:$VENV"
 export LD_LIBRARY_PATH="$PREFIX/lib:$LD_LIBRARY_PATH"
 export ROS_DOMAIN_ID="${NEEDLE_NAV_TEST_DOMAIN:-42}" ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 out="$("$PREFIX/lib/needle_nav/needle_nav_stack" --run-for 3 --summary 2>&1)"

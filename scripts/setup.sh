@@ -13,6 +13,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.setup"
 VENV="$ROOT/.venv"
 PREFIX="$STATE/install"
+# Interface packages a normal ROS 2 has but the PyPI wheels lack (tf2_msgs), built from vendor_interfaces/.
+UNDERLAY="$STATE/underlay"
 mkdir -p "$STATE"
 
 # Never use the project's own venv to (re)create the venv: drop it from PATH.
@@ -108,23 +110,41 @@ ENV_FILE="$STATE/env.sh"
     echo "export ROS_DISTRO=jazzy   # r2r 0.9 does not know 'kilted'"
     echo "export ROS_VERSION=2"
     echo "export RMW_IMPLEMENTATION=rmw_fastrtps_cpp"
-    echo "export AMENT_PREFIX_PATH='$PREFIX:$BASE_PREFIX'"
-    echo "export CMAKE_PREFIX_PATH='$PREFIX:$BASE_PREFIX'"
-    echo "export LD_LIBRARY_PATH='$PREFIX/lib:$ROS_LIBS:$PY_LIBDIR'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+    echo "export AMENT_PREFIX_PATH='$PREFIX:$UNDERLAY:$BASE_PREFIX'"
+    echo "export CMAKE_PREFIX_PATH='$PREFIX:$UNDERLAY:$BASE_PREFIX'"
+    echo "export LD_LIBRARY_PATH='$PREFIX/lib:$UNDERLAY/lib:$ROS_LIBS:$PY_LIBDIR'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
     echo "export NEEDLE_NAV_LINK_PYTHON='$PY_LINK'"
     echo "export NEEDLE_NAV_PYTHON_LIBDIR='$PY_LIBDIR'"
     echo "export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1"
   else
     [[ "$ROS_DISTRO" == kilted ]] && echo "export ROS_DISTRO=jazzy   # r2r 0.9 does not know 'kilted'; same rcl API"
-    echo "export AMENT_PREFIX_PATH='$PREFIX':\"\$AMENT_PREFIX_PATH\""
-    echo "export CMAKE_PREFIX_PATH='$PREFIX'\${CMAKE_PREFIX_PATH:+:\$CMAKE_PREFIX_PATH}"
-    echo "export LD_LIBRARY_PATH='$PREFIX/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+    echo "export AMENT_PREFIX_PATH='$PREFIX:$UNDERLAY':\"\$AMENT_PREFIX_PATH\""
+    echo "export CMAKE_PREFIX_PATH='$PREFIX:$UNDERLAY'\${CMAKE_PREFIX_PATH:+:\$CMAKE_PREFIX_PATH}"
+    echo "export LD_LIBRARY_PATH='$PREFIX/lib:$UNDERLAY/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
   fi
-  echo "export PYTHONPATH='$PREFIX/lib/python$PY_VERSION/site-packages'\${PYTHONPATH:+:\$PYTHONPATH}"
-  echo "export IDL_PACKAGE_FILTER='needle_nav;std_msgs;geometry_msgs;sensor_msgs;visualization_msgs;builtin_interfaces'"
+  echo "export PYTHONPATH='$PREFIX/lib/python$PY_VERSION/site-packages:$UNDERLAY/lib/python$PY_VERSION/site-packages'\${PYTHONPATH:+:\$PYTHONPATH}"
+  echo "export IDL_PACKAGE_FILTER='needle_nav;std_msgs;geometry_msgs;sensor_msgs;visualization_msgs;builtin_interfaces;tf2_msgs'"
   echo "export PATH='$VENV/bin':\"\$PATH\""
 } > "$ENV_FILE.tmp"
 mv "$ENV_FILE.tmp" "$ENV_FILE"
+
+# --- 4a. missing standard interfaces (tf2_msgs) ---------------------------------------------
+have_tf2() { tr ':' '\n' <<<"${AMENT_PREFIX_PATH:-}:$VENV" | grep -v "^$UNDERLAY" | while read -r p; do [[ -f "$p/share/tf2_msgs/package.xml" ]] && echo yes; done | head -1; }
+underlay_stamp="$(hash_of "$ROOT"/vendor_interfaces/tf2_msgs/msg/* "$ROOT/vendor_interfaces/tf2_msgs/CMakeLists.txt" "$VENV/.needle_nav_stamp")"
+if [[ -z "$(have_tf2)" && "$(cat "$STATE/underlay.stamp" 2>/dev/null)" != "$underlay_stamp" ]]; then
+  log "building tf2_msgs (not in this ROS 2) into $UNDERLAY"
+  (
+    # shellcheck disable=SC1090
+    source "$ENV_FILE"
+    rm -rf "$STATE/build/tf2_msgs" "$UNDERLAY"
+    cmake -S "$ROOT/vendor_interfaces/tf2_msgs" -B "$STATE/build/tf2_msgs" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_INSTALL_PREFIX="$UNDERLAY" -DPython3_EXECUTABLE="$VENV/bin/python" >"$STATE/underlay.log" 2>&1 \
+      && cmake --build "$STATE/build/tf2_msgs" -j "$(nproc)" >>"$STATE/underlay.log" 2>&1 \
+      && cmake --install "$STATE/build/tf2_msgs" >>"$STATE/underlay.log" 2>&1
+  ) || { tail -40 "$STATE/underlay.log" >&2; die "tf2_msgs build failed (full log: $STATE/underlay.log)"; }
+  echo "$underlay_stamp" > "$STATE/underlay.stamp"
+  rm -f "$STATE/interfaces.stamp"
+fi
 
 # --- 4. interface package ----------------------------------------------------------------
 iface_stamp="$(hash_of "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$VENV/.needle_nav_stamp")"

@@ -79,6 +79,9 @@ pub const VIZ_TARGET: Endpoint = Endpoint {
     type_name: "visualization_msgs/msg/MarkerArray",
     qos: QosKind::ReliableStream,
 };
+/// The registration as a static transform (tracker -> ct). A global name: tf is shared by the whole system.
+pub const TF_STATIC: Endpoint =
+    Endpoint { name: "/tf_static", type_name: "tf2_msgs/msg/TFMessage", qos: QosKind::LatchedState };
 pub const SEGMENT_VESSELS: Endpoint =
     Endpoint { name: "needle_nav/segment_vessels", type_name: "needle_nav/srv/SegmentVessels", qos: QosKind::Service };
 
@@ -127,9 +130,13 @@ impl NodeKind {
         match self {
             NodeKind::MarkerTracker => &[(Publishes, MARKERS), (Publishes, GROUND_TRUTH), (Publishes, VIZ_MARKERS)],
             NodeKind::MarkerClassifier => &[(Subscribes, MARKERS), (Publishes, CLASSIFICATION)],
-            NodeKind::LesionRegistration => {
-                &[(Subscribes, MARKERS), (Subscribes, CLASSIFICATION), (Subscribes, PLAN), (Publishes, REGISTRATION)]
-            }
+            NodeKind::LesionRegistration => &[
+                (Subscribes, MARKERS),
+                (Subscribes, CLASSIFICATION),
+                (Subscribes, PLAN),
+                (Publishes, REGISTRATION),
+                (Publishes, TF_STATIC),
+            ],
             NodeKind::NeedleTarget => &[
                 (Subscribes, MARKERS),
                 (Subscribes, CLASSIFICATION),
@@ -193,7 +200,8 @@ mod tests {
         for kind in NodeKind::ALL {
             assert_eq!(NodeKind::from_name(kind.name()), Some(kind));
             for (_, ep) in kind.endpoints() {
-                assert!(!ep.name.starts_with('/'), "{} must be relative", ep.name);
+                // Relative, except the system-wide tf topics.
+                assert!(!ep.name.starts_with('/') || ep.name == "/tf_static", "{} must be relative", ep.name);
                 assert!(
                     ep.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/'),
                     "{} has characters ROS rejects",

@@ -18,6 +18,7 @@ EXPECTED = {
     "/needle_nav/plan": "needle_nav/msg/NeedlePlan",
     "/needle_nav/viz/markers": "visualization_msgs/msg/MarkerArray",
     "/needle_nav/viz/target": "visualization_msgs/msg/MarkerArray",
+    "/tf_static": "tf2_msgs/msg/TFMessage",
 }
 EXPECTED_SERVICES = {"/needle_nav/segment_vessels": "needle_nav/srv/SegmentVessels"}
 
@@ -32,7 +33,7 @@ def declared_topics(declared):
     topics = {}
     for node in declared["nodes"]:
         for ep in node["endpoints"]:
-            topics[(node["node"], ep["direction"], "/" + ep["name"])] = ep
+            topics[(node["node"], ep["direction"], "/" + ep["name"].lstrip("/"))] = ep
     return topics
 
 
@@ -73,7 +74,7 @@ def check_graph(peer, declared):
 
 
 def test_declared_interfaces_match_the_hand_written_expectation(declared_interfaces):
-    names = {"/" + ep["name"]: ep["type"] for n in declared_interfaces["nodes"] for ep in n["endpoints"]}
+    names = {"/" + ep["name"].lstrip("/"): ep["type"] for n in declared_interfaces["nodes"] for ep in n["endpoints"]}
     assert names == {**EXPECTED, **EXPECTED_SERVICES}
     assert [n["node"] for n in declared_interfaces["nodes"]] == NODES
 

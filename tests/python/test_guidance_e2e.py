@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import executable, wait_until
 from needle_nav.msg import LesionRegistration, NeedleTarget, PhantomGroundTruth
+from tf2_msgs.msg import TFMessage
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 
@@ -15,13 +16,16 @@ def test_targets_are_valid_and_accurate_against_the_ground_truth(processes, peer
     case = tmp_path / "case"
     subprocess.run([executable("needle_nav"), "phantom", "--out", str(case), "--phases", "6",
                     "--dims", "176x128x160", "--spacing", "2x2x2"], check=True, capture_output=True)
-    targets, truth, regs = [], {}, []
+    targets, truth, regs, tf = [], {}, [], []
     peer.create_subscription(NeedleTarget, "/needle_nav/target", targets.append,
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     peer.create_subscription(PhantomGroundTruth, "/needle_nav/debug/ground_truth",
                              lambda m: truth.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), m),
                              qos_profile_sensor_data)
     peer.create_subscription(LesionRegistration, "/needle_nav/registration", regs.append,
+                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    peer.create_subscription(TFMessage, "/tf_static", tf.append,
                              QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                         durability=DurabilityPolicy.TRANSIENT_LOCAL))
     processes.start("needle_nav_stack", "--ros-args",
@@ -34,6 +38,12 @@ def test_targets_are_valid_and_accurate_against_the_ground_truth(processes, peer
     r = regs[-1]
     assert r.status in (LesionRegistration.STATUS_OK, LesionRegistration.STATUS_OUTLIER_EXCLUDED)
     assert len(r.marker_ids_used) >= 5 and r.fre_rms < 1e-3 and 0 < r.predicted_tre_lesion < 2e-3
+    # The same transform on /tf_static: tracker -> ct.
+    wait_until(lambda: tf, 10, peer, "/tf_static")
+    t = tf[-1].transforms[0]
+    assert t.header.frame_id == "tracker" and t.child_frame_id == "ct"
+    q1, q2 = t.transform.rotation, r.image_to_tracker.rotation
+    assert abs(abs(q1.x * q2.x + q1.y * q2.y + q1.z * q2.z + q1.w * q2.w) - 1) < 1e-3
     errors = []
     for t in targets:
         key = (t.source_stamp.sec, t.source_stamp.nanosec)

@@ -9,12 +9,14 @@ use crate::core::ct_markers::MarkerDetectionConfig;
 use crate::core::guidance::{positions_at_ct_phase, register_case, CaseRegistration, GuidanceError, PlanningCase};
 use crate::core::registration::RegistrationError;
 use crate::core::tracking::TrackerSample;
-use crate::interfaces::{frames, CLASSIFICATION, MARKERS, PLAN, REGISTRATION};
+use crate::interfaces::{frames, CLASSIFICATION, MARKERS, PLAN, REGISTRATION, TF_STATIC};
 use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
 use nalgebra::Point3;
+use r2r::geometry_msgs::msg::TransformStamped;
+use r2r::tf2_msgs::msg::TFMessage;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,6 +100,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut plans = subscription::<msg::NeedlePlan>(node, PLAN)?;
     let registration_pub = publisher::<msg::LesionRegistration>(node, REGISTRATION)?;
+    let tf_pub = publisher::<TFMessage>(node, TF_STATIC)?;
     let state = Arc::new(Mutex::new(State { frame_id: frames::TRACKER.into(), ..Default::default() }));
     let publish = {
         let registration_pub = registration_pub.clone();
@@ -257,6 +260,17 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     let used: Vec<Point3<f64>> = r.used.iter().map(|u| case.image_markers_m[u.0]).collect();
                     let tre_entry = crate::core::registration::predicted_tre(&used, &entry_ct, cfg.fle_rms_m);
                     publish(registration_msg(&r, &cfg, stamp, &frame, r.transform * entry_ct, tre_entry));
+                    // The same transform for tf users (rviz, the arm's planners): pose of the CT frame in the tracker frame.
+                    let tf = TFMessage {
+                        transforms: vec![TransformStamped {
+                            header: convert::header(stamp, &frame),
+                            child_frame_id: cfg.image_frame_id.clone(),
+                            transform: convert::transform_msg(&r.transform),
+                        }],
+                    };
+                    if let Err(e) = tf_pub.publish(&tf) {
+                        tracing::warn!(node = NAME, "tf publish failed: {e}");
+                    }
                 }
                 Err(e) => publish(status_msg(stamp, &frame, status_of(&e), e.to_string())),
             }
