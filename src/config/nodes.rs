@@ -78,18 +78,21 @@ pub struct MarkerTrackerConfig {
 
 impl Default for MarkerTrackerConfig {
     fn default() -> Self {
+        // The tracker error model's defaults live with the simulator; only id swaps are off by
+        // default here, since a live stack should not start with deliberately swapped markers.
+        let sim = crate::core::tracker_sim::TrackerSimConfig::default();
         MarkerTrackerConfig {
             source: TrackerSource::Sim,
             rate_hz: 250.0,
             frame_id: crate::interfaces::frames::TRACKER.into(),
-            seed: 1,
-            noise_rms_m: 0.25e-3,
-            latency_s: 0.008,
-            dropout_probability: 0.002,
-            occlusion_rate_per_min: 0.5,
-            occlusion_duration_s: 1.0,
+            seed: sim.seed,
+            noise_rms_m: sim.noise_rms_m,
+            latency_s: sim.latency_s,
+            dropout_probability: sim.dropout_probability,
+            occlusion_rate_per_min: sim.occlusion_rate_per_min,
+            occlusion_duration_s: sim.occlusion_duration_s,
             id_swap_rate_per_min: 0.0,
-            id_swap_duration_s: 0.5,
+            id_swap_duration_s: sim.id_swap_duration_s,
             breathing: Default::default(),
             trace_dir: String::new(),
             trace_session: String::new(),
