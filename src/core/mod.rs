@@ -9,6 +9,7 @@ pub mod extmarker;
 pub mod guidance;
 pub mod phantom;
 pub mod registration;
+pub mod segmentation;
 pub mod segmentation_request;
 pub mod target_gate;
 pub mod tracker_sim;
