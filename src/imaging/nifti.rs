@@ -14,6 +14,177 @@ pub enum NiftiError {
     Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Geometry(String),
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path} is not a NIfTI-1 file we can read: {reason}")]
+    Format { path: String, reason: String },
+}
+
+/// A NIfTI volume read as f32 (scl_slope/scl_inter applied) on its patient geometry (LPS, mm).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NiftiImage {
+    pub geometry: Geometry,
+    pub data: Vec<f32>,
+    pub datatype: i16,
+    pub description: String,
+    /// Non-fatal oddities (no sform/qform, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Reads a `.nii` or `.nii.gz` (NIfTI-1, either byte order, 3-D or 4-D with one volume).
+pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
+    use std::io::Read;
+    let p = path.display().to_string();
+    let raw = std::fs::read(path).map_err(|e| NiftiError::Read { path: p.clone(), reason: e.to_string() })?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| NiftiError::Read { path: p.clone(), reason: format!("gzip: {e}") })?;
+        out
+    } else {
+        raw
+    };
+    let bad = |reason: String| NiftiError::Format { path: p.clone(), reason };
+    if bytes.len() < 348 {
+        return Err(bad(format!("{} bytes is shorter than a NIfTI-1 header", bytes.len())));
+    }
+    let big = match i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) {
+        348 => false,
+        v if v.swap_bytes() == 348 => true,
+        v => return Err(bad(format!("sizeof_hdr is {v}, not 348 (NIfTI-2 is not supported)"))),
+    };
+    let b2 = |at: usize| [bytes[at], bytes[at + 1]];
+    let b4 = |at: usize| [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+    let i16_at = |at: usize| if big { i16::from_be_bytes(b2(at)) } else { i16::from_le_bytes(b2(at)) };
+    let f32_at = |at: usize| if big { f32::from_be_bytes(b4(at)) } else { f32::from_le_bytes(b4(at)) };
+    match &bytes[344..348] {
+        b"n+1\0" => {}
+        b"ni1\0" => return Err(bad("header and image in separate files (.hdr/.img) are not supported".into())),
+        m => return Err(bad(format!("magic {m:?} is not NIfTI-1"))),
+    }
+    let ndim = i16_at(40);
+    let dim: Vec<i16> = (0..8).map(|n| i16_at(40 + 2 * n)).collect();
+    if !(3..=4).contains(&ndim) || (ndim == 4 && dim[4] > 1) {
+        return Err(bad(format!(
+            "{ndim}-D image with dims {:?}: only one 3-D volume is supported",
+            &dim[1..=ndim.clamp(1, 7) as usize]
+        )));
+    }
+    if dim[1..4].iter().any(|&d| d < 1) {
+        return Err(bad(format!("non-positive dimensions {:?}", &dim[1..4])));
+    }
+    let dims = [dim[1] as usize, dim[2] as usize, dim[3] as usize];
+    let datatype = i16_at(70);
+    let pixdim: Vec<f32> = (0..8).map(|n| f32_at(76 + 4 * n)).collect();
+    let vox_offset = f32_at(108).max(352.0) as usize;
+    let (slope, inter) = (f32_at(112), f32_at(116));
+    let (qform_code, sform_code) = (i16_at(252), i16_at(254));
+    let description = String::from_utf8_lossy(&bytes[148..228]).trim_end_matches('\0').to_string();
+    let mut warnings = Vec::new();
+    // RAS affine: sform, else qform, else pixdim only.
+    let mut a = Matrix4::<f64>::identity();
+    if sform_code > 0 {
+        for row in 0..3 {
+            for col in 0..4 {
+                a[(row, col)] = f32_at(280 + 16 * row + 4 * col) as f64;
+            }
+        }
+    } else if qform_code > 0 {
+        let (b, c, d) = (f32_at(256) as f64, f32_at(260) as f64, f32_at(264) as f64);
+        let w = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let r = UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(w, b, c, d)).to_rotation_matrix();
+        let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        for row in 0..3 {
+            for col in 0..3 {
+                let scale = pixdim[col + 1] as f64 * if col == 2 { qfac } else { 1.0 };
+                a[(row, col)] = r[(row, col)] * scale;
+            }
+        }
+        a[(0, 3)] = f32_at(268) as f64;
+        a[(1, 3)] = f32_at(272) as f64;
+        a[(2, 3)] = f32_at(276) as f64;
+    } else {
+        warnings.push("no sform or qform: orientation unknown, assuming voxel axes = RAS".into());
+        for axis in 0..3 {
+            a[(axis, axis)] = pixdim[axis + 1] as f64;
+        }
+    }
+    let mut spacing = [0.0; 3];
+    let mut direction = [[0.0; 3]; 3];
+    for col in 0..3 {
+        let v = nalgebra::Vector3::new(LPS_TO_RAS[0] * a[(0, col)], LPS_TO_RAS[1] * a[(1, col)], a[(2, col)]);
+        let n = v.norm();
+        if !(n.is_finite() && n > 0.0) {
+            return Err(bad(format!("voxel axis {col} has zero or non-finite length in the affine")));
+        }
+        spacing[col] = n;
+        direction[col] = [v.x / n, v.y / n, v.z / n];
+    }
+    let origin = [LPS_TO_RAS[0] * a[(0, 3)], LPS_TO_RAS[1] * a[(1, 3)], a[(2, 3)]];
+    let geometry = Geometry { dims, spacing_mm: spacing, origin_mm: origin, direction };
+    let n = geometry.voxel_count();
+    let width = match datatype {
+        2 | 256 => 1,
+        4 | 512 => 2,
+        8 | 16 | 768 => 4,
+        64 => 8,
+        other => return Err(bad(format!("datatype {other} is not supported (only scalar integer and float types)"))),
+    };
+    let end = vox_offset + n * width;
+    if bytes.len() < end {
+        return Err(bad(format!(
+            "truncated: {} bytes of image data for {} voxels of {width} bytes",
+            bytes.len().saturating_sub(vox_offset),
+            n
+        )));
+    }
+    let v = &bytes[vox_offset..end];
+    let take = |i: usize, w: usize| -> &[u8] { &v[i * w..i * w + w] };
+    let mut data: Vec<f32> = (0..n)
+        .map(|i| match datatype {
+            2 => v[i] as f32,
+            256 => v[i] as i8 as f32,
+            4 => {
+                let x = take(i, 2);
+                (if big { i16::from_be_bytes([x[0], x[1]]) } else { i16::from_le_bytes([x[0], x[1]]) }) as f32
+            }
+            512 => {
+                let x = take(i, 2);
+                (if big { u16::from_be_bytes([x[0], x[1]]) } else { u16::from_le_bytes([x[0], x[1]]) }) as f32
+            }
+            8 => {
+                let x = take(i, 4);
+                let a = [x[0], x[1], x[2], x[3]];
+                (if big { i32::from_be_bytes(a) } else { i32::from_le_bytes(a) }) as f32
+            }
+            768 => {
+                let x = take(i, 4);
+                let a = [x[0], x[1], x[2], x[3]];
+                (if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }) as f32
+            }
+            16 => {
+                let x = take(i, 4);
+                let a = [x[0], x[1], x[2], x[3]];
+                if big {
+                    f32::from_be_bytes(a)
+                } else {
+                    f32::from_le_bytes(a)
+                }
+            }
+            _ => {
+                let x = take(i, 8);
+                let a = [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]];
+                (if big { f64::from_be_bytes(a) } else { f64::from_le_bytes(a) }) as f32
+            }
+        })
+        .collect();
+    if slope != 0.0 && slope.is_finite() && (slope != 1.0 || inter != 0.0) {
+        for x in &mut data {
+            *x = *x * slope + inter;
+        }
+    }
+    Ok(NiftiImage { geometry, data, datatype, description, warnings })
 }
 
 /// Voxel types that can be written.
@@ -169,6 +340,63 @@ mod tests {
         let ([b, c, d], qfac) = quaternion(&g).unwrap();
         // diag(-1, -1, 1) is a rotation by pi about z: quaternion (0, 0, 0, 1).
         assert_eq!((b, c, d.abs(), qfac), (0.0, 0.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn write_then_read_round_trips_values_and_geometry() {
+        let g = Geometry::axial([5, 4, 3], [0.7, 0.8, 2.5], [-10.0, 20.0, -30.0]);
+        let data: Vec<i16> = (0..60).map(|v| v as i16 * 37 - 1000).collect();
+        let path = std::env::temp_dir().join(format!("nn_nifti_{}.nii.gz", std::process::id()));
+        write(&path, &g, &data, "round trip").unwrap();
+        let img = read(&path).unwrap();
+        assert_eq!(img.geometry.dims, g.dims);
+        for a in 0..3 {
+            assert!((img.geometry.spacing_mm[a] - g.spacing_mm[a]).abs() < 1e-5);
+            assert!((img.geometry.origin_mm[a] - g.origin_mm[a]).abs() < 1e-4);
+        }
+        assert_eq!(img.data, data.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        assert_eq!(img.description, "round trip");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    fn shared(rel: &str) -> std::path::PathBuf {
+        let p = crate::core::extmarker::shared_data_dir().join(rel);
+        assert!(p.exists(), "shared data not found: {}", p.display());
+        p
+    }
+
+    #[test]
+    fn real_files_match_the_published_facts() {
+        // MANIFEST.md: chest CTA 122x102x112 at 1.5 mm iso, int16 HU -1064..3343; pulmonary artery 14,261 voxels.
+        let ct = read(&shared("chest_cta_pulmonary_artery/ct_cropped.nii.gz")).unwrap();
+        assert_eq!(ct.geometry.dims, [122, 102, 112]);
+        assert!(ct.geometry.spacing_mm.iter().all(|s| (s - 1.5).abs() < 1e-4), "{:?}", ct.geometry.spacing_mm);
+        let (lo, hi) = ct.data.iter().fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+        assert_eq!((lo, hi), (-1064.0, 3343.0));
+        let pa = read(&shared("chest_cta_pulmonary_artery/pulmonary_artery.nii.gz")).unwrap();
+        assert_eq!(pa.data.iter().filter(|v| **v != 0.0).count(), 14_261);
+        assert_eq!(pa.geometry.dims, ct.geometry.dims);
+        // MANIFEST.md: the abdomen DICOM segmentation is 512x512x20 in LAS: i -> left (+x), j -> anterior (-y).
+        let seg = read(&shared("abdomen_ct_vessels/example_seg_dicom.nii.gz")).unwrap();
+        assert_eq!(seg.geometry.dims, [512, 512, 20]);
+        let d = seg.geometry.direction;
+        assert!(d[0][0] > 0.99 && d[1][1] < -0.99 && d[2][2] > 0.99, "{d:?}");
+    }
+
+    #[test]
+    fn broken_files_give_clear_errors() {
+        let path = std::env::temp_dir().join(format!("nn_nifti_bad_{}.nii", std::process::id()));
+        std::fs::write(&path, b"not a nifti file at all").unwrap();
+        assert!(matches!(read(&path), Err(NiftiError::Format { .. })));
+        let g = Geometry::axial([4, 4, 4], [1.0; 3], [0.0; 3]);
+        write(&path, &g, &[0i16; 64], "x").unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(360);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        assert!(matches!(read(std::path::Path::new("/nonexistent.nii")), Err(NiftiError::Read { .. })));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
