@@ -3,6 +3,7 @@
 
 pub mod refine;
 pub mod synthesis;
+pub mod tiling;
 
 use serde::{Deserialize, Serialize};
 
