@@ -6,4 +6,5 @@
 pub mod dicom_read;
 pub mod dicom_write;
 pub mod nifti;
+pub mod resample;
 pub mod volume;
