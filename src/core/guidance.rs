@@ -176,6 +176,22 @@ impl PlanningCase {
     }
 }
 
+impl PlanningCase {
+    /// A plan without image data (no CT markers, no 4-D phases): only the registered lesion and
+    /// entry, mapped back into CT coordinates. Targets from it are gated to end-exhale.
+    pub fn without_images(plan: &RegisteredPlan) -> PlanningCase {
+        let back = plan.transform.inverse();
+        PlanningCase {
+            image_markers_m: Vec::new(),
+            lesion_m: back * plan.lesion_tracker,
+            entry_m: back * plan.entry_tracker,
+            phases: Vec::new(),
+            selected_correction: None,
+            selection_note: String::new(),
+        }
+    }
+}
+
 /// Registration markers' positions at the CT's breathing phase (end-exhale): averaged over the
 /// window's samples where the correction markers' breathing surrogate is in its lowest 15 %.
 /// Falls back to the plain average when there are no correction markers to tell the phase.
@@ -223,6 +239,15 @@ pub struct CaseRegistration {
     pub entry_tracker: Point3<f64>,
     pub tre_lesion_m: f64,
     pub tre_entry_m: f64,
+}
+
+impl CaseRegistration {
+    /// An entry point given in CT coordinates (preset, plan or manual), in the tracker frame,
+    /// with its predicted TRE from the markers actually used.
+    pub fn entry_in_tracker(&self, case: &PlanningCase, entry_ct: &Point3<f64>, fle_rms: f64) -> (Point3<f64>, f64) {
+        let used: Vec<Point3<f64>> = self.used.iter().map(|u| case.image_markers_m[u.0]).collect();
+        (self.transform * entry_ct, super::registration::predicted_tre(&used, entry_ct, fle_rms))
+    }
 }
 
 /// Matches the tracked registration markers to the CT markers by their distance pattern and
@@ -319,6 +344,8 @@ pub struct TargetComputer {
     case: PlanningCase,
     registration: RegisteredPlan,
     config: TargetConfig,
+    /// The correction markers asked for (the classification's); `correction_ids` may narrow to the CT selection.
+    requested_ids: Vec<u32>,
     correction_ids: Vec<u32>,
     recording: Vec<Vec<Point3<f64>>>,
     recording_start_s: Option<f64>,
@@ -340,6 +367,7 @@ impl TargetComputer {
             case,
             registration,
             config,
+            requested_ids: correction_ids.clone(),
             correction_ids,
             recording: Vec::new(),
             recording_start_s: None,
@@ -356,6 +384,14 @@ impl TargetComputer {
         self.model = self.fit_model(&baseline);
         self.baseline = Some(baseline);
         self
+    }
+
+    pub fn plan(&self) -> &RegisteredPlan {
+        &self.registration
+    }
+
+    pub fn correction_ids_requested(&self) -> &[u32] {
+        &self.requested_ids
     }
 
     pub fn correction_ids(&self) -> &[u32] {

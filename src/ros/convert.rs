@@ -40,6 +40,14 @@ pub fn transform_msg(t: &Isometry3<f64>) -> Transform {
     }
 }
 
+pub fn transform_from_msg(t: &Transform) -> Isometry3<f64> {
+    let q = &t.rotation;
+    Isometry3::from_parts(
+        nalgebra::Translation3::new(t.translation.x, t.translation.y, t.translation.z),
+        nalgebra::UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(q.w, q.x, q.y, q.z)),
+    )
+}
+
 pub fn sample_msg(s: &TrackerSample, frame_id: &str) -> msg::TrackedMarkerArray {
     msg::TrackedMarkerArray {
         header: header(s.stamp_ns, frame_id),
@@ -117,12 +125,7 @@ mod tests {
     fn transform_message_has_a_unit_quaternion_matching_the_rotation() {
         let iso =
             Isometry3::from_parts(Translation3::new(1.0, 2.0, 3.0), UnitQuaternion::from_euler_angles(0.1, -0.4, 1.2));
-        let t = transform_msg(&iso);
-        let q = nalgebra::Quaternion::new(t.rotation.w, t.rotation.x, t.rotation.y, t.rotation.z);
-        let back = Isometry3::from_parts(
-            Translation3::new(t.translation.x, t.translation.y, t.translation.z),
-            UnitQuaternion::from_quaternion(q),
-        );
+        let back = transform_from_msg(&transform_msg(&iso));
         let p = Point3::new(0.3, -0.7, 0.2);
         approx::assert_relative_eq!(iso * p, back * p, epsilon = 1e-12);
     }

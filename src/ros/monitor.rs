@@ -4,7 +4,7 @@
 use crate::interfaces::{CLASSIFICATION, GROUND_TRUTH, MARKERS, PLAN, REGISTRATION, TARGET};
 use crate::ros::convert::time_to_ns;
 use crate::ros::msg;
-use crate::ros::nodes::subscription;
+use crate::ros::nodes::{lock, subscription};
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -35,10 +35,6 @@ struct Seen {
 
 pub struct Monitor {
     seen: Arc<Mutex<Seen>>,
-}
-
-fn lock(s: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn percentile(sorted: &[i64], q: f64) -> f64 {

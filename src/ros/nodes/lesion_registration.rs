@@ -3,7 +3,7 @@
 //! distance pattern, registers (with outlier exclusion) and publishes the lesion and reference
 //! entry in the tracker frame (latched). Every failure is published as a status with its reason.
 
-use super::{config, publisher, subscription};
+use super::{config, lock, publisher, subscription};
 use crate::config::{EntrySource, LesionRegistrationConfig};
 use crate::core::ct_markers::MarkerDetectionConfig;
 use crate::core::guidance::{positions_at_ct_phase, register_case, CaseRegistration, GuidanceError, PlanningCase};
@@ -31,10 +31,6 @@ struct State {
     window: VecDeque<TrackerSample>,
     frame_id: String,
     plan_entry_ct: Option<Point3<f64>>,
-}
-
-fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn status_of(e: &GuidanceError) -> u8 {
@@ -257,9 +253,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                         ));
                         continue;
                     };
-                    let used: Vec<Point3<f64>> = r.used.iter().map(|u| case.image_markers_m[u.0]).collect();
-                    let tre_entry = crate::core::registration::predicted_tre(&used, &entry_ct, cfg.fle_rms_m);
-                    publish(registration_msg(&r, &cfg, stamp, &frame, r.transform * entry_ct, tre_entry));
+                    let (entry_tracker, tre_entry) = r.entry_in_tracker(&case, &entry_ct, cfg.fle_rms_m);
+                    publish(registration_msg(&r, &cfg, stamp, &frame, entry_tracker, tre_entry));
                     // The same transform for tf users (rviz, the arm's planners): pose of the CT frame in the tracker frame.
                     let tf = TFMessage {
                         transforms: vec![TransformStamped {

@@ -1,7 +1,7 @@
 //! marker_classifier: splits markers into registration and correction markers from their
 //! motion over a sliding window; publishes (latched) whenever the split changes.
 
-use super::{config, publisher, subscription};
+use super::{config, lock, publisher, subscription};
 use crate::config::ClassificationMethod;
 use crate::config::MarkerClassifierConfig;
 use crate::core::classification::{LogisticModel, MarkerClass, MotionMode, WindowClassifier};
@@ -10,7 +10,7 @@ use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
-use nalgebra::{Matrix3, UnitQuaternion};
+use nalgebra::Matrix3;
 use std::sync::{Arc, Mutex};
 
 const NAME: &str = "marker_classifier";
@@ -45,11 +45,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             while let Some(r) = registrations.next().await {
                 let usable = r.status == msg::LesionRegistration::STATUS_OK as u8
                     || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8;
-                let q = &r.image_to_tracker.rotation;
-                let rotation = UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(q.w, q.x, q.y, q.z));
                 // image_to_tracker rotates CT (patient) axes into the tracker frame; its inverse maps back.
-                let axes = usable.then(|| rotation.to_rotation_matrix().matrix().transpose());
-                *registered_axes.lock().unwrap_or_else(|p| p.into_inner()) = axes;
+                let rotation = convert::transform_from_msg(&r.image_to_tracker).rotation;
+                *lock(&registered_axes) = usable.then(|| rotation.to_rotation_matrix().matrix().transpose());
             }
         });
     }
@@ -66,7 +64,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 continue;
             }
             last_classified_ns = sample.stamp_ns;
-            let axes = configured_axes.or(*registered_axes.lock().unwrap_or_else(|p| p.into_inner()));
+            let axes = configured_axes.or(*lock(&registered_axes));
             let (results, changed) = classifier.classify(axes.as_ref());
             if !changed {
                 continue;

@@ -22,6 +22,12 @@ pub fn start(kind: NodeKind, node: &mut r2r::Node, cx: &NodeContext) -> Result<(
     }
 }
 
+/// Locks node state shared between tasks; a task that panicked while holding it must not take
+/// the node down with it, so a poisoned lock is recovered.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Creates a publisher for an endpoint with its QoS.
 pub(crate) fn publisher<T: r2r::WrappedTypesupport>(
     node: &mut r2r::Node,

@@ -3,7 +3,7 @@
 //! controllers and the rviz markers are published only for valid targets. A watchdog publishes
 //! STALE when the tracker stops, so an old target is never left standing as valid.
 
-use super::{config, publisher, subscription};
+use super::{config, lock, publisher, subscription};
 use crate::config::NeedleTargetConfig;
 use crate::core::correction::Baseline;
 use crate::core::ct_markers::MarkerDetectionConfig;
@@ -14,7 +14,7 @@ use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
-use nalgebra::{Isometry3, Point3, Quaternion, Translation3, UnitQuaternion, Vector3};
+use nalgebra::{Point3, UnitQuaternion, Vector3};
 use r2r::geometry_msgs::msg::PoseStamped;
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};
 use std::sync::{Arc, Mutex};
@@ -31,13 +31,8 @@ struct State {
     correction_ids: Vec<u32>,
     case: Option<PlanningCase>,
     computer: Option<TargetComputer>,
-    /// Registration stamp and correction ids the computer was built for.
-    computer_key: Option<(i64, Vec<u32>)>,
-    baseline_saved: bool,
-}
 
-fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
+    baseline_saved: bool,
 }
 
 fn registration_usable(r: &Option<msg::LesionRegistration>) -> Result<(), String> {
@@ -67,44 +62,32 @@ fn reason_code(r: &InvalidReason) -> u8 {
     }
 }
 
-fn transform_from_msg(t: &r2r::geometry_msgs::msg::Transform) -> Isometry3<f64> {
-    let q = &t.rotation;
-    Isometry3::from_parts(
-        Translation3::new(t.translation.x, t.translation.y, t.translation.z),
-        UnitQuaternion::from_quaternion(Quaternion::new(q.w, q.x, q.y, q.z)),
-    )
-}
-
 /// (Re)builds the target computer when the registration or the correction markers change; a
 /// baseline of the same correction markers is kept (it lives in the tracker frame).
 fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
-    let Some(reg) = s.registration.clone() else { return };
+    let Some(reg) = &s.registration else { return };
     if registration_usable(&s.registration).is_err() || s.correction_ids.is_empty() {
         s.computer = None;
-        s.computer_key = None;
         return;
     }
-    let key = (convert::time_to_ns(&reg.header.stamp), s.correction_ids.clone());
-    // A registration recomputed from the same markers moves little: keep the computer (and its
-    // baseline and predictor) unless the correction markers changed.
-    if s.computer.is_some() && s.computer_key.as_ref().is_some_and(|(_, ids)| *ids == key.1) {
-        return;
-    }
-    let transform = transform_from_msg(&reg.image_to_tracker);
     let plan = RegisteredPlan {
-        transform,
+        transform: convert::transform_from_msg(&reg.image_to_tracker),
         lesion_tracker: convert::point_from_msg(&reg.lesion_position),
         entry_tracker: convert::point_from_msg(&reg.reference_entry_point),
         tre_lesion_m: reg.predicted_tre_lesion,
     };
-    let case = s.case.clone().unwrap_or_else(|| PlanningCase {
-        image_markers_m: Vec::new(),
-        lesion_m: transform.inverse() * plan.lesion_tracker,
-        entry_m: transform.inverse() * plan.entry_tracker,
-        phases: Vec::new(),
-        selected_correction: None,
-        selection_note: String::new(),
-    });
+    // Runs for every tracker sample: rebuild only when the correction markers changed or the
+    // registration moved the lesion or entry by more than 0.5 mm (a recomputed registration of the
+    // same markers moves far less); the baseline, in the tracker frame, is kept either way.
+    if let Some(c) = &s.computer {
+        let moved = (c.plan().lesion_tracker - plan.lesion_tracker)
+            .norm()
+            .max((c.plan().entry_tracker - plan.entry_tracker).norm());
+        if c.correction_ids_requested() == s.correction_ids.as_slice() && moved <= 0.5e-3 {
+            return;
+        }
+    }
+    let case = s.case.clone().unwrap_or_else(|| PlanningCase::without_images(&plan));
     let target_cfg = TargetConfig {
         baseline_s: cfg.baseline_s,
         deviation_tolerance_m: cfg.deviation_tolerance_m,
@@ -112,8 +95,11 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         prediction: cfg.prediction,
         gate_surrogate: cfg.gate_surrogate,
     };
-    let previous_baseline =
-        s.computer.as_ref().and_then(|c| c.baseline().cloned()).filter(|b| b.marker_ids == s.correction_ids);
+    let previous_baseline = s
+        .computer
+        .as_ref()
+        .filter(|c| c.correction_ids_requested() == s.correction_ids.as_slice())
+        .and_then(|c| c.baseline().cloned());
     let loaded = (!cfg.baseline_file.is_empty())
         .then(|| std::fs::read_to_string(&cfg.baseline_file).ok())
         .flatten()
@@ -133,7 +119,6 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         s.baseline_saved = false;
     }
     s.computer = Some(computer);
-    s.computer_key = Some(key);
 }
 
 fn target_msg(
@@ -238,7 +223,6 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     let mut s = lock(&state);
                     s.case = Some(c);
                     s.computer = None;
-                    s.computer_key = None;
                 }
                 Ok(Err(e)) => tracing::error!(node = NAME, "planning case: {e}; targets are gated to end-exhale"),
                 Err(e) => tracing::error!(node = NAME, "planning case loader failed: {e}"),
