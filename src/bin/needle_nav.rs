@@ -78,6 +78,32 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Segment arteries, veins and the aorta in a chest CT (DICOM series folder or NIfTI) with the
+    /// vessel network; writes the label map, a JSON summary and a surface point cloud to --out.
+    Segment {
+        /// DICOM series directory or .nii / .nii.gz file.
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// ONNX model (default: the model shipped with the package).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Skip the HU-window refinement (network labels only).
+        #[arg(long)]
+        no_refinement: bool,
+        /// Do not write the surface point cloud.
+        #[arg(long)]
+        no_surface: bool,
+        /// Patch overlap 0..0.9 (0: the default, 0.25).
+        #[arg(long, default_value_t = 0.0)]
+        overlap: f64,
+        /// Inference threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Refuse inputs with more voxels than this.
+        #[arg(long, default_value_t = 512 * 512 * 1024)]
+        max_voxels: u64,
+    },
     /// Rigid registration with FRE/TRE, JSON on stdin -> JSON on stdout (see core::registration::register_json).
     Register,
     /// Print every node with its topics and services (name, type, QoS, direction) as JSON.
@@ -192,6 +218,9 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Segment { input, out, model, no_refinement, no_surface, overlap, threads, max_voxels } => {
+            segment_command(&input, &out, model, !no_refinement, !no_surface, overlap, threads, max_voxels)
+        }
         Command::Register => {
             let mut input = String::new();
             if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
@@ -254,6 +283,79 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn segment_command(
+    input: &std::path::Path,
+    out: &std::path::Path,
+    model: Option<PathBuf>,
+    refinement: bool,
+    surface: bool,
+    overlap: f64,
+    threads: usize,
+    max_voxels: u64,
+) -> ExitCode {
+    use needle_nav::segmentation::{pipeline, OnnxVesselModel, SegmentationOptions, VesselSegmenter};
+    let request = match needle_nav::core::segmentation_request::validate(
+        &input.display().to_string(),
+        &out.display().to_string(),
+        overlap as f32,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bad request: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let model_path = model.unwrap_or_else(pipeline::default_model_path);
+    let model = match OnnxVesselModel::load(&model_path, threads) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut segmenter = VesselSegmenter::new(model);
+    let options = SegmentationOptions {
+        hu_refinement: refinement,
+        write_surface: surface,
+        patch_overlap: overlap,
+        max_input_voxels: max_voxels,
+        ..SegmentationOptions::new(out)
+    };
+    let mut last_shown = std::time::Instant::now();
+    let mut progress = |stage: &str, done: usize, total: usize| {
+        if done == total || last_shown.elapsed().as_secs_f64() > 1.0 {
+            eprintln!("[{stage}] {done}/{total}");
+            last_shown = std::time::Instant::now();
+        }
+    };
+    match segmenter.run(&request, &options, &mut progress) {
+        Ok(r) => {
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            for ((name, n), ml) in r.class_names.iter().zip(&r.voxel_counts).zip(&r.volumes_ml).skip(1) {
+                println!("{name:>8}: {n:>9} voxels {ml:>8.1} ml");
+            }
+            let stages: Vec<String> = r.stages.iter().map(|s| format!("{} {:.2} s", s.stage, s.seconds)).collect();
+            println!(
+                "{} phase (vessel median {:.0} HU); refinement relabelled {} voxels; {} patches",
+                if r.contrast_enhanced { "contrast" } else { "plain" },
+                r.vessel_median_hu.unwrap_or(f32::NAN),
+                r.refined_voxels,
+                r.patches
+            );
+            println!("time: {} ; total {:.2} s", stages.join(", "), r.total_seconds);
+            println!("wrote {}", r.summary_json_path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("segmentation failed: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -31,6 +31,31 @@ pub struct NiftiImage {
     pub warnings: Vec<String>,
 }
 
+/// The grid size a NIfTI-1 header declares, read without loading the voxels (a size guard
+/// before the real read). None when the file is not a readable NIfTI-1 header.
+pub fn read_dims(path: &Path) -> Option<[usize; 3]> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 348];
+    let mut magic = [0u8; 2];
+    std::fs::File::open(path).ok()?.read_exact(&mut magic).ok()?;
+    if magic == [0x1f, 0x8b] {
+        flate2::read::GzDecoder::new(file).read_exact(&mut head).ok()?;
+    } else {
+        std::io::BufReader::new(file).read_exact(&mut head).ok()?;
+    }
+    let big = match i32::from_le_bytes([head[0], head[1], head[2], head[3]]) {
+        348 => false,
+        v if v.swap_bytes() == 348 => true,
+        _ => return None,
+    };
+    let dim = |n: usize| {
+        let b = [head[40 + 2 * n], head[41 + 2 * n]];
+        (if big { i16::from_be_bytes(b) } else { i16::from_le_bytes(b) }).max(1) as usize
+    };
+    Some([dim(1), dim(2), dim(3)])
+}
+
 /// Reads a `.nii` or `.nii.gz` (NIfTI-1, either byte order, 3-D or 4-D with one volume).
 pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
     use std::io::Read;
@@ -379,6 +404,8 @@ mod tests {
         // MANIFEST.md: the abdomen DICOM segmentation is 512x512x20 in LAS: i -> left (+x), j -> anterior (-y).
         let seg = read(&shared("abdomen_ct_vessels/example_seg_dicom.nii.gz")).unwrap();
         assert_eq!(seg.geometry.dims, [512, 512, 20]);
+        assert_eq!(read_dims(&shared("abdomen_ct_vessels/example_seg_dicom.nii.gz")), Some([512, 512, 20]));
+        assert_eq!(read_dims(&shared("chest_cta_pulmonary_artery/ct_cropped.nii.gz")), Some([122, 102, 112]));
         let d = seg.geometry.direction;
         assert!(d[0][0] > 0.99 && d[1][1] < -0.99 && d[2][2] > 0.99, "{d:?}");
     }
@@ -388,6 +415,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("nn_nifti_bad_{}.nii", std::process::id()));
         std::fs::write(&path, b"not a nifti file at all").unwrap();
         assert!(matches!(read(&path), Err(NiftiError::Format { .. })));
+        assert_eq!(read_dims(&path), None);
         let g = Geometry::axial([4, 4, 4], [1.0; 3], [0.0; 3]);
         write(&path, &g, &[0i16; 64], "x").unwrap();
         let mut bytes = std::fs::read(&path).unwrap();

@@ -1,7 +1,12 @@
 //! Vessel segmentation, the parts around the network: HU-window refinement of the network's
 //! labels, and synthesis of non-contrast training data from contrast CT.
 
+pub mod classic;
+pub mod metrics;
+pub mod model_info;
+pub mod preprocess;
 pub mod refine;
+pub mod sliding_window;
 pub mod synthesis;
 pub mod tiling;
 

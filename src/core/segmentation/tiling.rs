@@ -52,6 +52,7 @@ pub fn gaussian_weights(patch: [usize; 3]) -> Vec<f32> {
 }
 
 /// Accumulates weighted class scores of patches and turns them into labels.
+#[derive(Debug)]
 pub struct Stitcher {
     dims: [usize; 3],
     classes: usize,
