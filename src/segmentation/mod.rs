@@ -4,6 +4,7 @@
 pub mod onnx_model;
 pub mod outputs;
 pub mod pipeline;
+pub mod service;
 
 pub use onnx_model::{ModelError, OnnxVesselModel};
 pub use pipeline::{SegmentationError, SegmentationOptions, SegmentationResult, VesselSegmenter};

@@ -1,6 +1,7 @@
 """rclpy (the reference Python client) exchanges needle_nav's custom messages and service
 with the Rust nodes: it decodes what they publish, they decode what it publishes, and it
 calls the segmentation service with our request type."""
+import json
 import math
 import os
 import time
@@ -107,17 +108,24 @@ def test_rust_nodes_decode_what_rclpy_publishes(processes, peer):
     assert all(not t.valid for t in targets)
 
 
-@pytest.fixture
-def segmentation(processes, peer):
-    processes.start("vessel_segmentation")
+def segmentation_client(processes, peer, *args):
+    processes.start("vessel_segmentation", *args)
     client = peer.create_client(SegmentVessels, "/needle_nav/segment_vessels")
     wait_until(lambda: client.service_is_ready(), 30, peer, "the segment_vessels service")
 
+    def send(**fields):
+        return client.call_async(SegmentVessels.Request(**fields))
+
     def call(**fields):
-        future = client.call_async(SegmentVessels.Request(**fields))
-        wait_until(future.done, 30, peer, "a response")
+        future = send(**fields)
+        wait_until(future.done, 120, peer, "a response")
         return future.result()
-    return call
+    return send, call
+
+
+@pytest.fixture
+def segmentation(processes, peer):
+    return segmentation_client(processes, peer)[1]
 
 
 def test_service_answers_bad_requests_with_clear_errors(segmentation, tmp_path):
@@ -130,17 +138,54 @@ def test_service_answers_bad_requests_with_clear_errors(segmentation, tmp_path):
     assert r.success is False and "neither a DICOM directory nor" in r.message
     r = segmentation(input_path=str(tmp_path), output_dir=str(tmp_path / "o"), patch_overlap=2.0)
     assert r.success is False and "patch_overlap" in r.message
+    # Unreadable content: an error response, and the node still serves the next request.
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    r = segmentation(input_path=str(tmp_path / "broken.nii.gz"), output_dir=str(tmp_path / "o"))
+    assert r.success is False and "cannot read the input" in r.message
+    (tmp_path / "dicom").mkdir()
+    (tmp_path / "dicom" / "slice.dcm").write_bytes(b"DICM" * 10)
+    r = segmentation(input_path=str(tmp_path / "dicom"), output_dir=str(tmp_path / "o"))
+    assert r.success is False and "cannot read the input" in r.message
+    r = segmentation(input_path="", output_dir=str(tmp_path))
+    assert r.success is False and "input_path is empty" in r.message
 
 
-def test_service_accepts_a_real_ct_request_and_says_what_it_cannot_do_yet(segmentation, tmp_path):
-    ct = SHARED / "chest_cta_pulmonary_artery"
-    if not ct.is_dir():
+def test_service_segments_a_real_ct_and_nibabel_reads_the_labels_on_the_input_grid(segmentation, tmp_path):
+    nib = pytest.importorskip("nibabel")
+    ct = SHARED / "chest_cta_pulmonary_artery" / "ct_cropped.nii.gz"
+    if not ct.is_file():
         pytest.skip(f"shared data not found at {ct}")
-    nifti = ct / "ct_cropped.nii.gz"
-    r = segmentation(input_path=str(nifti), output_dir=str(tmp_path / "out"), hu_refinement=True)
-    assert r.success is False and "not available in this version" in r.message
-    assert (tmp_path / "out").is_dir()
-    assert r.total_seconds >= 0.0
+    r = segmentation(input_path=str(ct), output_dir=str(tmp_path / "out"), hu_refinement=True, write_surface=True)
+    assert r.success is True, r.message
+    labels = nib.load(r.label_map_path)
+    source = nib.load(str(ct))
+    assert labels.shape == source.shape
+    np.testing.assert_allclose(labels.affine, source.affine, atol=1e-4)
+    data = np.asarray(labels.dataobj)
+    assert set(np.unique(data)) <= {0, 1, 2, 3}
+    assert list(r.class_names) == ["background", "artery", "vein", "aorta"]
+    assert [int((data == c).sum()) for c in range(4)] == list(r.voxel_counts)
+    voxel_ml = float(np.prod(source.header.get_zooms()[:3])) / 1000.0
+    np.testing.assert_allclose(r.volumes_ml, np.array(r.voxel_counts) * voxel_ml, rtol=1e-6)
+    summary = json.loads(Path(r.summary_json_path).read_text())
+    assert summary["voxel_counts"] == list(r.voxel_counts)
+    assert [s["stage"] for s in summary["stages"]] == list(r.stage_names)
+    assert r.stage_names[0] == "load" and "inference" in r.stage_names
+    assert r.total_seconds >= sum(r.stage_seconds) * 0.99
+    ply = Path(r.surface_path).read_text().splitlines()
+    assert ply[0] == "ply" and int(ply[3].split()[-1]) == len(ply) - ply.index("end_header") - 1
+
+
+def test_second_request_while_busy_is_refused_when_queueing_is_off(processes, peer, tmp_path):
+    ct = SHARED / "chest_cta_pulmonary_artery" / "ct_cropped.nii.gz"
+    if not ct.is_file():
+        pytest.skip(f"shared data not found at {ct}")
+    send, _ = segmentation_client(processes, peer, "--ros-args", "-p", "queue_when_busy:=false")
+    first = send(input_path=str(ct), output_dir=str(tmp_path / "a"), patch_overlap=0.5)
+    second = send(input_path=str(ct), output_dir=str(tmp_path / "b"))
+    wait_until(lambda: first.done() and second.done(), 120, peer, "both responses")
+    assert first.result().success is True, first.result().message
+    assert second.result().success is False and "busy" in second.result().message
 
 
 def test_trace_source_drives_the_patient_with_real_breathing(processes, peer):

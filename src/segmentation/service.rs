@@ -1,0 +1,260 @@
+//! The segmentation service without ROS: one worker thread owns the network and runs requests
+//! in arrival order; a request that arrives while one runs is queued (up to `max_queue`) or
+//! refused, as configured. Every accepted request gets exactly one outcome, errors and
+//! panics included. The `vessel_segmentation` node only converts messages to and from this.
+
+use super::pipeline::{SegmentationOptions, SegmentationResult, VesselSegmenter};
+use crate::core::segmentation_request;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The fields of a `SegmentVessels` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRequest {
+    pub input_path: String,
+    pub output_dir: String,
+    pub hu_refinement: bool,
+    pub write_surface: bool,
+    pub patch_overlap: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceLimits {
+    pub max_input_voxels: u64,
+    pub queue_when_busy: bool,
+    pub max_queue: usize,
+}
+
+/// Why a request was not accepted; answered at once.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("busy: a segmentation is running and queue_when_busy is false; try again later")]
+    Busy,
+    #[error("busy: a segmentation is running and {queued} are queued (max_queue {max_queue}); try again later")]
+    QueueFull { queued: usize, max_queue: usize },
+    #[error("the segmentation worker has stopped")]
+    Stopped,
+}
+
+pub type Outcome = Result<SegmentationResult, String>;
+
+struct Job {
+    request: SegmentRequest,
+    input: segmentation_request::SegmentationInput,
+    reply: oneshot::Sender<Outcome>,
+}
+
+pub struct SegmentationService {
+    jobs: mpsc::UnboundedSender<Job>,
+    accepted: Arc<AtomicUsize>,
+    limits: ServiceLimits,
+}
+
+impl SegmentationService {
+    /// Starts the worker; `make_segmenter` runs on it (loading the model there keeps the
+    /// caller responsive). If it fails, every request is answered with its error.
+    pub fn start<F>(limits: ServiceLimits, make_segmenter: F) -> SegmentationService
+    where
+        F: FnOnce() -> Result<VesselSegmenter, String> + Send + 'static,
+    {
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let done = accepted.clone();
+        let max_voxels = limits.max_input_voxels;
+        let spawned = std::thread::Builder::new().name("vessel_segmentation".into()).spawn(move || {
+            let mut segmenter = make_segmenter();
+            match &segmenter {
+                Ok(s) => tracing::info!(patch = ?s.info().patch_size_zyx, "vessel model ready"),
+                Err(e) => tracing::error!("vessel model unavailable: {e}"),
+            }
+            while let Some(job) = queue.blocking_recv() {
+                let outcome = match segmenter.as_mut() {
+                    Err(e) => Err(e.clone()),
+                    Ok(s) => run_job(s, &job, max_voxels),
+                };
+                done.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.reply.send(outcome);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the segmentation worker: {e}");
+        }
+        SegmentationService { jobs, accepted, limits }
+    }
+
+    /// Checks and enqueues a request; the receiver yields its outcome.
+    pub fn submit(&self, request: SegmentRequest) -> Result<oneshot::Receiver<Outcome>, Refusal> {
+        let input = segmentation_request::validate(&request.input_path, &request.output_dir, request.patch_overlap)
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        // Admission: count this request in unless the limits say no (compare-and-swap so two
+        // callers cannot both take the last place).
+        let limit = if self.limits.queue_when_busy { 1 + self.limits.max_queue } else { 1 };
+        self.accepted.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1)).map_err(
+            |n| {
+                if self.limits.queue_when_busy {
+                    Refusal::QueueFull { queued: n.saturating_sub(1), max_queue: self.limits.max_queue }
+                } else {
+                    Refusal::Busy
+                }
+            },
+        )?;
+        let (reply, outcome) = oneshot::channel();
+        if self.jobs.send(Job { request, input, reply }).is_err() {
+            self.accepted.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::Stopped);
+        }
+        Ok(outcome)
+    }
+
+    /// Requests accepted and not yet answered (running + queued).
+    pub fn pending(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn run_job(segmenter: &mut VesselSegmenter, job: &Job, max_voxels: u64) -> Outcome {
+    let r = &job.request;
+    let options = SegmentationOptions {
+        hu_refinement: r.hu_refinement,
+        write_surface: r.write_surface,
+        patch_overlap: r.patch_overlap as f64,
+        max_input_voxels: max_voxels,
+        ..SegmentationOptions::new(PathBuf::from(&r.output_dir))
+    };
+    let mut last_decile = 0;
+    let input = r.input_path.clone();
+    let mut progress = |stage: &str, done: usize, total: usize| {
+        let decile = done * 10 / total.max(1);
+        if stage == "inference" && decile > last_decile {
+            last_decile = decile;
+            tracing::info!(input = %input, "inference {done}/{total} patches");
+        }
+    };
+    // A bug must cost one request, not the service.
+    let run =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| segmenter.run(&job.input, &options, &mut progress)));
+    match run {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("internal error while segmenting (please report): {what}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::segmentation::model_info::{example_json, ModelInfo};
+    use crate::core::segmentation::sliding_window::{PatchPredictor, PredictError};
+    use crate::imaging::nifti;
+    use crate::imaging::volume::Geometry;
+    use std::time::Duration;
+
+    /// Closed-form "network": aorta (3) where the normalised input is above 1 (HU > 100 with
+    /// the example normalisation), slow enough for requests to overlap.
+    struct BrightIsAorta;
+    impl PatchPredictor for BrightIsAorta {
+        fn classes(&self) -> usize {
+            4
+        }
+        fn predict(&mut self, p: &[f32], count: usize, patch: [usize; 3]) -> Result<Vec<f32>, PredictError> {
+            std::thread::sleep(Duration::from_millis(60));
+            let n: usize = patch.iter().product();
+            let mut out = vec![0.0; count * 4 * n];
+            for b in 0..count {
+                for v in 0..n {
+                    let c = if p[b * n + v] > 1.0 { 3 } else { 0 };
+                    out[(b * 4 + c) * n + v] = 1.0;
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    fn segmenter() -> Result<VesselSegmenter, String> {
+        let info = ModelInfo::from_json(&example_json()).map_err(|e| e.to_string())?;
+        Ok(VesselSegmenter::with_predictor(Box::new(BrightIsAorta), info, "closed-form"))
+    }
+
+    /// A 40 mm cube of air-free tissue with a bright 10 mm bar, 1 mm voxels.
+    fn write_case(dir: &std::path::Path) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let g = Geometry::axial([40, 40, 40], [1.0; 3], [0.0; 3]);
+        let mut hu = vec![40.0f32; g.voxel_count()];
+        for k in 10..30 {
+            for j in 15..25 {
+                for i in 15..25 {
+                    hu[g.offset(i, j, k)] = 300.0;
+                }
+            }
+        }
+        let path = dir.join("ct.nii");
+        nifti::write(&path, &g, &hu, "test").unwrap();
+        path
+    }
+
+    fn request(input: &std::path::Path, out: &std::path::Path) -> SegmentRequest {
+        SegmentRequest {
+            input_path: input.display().to_string(),
+            output_dir: out.display().to_string(),
+            hu_refinement: true,
+            write_surface: true,
+            patch_overlap: 0.0,
+        }
+    }
+
+    #[test]
+    fn queues_in_order_refuses_beyond_the_queue_and_answers_every_request() {
+        let tmp = std::env::temp_dir().join(format!("nn_seg_service_{}", std::process::id()));
+        let ct = write_case(&tmp);
+        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1 };
+        let service = SegmentationService::start(limits, segmenter);
+        let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
+        let second = service.submit(request(&ct, &tmp.join("b"))).unwrap();
+        let third = service.submit(request(&ct, &tmp.join("c")));
+        assert!(matches!(third, Err(Refusal::QueueFull { queued: 1, max_queue: 1 })), "{third:?}");
+        let bad = service.submit(request(&tmp.join("missing.nii"), &tmp.join("d")));
+        assert!(matches!(bad, Err(Refusal::BadRequest(_))), "{bad:?}");
+        let a = first.blocking_recv().unwrap().unwrap();
+        let b = second.blocking_recv().unwrap().unwrap();
+        // The bar is 10x10x20 mm = 2 ml of "aorta" on the input grid.
+        assert_eq!(a.voxel_counts[3], 2000, "{:?}", a.voxel_counts);
+        assert_eq!(b.voxel_counts, a.voxel_counts);
+        assert!(a.label_map_path.is_file() && a.summary_json_path.is_file());
+        assert_eq!(service.pending(), 0);
+        // A fresh request is accepted again once the queue drained.
+        let again = service.submit(request(&ct, &tmp.join("e"))).unwrap();
+        assert!(again.blocking_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn refuses_when_busy_if_so_configured_and_reports_errors_as_outcomes() {
+        let tmp = std::env::temp_dir().join(format!("nn_seg_service_busy_{}", std::process::id()));
+        let ct = write_case(&tmp);
+        let limits = ServiceLimits { max_input_voxels: 1000, queue_when_busy: false, max_queue: 4 };
+        let service = SegmentationService::start(limits, segmenter);
+        let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
+        let second = service.submit(request(&ct, &tmp.join("b")));
+        assert_eq!(second.unwrap_err(), Refusal::Busy);
+        // 64,000 voxels against a limit of 1,000: an error outcome, not a crash.
+        let e = first.blocking_recv().unwrap().unwrap_err();
+        assert!(e.contains("max_input_voxels"), "{e}");
+        // A model that failed to load answers every request with its error.
+        let broken = SegmentationService::start(
+            ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1 },
+            || Err("model missing.onnx: no such file".to_string()),
+        );
+        let e = broken.submit(request(&ct, &tmp.join("c"))).unwrap().blocking_recv().unwrap().unwrap_err();
+        assert!(e.contains("missing.onnx"), "{e}");
+    }
+}
