@@ -104,6 +104,23 @@ enum Command {
         #[arg(long, default_value_t = 512 * 512 * 1024)]
         max_voxels: u64,
     },
+    /// Dice of the vessel segmentation per class against TotalSegmentator's reference labels
+    /// (../shared/data) and digital-patient truth, with and without the HU-window refinement,
+    /// beside the classic threshold-plus-region-growing extraction.
+    EvaluateSegmentation {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Folder with the shared real data (default: $NEEDLE_NAV_SHARED_DATA or ../shared/data).
+        #[arg(long)]
+        shared_data: Option<PathBuf>,
+        /// Digital-patient seeds (each scored as contrast and as plain CT); none of the training seeds.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![9001u64, 9002])]
+        seeds: Vec<u64>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Rigid registration with FRE/TRE, JSON on stdin -> JSON on stdout (see core::registration::register_json).
     Register,
     /// Print every node with its topics and services (name, type, QoS, direction) as JSON.
@@ -220,6 +237,35 @@ fn main() -> ExitCode {
         }
         Command::Segment { input, out, model, no_refinement, no_surface, overlap, threads, max_voxels } => {
             segment_command(&input, &out, model, !no_refinement, !no_surface, overlap, threads, max_voxels)
+        }
+        Command::EvaluateSegmentation { model, shared_data, seeds, threads, out } => {
+            use needle_nav::segmentation::{evaluation, pipeline, OnnxVesselModel, VesselSegmenter};
+            let model_path = model.unwrap_or_else(pipeline::default_model_path);
+            let shared = shared_data
+                .or_else(|| std::env::var_os("NEEDLE_NAV_SHARED_DATA").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+            let mut segmenter = match OnnxVesselModel::load(&model_path, threads) {
+                Ok(m) => VesselSegmenter::new(m),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let started = std::time::Instant::now();
+            let report = evaluation::evaluate(&mut segmenter, &model_path.display().to_string(), &shared, &seeds);
+            println!("{}", evaluation::markdown(&report));
+            for s in &report.skipped {
+                eprintln!("skipped: {s}");
+            }
+            eprintln!("evaluation took {:.1} s", started.elapsed().as_secs_f64());
+            if let Some(path) = out {
+                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("cannot write {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
+            ExitCode::SUCCESS
         }
         Command::Register => {
             let mut input = String::new();

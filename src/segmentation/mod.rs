@@ -1,6 +1,7 @@
 //! The vessel segmentation pipeline as the node and the command line run it: load a CT,
 //! run the network patch by patch, refine with the HU windows, write the outputs. No ROS here.
 
+pub mod evaluation;
 pub mod onnx_model;
 pub mod outputs;
 pub mod pipeline;

@@ -49,6 +49,8 @@ pub struct SegmentationOptions {
     pub batch: usize,
     /// Surface point cloud cell size [mm]: one point per class per cell.
     pub surface_cell_mm: f64,
+    /// Also return the network's labels before the refinement (evaluation).
+    pub keep_unrefined: bool,
 }
 
 impl SegmentationOptions {
@@ -61,6 +63,7 @@ impl SegmentationOptions {
             max_input_voxels: 512 * 512 * 1024,
             batch: 1,
             surface_cell_mm: 3.0,
+            keep_unrefined: false,
         }
     }
 }
@@ -78,6 +81,9 @@ pub struct SegmentationResult {
     pub model: String,
     #[serde(skip)]
     pub labels: Volume<u8>,
+    /// The network's labels before the refinement, when asked for.
+    #[serde(skip)]
+    pub unrefined_labels: Option<Volume<u8>>,
     pub class_names: Vec<String>,
     pub voxel_counts: Vec<u64>,
     pub volumes_ml: Vec<f64>,
@@ -208,6 +214,7 @@ impl VesselSegmenter {
         // 3. HU-window refinement with the windows of the detected phase.
         let vessel_median_hu = median_hu_of_vessels(&labels, &cropped.data);
         let contrast_enhanced = vessel_median_hu.is_some_and(|m| m >= CONTRAST_MEDIAN_HU);
+        let unrefined = options.keep_unrefined.then(|| labels.clone());
         let (mut refined_voxels, mut refinement_passes) = (0, 0);
         if options.hu_refinement {
             let windows = self.info.windows(contrast_enhanced);
@@ -219,6 +226,11 @@ impl VesselSegmenter {
         let mut full = Volume::filled(grid.clone(), 0u8);
         paste(&mut full, &Volume { geometry: cropped.geometry.clone(), data: labels }, &body);
         let labels = resample::nearest_labels(&full, &ct.geometry);
+        let unrefined_labels = unrefined.map(|data| {
+            let mut full = Volume::filled(grid.clone(), 0u8);
+            paste(&mut full, &Volume { geometry: cropped.geometry.clone(), data }, &body);
+            resample::nearest_labels(&full, &ct.geometry)
+        });
         stage("resample back", &mut t);
 
         let (voxel_counts, volumes_ml) = class_volumes(&labels);
@@ -226,6 +238,7 @@ impl VesselSegmenter {
             input: String::new(),
             model: self.model_name.clone(),
             labels,
+            unrefined_labels,
             class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
             voxel_counts,
             volumes_ml,
