@@ -11,3 +11,5 @@ echo "=== digital patient generation ==="
 python bench/bench_phantom.py
 echo "=== tracker sample -> target latency ==="
 bash bench/bench_latency.sh
+echo "=== vessel segmentation, real thorax series (Rust vs Python onnxruntime vs classic) ==="
+python bench/bench_segmentation.py

@@ -103,6 +103,10 @@ enum Command {
         /// Refuse inputs with more voxels than this.
         #[arg(long, default_value_t = 512 * 512 * 1024)]
         max_voxels: u64,
+        /// Run the classic threshold + region-growing extraction instead of the network
+        /// (baseline for comparison: a binary vessel mask, no vessel classes).
+        #[arg(long)]
+        classic: bool,
     },
     /// Dice of the vessel segmentation per class against TotalSegmentator's reference labels
     /// (../shared/data) and digital-patient truth, with and without the HU-window refinement,
@@ -235,9 +239,18 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Segment { input, out, model, no_refinement, no_surface, overlap, threads, max_voxels } => {
-            segment_command(&input, &out, model, !no_refinement, !no_surface, overlap, threads, max_voxels)
-        }
+        Command::Segment { input, out, classic: true, max_voxels, .. } => classic_command(&input, &out, max_voxels),
+        Command::Segment {
+            input,
+            out,
+            model,
+            no_refinement,
+            no_surface,
+            overlap,
+            threads,
+            max_voxels,
+            classic: false,
+        } => segment_command(&input, &out, model, !no_refinement, !no_surface, overlap, threads, max_voxels),
         Command::EvaluateSegmentation { model, shared_data, seeds, threads, out } => {
             use needle_nav::segmentation::{evaluation, pipeline, OnnxVesselModel, VesselSegmenter};
             let model_path = model.unwrap_or_else(pipeline::default_model_path);
@@ -404,4 +417,47 @@ fn segment_command(
             ExitCode::from(1)
         }
     }
+}
+
+/// The baseline the network replaces, timed the same way (load -> mask written).
+fn classic_command(input: &std::path::Path, out: &std::path::Path, max_voxels: u64) -> ExitCode {
+    use needle_nav::core::segmentation::classic::{threshold_region_growing, ClassicOptions};
+    let started = std::time::Instant::now();
+    let request = match needle_nav::core::segmentation_request::validate(
+        &input.display().to_string(),
+        &out.display().to_string(),
+        0.0,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bad request: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (ct, _, _) = match needle_nav::segmentation::pipeline::load_input(&request, max_voxels) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let load_s = started.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let mask = threshold_region_growing(&ct.data, ct.geometry.dims, &ClassicOptions::default());
+    let grow_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let path = out.join("vessel_mask_classic.nii.gz");
+    if let Err(e) = needle_nav::imaging::nifti::write(&path, &ct.geometry, &mask, "needle_nav classic vessel mask") {
+        eprintln!("{e}");
+        return ExitCode::from(1);
+    }
+    let voxels = mask.iter().filter(|m| **m > 0).count();
+    println!("classic: {voxels} vessel voxels");
+    println!(
+        "time: load {load_s:.2} s, threshold+region growing {grow_s:.2} s, write {:.2} s ; total {:.2} s",
+        t.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("wrote {}", path.display());
+    ExitCode::SUCCESS
 }

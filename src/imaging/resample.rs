@@ -2,6 +2,33 @@
 //! (trilinear, for intensities) and back onto the input grid (nearest neighbour, for labels).
 
 use super::volume::{Geometry, Volume};
+use nalgebra::{Matrix3, Vector3};
+
+/// The source index of every target index is affine: src = A * (i, j, k) + b. Computing it
+/// once per grid instead of twice through patient coordinates per voxel is what makes the
+/// resampling of a 512x512x141 series take a fraction of a second.
+fn index_map(target: &Geometry, src: &Geometry) -> (Matrix3<f64>, Vector3<f64>) {
+    let to_patient = |g: &Geometry| g.direction_matrix() * Matrix3::from_diagonal(&Vector3::from(g.spacing_mm));
+    let src_inv = to_patient(src).try_inverse().unwrap_or_else(Matrix3::zeros);
+    let a = src_inv * to_patient(target);
+    let b = src_inv * (Vector3::from(target.origin_mm) - Vector3::from(src.origin_mm));
+    (a, b)
+}
+
+/// Calls `f(linear target index, source index)` for every target voxel in order.
+fn for_each_source_index(target: &Geometry, src: &Geometry, mut f: impl FnMut([f64; 3])) {
+    let (a, b) = index_map(target, src);
+    for k in 0..target.dims[2] {
+        let at_k = b + a.column(2) * k as f64;
+        for j in 0..target.dims[1] {
+            let at_jk = at_k + a.column(1) * j as f64;
+            for i in 0..target.dims[0] {
+                let s = at_jk + a.column(0) * i as f64;
+                f([s.x, s.y, s.z]);
+            }
+        }
+    }
+}
 
 /// The grid with `spacing_mm` covering the same physical extent as `g` (same origin and axes).
 pub fn grid_with_spacing(g: &Geometry, spacing_mm: [f64; 3]) -> Geometry {
@@ -15,38 +42,31 @@ pub fn trilinear(src: &Volume<f32>, target: &Geometry, fill: f32) -> Volume<f32>
     let g = &src.geometry;
     let [nx, ny, nz] = g.dims;
     let mut out = Vec::with_capacity(target.voxel_count());
-    for k in 0..target.dims[2] {
-        for j in 0..target.dims[1] {
-            for i in 0..target.dims[0] {
-                let p = target.index_to_patient([i as f64, j as f64, k as f64]);
-                let [x, y, z] = g.patient_to_index(&p);
-                let eps = 1e-9;
-                if x < -eps
-                    || y < -eps
-                    || z < -eps
-                    || x > (nx - 1) as f64 + eps
-                    || y > (ny - 1) as f64 + eps
-                    || z > (nz - 1) as f64 + eps
-                {
-                    out.push(fill);
-                    continue;
-                }
-                let (x, y, z) =
-                    (x.clamp(0.0, (nx - 1) as f64), y.clamp(0.0, (ny - 1) as f64), z.clamp(0.0, (nz - 1) as f64));
-                let (x0, y0, z0) = (x.floor() as usize, y.floor() as usize, z.floor() as usize);
-                let (x1, y1, z1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1), (z0 + 1).min(nz - 1));
-                let (fx, fy, fz) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32, (z - z0 as f64) as f32);
-                let v = |a, b, c| src.get(a, b, c);
-                let c00 = v(x0, y0, z0) * (1.0 - fx) + v(x1, y0, z0) * fx;
-                let c10 = v(x0, y1, z0) * (1.0 - fx) + v(x1, y1, z0) * fx;
-                let c01 = v(x0, y0, z1) * (1.0 - fx) + v(x1, y0, z1) * fx;
-                let c11 = v(x0, y1, z1) * (1.0 - fx) + v(x1, y1, z1) * fx;
-                let c0 = c00 * (1.0 - fy) + c10 * fy;
-                let c1 = c01 * (1.0 - fy) + c11 * fy;
-                out.push(c0 * (1.0 - fz) + c1 * fz);
-            }
+    for_each_source_index(target, g, |[x, y, z]| {
+        let eps = 1e-9;
+        if x < -eps
+            || y < -eps
+            || z < -eps
+            || x > (nx - 1) as f64 + eps
+            || y > (ny - 1) as f64 + eps
+            || z > (nz - 1) as f64 + eps
+        {
+            out.push(fill);
+            return;
         }
-    }
+        let (x, y, z) = (x.clamp(0.0, (nx - 1) as f64), y.clamp(0.0, (ny - 1) as f64), z.clamp(0.0, (nz - 1) as f64));
+        let (x0, y0, z0) = (x.floor() as usize, y.floor() as usize, z.floor() as usize);
+        let (x1, y1, z1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1), (z0 + 1).min(nz - 1));
+        let (fx, fy, fz) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32, (z - z0 as f64) as f32);
+        let v = |a, b, c| src.get(a, b, c);
+        let c00 = v(x0, y0, z0) * (1.0 - fx) + v(x1, y0, z0) * fx;
+        let c10 = v(x0, y1, z0) * (1.0 - fx) + v(x1, y1, z0) * fx;
+        let c01 = v(x0, y0, z1) * (1.0 - fx) + v(x1, y0, z1) * fx;
+        let c11 = v(x0, y1, z1) * (1.0 - fx) + v(x1, y1, z1) * fx;
+        let c0 = c00 * (1.0 - fy) + c10 * fy;
+        let c1 = c01 * (1.0 - fy) + c11 * fy;
+        out.push(c0 * (1.0 - fz) + c1 * fz);
+    });
     Volume { geometry: target.clone(), data: out }
 }
 
@@ -54,16 +74,11 @@ pub fn trilinear(src: &Volume<f32>, target: &Geometry, fill: f32) -> Volume<f32>
 pub fn nearest_labels(src: &Volume<u8>, target: &Geometry) -> Volume<u8> {
     let g = &src.geometry;
     let mut out = Vec::with_capacity(target.voxel_count());
-    for k in 0..target.dims[2] {
-        for j in 0..target.dims[1] {
-            for i in 0..target.dims[0] {
-                let p = target.index_to_patient([i as f64, j as f64, k as f64]);
-                let idx = g.patient_to_index(&p).map(|v| v.round());
-                let inside = (0..3).all(|a| idx[a] >= 0.0 && idx[a] <= (g.dims[a] - 1) as f64);
-                out.push(if inside { src.get(idx[0] as usize, idx[1] as usize, idx[2] as usize) } else { 0 });
-            }
-        }
-    }
+    for_each_source_index(target, g, |s| {
+        let idx = s.map(|v| v.round());
+        let inside = (0..3).all(|a| idx[a] >= 0.0 && idx[a] <= (g.dims[a] - 1) as f64);
+        out.push(if inside { src.get(idx[0] as usize, idx[1] as usize, idx[2] as usize) } else { 0 });
+    });
     Volume { geometry: target.clone(), data: out }
 }
 
