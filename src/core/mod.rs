@@ -8,6 +8,7 @@ pub mod ct_markers;
 pub mod extmarker;
 pub mod guidance;
 pub mod phantom;
+pub mod planning;
 pub mod registration;
 pub mod segmentation;
 pub mod segmentation_request;
