@@ -12,6 +12,7 @@ pub mod imaging;
 pub mod interfaces;
 pub mod logging;
 pub mod patient_case;
+pub mod planning;
 pub mod segmentation;
 
 #[cfg(feature = "ros")]

@@ -534,22 +534,35 @@ impl Validate for VesselSegmentationConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrajectoryPlannerConfig {
-    /// Planning CT (DICOM folder or NIfTI); empty: no plan is made.
+    /// A digital-patient / planning case folder (case.json): its CT series and its lesion centre
+    /// as the target. Takes precedence over ct_path and target_point_m.
+    pub ct_case_dir: String,
+    /// Planning CT (DICOM folder or NIfTI); empty (and no ct_case_dir): no plan is made.
     pub ct_path: String,
+    /// Target in the CT frame (LPS) [m], used with ct_path.
+    pub target_point_m: Vec<f64>,
     pub output_dir: String,
     pub image_frame_id: String,
     pub service_timeout_s: f64,
     pub safety_margin_m: f64,
     pub max_depth_m: f64,
     pub max_angle_deg: f64,
-    /// Preferred approach direction in CT coordinates (unit vector, LPS).
+    /// Preferred approach direction in CT coordinates (unit vector, LPS), from the target towards the skin.
     pub approach_direction: Vec<f64>,
+    /// Entry points must lie in this box [x_min, x_max, y_min, y_max, z_min, z_max], CT frame [m].
+    pub entry_region_m: Vec<f64>,
+    /// HU at or above which a voxel counts as bone (an obstacle, like the vessels).
+    pub bone_hu: f64,
+    /// Straight paths tried inside the cone around approach_direction.
+    pub directions: u32,
 }
 
 impl Default for TrajectoryPlannerConfig {
     fn default() -> Self {
         TrajectoryPlannerConfig {
+            ct_case_dir: String::new(),
             ct_path: String::new(),
+            target_point_m: vec![0.0, 0.0, 0.0],
             output_dir: "/tmp/needle_nav_plan".into(),
             image_frame_id: crate::interfaces::frames::CT.into(),
             service_timeout_s: 300.0,
@@ -557,6 +570,9 @@ impl Default for TrajectoryPlannerConfig {
             max_depth_m: 0.15,
             max_angle_deg: 45.0,
             approach_direction: vec![0.0, -1.0, 0.0],
+            entry_region_m: vec![-10.0, 10.0, -10.0, 10.0, -10.0, 10.0],
+            bone_hu: 300.0,
+            directions: 3000,
         }
     }
 }
@@ -572,6 +588,20 @@ impl Validate for TrajectoryPlannerConfig {
         let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt();
         check(d.len() == 3 && norm.is_finite() && (norm - 1.0).abs() < 1e-3, "approach_direction", || {
             format!("{d:?} must be a unit vector [x, y, z]")
+        })?;
+        let t = &self.target_point_m;
+        check(t.len() == 3 && t.iter().all(|v| v.is_finite()), "target_point_m", || {
+            format!("{t:?} must be a point [x, y, z] in metres")
+        })?;
+        let r = &self.entry_region_m;
+        check(
+            r.len() == 6 && r.iter().all(|v| v.is_finite()) && r[0] < r[1] && r[2] < r[3] && r[4] < r[5],
+            "entry_region_m",
+            || format!("{r:?} must be [x_min, x_max, y_min, y_max, z_min, z_max] with each min < max"),
+        )?;
+        in_range("bone_hu", self.bone_hu, 100.0, 3000.0, "HU")?;
+        check((10..=100_000).contains(&self.directions), "directions", || {
+            format!("{} is outside 10..=100000", self.directions)
         })
     }
 }

@@ -1,9 +1,13 @@
-//! trajectory_planner: asks vessel_segmentation for the planning CT's vessels and publishes
-//! the needle plan (latched). The service client handles absence, timeouts and errors.
+//! trajectory_planner: asks vessel_segmentation for the planning CT's vessels, plans the
+//! straight path with the largest clearance from vessels and bone, and publishes the plan
+//! (latched). The service client handles absence, timeouts and errors; every outcome is a
+//! plan message with its status.
 
 use super::{config, publisher};
 use crate::config::TrajectoryPlannerConfig;
+use crate::core::planning::PlanError;
 use crate::interfaces::{PLAN, SEGMENT_VESSELS};
+use crate::planning::{plan_from_files, planner_options, planning_input, PlanningFailure};
 use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::qos;
@@ -40,21 +44,29 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         }
     };
 
-    if cfg.ct_path.trim().is_empty() {
-        publish(plan(
-            cx.now_ns(),
-            msg::NeedlePlan::STATUS_NO_CT as u8,
-            "no planning CT configured (parameter ct_path is empty)".into(),
-        ));
-        return Ok(());
-    }
+    let input = match planning_input(&cfg) {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            publish(plan(
+                cx.now_ns(),
+                msg::NeedlePlan::STATUS_NO_CT as u8,
+                "no planning CT configured (parameters ct_case_dir and ct_path are empty)".into(),
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            publish(plan(cx.now_ns(), msg::NeedlePlan::STATUS_NO_CT as u8, e));
+            return Ok(());
+        }
+    };
 
     let cx2 = cx.clone();
     cx.spawn(async move {
-        publish(plan(cx2.now_ns(), msg::NeedlePlan::STATUS_PENDING as u8, format!("segmenting {}", cfg.ct_path)));
+        let ct = input.ct_path.display().to_string();
+        publish(plan(cx2.now_ns(), msg::NeedlePlan::STATUS_PENDING as u8, format!("segmenting {ct}")));
         let timeout = Duration::from_secs_f64(cfg.service_timeout_s);
         let request = SegmentVessels::Request {
-            input_path: cfg.ct_path.clone(),
+            input_path: ct.clone(),
             output_dir: cfg.output_dir.clone(),
             hu_refinement: true,
             write_surface: true,
@@ -66,21 +78,55 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             pending.await.map_err(|e| format!("no response: {e}"))
         })
         .await;
-        let (status, message) = match outcome {
-            Err(_) => (
-                msg::NeedlePlan::STATUS_SEGMENTATION_FAILED as u8,
-                format!("{} did not answer within {} s", SEGMENT_VESSELS.name, cfg.service_timeout_s),
-            ),
-            Ok(Err(e)) => (msg::NeedlePlan::STATUS_SEGMENTATION_FAILED as u8, e),
-            Ok(Ok(r)) if !r.success => {
-                (msg::NeedlePlan::STATUS_SEGMENTATION_FAILED as u8, format!("segmentation failed: {}", r.message))
+        let failed = msg::NeedlePlan::STATUS_SEGMENTATION_FAILED as u8;
+        let response = match outcome {
+            Err(_) => {
+                let m = format!("{} did not answer within {} s", SEGMENT_VESSELS.name, cfg.service_timeout_s);
+                return publish(plan(cx2.now_ns(), failed, m));
             }
-            Ok(Ok(_)) => (
-                msg::NeedlePlan::STATUS_PENDING as u8,
-                "segmentation done; clearance-based path planning is not available in this version".into(),
-            ),
+            Ok(Err(e)) => return publish(plan(cx2.now_ns(), failed, e)),
+            Ok(Ok(r)) if !r.success => {
+                return publish(plan(cx2.now_ns(), failed, format!("segmentation failed: {}", r.message)));
+            }
+            Ok(Ok(r)) => r,
         };
-        publish(plan(cx2.now_ns(), status, message));
+        let options = planner_options(&cfg);
+        let labels = std::path::PathBuf::from(&response.label_map_path);
+        let planned = tokio::task::spawn_blocking(move || plan_from_files(&input, &labels, &options, 1 << 31)).await;
+        let mut p = plan(cx2.now_ns(), msg::NeedlePlan::STATUS_OK as u8, String::new());
+        let fill = |p: &mut msg::NeedlePlan, path: &crate::core::planning::PlannedPath| {
+            p.entry_point = convert::point_msg(&(nalgebra::Point3::from(path.entry_mm) / 1000.0));
+            p.target_point = convert::point_msg(&(nalgebra::Point3::from(path.target_mm) / 1000.0));
+            p.minimum_clearance = path.min_clearance_mm / 1000.0;
+            p.path_length = path.length_mm / 1000.0;
+        };
+        match planned {
+            Err(e) => {
+                p.status = msg::NeedlePlan::STATUS_NO_CT as u8;
+                p.status_message = format!("planning stopped: {e}");
+            }
+            Ok(Err(PlanningFailure::Input(e))) => {
+                p.status = msg::NeedlePlan::STATUS_NO_CT as u8;
+                p.status_message = e;
+            }
+            Ok(Err(PlanningFailure::Plan(e))) => {
+                p.status = msg::NeedlePlan::STATUS_NO_SAFE_PATH as u8;
+                p.status_message = e.to_string();
+                // The best path found is reported for the user, with the refusing status.
+                if let PlanError::NoSafePath { best, .. } = &e {
+                    fill(&mut p, best);
+                }
+            }
+            Ok(Ok(path)) => {
+                fill(&mut p, &path);
+                p.status_message = format!(
+                    "path of {:.1} mm at {:.0}° from the approach direction, {:.1} mm from the nearest vessel or bone \
+                     (best of {} reachable of {} tried)",
+                    path.length_mm, path.angle_deg, path.min_clearance_mm, path.reachable, path.candidates
+                );
+            }
+        }
+        publish(p);
     });
     Ok(())
 }
