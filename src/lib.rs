@@ -5,6 +5,7 @@
 //! * [`interfaces`]: every node, topic, service, type and QoS, in one place.
 //! * `ros` (feature `ros`): the thin ROS 2 shell: conversions, QoS, node loops.
 
+pub mod bag;
 pub mod config;
 pub mod core;
 pub mod evaluation;

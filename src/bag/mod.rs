@@ -1,0 +1,243 @@
+//! rosbag2-compatible bags without ROS: an MCAP file (profile `ros2`, schemas as `ros2msg`
+//! definitions, messages as CDR) plus the `metadata.yaml` that `ros2 bag info/play` and the
+//! `rosbags` library read. The recorder and player nodes move raw CDR bytes in and out.
+
+pub mod definitions;
+
+use std::collections::BTreeMap;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BagError {
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("MCAP: {0}")]
+    Mcap(String),
+    #[error("{0}")]
+    Definition(String),
+    #[error("topic {0} was not added to the bag")]
+    UnknownTopic(String),
+}
+
+/// One topic as recorded: name, ROS type ("pkg/msg/Type"), QoS (rosbag2's YAML) and the
+/// full message definition (with dependencies) used as the MCAP schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub type_name: String,
+    pub offered_qos_yaml: String,
+    pub definition: String,
+}
+
+struct TopicState {
+    info: TopicInfo,
+    channel: u16,
+    count: u64,
+}
+
+/// Writes `<dir>/<dir name>_0.mcap` and, on `finish`, `<dir>/metadata.yaml`.
+pub struct BagWriter {
+    dir: PathBuf,
+    file_name: String,
+    writer: mcap::Writer<BufWriter<std::fs::File>>,
+    topics: BTreeMap<String, TopicState>,
+    sequence: u32,
+    first_ns: Option<u64>,
+    last_ns: u64,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> BagError {
+    BagError::Io { path: path.display().to_string(), reason: e.to_string() }
+}
+
+impl BagWriter {
+    /// Creates the bag folder (which must not exist yet, as with `ros2 bag record -o`).
+    pub fn create(dir: &Path) -> Result<BagWriter, BagError> {
+        if dir.exists() {
+            return Err(io_err(dir, "already exists; choose a new bag folder"));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let stem = dir.file_name().and_then(|n| n.to_str()).unwrap_or("bag").to_string();
+        let file_name = format!("{stem}_0.mcap");
+        let path = dir.join(&file_name);
+        let file = std::fs::File::create(&path).map_err(|e| io_err(&path, e))?;
+        let writer = mcap::WriteOptions::new()
+            .profile("ros2")
+            .library(concat!("needle_nav ", env!("CARGO_PKG_VERSION")))
+            .compression(None)
+            .create(BufWriter::new(file))
+            .map_err(|e| BagError::Mcap(e.to_string()))?;
+        Ok(BagWriter {
+            dir: dir.to_path_buf(),
+            file_name,
+            writer,
+            topics: BTreeMap::new(),
+            sequence: 0,
+            first_ns: None,
+            last_ns: 0,
+        })
+    }
+
+    pub fn add_topic(&mut self, info: TopicInfo) -> Result<(), BagError> {
+        if self.topics.contains_key(&info.name) {
+            return Ok(());
+        }
+        let mcap = |e: mcap::McapError| BagError::Mcap(e.to_string());
+        let schema = self.writer.add_schema(&info.type_name, "ros2msg", info.definition.as_bytes()).map_err(mcap)?;
+        let mut metadata = BTreeMap::new();
+        metadata.insert("offered_qos_profiles".to_string(), info.offered_qos_yaml.clone());
+        let channel = self.writer.add_channel(schema, &info.name, "cdr", &metadata).map_err(mcap)?;
+        self.topics.insert(info.name.clone(), TopicState { info, channel, count: 0 });
+        Ok(())
+    }
+
+    /// Appends one serialised message (CDR with its encapsulation header) received at `log_ns`.
+    pub fn write(&mut self, topic: &str, log_ns: u64, cdr: &[u8]) -> Result<(), BagError> {
+        let state = self.topics.get_mut(topic).ok_or_else(|| BagError::UnknownTopic(topic.into()))?;
+        self.sequence = self.sequence.wrapping_add(1);
+        let header = mcap::records::MessageHeader {
+            channel_id: state.channel,
+            sequence: self.sequence,
+            log_time: log_ns,
+            publish_time: log_ns,
+        };
+        self.writer.write_to_known_channel(&header, cdr).map_err(|e| BagError::Mcap(e.to_string()))?;
+        state.count += 1;
+        self.first_ns = Some(self.first_ns.map_or(log_ns, |f| f.min(log_ns)));
+        self.last_ns = self.last_ns.max(log_ns);
+        Ok(())
+    }
+
+    pub fn message_counts(&self) -> BTreeMap<String, u64> {
+        self.topics.iter().map(|(k, v)| (k.clone(), v.count)).collect()
+    }
+
+    /// Closes the MCAP file and writes metadata.yaml; returns the bag folder.
+    pub fn finish(mut self) -> Result<PathBuf, BagError> {
+        self.writer.finish().map_err(|e| BagError::Mcap(e.to_string()))?;
+        let start = self.first_ns.unwrap_or(0);
+        let duration = self.last_ns.saturating_sub(start);
+        let total: u64 = self.topics.values().map(|t| t.count).sum();
+        let mut y = String::new();
+        y += "rosbag2_bagfile_information:\n  version: 9\n  storage_identifier: mcap\n";
+        y += &format!(
+            "  duration:\n    nanoseconds: {duration}\n  starting_time:\n    nanoseconds_since_epoch: {start}\n"
+        );
+        y += &format!("  message_count: {total}\n  topics_with_message_count:\n");
+        for t in self.topics.values() {
+            y += &format!(
+                "    - topic_metadata:\n        name: {}\n        type: {}\n        serialization_format: cdr\n        offered_qos_profiles: {}\n        type_description_hash: \"\"\n      message_count: {}\n",
+                t.info.name,
+                t.info.type_name,
+                yaml_quote(&t.info.offered_qos_yaml),
+                t.count
+            );
+        }
+        y += "  compression_format: \"\"\n  compression_mode: \"\"\n";
+        y += &format!("  relative_file_paths:\n    - {}\n", self.file_name);
+        y += &format!(
+            "  files:\n    - path: {}\n      starting_time:\n        nanoseconds_since_epoch: {start}\n      duration:\n        nanoseconds: {duration}\n      message_count: {total}\n",
+            self.file_name
+        );
+        y += "  custom_data: ~\n  ros_distro: kilted\n";
+        let path = self.dir.join("metadata.yaml");
+        std::fs::write(&path, y).map_err(|e| io_err(&path, e))?;
+        Ok(self.dir)
+    }
+}
+
+fn yaml_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+}
+
+/// One recorded message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BagMessage {
+    pub topic: String,
+    pub type_name: String,
+    pub log_ns: u64,
+    pub cdr: Vec<u8>,
+}
+
+/// Every message of the bag in `dir` (its MCAP files in metadata order), sorted by log time.
+pub fn read_bag(dir: &Path) -> Result<Vec<BagMessage>, BagError> {
+    let meta_path = dir.join("metadata.yaml");
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| io_err(&meta_path, e))?;
+    let meta: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| io_err(&meta_path, e))?;
+    let info = &meta["rosbag2_bagfile_information"];
+    if info["storage_identifier"].as_str() != Some("mcap") {
+        return Err(io_err(&meta_path, "only MCAP storage is supported"));
+    }
+    let files: Vec<String> = info["relative_file_paths"]
+        .as_sequence()
+        .map(|s| s.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    if files.is_empty() {
+        return Err(io_err(&meta_path, "names no files"));
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let path = dir.join(&f);
+        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        let stream = mcap::MessageStream::new(&bytes).map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
+        for m in stream {
+            let m = m.map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
+            out.push(BagMessage {
+                topic: m.channel.topic.clone(),
+                type_name: m.channel.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                log_ns: m.log_time,
+                cdr: m.data.into_owned(),
+            });
+        }
+    }
+    out.sort_by_key(|m| m.log_ns);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_bag_reads_back_with_its_topics_counts_and_times() {
+        let dir = std::env::temp_dir().join(format!("nn_bag_{}", std::process::id())).join("session");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = BagWriter::create(&dir).unwrap();
+        let info = |name: &str| TopicInfo {
+            name: name.into(),
+            type_name: "std_msgs/msg/String".into(),
+            offered_qos_yaml: "- history: 1\n  depth: 10\n".into(),
+            definition: "string data\n".into(),
+        };
+        w.add_topic(info("/a")).unwrap();
+        w.add_topic(info("/b")).unwrap();
+        // CDR little endian: encapsulation 00 01 00 00, u32 length incl. NUL, bytes.
+        let cdr = |s: &str| {
+            let mut v = vec![0, 1, 0, 0];
+            v.extend(((s.len() + 1) as u32).to_le_bytes());
+            v.extend(s.as_bytes());
+            v.push(0);
+            v
+        };
+        w.write("/a", 2_000, &cdr("two")).unwrap();
+        w.write("/a", 1_000, &cdr("one")).unwrap();
+        w.write("/b", 3_000, &cdr("three")).unwrap();
+        assert!(matches!(w.write("/c", 1, &[]), Err(BagError::UnknownTopic(_))));
+        let dir = w.finish().unwrap();
+        assert!(BagWriter::create(&dir).is_err(), "an existing bag is never overwritten");
+        let msgs = read_bag(&dir).unwrap();
+        assert_eq!(msgs.iter().map(|m| m.log_ns).collect::<Vec<_>>(), [1_000, 2_000, 3_000]);
+        assert_eq!(msgs[0].cdr, cdr("one"));
+        assert_eq!(msgs[2].topic, "/b");
+        assert_eq!(msgs[2].type_name, "std_msgs/msg/String");
+        let meta: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("metadata.yaml")).unwrap()).unwrap();
+        let info = &meta["rosbag2_bagfile_information"];
+        assert_eq!(info["message_count"].as_u64(), Some(3));
+        assert_eq!(info["duration"]["nanoseconds"].as_u64(), Some(2_000));
+        assert_eq!(info["starting_time"]["nanoseconds_since_epoch"].as_u64(), Some(1_000));
+        assert_eq!(info["topics_with_message_count"][0]["message_count"].as_u64(), Some(2));
+        assert_eq!(info["relative_file_paths"][0].as_str(), Some("session_0.mcap"));
+    }
+}
