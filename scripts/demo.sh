@@ -19,4 +19,5 @@ echo "[demo] running the needle_nav stack for ${SECONDS_TO_RUN} s on ROS domain 
 # A hard limit besides --run-for, so the demo always ends.
 exec timeout -k 5 "$(( SECONDS_TO_RUN + 30 ))" ./target/release/needle_nav_stack --run-for "$SECONDS_TO_RUN" --summary \
   --ros-args -p lesion_registration:ct_case_dir:="$CASE" -p needle_target:ct_case_dir:="$CASE" \
-  -p needle_target:baseline_s:=10.0
+  -p needle_target:baseline_s:=10.0 \
+  -p trajectory_planner:ct_case_dir:="$CASE" -p trajectory_planner:output_dir:="$ROOT/.setup/demo_plan"

@@ -106,6 +106,8 @@ ENV_FILE="$STATE/env.sh"
   echo "export NEEDLE_NAV_ROOT='$ROOT'"
   echo "export NEEDLE_NAV_ROS_MODE='$ROS_MODE'"
   echo "export NEEDLE_NAV_CONFIG_DIR='$ROOT/config'"
+  # The source tree's models, not the copies the interface build installs into .setup/install.
+  echo "export NEEDLE_NAV_MODEL_DIR='$ROOT/models'"
   echo "export NEEDLE_NAV_SHARED_DATA='$(cd "$ROOT/.." && pwd)/shared/data'"
   if [[ $ROS_MODE == pypi ]]; then
     echo "export ROS_DISTRO=jazzy   # r2r 0.9 does not know 'kilted'"

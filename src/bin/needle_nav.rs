@@ -409,6 +409,7 @@ fn segment_command(
                 r.patches
             );
             println!("time: {} ; total {:.2} s", stages.join(", "), r.total_seconds);
+            println!("model {}", r.model);
             println!("wrote {}", r.summary_json_path.display());
             ExitCode::SUCCESS
         }
