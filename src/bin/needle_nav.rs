@@ -94,6 +94,9 @@ enum Command {
         /// Do not write the surface point cloud.
         #[arg(long)]
         no_surface: bool,
+        /// Most HU-window refinement passes (voxels of growth); 0 = until nothing changes.
+        #[arg(long, default_value_t = needle_nav::segmentation::pipeline::DEFAULT_REFINEMENT_PASSES)]
+        refinement_passes: usize,
         /// Patch overlap 0..0.9 (0: the default, 0.25).
         #[arg(long, default_value_t = 0.0)]
         overlap: f64,
@@ -245,12 +248,25 @@ fn main() -> ExitCode {
             out,
             model,
             no_refinement,
+            refinement_passes,
             no_surface,
             overlap,
             threads,
             max_voxels,
             classic: false,
-        } => segment_command(&input, &out, model, !no_refinement, !no_surface, overlap, threads, max_voxels),
+        } => {
+            let passes = if refinement_passes == 0 { usize::MAX } else { refinement_passes };
+            segment_command(
+                &input,
+                &out,
+                model,
+                (!no_refinement).then_some(passes),
+                !no_surface,
+                overlap,
+                threads,
+                max_voxels,
+            )
+        }
         Command::EvaluateSegmentation { model, shared_data, seeds, threads, out } => {
             use needle_nav::segmentation::{evaluation, pipeline, OnnxVesselModel, VesselSegmenter};
             let model_path = model.unwrap_or_else(pipeline::default_model_path);
@@ -351,7 +367,7 @@ fn segment_command(
     input: &std::path::Path,
     out: &std::path::Path,
     model: Option<PathBuf>,
-    refinement: bool,
+    refinement_passes: Option<usize>,
     surface: bool,
     overlap: f64,
     threads: usize,
@@ -379,7 +395,8 @@ fn segment_command(
     };
     let mut segmenter = VesselSegmenter::new(model);
     let options = SegmentationOptions {
-        hu_refinement: refinement,
+        hu_refinement: refinement_passes.is_some(),
+        refinement_max_passes: refinement_passes.unwrap_or(0),
         write_surface: surface,
         patch_overlap: overlap,
         max_input_voxels: max_voxels,

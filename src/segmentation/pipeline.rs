@@ -20,6 +20,8 @@ use std::time::Instant;
 pub const CONTRAST_MEDIAN_HU: f32 = 100.0;
 /// Overlap used when a request leaves it at 0.
 pub const DEFAULT_OVERLAP: f64 = 0.25;
+/// Refinement passes by default (voxels of growth at the model spacing, 2 mm each).
+pub const DEFAULT_REFINEMENT_PASSES: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentationError {
@@ -51,6 +53,11 @@ pub struct SegmentationOptions {
     pub surface_cell_mm: f64,
     /// Also return the network's labels before the refinement (evaluation).
     pub keep_unrefined: bool,
+    /// The refinement repeats until nothing changes, but at most this many passes (one voxel
+    /// of growth each): enough to bridge the gaps between vessel ends, while in plain CT, whose
+    /// blood window overlaps all soft tissue, unbounded growth floods the mediastinum
+    /// (measured: Dice 0.80 -> 0.07 on digital patients; see README).
+    pub refinement_max_passes: usize,
 }
 
 impl SegmentationOptions {
@@ -64,6 +71,7 @@ impl SegmentationOptions {
             batch: 1,
             surface_cell_mm: 3.0,
             keep_unrefined: false,
+            refinement_max_passes: DEFAULT_REFINEMENT_PASSES,
         }
     }
 }
@@ -218,7 +226,8 @@ impl VesselSegmenter {
         let (mut refined_voxels, mut refinement_passes) = (0, 0);
         if options.hu_refinement {
             let windows = self.info.windows(contrast_enhanced);
-            (refined_voxels, refinement_passes) = refine(&mut labels, &cropped.data, dims, &windows, 200);
+            (refined_voxels, refinement_passes) =
+                refine(&mut labels, &cropped.data, dims, &windows, options.refinement_max_passes);
         }
         stage("refinement", &mut t);
 

@@ -25,8 +25,8 @@ def session():
     return ort.InferenceSession(str(MODEL), opts, providers=["CPUExecutionProvider"])
 
 
-def rust_segment(inp, out):
-    run = subprocess.run([str(EXE), "segment", str(inp), "--out", str(out)], capture_output=True, text=True,
+def rust_segment(inp, out, *args):
+    run = subprocess.run([str(EXE), "segment", str(inp), "--out", str(out), *args], capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr
     return nib.load(str(out / "vessel_labels.nii.gz"))
@@ -56,6 +56,10 @@ def test_rust_pipeline_matches_the_python_peer_on_a_real_nifti(tmp_path):
     assert_agree(rust, peer)
     # The model must find a real structure here, not just agree on emptiness.
     assert (rust > 0).sum() > 1000
+    # The refinement as the method states it (until nothing changes) agrees as well.
+    unbounded = np.asarray(rust_segment(ct, tmp_path / "unbounded", "--refinement-passes", "0").dataobj)
+    peer_unbounded, _ = vessel_peer.segment(hu, affine, session(), refinement_passes=10**9)
+    assert_agree(unbounded, peer_unbounded)
 
 
 def test_rust_pipeline_matches_the_python_peer_on_a_dicom_series(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 BODY_HU = -500.0
+REFINEMENT_PASSES = 3  # the Rust default (DEFAULT_REFINEMENT_PASSES)
 DEFAULT_OVERLAP = 0.25
 CONTRAST_MEDIAN_HU = 100.0
 CLASSES = ["background", "artery", "vein", "aorta"]
@@ -107,9 +108,10 @@ def axis_origins(length, patch, overlap):
     return sorted(set(origins))
 
 
-def refine(labels, hu, windows, max_passes=200):
+def refine(labels, hu, windows, max_passes=REFINEMENT_PASSES):
     """Unlabelled voxels in a vessel window take their 3x3x3 majority label if their HU is in
-    that class's window; all decided from the previous pass, until nothing changes."""
+    that class's window; all decided from the previous pass, until nothing changes or
+    max_passes passes."""
     from scipy.ndimage import uniform_filter
     any_window = np.zeros(hu.shape, bool)
     for lo, hi in windows.values():
@@ -139,7 +141,7 @@ def refine(labels, hu, windows, max_passes=200):
     return changed, passes
 
 
-def segment(hu, affine, session, overlap=0.0, hu_refinement=True, times=None):
+def segment(hu, affine, session, overlap=0.0, hu_refinement=True, times=None, refinement_passes=REFINEMENT_PASSES):
     """Labels [i, j, k] on the input grid."""
     times = {} if times is None else times
     info = model_info(session)
@@ -197,7 +199,7 @@ def segment(hu, affine, session, overlap=0.0, hu_refinement=True, times=None):
     contrast = bool(len(vessels) and np.median(vessels) >= CONTRAST_MEDIAN_HU)
     if hu_refinement:
         windows = info["hu_windows"]["contrast" if contrast else "plain"]
-        refine(labels, crop, windows)
+        refine(labels, crop, windows, refinement_passes)
     times["refinement"] = time.perf_counter() - t
 
     t = time.perf_counter()
