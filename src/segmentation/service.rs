@@ -160,15 +160,32 @@ mod tests {
     use crate::imaging::volume::Geometry;
     use std::time::Duration;
 
+    /// A gate the test opens: requests stay "running" until then, so the admission checks do
+    /// not depend on timing.
+    #[derive(Clone, Default)]
+    struct Gate(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+    impl Gate {
+        fn open(&self) {
+            *self.0 .0.lock().unwrap() = true;
+            self.0 .1.notify_all();
+        }
+        fn wait(&self) {
+            let mut open = self.0 .0.lock().unwrap();
+            while !*open {
+                open = self.0 .1.wait_timeout(open, Duration::from_secs(30)).unwrap().0;
+            }
+        }
+    }
+
     /// Closed-form "network": aorta (3) where the normalised input is above 1 (HU > 100 with
-    /// the example normalisation), slow enough for requests to overlap.
-    struct BrightIsAorta;
+    /// the example normalisation); waits for the gate before answering.
+    struct BrightIsAorta(Gate);
     impl PatchPredictor for BrightIsAorta {
         fn classes(&self) -> usize {
             4
         }
         fn predict(&mut self, p: &[f32], count: usize, patch: [usize; 3]) -> Result<Vec<f32>, PredictError> {
-            std::thread::sleep(Duration::from_millis(60));
+            self.0.wait();
             let n: usize = patch.iter().product();
             let mut out = vec![0.0; count * 4 * n];
             for b in 0..count {
@@ -181,9 +198,11 @@ mod tests {
         }
     }
 
-    fn segmenter() -> Result<VesselSegmenter, String> {
-        let info = ModelInfo::from_json(&example_json()).map_err(|e| e.to_string())?;
-        Ok(VesselSegmenter::with_predictor(Box::new(BrightIsAorta), info, "closed-form"))
+    fn segmenter(gate: Gate) -> impl FnOnce() -> Result<VesselSegmenter, String> + Send + 'static {
+        move || {
+            let info = ModelInfo::from_json(&example_json()).map_err(|e| e.to_string())?;
+            Ok(VesselSegmenter::with_predictor(Box::new(BrightIsAorta(gate)), info, "closed-form"))
+        }
     }
 
     /// A 40 mm cube of air-free tissue with a bright 10 mm bar, 1 mm voxels.
@@ -218,13 +237,15 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("nn_seg_service_{}", std::process::id()));
         let ct = write_case(&tmp);
         let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1 };
-        let service = SegmentationService::start(limits, segmenter);
+        let gate = Gate::default();
+        let service = SegmentationService::start(limits, segmenter(gate.clone()));
         let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
         let second = service.submit(request(&ct, &tmp.join("b"))).unwrap();
         let third = service.submit(request(&ct, &tmp.join("c")));
         assert!(matches!(third, Err(Refusal::QueueFull { queued: 1, max_queue: 1 })), "{third:?}");
         let bad = service.submit(request(&tmp.join("missing.nii"), &tmp.join("d")));
         assert!(matches!(bad, Err(Refusal::BadRequest(_))), "{bad:?}");
+        gate.open();
         let a = first.blocking_recv().unwrap().unwrap();
         let b = second.blocking_recv().unwrap().unwrap();
         // The bar is 10x10x20 mm = 2 ml of "aorta" on the input grid.
@@ -241,20 +262,25 @@ mod tests {
     fn refuses_when_busy_if_so_configured_and_reports_errors_as_outcomes() {
         let tmp = std::env::temp_dir().join(format!("nn_seg_service_busy_{}", std::process::id()));
         let ct = write_case(&tmp);
-        let limits = ServiceLimits { max_input_voxels: 1000, queue_when_busy: false, max_queue: 4 };
-        let service = SegmentationService::start(limits, segmenter);
+        let gate = Gate::default();
+        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: false, max_queue: 4 };
+        let service = SegmentationService::start(limits, segmenter(gate.clone()));
         let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
         let second = service.submit(request(&ct, &tmp.join("b")));
         assert_eq!(second.unwrap_err(), Refusal::Busy);
+        gate.open();
+        assert!(first.blocking_recv().unwrap().is_ok());
         // 64,000 voxels against a limit of 1,000: an error outcome, not a crash.
-        let e = first.blocking_recv().unwrap().unwrap_err();
+        let small = ServiceLimits { max_input_voxels: 1000, queue_when_busy: false, max_queue: 4 };
+        let service = SegmentationService::start(small, segmenter(gate.clone()));
+        let e = service.submit(request(&ct, &tmp.join("c"))).unwrap().blocking_recv().unwrap().unwrap_err();
         assert!(e.contains("max_input_voxels"), "{e}");
         // A model that failed to load answers every request with its error.
         let broken = SegmentationService::start(
             ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1 },
             || Err("model missing.onnx: no such file".to_string()),
         );
-        let e = broken.submit(request(&ct, &tmp.join("c"))).unwrap().blocking_recv().unwrap().unwrap_err();
+        let e = broken.submit(request(&ct, &tmp.join("d"))).unwrap().blocking_recv().unwrap().unwrap_err();
         assert!(e.contains("missing.onnx"), "{e}");
     }
 }
