@@ -5,7 +5,7 @@
 # Needs the release build of needle_nav (its `phantom` command makes the digital patients):
 # scripts/test.sh or `cargo build --release` first. Extra arguments go to
 # `python -m needle_nav_training.train` (see --help there); SEED overrides the seed (default 5).
-# About 30 min on 2 CPU cores.
+# About 20 min on 2 idle CPU cores (training capped at 27 min of wall clock).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$ROOT/scripts/setup-training.sh"

@@ -33,7 +33,7 @@ class AugmentConfig:
     # Contrast level: the vessels' enhancement scaled by k = k_dose * k_class, a common dose
     # factor and a small per-class jitter (real CTA arteries reach 500+ HU, portal-venous aortas
     # 150 HU; the jitter is small so the classes' HU order, a real cue in contrast CT, mostly stays).
-    p_enhancement: float = 0.3
+    p_enhancement: float = 0.7
     enhancement_range: tuple = (0.5, 1.6)
     enhancement_class_jitter: tuple = (0.9, 1.1)
 

@@ -140,7 +140,7 @@ def markdown(r: dict) -> str:
                     f"shell {f['mae_hu_shell_voxels']}" for f in d["synthesis_fidelity_val"]) + ".",
         "* Augmentation: rotation 0–45° (half about Z, in-plane, half about a random axis), isotropic scale "
         "0.85–1.15, Gaussian noise σ 0–15 HU, brightness ±20 HU, contrast ×0.9–1.1 about 40 HU (so the classes' "
-        "HU differences survive); contrast level (p 0.3, contrast volumes only): the vessels' enhancement "
+        "HU differences survive); contrast level (p 0.7, contrast volumes only): the vessels' enhancement "
         "(contrast − synthesised plain) scaled by a dose factor 0.5–1.6 times a per-class jitter 0.9–1.1; "
         "patches centred on a "
         "vessel voxel (class chosen uniformly) with probability 0.67.",
