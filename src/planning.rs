@@ -78,12 +78,8 @@ pub fn plan_from_files(
     options: &PlannerOptions,
     max_voxels: u64,
 ) -> Result<PlannedPath, PlanningFailure> {
-    let request = segmentation_request::validate(
-        &input.ct_path.display().to_string(),
-        &std::env::temp_dir().display().to_string(),
-        0.0,
-    )
-    .map_err(|e| PlanningFailure::Input(e.to_string()))?;
+    let request = segmentation_request::input_kind(&input.ct_path.display().to_string())
+        .map_err(|e| PlanningFailure::Input(e.to_string()))?;
     let (ct, _, _) = load_input(&request, max_voxels).map_err(|e| PlanningFailure::Input(e.to_string()))?;
     let labels = nifti::read(labels_path).map_err(|e| PlanningFailure::Input(e.to_string()))?;
     if labels.geometry.dims != ct.geometry.dims {

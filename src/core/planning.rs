@@ -248,7 +248,7 @@ pub fn plan_path(
     let directions = cone_directions(&o.approach_direction, o.max_angle_deg, o.directions);
     let in_region = |p: &Point3<f64>| {
         o.entry_region_mm
-            .is_none_or(|r| p.x >= r[0] && p.x <= r[1] && p.y >= r[2] && p.y <= r[3] && p.z >= r[4] && p.z <= r[5])
+            .map_or(true, |r| p.x >= r[0] && p.x <= r[1] && p.y >= r[2] && p.y <= r[3] && p.z >= r[4] && p.z <= r[5])
     };
     let mut best: Option<PlannedPath> = None;
     let mut reachable = 0;

@@ -28,16 +28,13 @@ pub enum RequestError {
     BadOverlap(f32),
 }
 
-/// Validates the request fields; creates `output_dir` if missing.
-pub fn validate(input_path: &str, output_dir: &str, patch_overlap: f32) -> Result<SegmentationInput, RequestError> {
-    if !(0.0..=0.9).contains(&patch_overlap) {
-        return Err(RequestError::BadOverlap(patch_overlap));
-    }
+/// What kind of input `input_path` names (DICOM folder or NIfTI file), checking it exists.
+pub fn input_kind(input_path: &str) -> Result<SegmentationInput, RequestError> {
     if input_path.trim().is_empty() {
         return Err(RequestError::EmptyInput);
     }
     let input = Path::new(input_path);
-    let input_kind = if input.is_dir() {
+    if input.is_dir() {
         let has_file = std::fs::read_dir(input)
             .map_err(|_| RequestError::InputMissing(input_path.into()))?
             .filter_map(Result::ok)
@@ -45,17 +42,25 @@ pub fn validate(input_path: &str, output_dir: &str, patch_overlap: f32) -> Resul
         if !has_file {
             return Err(RequestError::EmptyDirectory(input_path.into()));
         }
-        SegmentationInput::DicomDirectory(input.to_path_buf())
+        Ok(SegmentationInput::DicomDirectory(input.to_path_buf()))
     } else if input.is_file() {
         let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
         if name.ends_with(".nii") || name.ends_with(".nii.gz") {
-            SegmentationInput::Nifti(input.to_path_buf())
+            Ok(SegmentationInput::Nifti(input.to_path_buf()))
         } else {
-            return Err(RequestError::InputKind(input_path.into()));
+            Err(RequestError::InputKind(input_path.into()))
         }
     } else {
-        return Err(RequestError::InputMissing(input_path.into()));
-    };
+        Err(RequestError::InputMissing(input_path.into()))
+    }
+}
+
+/// Validates the request fields; creates `output_dir` if missing.
+pub fn validate(input_path: &str, output_dir: &str, patch_overlap: f32) -> Result<SegmentationInput, RequestError> {
+    if !(0.0..=0.9).contains(&patch_overlap) {
+        return Err(RequestError::BadOverlap(patch_overlap));
+    }
+    let input_kind = input_kind(input_path)?;
     if output_dir.trim().is_empty() {
         return Err(RequestError::EmptyOutput);
     }

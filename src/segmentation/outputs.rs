@@ -88,7 +88,8 @@ pub fn write_ply(path: &std::path::Path, points: &[VesselPoint]) -> std::io::Res
     out.flush()
 }
 
-/// Label map, surface (when asked) and summary into `options.output_dir`.
+/// Label map and surface (when asked) into `options.output_dir`; the summary is written by
+/// the caller once the timings are final ([`write_summary`]).
 pub fn write_all(result: &mut SegmentationResult, options: &SegmentationOptions) -> Result<(), String> {
     let dir = &options.output_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -103,7 +104,7 @@ pub fn write_all(result: &mut SegmentationResult, options: &SegmentationOptions)
         result.surface_path = Some(path);
     }
     result.summary_json_path = dir.join(SUMMARY_FILE);
-    write_summary(result)
+    Ok(())
 }
 
 /// The summary JSON (everything in the result but the voxels), written atomically.

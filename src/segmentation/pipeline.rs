@@ -160,7 +160,6 @@ impl VesselSegmenter {
         outputs::write_all(&mut result, options).map_err(SegmentationError::Output)?;
         result.stages.push(StageTime { stage: "write".into(), seconds: t.elapsed().as_secs_f64() });
         result.total_seconds = started.elapsed().as_secs_f64();
-        // The summary on disk carries the final timings.
         outputs::write_summary(&result).map_err(SegmentationError::Output)?;
         Ok(result)
     }
