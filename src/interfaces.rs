@@ -79,9 +79,26 @@ pub const VIZ_TARGET: Endpoint = Endpoint {
     type_name: "visualization_msgs/msg/MarkerArray",
     qos: QosKind::ReliableStream,
 };
+/// Markers coloured by class (registration / correction / unclassified) with their ids, for rviz.
+pub const VIZ_MARKER_CLASSES: Endpoint = Endpoint {
+    name: "needle_nav/viz/marker_classes",
+    type_name: "visualization_msgs/msg/MarkerArray",
+    qos: QosKind::ReliableStream,
+};
+/// The plan in the CT frame: vessel surface coloured by class, lesion, entry, target, needle path.
+/// Latched, so rviz started later still shows it.
+pub const VIZ_PLAN: Endpoint = Endpoint {
+    name: "needle_nav/viz/plan",
+    type_name: "visualization_msgs/msg/MarkerArray",
+    qos: QosKind::LatchedState,
+};
 /// The registration as a static transform (tracker -> ct). A global name: tf is shared by the whole system.
 pub const TF_STATIC: Endpoint =
     Endpoint { name: "/tf_static", type_name: "tf2_msgs/msg/TFMessage", qos: QosKind::LatchedState };
+/// The live needle target frame (tracker -> needle_target), only while the target is valid.
+pub const TF: Endpoint = Endpoint { name: "/tf", type_name: "tf2_msgs/msg/TFMessage", qos: QosKind::ReliableStream };
+/// Simulated time, published by the bag player (`--play BAG --clock`); nodes follow it with use_sim_time:=true.
+pub const CLOCK: Endpoint = Endpoint { name: "/clock", type_name: "rosgraph_msgs/msg/Clock", qos: QosKind::SensorData };
 pub const SEGMENT_VESSELS: Endpoint =
     Endpoint { name: "needle_nav/segment_vessels", type_name: "needle_nav/srv/SegmentVessels", qos: QosKind::Service };
 
@@ -129,7 +146,9 @@ impl NodeKind {
         use Direction::*;
         match self {
             NodeKind::MarkerTracker => &[(Publishes, MARKERS), (Publishes, GROUND_TRUTH), (Publishes, VIZ_MARKERS)],
-            NodeKind::MarkerClassifier => &[(Subscribes, MARKERS), (Publishes, CLASSIFICATION)],
+            NodeKind::MarkerClassifier => {
+                &[(Subscribes, MARKERS), (Publishes, CLASSIFICATION), (Publishes, VIZ_MARKER_CLASSES)]
+            }
             NodeKind::LesionRegistration => &[
                 (Subscribes, MARKERS),
                 (Subscribes, CLASSIFICATION),
@@ -144,10 +163,63 @@ impl NodeKind {
                 (Publishes, TARGET),
                 (Publishes, TARGET_POSE),
                 (Publishes, VIZ_TARGET),
+                (Publishes, TF),
             ],
             NodeKind::VesselSegmentation => &[(Serves, SEGMENT_VESSELS)],
-            NodeKind::TrajectoryPlanner => &[(Calls, SEGMENT_VESSELS), (Publishes, PLAN)],
+            NodeKind::TrajectoryPlanner => &[(Calls, SEGMENT_VESSELS), (Publishes, PLAN), (Publishes, VIZ_PLAN)],
         }
+    }
+}
+
+/// Every topic some node publishes, once each, in node order: what a session bag records by default.
+pub fn published_topics() -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    for kind in NodeKind::ALL {
+        for (dir, ep) in kind.endpoints() {
+            if *dir == Direction::Publishes && !out.iter().any(|e| e.name == ep.name) {
+                out.push(*ep);
+            }
+        }
+    }
+    out
+}
+
+impl QosKind {
+    /// The publisher QoS as rosbag2 stores it in `offered_qos_profiles` (metadata.yaml and MCAP
+    /// channel metadata), so that `ros2 bag play` offers the same QoS again.
+    pub fn rosbag2_offered_qos(self) -> String {
+        let (reliability, durability, depth) = match self {
+            QosKind::SensorData => ("best_effort", "volatile", 5),
+            QosKind::LatchedState => ("reliable", "transient_local", 1),
+            QosKind::ReliableStream | QosKind::Service => ("reliable", "volatile", 10),
+        };
+        // rosbag2 writes "infinite" durations as the largest rmw time.
+        let infinite = "{sec: 9223372036, nsec: 854775807}";
+        format!(
+            "- history: keep_last\n  depth: {depth}\n  reliability: {reliability}\n  durability: {durability}\n  \
+             deadline: {infinite}\n  lifespan: {infinite}\n  liveliness: automatic\n  \
+             liveliness_lease_duration: {infinite}\n  avoid_ros_namespace_conventions: false\n"
+        )
+    }
+
+    /// Reads back (reliability, durability, depth) from rosbag2's `offered_qos_profiles` text; the
+    /// first profile counts. Unknown or absent values: reliable, volatile, 10.
+    pub fn parse_rosbag2_qos(yaml: &str) -> (bool, bool, usize) {
+        let first = serde_yaml::from_str::<serde_yaml::Value>(yaml)
+            .ok()
+            .and_then(|v| v.as_sequence().and_then(|s| s.first().cloned()));
+        let text = |key: &str| {
+            first.as_ref().and_then(|p| match &p[key] {
+                serde_yaml::Value::String(s) => Some(s.to_lowercase()),
+                serde_yaml::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        // rmw enums as integers: reliability 1 reliable, 2 best effort; durability 1 transient local.
+        let reliable = !matches!(text("reliability").as_deref(), Some("best_effort") | Some("2"));
+        let latched = matches!(text("durability").as_deref(), Some("transient_local") | Some("1"));
+        let depth = first.as_ref().and_then(|p| p["depth"].as_u64()).filter(|d| *d > 0).unwrap_or(10) as usize;
+        (reliable, latched, depth)
     }
 }
 
@@ -196,12 +268,40 @@ mod tests {
     }
 
     #[test]
+    fn offered_qos_round_trips_through_the_rosbag2_text() {
+        for (kind, expected) in [
+            (QosKind::SensorData, (false, false, 5)),
+            (QosKind::LatchedState, (true, true, 1)),
+            (QosKind::ReliableStream, (true, false, 10)),
+        ] {
+            assert_eq!(QosKind::parse_rosbag2_qos(&kind.rosbag2_offered_qos()), expected, "{kind:?}");
+        }
+        // Older rosbag2 writes the rmw enums as integers.
+        assert_eq!(
+            QosKind::parse_rosbag2_qos("- history: 3\n  depth: 0\n  reliability: 2\n  durability: 1\n"),
+            (false, true, 10)
+        );
+        assert_eq!(QosKind::parse_rosbag2_qos("not yaml: ["), (true, false, 10));
+    }
+
+    #[test]
+    fn a_session_bag_records_every_published_topic_once() {
+        let topics = published_topics();
+        assert!(topics.iter().any(|e| e.name == TARGET.name) && topics.iter().any(|e| e.name == TF_STATIC.name));
+        assert!(!topics.iter().any(|e| e.qos == QosKind::Service));
+        let mut names: Vec<_> = topics.iter().map(|e| e.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), topics.len());
+    }
+
+    #[test]
     fn names_are_relative_and_valid_ros_names() {
         for kind in NodeKind::ALL {
             assert_eq!(NodeKind::from_name(kind.name()), Some(kind));
             for (_, ep) in kind.endpoints() {
                 // Relative, except the system-wide tf topics.
-                assert!(!ep.name.starts_with('/') || ep.name == "/tf_static", "{} must be relative", ep.name);
+                assert!(!ep.name.starts_with('/') || ep.name.starts_with("/tf"), "{} must be relative", ep.name);
                 assert!(
                     ep.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/'),
                     "{} has characters ROS rejects",

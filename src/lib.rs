@@ -14,6 +14,7 @@ pub mod interfaces;
 pub mod logging;
 pub mod patient_case;
 pub mod planning;
+pub mod report;
 pub mod segmentation;
 
 #[cfg(feature = "ros")]

@@ -7,6 +7,7 @@ use crate::core::planning::{plan_path, PlanError, PlannedPath, PlannerOptions};
 use crate::core::segmentation_request;
 use crate::imaging::nifti;
 use crate::imaging::volume::Volume;
+use crate::segmentation::outputs::{surface_points, VesselPoint};
 use crate::segmentation::pipeline::load_input;
 use nalgebra::{Point3, Vector3};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ pub struct PlanningInput {
     pub ct_path: PathBuf,
     /// CT frame (LPS) [mm].
     pub target_mm: Point3<f64>,
+    /// Lesion radius around the target [mm] (0: a point target).
+    pub lesion_radius_mm: f64,
 }
 
 /// None when nothing is configured (no plan is made).
@@ -33,9 +36,11 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
             .filter(|v| v.len() == 3)
             .ok_or_else(|| format!("{}: no reference.lesion_centre_mm", dir.join("case.json").display()))?;
         let ct_dir = case["files"]["ct_dicom_dir"].as_str().unwrap_or("ct");
+        let radius = case["reference"]["lesion_radius_mm"].as_f64().filter(|r| r.is_finite() && *r >= 0.0);
         return Ok(Some(PlanningInput {
             ct_path: dir.join(ct_dir),
             target_mm: Point3::new(lesion[0], lesion[1], lesion[2]),
+            lesion_radius_mm: radius.unwrap_or(0.0),
         }));
     }
     if cfg.ct_path.trim().is_empty() {
@@ -45,6 +50,7 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
     Ok(Some(PlanningInput {
         ct_path: PathBuf::from(&cfg.ct_path),
         target_mm: Point3::new(t[0] * 1000.0, t[1] * 1000.0, t[2] * 1000.0),
+        lesion_radius_mm: cfg.lesion_radius_m * 1000.0,
     }))
 }
 
@@ -63,33 +69,47 @@ pub fn planner_options(cfg: &TrajectoryPlannerConfig) -> PlannerOptions {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PlanningFailure {
-    #[error("cannot load the planning CT: {0}")]
-    Input(String),
-    #[error(transparent)]
-    Plan(#[from] PlanError),
+/// Side of the cubes the vessel surface is thinned to for display [mm].
+pub const DISPLAY_CELL_MM: f64 = 4.0;
+
+/// A planning run on loaded inputs: the plan (or why there is none) and the vessel surface the
+/// plan avoided, thinned for display.
+#[derive(Debug)]
+pub struct PlanningRun {
+    pub result: Result<PlannedPath, PlanError>,
+    pub vessel_points: Vec<VesselPoint>,
 }
 
-/// Loads the CT and the labels (which must share its grid) and plans.
+/// The CT and its vessel labels on the CT's grid.
+pub fn load_ct_and_labels(
+    ct_path: &Path,
+    labels_path: &Path,
+    max_voxels: u64,
+) -> Result<(Volume<f32>, Volume<u8>), String> {
+    let request = segmentation_request::input_kind(&ct_path.display().to_string()).map_err(|e| e.to_string())?;
+    let (ct, _, _) = load_input(&request, max_voxels).map_err(|e| format!("cannot load the planning CT: {e}"))?;
+    let labels = nifti::read(labels_path).map_err(|e| e.to_string())?;
+    if labels.geometry.dims != ct.geometry.dims {
+        return Err(format!(
+            "the labels {} ({:?}) are not on the CT's grid ({:?})",
+            labels_path.display(),
+            labels.geometry.dims,
+            ct.geometry.dims
+        ));
+    }
+    let labels = Volume { geometry: ct.geometry.clone(), data: labels.data.iter().map(|v| *v as u8).collect() };
+    Ok((ct, labels))
+}
+
+/// Loads the CT and the labels (which must share its grid) and plans. Err: the inputs could not be used.
 pub fn plan_from_files(
     input: &PlanningInput,
     labels_path: &Path,
     options: &PlannerOptions,
     max_voxels: u64,
-) -> Result<PlannedPath, PlanningFailure> {
-    let request = segmentation_request::input_kind(&input.ct_path.display().to_string())
-        .map_err(|e| PlanningFailure::Input(e.to_string()))?;
-    let (ct, _, _) = load_input(&request, max_voxels).map_err(|e| PlanningFailure::Input(e.to_string()))?;
-    let labels = nifti::read(labels_path).map_err(|e| PlanningFailure::Input(e.to_string()))?;
-    if labels.geometry.dims != ct.geometry.dims {
-        return Err(PlanningFailure::Input(format!(
-            "the labels {} ({:?}) are not on the CT's grid ({:?})",
-            labels_path.display(),
-            labels.geometry.dims,
-            ct.geometry.dims
-        )));
-    }
-    let labels = Volume { geometry: ct.geometry.clone(), data: labels.data.iter().map(|v| *v as u8).collect() };
-    Ok(plan_path(&ct, &labels, input.target_mm, options)?)
+) -> Result<PlanningRun, String> {
+    let (ct, labels) = load_ct_and_labels(&input.ct_path, labels_path, max_voxels)?;
+    let options = PlannerOptions { lesion_radius_mm: input.lesion_radius_mm, ..options.clone() };
+    let result = plan_path(&ct, &labels, input.target_mm, &options);
+    Ok(PlanningRun { result, vessel_points: surface_points(&labels, DISPLAY_CELL_MM) })
 }

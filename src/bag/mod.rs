@@ -160,6 +160,36 @@ pub struct BagMessage {
     pub cdr: Vec<u8>,
 }
 
+/// The topics listed in the bag's metadata.yaml (the definition is left empty: it is in the MCAP schema).
+pub fn read_topics(dir: &Path) -> Result<Vec<TopicInfo>, BagError> {
+    let meta_path = dir.join("metadata.yaml");
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| io_err(&meta_path, e))?;
+    let meta: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| io_err(&meta_path, e))?;
+    let list = meta["rosbag2_bagfile_information"]["topics_with_message_count"]
+        .as_sequence()
+        .ok_or_else(|| io_err(&meta_path, "no topics_with_message_count"))?;
+    let mut out = Vec::new();
+    for t in list {
+        let m = &t["topic_metadata"];
+        let (Some(name), Some(type_name)) = (m["name"].as_str(), m["type"].as_str()) else {
+            return Err(io_err(&meta_path, "a topic without name or type"));
+        };
+        // rosbag2 writes the QoS either as one YAML string or as a list.
+        let qos = match &m["offered_qos_profiles"] {
+            serde_yaml::Value::String(s) => s.clone(),
+            serde_yaml::Value::Null => String::new(),
+            other => serde_yaml::to_string(other).unwrap_or_default(),
+        };
+        out.push(TopicInfo {
+            name: name.into(),
+            type_name: type_name.into(),
+            offered_qos_yaml: qos,
+            definition: String::new(),
+        });
+    }
+    Ok(out)
+}
+
 /// Every message of the bag in `dir` (its MCAP files in metadata order), sorted by log time.
 pub fn read_bag(dir: &Path) -> Result<Vec<BagMessage>, BagError> {
     let meta_path = dir.join("metadata.yaml");
@@ -239,5 +269,8 @@ mod tests {
         assert_eq!(info["starting_time"]["nanoseconds_since_epoch"].as_u64(), Some(1_000));
         assert_eq!(info["topics_with_message_count"][0]["message_count"].as_u64(), Some(2));
         assert_eq!(info["relative_file_paths"][0].as_str(), Some("session_0.mcap"));
+        let topics = read_topics(&dir).unwrap();
+        assert_eq!(topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["/a", "/b"]);
+        assert_eq!(topics[0].offered_qos_yaml, "- history: 1\n  depth: 10\n");
     }
 }

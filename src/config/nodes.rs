@@ -541,6 +541,9 @@ pub struct TrajectoryPlannerConfig {
     pub ct_path: String,
     /// Target in the CT frame (LPS) [m], used with ct_path.
     pub target_point_m: Vec<f64>,
+    /// Lesion radius around the target [m] (with ct_path; a case folder gives its own): vessel
+    /// labels inside it are lesion, not obstacles. 0: the target is a point.
+    pub lesion_radius_m: f64,
     pub output_dir: String,
     pub image_frame_id: String,
     pub service_timeout_s: f64,
@@ -563,6 +566,7 @@ impl Default for TrajectoryPlannerConfig {
             ct_case_dir: String::new(),
             ct_path: String::new(),
             target_point_m: vec![0.0, 0.0, 0.0],
+            lesion_radius_m: 0.0,
             output_dir: "/tmp/needle_nav_plan".into(),
             image_frame_id: crate::interfaces::frames::CT.into(),
             service_timeout_s: 300.0,
@@ -600,6 +604,7 @@ impl Validate for TrajectoryPlannerConfig {
             || format!("{r:?} must be [x_min, x_max, y_min, y_max, z_min, z_max] with each min < max"),
         )?;
         in_range("bone_hu", self.bone_hu, 100.0, 3000.0, "HU")?;
+        in_range("lesion_radius_m", self.lesion_radius_m, 0.0, 0.05, "m")?;
         check((10..=100_000).contains(&self.directions), "directions", || {
             format!("{} is outside 10..=100000", self.directions)
         })

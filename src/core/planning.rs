@@ -26,6 +26,10 @@ pub struct PlannerOptions {
     pub step_mm: f64,
     /// Optional entry region: [x_min, x_max, y_min, y_max, z_min, z_max] in CT mm (LPS).
     pub entry_region_mm: Option<[f64; 6]>,
+    /// Radius of the lesion around the target [mm]. Vessel labels inside it are lesion tissue
+    /// mislabelled (an enhancing lesion looks like a vessel to the segmentation), not obstacles;
+    /// how many were ignored is reported with the plan. 0: the target is a point.
+    pub lesion_radius_mm: f64,
 }
 
 impl Default for PlannerOptions {
@@ -40,6 +44,7 @@ impl Default for PlannerOptions {
             directions: 3000,
             step_mm: 0.5,
             entry_region_mm: None,
+            lesion_radius_mm: 0.0,
         }
     }
 }
@@ -57,6 +62,8 @@ pub struct PlannedPath {
     /// Directions tried, and those giving a skin entry within depth and region.
     pub candidates: usize,
     pub reachable: usize,
+    /// Vessel-labelled voxels inside the lesion radius, not treated as obstacles.
+    pub lesion_voxels_ignored: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -227,6 +234,28 @@ fn nearest_voxel(g: &Geometry, p: &Point3<f64>) -> Option<usize> {
     Some(g.offset(idx[0] as usize, idx[1] as usize, idx[2] as usize))
 }
 
+/// The labels with those inside the lesion sphere cleared, and how many were cleared.
+fn without_lesion(vessels: &Volume<u8>, target_mm: &Point3<f64>, radius_mm: f64) -> (Volume<u8>, usize) {
+    let mut out = vessels.clone();
+    if radius_mm <= 0.0 {
+        return (out, 0);
+    }
+    let g = &vessels.geometry;
+    let [nx, ny, _] = g.dims;
+    let mut cleared = 0;
+    for (v, label) in out.data.iter_mut().enumerate() {
+        if *label == 0 {
+            continue;
+        }
+        let (i, j, k) = (v % nx, (v / nx) % ny, v / (nx * ny));
+        if (g.index_to_patient([i as f64, j as f64, k as f64]) - target_mm).norm() <= radius_mm {
+            *label = 0;
+            cleared += 1;
+        }
+    }
+    (out, cleared)
+}
+
 /// Plans the straight path to `target_mm` (CT LPS mm) that keeps farthest from vessels and bone.
 pub fn plan_path(
     hu: &Volume<f32>,
@@ -241,7 +270,8 @@ pub fn plan_path(
     if outside[target_voxel] {
         return Err(PlanError::TargetOutsideBody(t));
     }
-    let clearance = clearance_map_mm(hu, vessels, o.bone_hu);
+    let (vessels, lesion_voxels_ignored) = without_lesion(vessels, &target_mm, o.lesion_radius_mm);
+    let clearance = clearance_map_mm(hu, &vessels, o.bone_hu);
     if f64::from(clearance[target_voxel]) < 1e-6 {
         return Err(PlanError::TargetInObstacle(clearance[target_voxel] as f64));
     }
@@ -289,6 +319,7 @@ pub fn plan_path(
                 angle_deg: angle,
                 candidates: 0,
                 reachable: 0,
+                lesion_voxels_ignored,
             });
         }
     }
@@ -414,5 +445,27 @@ mod tests {
         let out = outside_body(&hu, -400.0);
         let lung = hu.geometry.patient_to_index(&Point3::new(30.0, 10.0, 0.0)).map(|v| v.round() as usize);
         assert!(!out[hu.geometry.offset(lung[0], lung[1], lung[2])]);
+    }
+
+    #[test]
+    fn vessel_labels_inside_the_lesion_are_not_obstacles_and_are_counted() {
+        let (hu, mut lab, target) = body_with_vessel();
+        // A labelled blob at the target (an enhancing lesion mistaken for a vessel), radius 6 mm.
+        let g = lab.geometry.clone();
+        let mut blob = 0;
+        for v in 0..lab.data.len() {
+            let (i, j, k) = (v % 81, (v / 81) % 81, v / (81 * 81));
+            if (g.index_to_patient([i as f64, j as f64, k as f64]) - target).norm() <= 6.0 {
+                lab.data[v] = 1;
+                blob += 1;
+            }
+        }
+        let point = PlannerOptions { safety_margin_mm: 3.0, max_depth_mm: 80.0, ..Default::default() };
+        assert!(matches!(plan_path(&hu, &lab, target, &point), Err(PlanError::TargetInObstacle(_))));
+        let lesion = PlannerOptions { lesion_radius_mm: 8.0, ..point };
+        let plan = plan_path(&hu, &lab, target, &lesion).unwrap();
+        // Every blob voxel is inside 8 mm; the tube (20 mm away, radius 4) is not.
+        assert_eq!(plan.lesion_voxels_ignored, blob);
+        assert!(plan.min_clearance_mm > 6.0, "{plan:?}");
     }
 }

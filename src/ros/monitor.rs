@@ -17,6 +17,8 @@ struct Seen {
     first_sample_ns: Option<i64>,
     last_sample_ns: Option<i64>,
     markers_per_sample: usize,
+    /// The newest usable marker positions (tracker frame) [m].
+    last_markers: Vec<(u32, nalgebra::Point3<f64>)>,
     classification: Option<msg::MarkerClassification>,
     registration: Option<msg::LesionRegistration>,
     plan: Option<msg::NeedlePlan>,
@@ -77,6 +79,8 @@ impl Monitor {
                 g.first_sample_ns.get_or_insert(t);
                 g.last_sample_ns = Some(t);
                 g.markers_per_sample = m.markers.len();
+                g.last_markers =
+                    crate::ros::convert::sample_from_msg(&m).usable().map(|o| (o.id, o.position)).collect();
             }
         });
         let s = seen.clone();
@@ -185,6 +189,27 @@ impl Monitor {
         match &g.plan {
             Some(p) => {
                 let _ = writeln!(out, "plan           : status {} - {}", p.status, p.status_message);
+                if p.path_length.is_finite() {
+                    let _ = writeln!(
+                        out,
+                        "                 {}: entry {:.1?} mm, length {:.1} mm, minimum clearance {:.1} mm (margin {:.1} mm)",
+                        if p.status == msg::NeedlePlan::STATUS_OK as u8 { "planned path" } else { "best path (refused)" },
+                        [p.entry_point.x * 1e3, p.entry_point.y * 1e3, p.entry_point.z * 1e3],
+                        p.path_length * 1e3,
+                        p.minimum_clearance * 1e3,
+                        p.safety_margin * 1e3
+                    );
+                }
+                if !p.vessel_classes.is_empty() {
+                    let volumes: Vec<String> = p
+                        .vessel_classes
+                        .iter()
+                        .zip(&p.vessel_volumes)
+                        .filter(|(c, _)| c.as_str() != "background")
+                        .map(|(c, v)| format!("{c} {:.1} mL", v * 1e6))
+                        .collect();
+                    let _ = writeln!(out, "vessels        : {}", volumes.join(", "));
+                }
             }
             None => {
                 let _ = writeln!(out, "plan           : nothing received");
@@ -223,6 +248,92 @@ impl Monitor {
             lat.len()
         );
         out
+    }
+}
+
+impl Monitor {
+    /// Writes `summary.txt` (the printed summary), `plan.png` (CT planes with vessels, lesion,
+    /// markers and path; when a plan with its CT was received) and `report.md`. Returns the files.
+    pub fn write_report(&self, dir: &std::path::Path, summary: &str) -> Result<Vec<String>, String> {
+        use crate::report::{render, write_png, Overlay};
+        use nalgebra::Point3;
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut files = Vec::new();
+        let summary_path = dir.join("summary.txt");
+        std::fs::write(&summary_path, summary).map_err(|e| format!("{}: {e}", summary_path.display()))?;
+        files.push(summary_path.display().to_string());
+        let (plan, registration, classification, markers) = {
+            let g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            (g.plan.clone(), g.registration.clone(), g.classification.clone(), g.last_markers.clone())
+        };
+        let mut md = String::from("# needle_nav run report\n\n");
+        let picture = match &plan {
+            Some(p) if !p.ct_path.is_empty() && !p.label_map_path.is_empty() => {
+                let (ct, labels) = crate::planning::load_ct_and_labels(
+                    std::path::Path::new(&p.ct_path),
+                    std::path::Path::new(&p.label_map_path),
+                    1 << 31,
+                )?;
+                // Tracked markers into the CT with the registration (tracker -> CT is its inverse).
+                let usable = registration.as_ref().filter(|r| {
+                    r.status == msg::LesionRegistration::STATUS_OK as u8
+                        || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8
+                });
+                let markers_mm = match usable {
+                    Some(r) => {
+                        let to_ct = crate::ros::convert::transform_from_msg(&r.image_to_tracker).inverse();
+                        markers
+                            .iter()
+                            .map(|(id, p)| {
+                                let c = classification.as_ref();
+                                let colour = if c.is_some_and(|c| c.registration_marker_ids.contains(id)) {
+                                    [50, 130, 255]
+                                } else if c.is_some_and(|c| c.correction_marker_ids.contains(id)) {
+                                    [255, 140, 0]
+                                } else {
+                                    [180, 180, 180]
+                                };
+                                (Point3::from((to_ct * p).coords * 1000.0), colour)
+                            })
+                            .collect()
+                    }
+                    None => Vec::new(),
+                };
+                let overlay = Overlay {
+                    target_mm: Point3::new(p.target_point.x, p.target_point.y, p.target_point.z) * 1000.0,
+                    entry_mm: p
+                        .path_length
+                        .is_finite()
+                        .then(|| Point3::new(p.entry_point.x, p.entry_point.y, p.entry_point.z) * 1000.0),
+                    lesion_radius_mm: p.lesion_radius * 1000.0,
+                    path_safe: p.status == msg::NeedlePlan::STATUS_OK as u8,
+                    markers_mm,
+                };
+                let png_path = dir.join("plan.png");
+                write_png(&png_path, &render(&ct, &labels, &overlay))?;
+                files.push(png_path.display().to_string());
+                true
+            }
+            _ => false,
+        };
+        md += "## Summary\n\n```\n";
+        md += summary.trim();
+        md += "\n```\n\n";
+        if picture {
+            md += "## Plan\n\n![CT with vessels, lesion, markers and the planned path](plan.png)\n\n";
+            md += "Left: axial CT slice through the target (patient's right on the left, anterior up); path and \
+                   markers are projected onto it. Right: the oblique plane containing the whole path. Vessel \
+                   labels: artery red, vein blue, aorta orange. Lesion: magenta circle; target: red dot; entry: \
+                   green dot; path: green when it keeps the safety margin, red when refused. Tracked markers \
+                   mapped into the CT by the registration: registration markers blue, correction markers \
+                   orange rings.\n";
+        } else {
+            md += "No picture: no plan with its CT and vessel labels was received.\n";
+        }
+        let md_path = dir.join("report.md");
+        std::fs::write(&md_path, md).map_err(|e| format!("{}: {e}", md_path.display()))?;
+        files.push(md_path.display().to_string());
+        Ok(files)
     }
 }
 

@@ -20,10 +20,23 @@ fn to_yaml(v: &ParameterValue) -> Option<Value> {
     })
 }
 
+/// Parameters every ROS node has; the runtime handles them, they are not node configuration.
+const STANDARD_PARAMETERS: [&str; 1] = ["use_sim_time"];
+
 /// The parameters rcl parsed for this node.
 pub fn overrides(node: &r2r::Node) -> Overrides {
     let params = node.params.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    params.iter().filter_map(|(k, p)| to_yaml(&p.value).map(|v| (k.clone(), v))).collect()
+    params
+        .iter()
+        .filter(|(k, _)| !STANDARD_PARAMETERS.contains(&k.as_str()))
+        .filter_map(|(k, p)| to_yaml(&p.value).map(|v| (k.clone(), v)))
+        .collect()
+}
+
+/// `use_sim_time:=true`: the node's ROS clock follows `/clock` (bag replay).
+pub fn use_sim_time(node: &r2r::Node) -> bool {
+    let params = node.params.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    matches!(params.get("use_sim_time").map(|p| &p.value), Some(ParameterValue::Bool(true)))
 }
 
 /// Loads the node's configuration: its default file, then the ROS parameters.

@@ -72,7 +72,7 @@ impl NodeContext {
 }
 
 /// Options of the executables, given before `--ros-args`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunOptions {
     /// Stop by itself after this long (demos, tests).
     pub run_for: Option<Duration>,
@@ -80,6 +80,35 @@ pub struct RunOptions {
     pub summary: bool,
     /// Host only these nodes (all-in-one executable; empty list: only the monitor).
     pub only: Option<Vec<NodeKind>>,
+    /// Record every topic the nodes publish into this new bag folder.
+    pub record: Option<std::path::PathBuf>,
+    /// Play this bag into the nodes, then stop `linger` after its last message.
+    pub play: Option<std::path::PathBuf>,
+    pub play_rate: f64,
+    /// Publish /clock from the bag (nodes need use_sim_time:=true).
+    pub play_clock: bool,
+    /// Play only these topics (fully qualified); empty: all.
+    pub play_topics: Vec<String>,
+    pub linger: Duration,
+    /// Write summary.txt, report.md and plan.png into this folder at the end (with --summary).
+    pub report: Option<std::path::PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            run_for: None,
+            summary: false,
+            only: None,
+            record: None,
+            play: None,
+            play_rate: 1.0,
+            play_clock: false,
+            play_topics: Vec::new(),
+            linger: Duration::from_secs(2),
+            report: None,
+        }
+    }
 }
 
 impl RunOptions {
@@ -106,6 +135,30 @@ impl RunOptions {
                     }
                     opts.only = Some(kinds);
                 }
+                "--record" => opts.record = Some(it.next().ok_or("--record needs a new bag folder")?.into()),
+                "--play" => opts.play = Some(it.next().ok_or("--play needs a bag folder")?.into()),
+                "--rate" => {
+                    let v = it.next().ok_or("--rate needs a factor")?;
+                    let r: f64 = v.parse().map_err(|_| format!("--rate: `{v}` is not a number"))?;
+                    if !(r.is_finite() && r > 0.0 && r <= 1000.0) {
+                        return Err(format!("--rate: {r} must be in (0, 1000]"));
+                    }
+                    opts.play_rate = r;
+                }
+                "--clock" => opts.play_clock = true,
+                "--topics" => {
+                    let v = it.next().ok_or("--topics needs a comma-separated list of topics")?;
+                    opts.play_topics = v.split(',').filter(|t| !t.is_empty()).map(super::bag_io::qualified).collect();
+                }
+                "--linger" => {
+                    let v = it.next().ok_or("--linger needs seconds")?;
+                    let s: f64 = v.parse().map_err(|_| format!("--linger: `{v}` is not a number of seconds"))?;
+                    if !(s.is_finite() && s >= 0.0) {
+                        return Err(format!("--linger: {s} must be >= 0"));
+                    }
+                    opts.linger = Duration::from_secs_f64(s);
+                }
+                "--report" => opts.report = Some(it.next().ok_or("--report needs a folder")?.into()),
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown option `{other}`")),
             }
@@ -118,8 +171,13 @@ pub use crate::logging::init_tracing;
 
 fn usage(program: &str) -> String {
     format!(
-        "usage: {program} [--run-for SECONDS] [--summary] [--only NODE,NODE|none] [--ros-args --params-file FILE -p key:=value ...]\n\
-         Parameters default to config/<node>.yaml ($NEEDLE_NAV_CONFIG_DIR or the installed share/needle_nav/config)."
+        "usage: {program} [--run-for SECONDS] [--summary [--report DIR]] [--only NODE,NODE|none]\n\
+         \x20      [--record NEW_BAG_DIR] [--play BAG_DIR [--rate R] [--clock] [--topics T,T] [--linger SECONDS]]\n\
+         \x20      [--ros-args --params-file FILE -p key:=value ...]\n\
+         Parameters default to config/<node>.yaml ($NEEDLE_NAV_CONFIG_DIR or the installed share/needle_nav/config).\n\
+         --record writes a rosbag2 (MCAP) bag of every topic the nodes publish; --play publishes a bag's\n\
+         messages with their recorded spacing (/clock with --clock: run the nodes with -p use_sim_time:=true)\n\
+         and stops the process --linger seconds (default 2) after its last message."
     )
 }
 
@@ -200,34 +258,60 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
 
     let mut spinners = Vec::new();
     let mut monitor = None;
+    let mut recorder = None;
     let mut nodes_to_spin = Vec::new();
+    // Every node of the process: its ROS clock follows /clock when use_sim_time:=true.
+    let make_node = |name: &str| -> Result<(r2r::Node, NodeContext), NodeError> {
+        let mut node = r2r::Node::create(ctx.clone(), name, "").ros(format!("cannot create node {name}"))?;
+        if super::params::use_sim_time(&node) {
+            node.get_time_source().enable_sim_time(&mut node).ros(format!("{name}: cannot follow /clock"))?;
+            tracing::info!(node = name, "use_sim_time: the node's clock follows /clock");
+        }
+        let cx = NodeContext {
+            name: name.to_string(),
+            rt: rt.handle().clone(),
+            shutdown: stop_rx.clone(),
+            clock: node.get_ros_clock(),
+        };
+        Ok((node, cx))
+    };
+    // The bag node comes first, so that the recorder hears the nodes' first messages.
+    if opts.record.is_some() || opts.play.is_some() {
+        let (mut node, cx) = make_node("needle_nav_bag")?;
+        if let Some(dir) = &opts.record {
+            recorder = Some(super::bag_io::Recorder::start(&mut node, &cx, dir, &super::bag_io::session_topics())?);
+        }
+        if let Some(dir) = &opts.play {
+            let play = super::bag_io::PlayOptions {
+                rate: opts.play_rate,
+                clock: opts.play_clock,
+                topics: opts.play_topics.clone(),
+                start_delay: Duration::from_secs(1),
+            };
+            let (stop_tx, linger) = (stop_tx.clone(), opts.linger);
+            super::bag_io::start_player(&mut node, &cx, dir, play, move |_| {
+                tokio::spawn(async move {
+                    tokio::time::sleep(linger).await;
+                    tracing::info!("bag finished: shutting down");
+                    let _ = stop_tx.send(true);
+                });
+            })?;
+        }
+        nodes_to_spin.push(("needle_nav_bag".to_string(), node));
+    }
     // The all-in-one can host a subset (benchmarks, debugging).
     let kinds: Vec<NodeKind> = match &opts.only {
         Some(only) => kinds.iter().copied().filter(|k| only.contains(k)).collect(),
         None => kinds.to_vec(),
     };
     for &kind in &kinds {
-        let mut node =
-            r2r::Node::create(ctx.clone(), kind.name(), "").ros(format!("cannot create node {}", kind.name()))?;
-        let cx = NodeContext {
-            name: kind.name().to_string(),
-            rt: rt.handle().clone(),
-            shutdown: stop_rx.clone(),
-            clock: node.get_ros_clock(),
-        };
+        let (mut node, cx) = make_node(kind.name())?;
         super::nodes::start(kind, &mut node, &cx)?;
         tracing::info!(node = kind.name(), "started");
         nodes_to_spin.push((kind.name().to_string(), node));
     }
     if opts.summary {
-        let mut node =
-            r2r::Node::create(ctx.clone(), "needle_nav_monitor", "").ros("cannot create the monitor node")?;
-        let cx = NodeContext {
-            name: "needle_nav_monitor".into(),
-            rt: rt.handle().clone(),
-            shutdown: stop_rx.clone(),
-            clock: node.get_ros_clock(),
-        };
+        let (mut node, cx) = make_node("needle_nav_monitor")?;
         monitor = Some(super::monitor::Monitor::start(&mut node, &cx)?);
         nodes_to_spin.push(("needle_nav_monitor".into(), node));
     }
@@ -254,8 +338,24 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     for h in spinners {
         let _ = h.join();
     }
+    if let Some(r) = recorder {
+        match r.finish() {
+            Ok((dir, counts)) => {
+                let total: u64 = counts.values().sum();
+                println!("bag            : {total} messages on {} topics in {}", counts.len(), dir.display());
+            }
+            Err(e) => tracing::error!("the bag could not be closed: {e}"),
+        }
+    }
     if let Some(m) = monitor {
-        println!("{}", m.report());
+        let text = m.report();
+        println!("{text}");
+        if let Some(dir) = &opts.report {
+            match m.write_report(dir, &text) {
+                Ok(files) => println!("report         : {}", files.join(", ")),
+                Err(e) => tracing::error!("the report could not be written to {}: {e}", dir.display()),
+            }
+        }
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped cleanly");
@@ -273,7 +373,22 @@ mod tests {
     #[test]
     fn options_stop_at_ros_args() {
         let o = RunOptions::parse(&args(&["x", "--run-for", "2.5", "--summary", "--ros-args", "-p", "a:=1"])).unwrap();
-        assert_eq!(o, RunOptions { run_for: Some(Duration::from_millis(2500)), summary: true, only: None });
+        assert_eq!(o, RunOptions { run_for: Some(Duration::from_millis(2500)), summary: true, ..Default::default() });
+        let o = RunOptions::parse(&args(&[
+            "x",
+            "--play",
+            "b",
+            "--rate",
+            "4",
+            "--clock",
+            "--topics",
+            "needle_nav/markers,/tf",
+        ]))
+        .unwrap();
+        assert_eq!((o.play.as_deref(), o.play_rate, o.play_clock), (Some(std::path::Path::new("b")), 4.0, true));
+        assert_eq!(o.play_topics, ["/needle_nav/markers", "/tf"]);
+        assert!(RunOptions::parse(&args(&["x", "--rate", "0"])).is_err());
+        assert!(RunOptions::parse(&args(&["x", "--record"])).is_err());
         let o = RunOptions::parse(&args(&["x", "--only", "marker_tracker,needle_target"])).unwrap();
         assert_eq!(o.only, Some(vec![NodeKind::MarkerTracker, NodeKind::NeedleTarget]));
         assert_eq!(RunOptions::parse(&args(&["x", "--only", "none"])).unwrap().only, Some(vec![]));

@@ -5,10 +5,11 @@ use super::{config, lock, publisher, subscription};
 use crate::config::ClassificationMethod;
 use crate::config::MarkerClassifierConfig;
 use crate::core::classification::{LogisticModel, MarkerClass, MotionMode, WindowClassifier};
-use crate::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION};
+use crate::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, VIZ_MARKER_CLASSES};
 use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::runtime::{NodeContext, NodeError};
+use crate::ros::viz::{self, MarkerRole};
 use futures::StreamExt;
 use nalgebra::Matrix3;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
     let classification_pub = publisher::<msg::MarkerClassification>(node, CLASSIFICATION)?;
+    let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, VIZ_MARKER_CLASSES)?;
     let parameters_yaml = serde_yaml::to_string(&cfg).unwrap_or_default();
     let model = match cfg.method {
         ClassificationMethod::Learned => {
@@ -66,6 +68,20 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             last_classified_ns = sample.stamp_ns;
             let axes = configured_axes.or(*lock(&registered_axes));
             let (results, changed) = classifier.classify(axes.as_ref());
+            // rviz: where each marker is now, coloured by its current class.
+            let frame = if m.header.frame_id.is_empty() { frames::TRACKER } else { &m.header.frame_id };
+            let shown: Vec<_> = sample
+                .usable()
+                .map(|o| {
+                    let role = match results.iter().find(|r| r.id == o.id).and_then(|r| r.class) {
+                        Some(MarkerClass::Registration) => MarkerRole::Registration,
+                        Some(MarkerClass::Correction) => MarkerRole::Correction,
+                        None => MarkerRole::Unclassified,
+                    };
+                    (o.id, o.position, role)
+                })
+                .collect();
+            let _ = viz_pub.publish(&viz::marker_classes(sample.stamp_ns, frame, &shown));
             if !changed {
                 continue;
             }

@@ -9,13 +9,14 @@ use crate::core::correction::Baseline;
 use crate::core::ct_markers::MarkerDetectionConfig;
 use crate::core::guidance::{PlanningCase, RegisteredPlan, Target, TargetComputer, TargetConfig};
 use crate::core::target_gate::{self, GateInputs, InvalidReason};
-use crate::interfaces::{CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, VIZ_TARGET};
+use crate::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, TF, VIZ_TARGET};
 use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
 use nalgebra::{Point3, UnitQuaternion, Vector3};
-use r2r::geometry_msgs::msg::PoseStamped;
+use r2r::geometry_msgs::msg::{PoseStamped, TransformStamped};
+use r2r::tf2_msgs::msg::TFMessage;
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -198,6 +199,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let target_pub = publisher::<msg::NeedleTarget>(node, TARGET)?;
     let pose_pub = publisher::<PoseStamped>(node, TARGET_POSE)?;
     let viz_pub = publisher::<MarkerArray>(node, VIZ_TARGET)?;
+    let tf_pub = publisher::<TFMessage>(node, TF)?;
     let state = Arc::new(Mutex::new(State::default()));
     let last_reason = Arc::new(Mutex::new((u8::MAX, std::time::Instant::now() - Duration::from_secs(2))));
 
@@ -254,7 +256,16 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 tracing::warn!(node = NAME, "publish failed: {e}");
             }
             if let Ok(t) = &t {
-                let _ = pose_pub.publish(&pose_msg(t, source_ns, &cfg.frame_id));
+                let pose = pose_msg(t, source_ns, &cfg.frame_id);
+                // The target frame for rviz and tf users: z along the insertion direction.
+                let mut frame = TransformStamped::default();
+                frame.header = pose.header.clone();
+                frame.child_frame_id = frames::NEEDLE_TARGET.into();
+                (frame.transform.translation.x, frame.transform.translation.y, frame.transform.translation.z) =
+                    (pose.pose.position.x, pose.pose.position.y, pose.pose.position.z);
+                frame.transform.rotation = pose.pose.orientation.clone();
+                let _ = tf_pub.publish(&TFMessage { transforms: vec![frame] });
+                let _ = pose_pub.publish(&pose);
                 if source_ns / 100_000_000 != (source_ns - 5_000_000) / 100_000_000 {
                     let _ = viz_pub.publish(&viz_msg(t, source_ns, &cfg.frame_id));
                 }

@@ -6,8 +6,8 @@
 use super::{config, publisher};
 use crate::config::TrajectoryPlannerConfig;
 use crate::core::planning::PlanError;
-use crate::interfaces::{PLAN, SEGMENT_VESSELS};
-use crate::planning::{plan_from_files, planner_options, planning_input, PlanningFailure};
+use crate::interfaces::{PLAN, SEGMENT_VESSELS, VIZ_PLAN};
+use crate::planning::{plan_from_files, planner_options, planning_input, DISPLAY_CELL_MM};
 use crate::ros::convert;
 use crate::ros::msg;
 use crate::ros::qos;
@@ -20,6 +20,7 @@ const NAME: &str = "trajectory_planner";
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: TrajectoryPlannerConfig = config(node, NAME)?;
     let plan_pub = publisher::<msg::NeedlePlan>(node, PLAN)?;
+    let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, VIZ_PLAN)?;
     let client = node
         .create_client::<SegmentVessels::Service>(SEGMENT_VESSELS.name, qos::profile(SEGMENT_VESSELS.qos))
         .ros(format!("cannot create a client for {}", SEGMENT_VESSELS.name))?;
@@ -92,39 +93,79 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         };
         let options = planner_options(&cfg);
         let labels = std::path::PathBuf::from(&response.label_map_path);
-        let planned = tokio::task::spawn_blocking(move || plan_from_files(&input, &labels, &options, 1 << 31)).await;
+        let planned = {
+            let input = input.clone();
+            tokio::task::spawn_blocking(move || plan_from_files(&input, &labels, &options, 1 << 31)).await
+        };
         let mut p = plan(cx2.now_ns(), msg::NeedlePlan::STATUS_OK as u8, String::new());
+        p.lesion_radius = input.lesion_radius_mm / 1000.0;
+        p.ct_path = ct.clone();
+        p.label_map_path = response.label_map_path.clone();
+        p.vessel_classes = response.class_names.clone();
+        p.vessel_volumes = response.volumes_ml.iter().map(|ml| ml * 1e-6).collect();
         let fill = |p: &mut msg::NeedlePlan, path: &crate::core::planning::PlannedPath| {
             p.entry_point = convert::point_msg(&(nalgebra::Point3::from(path.entry_mm) / 1000.0));
             p.target_point = convert::point_msg(&(nalgebra::Point3::from(path.target_mm) / 1000.0));
             p.minimum_clearance = path.min_clearance_mm / 1000.0;
             p.path_length = path.length_mm / 1000.0;
+            p.lesion_voxels_ignored = path.lesion_voxels_ignored as u64;
         };
+        let mut vessel_points = Vec::new();
         match planned {
             Err(e) => {
                 p.status = msg::NeedlePlan::STATUS_NO_CT as u8;
                 p.status_message = format!("planning stopped: {e}");
             }
-            Ok(Err(PlanningFailure::Input(e))) => {
+            Ok(Err(e)) => {
                 p.status = msg::NeedlePlan::STATUS_NO_CT as u8;
                 p.status_message = e;
             }
-            Ok(Err(PlanningFailure::Plan(e))) => {
-                p.status = msg::NeedlePlan::STATUS_NO_SAFE_PATH as u8;
-                p.status_message = e.to_string();
-                // The best path found is reported for the user, with the refusing status.
-                if let PlanError::NoSafePath { best, .. } = &e {
-                    fill(&mut p, best);
+            Ok(Ok(run)) => {
+                vessel_points = run.vessel_points;
+                match run.result {
+                    Err(e) => {
+                        p.status = msg::NeedlePlan::STATUS_NO_SAFE_PATH as u8;
+                        p.status_message = e.to_string();
+                        // The best path found is reported for the user, with the refusing status.
+                        if let PlanError::NoSafePath { best, .. } = &e {
+                            fill(&mut p, best);
+                        }
+                    }
+                    Ok(path) => {
+                        fill(&mut p, &path);
+                        p.status_message = format!(
+                            "path of {:.1} mm at {:.0}° from the approach direction, {:.1} mm from the nearest vessel \
+                             or bone (best of {} reachable of {} tried; {} vessel-labelled voxels inside the {:.1} mm \
+                             lesion ignored)",
+                            path.length_mm,
+                            path.angle_deg,
+                            path.min_clearance_mm,
+                            path.reachable,
+                            path.candidates,
+                            path.lesion_voxels_ignored,
+                            input.lesion_radius_mm
+                        );
+                    }
                 }
             }
-            Ok(Ok(path)) => {
-                fill(&mut p, &path);
-                p.status_message = format!(
-                    "path of {:.1} mm at {:.0}° from the approach direction, {:.1} mm from the nearest vessel or bone \
-                     (best of {} reachable of {} tried)",
-                    path.length_mm, path.angle_deg, path.min_clearance_mm, path.reachable, path.candidates
-                );
-            }
+        }
+        let has_path = p.path_length.is_finite();
+        let view = crate::ros::viz::PlanView {
+            target: nalgebra::Point3::from(input.target_mm.coords / 1000.0),
+            entry: has_path.then(|| convert::point_from_msg(&p.entry_point)),
+            lesion_radius_m: p.lesion_radius,
+            safe: p.status == msg::NeedlePlan::STATUS_OK as u8,
+            status: p.status_message.clone(),
+        };
+        let viz = crate::ros::viz::plan(
+            convert::time_to_ns(&p.header.stamp),
+            &cfg.image_frame_id,
+            &view,
+            &vessel_points,
+            DISPLAY_CELL_MM / 1000.0,
+        );
+        if let Err(e) = viz_pub.publish(&viz) {
+            tracing::warn!(node = NAME, "plan markers not published: {e}");
         }
         publish(p);
     });

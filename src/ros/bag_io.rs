@@ -1,0 +1,218 @@
+//! Recording and replaying rosbag2 bags from any needle_nav process (`--record DIR`,
+//! `--play BAG`): raw CDR in and out, no decoding, so every message type r2r knows works.
+//! The file format lives in [`crate::bag`]; this is the ROS side.
+
+use crate::bag::{self, BagError, BagMessage, BagWriter, TopicInfo};
+use crate::interfaces::{self, Endpoint, QosKind, CLOCK};
+use crate::ros::nodes::lock;
+use crate::ros::runtime::{NodeContext, NodeError, RosContext};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Fully qualified topic name as rosbag2 stores it (the nodes use relative names in the root namespace).
+pub fn qualified(name: &str) -> String {
+    if name.starts_with('/') {
+        name.to_string()
+    } else {
+        format!("/{name}")
+    }
+}
+
+/// Records topics into a new bag; [`Recorder::finish`] closes it.
+pub struct Recorder {
+    writer: Arc<Mutex<Option<BagWriter>>>,
+    errors: Arc<Mutex<u64>>,
+}
+
+impl Recorder {
+    /// Subscribes to every topic with its own QoS (latched topics are received even when
+    /// published before the recorder started) and writes each message with its receive time.
+    pub fn start(
+        node: &mut r2r::Node,
+        cx: &NodeContext,
+        dir: &Path,
+        topics: &[Endpoint],
+    ) -> Result<Recorder, NodeError> {
+        let bag_err = |e: BagError| NodeError::Runtime(format!("bag {}: {e}", dir.display()));
+        let mut writer = BagWriter::create(dir).map_err(bag_err)?;
+        let writer_slot: Arc<Mutex<Option<BagWriter>>> = Arc::new(Mutex::new(None));
+        let errors = Arc::new(Mutex::new(0u64));
+        for ep in topics {
+            let name = qualified(ep.name);
+            let definition = bag::definitions::full_definition(ep.type_name).map_err(bag_err)?;
+            writer
+                .add_topic(TopicInfo {
+                    name: name.clone(),
+                    type_name: ep.type_name.into(),
+                    offered_qos_yaml: ep.qos.rosbag2_offered_qos(),
+                    definition,
+                })
+                .map_err(bag_err)?;
+            let mut stream = node
+                .subscribe_raw(ep.name, ep.type_name, super::qos::profile(ep.qos))
+                .ros(format!("cannot record {}", ep.name))?;
+            let (slot, errors, cx2) = (writer_slot.clone(), errors.clone(), cx.clone());
+            cx.spawn(async move {
+                while let Some(cdr) = stream.next().await {
+                    let now = cx2.now_ns().max(0) as u64;
+                    let mut w = lock(&slot);
+                    if let Some(w) = w.as_mut() {
+                        if let Err(e) = w.write(&name, now, &cdr) {
+                            let mut n = lock(&errors);
+                            if *n == 0 {
+                                tracing::error!("bag recorder: {name}: {e}");
+                            }
+                            *n += 1;
+                        }
+                    }
+                }
+            });
+        }
+        tracing::info!("recording {} topics into {}", topics.len(), dir.display());
+        *lock(&writer_slot) = Some(writer);
+        Ok(Recorder { writer: writer_slot, errors })
+    }
+
+    /// Closes the bag (writes metadata.yaml); returns its folder and the message count per topic.
+    pub fn finish(&self) -> Result<(PathBuf, BTreeMap<String, u64>), BagError> {
+        let writer = lock(&self.writer).take().ok_or_else(|| BagError::Mcap("the bag was already closed".into()))?;
+        let counts = writer.message_counts();
+        let failed = *lock(&self.errors);
+        if failed > 0 {
+            tracing::warn!("bag recorder: {failed} messages could not be written");
+        }
+        Ok((writer.finish()?, counts))
+    }
+}
+
+/// How a bag is played back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayOptions {
+    /// Playback speed: 1 = as recorded, 2 = twice as fast.
+    pub rate: f64,
+    /// Publish `/clock` from the bag's time (for nodes with use_sim_time:=true).
+    pub clock: bool,
+    /// Only these topics (fully qualified); empty: every topic of the bag.
+    pub topics: Vec<String>,
+    /// Wait this long before the first message, so that subscribers can connect.
+    pub start_delay: Duration,
+}
+
+/// Plans a playback: the messages to publish, each with its offset from the start [ns] at the
+/// given rate. Pure, so that timing can be tested without ROS.
+pub fn schedule(messages: &[BagMessage], options: &PlayOptions) -> Vec<(u64, usize)> {
+    let selected: Vec<usize> = (0..messages.len())
+        .filter(|i| options.topics.is_empty() || options.topics.iter().any(|t| t == &messages[*i].topic))
+        .collect();
+    let Some(first) = selected.first().map(|i| messages[*i].log_ns) else { return Vec::new() };
+    let rate = if options.rate.is_finite() && options.rate > 0.0 { options.rate } else { 1.0 };
+    selected.into_iter().map(|i| (((messages[i].log_ns - first) as f64 / rate) as u64, i)).collect()
+}
+
+/// Publishes the bag's messages with their recorded spacing (scaled by the rate), then calls
+/// `done`. Topics keep the QoS they were recorded with (latched stays latched).
+pub fn start_player(
+    node: &mut r2r::Node,
+    cx: &NodeContext,
+    dir: &Path,
+    options: PlayOptions,
+    done: impl FnOnce(u64) + Send + 'static,
+) -> Result<(), NodeError> {
+    let bag_err = |e: BagError| NodeError::Runtime(format!("bag {}: {e}", dir.display()));
+    let topics = bag::read_topics(dir).map_err(bag_err)?;
+    let messages = bag::read_bag(dir).map_err(bag_err)?;
+    let mut publishers = BTreeMap::new();
+    for t in &topics {
+        if !options.topics.is_empty() && !options.topics.contains(&t.name) {
+            continue;
+        }
+        let (reliable, latched, depth) = QosKind::parse_rosbag2_qos(&t.offered_qos_yaml);
+        let mut qos = r2r::QosProfile::default().keep_last(depth);
+        qos = if reliable { qos.reliable() } else { qos.best_effort() };
+        qos = if latched { qos.transient_local() } else { qos.volatile() };
+        let publisher = node
+            .create_publisher_untyped(&t.name, &t.type_name, qos)
+            .ros(format!("cannot play {} ({})", t.name, t.type_name))?;
+        publishers.insert(t.name.clone(), publisher);
+    }
+    let clock = if options.clock {
+        Some(
+            node.create_publisher::<r2r::rosgraph_msgs::msg::Clock>(CLOCK.name, super::qos::profile(CLOCK.qos))
+                .ros("cannot publish /clock")?,
+        )
+    } else {
+        None
+    };
+    let plan = schedule(&messages, &options);
+    tracing::info!(
+        "playing {} of {} messages from {} at {}x{}",
+        plan.len(),
+        messages.len(),
+        dir.display(),
+        options.rate,
+        if options.clock { " with /clock" } else { "" }
+    );
+    let publish_clock = move |ns: u64| {
+        if let Some(c) = &clock {
+            let t = r2r::builtin_interfaces::msg::Time {
+                sec: (ns / 1_000_000_000) as i32,
+                nanosec: (ns % 1_000_000_000) as u32,
+            };
+            let _ = c.publish(&r2r::rosgraph_msgs::msg::Clock { clock: t });
+        }
+    };
+    cx.spawn(async move {
+        if let Some((_, first)) = plan.first() {
+            // The clock starts at the first message, so that nodes never see time 0 with data.
+            publish_clock(messages[*first].log_ns);
+        }
+        tokio::time::sleep(options.start_delay).await;
+        let start = tokio::time::Instant::now();
+        let mut published = 0u64;
+        for (offset_ns, i) in &plan {
+            tokio::time::sleep_until(start + Duration::from_nanos(*offset_ns)).await;
+            let m = &messages[*i];
+            publish_clock(m.log_ns);
+            if let Some(p) = publishers.get(&m.topic) {
+                match p.publish_raw(&m.cdr) {
+                    Ok(()) => published += 1,
+                    Err(e) => tracing::warn!("bag player: {}: {e}", m.topic),
+                }
+            }
+        }
+        tracing::info!("bag played: {published} messages");
+        done(published);
+    });
+    Ok(())
+}
+
+/// The topics a session bag records by default: everything the nodes publish.
+pub fn session_topics() -> Vec<Endpoint> {
+    interfaces::published_topics()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &str, ns: u64) -> BagMessage {
+        BagMessage { topic: topic.into(), type_name: "std_msgs/msg/String".into(), log_ns: ns, cdr: vec![] }
+    }
+
+    #[test]
+    fn playback_keeps_the_recorded_spacing_scaled_by_the_rate_and_filters_topics() {
+        let m = [msg("/a", 10_000), msg("/b", 11_000), msg("/a", 14_000)];
+        let all = PlayOptions { rate: 2.0, clock: false, topics: vec![], start_delay: Duration::ZERO };
+        assert_eq!(schedule(&m, &all), [(0, 0), (500, 1), (2_000, 2)]);
+        let only_a = PlayOptions { rate: 1.0, topics: vec!["/a".into()], ..all.clone() };
+        assert_eq!(schedule(&m, &only_a), [(0, 0), (4_000, 2)]);
+        // A nonsensical rate plays as recorded rather than all at once or never.
+        assert_eq!(schedule(&m, &PlayOptions { rate: f64::NAN, ..all.clone() })[2], (4_000, 2));
+        assert!(schedule(&m, &PlayOptions { topics: vec!["/c".into()], ..all }).is_empty());
+        assert_eq!(qualified("needle_nav/target"), "/needle_nav/target");
+        assert_eq!(qualified("/tf"), "/tf");
+    }
+}
