@@ -82,6 +82,8 @@ pub struct RunOptions {
     pub only: Option<Vec<NodeKind>>,
     /// Record every topic the nodes publish into this new bag folder.
     pub record: Option<std::path::PathBuf>,
+    /// Record only these topics (fully qualified); empty: all.
+    pub record_topics: Vec<String>,
     /// Play this bag into the nodes, then stop `linger` after its last message.
     pub play: Option<std::path::PathBuf>,
     pub play_rate: f64,
@@ -101,6 +103,7 @@ impl Default for RunOptions {
             summary: false,
             only: None,
             record: None,
+            record_topics: Vec::new(),
             play: None,
             play_rate: 1.0,
             play_clock: false,
@@ -136,6 +139,16 @@ impl RunOptions {
                     opts.only = Some(kinds);
                 }
                 "--record" => opts.record = Some(it.next().ok_or("--record needs a new bag folder")?.into()),
+                "--record-topics" => {
+                    let v = it.next().ok_or("--record-topics needs a comma-separated list of topics")?;
+                    opts.record_topics =
+                        v.split(',').filter(|t| !t.is_empty()).map(super::bag_io::qualified).collect();
+                    let known: Vec<String> =
+                        super::bag_io::session_topics().iter().map(|e| super::bag_io::qualified(e.name)).collect();
+                    if let Some(bad) = opts.record_topics.iter().find(|t| !known.contains(t)) {
+                        return Err(format!("--record-topics: {bad} is not a needle_nav topic ({})", known.join(", ")));
+                    }
+                }
                 "--play" => opts.play = Some(it.next().ok_or("--play needs a bag folder")?.into()),
                 "--rate" => {
                     let v = it.next().ok_or("--rate needs a factor")?;
@@ -172,7 +185,7 @@ pub use crate::logging::init_tracing;
 fn usage(program: &str) -> String {
     format!(
         "usage: {program} [--run-for SECONDS] [--summary [--report DIR]] [--only NODE,NODE|none]\n\
-         \x20      [--record NEW_BAG_DIR] [--play BAG_DIR [--rate R] [--clock] [--topics T,T] [--linger SECONDS]]\n\
+         \x20      [--record NEW_BAG_DIR [--record-topics T,T]] [--play BAG_DIR [--rate R] [--clock] [--topics T,T] [--linger SECONDS]]\n\
          \x20      [--ros-args --params-file FILE -p key:=value ...]\n\
          Parameters default to config/<node>.yaml ($NEEDLE_NAV_CONFIG_DIR or the installed share/needle_nav/config).\n\
          --record writes a rosbag2 (MCAP) bag of every topic the nodes publish; --play publishes a bag's\n\
@@ -279,7 +292,13 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     if opts.record.is_some() || opts.play.is_some() {
         let (mut node, cx) = make_node("needle_nav_bag")?;
         if let Some(dir) = &opts.record {
-            recorder = Some(super::bag_io::Recorder::start(&mut node, &cx, dir, &super::bag_io::session_topics())?);
+            let topics: Vec<_> = super::bag_io::session_topics()
+                .into_iter()
+                .filter(|e| {
+                    opts.record_topics.is_empty() || opts.record_topics.contains(&super::bag_io::qualified(e.name))
+                })
+                .collect();
+            recorder = Some(super::bag_io::Recorder::start(&mut node, &cx, dir, &topics)?);
         }
         if let Some(dir) = &opts.play {
             let play = super::bag_io::PlayOptions {
@@ -389,6 +408,9 @@ mod tests {
         assert_eq!(o.play_topics, ["/needle_nav/markers", "/tf"]);
         assert!(RunOptions::parse(&args(&["x", "--rate", "0"])).is_err());
         assert!(RunOptions::parse(&args(&["x", "--record"])).is_err());
+        let o = RunOptions::parse(&args(&["x", "--record", "b", "--record-topics", "needle_nav/target"])).unwrap();
+        assert_eq!(o.record_topics, ["/needle_nav/target"]);
+        assert!(RunOptions::parse(&args(&["x", "--record-topics", "/not/ours"])).is_err());
         let o = RunOptions::parse(&args(&["x", "--only", "marker_tracker,needle_target"])).unwrap();
         assert_eq!(o.only, Some(vec![NodeKind::MarkerTracker, NodeKind::NeedleTarget]));
         assert_eq!(RunOptions::parse(&args(&["x", "--only", "none"])).unwrap().only, Some(vec![]));
