@@ -85,6 +85,15 @@ fn hosted(exec: &str) -> Vec<NodeKind> {
 fn check_node_element(el: roxmltree::Node, vars: &HashMap<String, String>, file: &Path) -> Result<String, String> {
     let pkg = attr(el, "pkg", vars)?.ok_or("node without pkg")?;
     let exec = attr(el, "exec", vars)?.ok_or("node without exec")?;
+    if pkg == "rviz2" {
+        // The optional viewer: it must open the package's own rviz configuration.
+        let args = attr(el, "args", vars)?.unwrap_or_default();
+        let config = args.split_whitespace().skip_while(|a| *a != "-d").nth(1).ok_or("rviz2 without -d CONFIG")?;
+        if exec != "rviz2" || !Path::new(config).is_file() {
+            return Err(format!("rviz2 node: exec `{exec}`, config {config} not found"));
+        }
+        return Ok(exec);
+    }
     if pkg != "needle_nav" {
         return Err(format!("node of another package `{pkg}`"));
     }

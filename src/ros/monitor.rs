@@ -220,23 +220,22 @@ impl Monitor {
         for (reason, n) in &g.targets_invalid {
             let _ = writeln!(out, "                 {n:>6} x {reason}");
         }
+        // RMS, p95, max [mm] and count.
         let stats = |v: &[f64]| -> String {
             if v.is_empty() {
-                return "n = 0".into();
+                return format!("{:>8} {:>8} {:>8} {:>6}", "-", "-", "-", 0);
             }
             let mut s = v.to_vec();
             s.sort_by(f64::total_cmp);
             let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len() as f64).sqrt();
-            format!(
-                "RMS {:.2} mm, p95 {:.2} mm (n = {})",
-                rms * 1e3,
-                s[((s.len() - 1) as f64 * 0.95) as usize] * 1e3,
-                s.len()
-            )
+            let p95 = s[((s.len() - 1) as f64 * 0.95) as usize];
+            let max = s[s.len() - 1];
+            format!("{:>8.2} {:>8.2} {:>8.2} {:>6}", rms * 1e3, p95 * 1e3, max * 1e3, s.len())
         };
         if !g.target_errors.is_empty() {
-            let _ = writeln!(out, "target error   : corrected target vs true lesion: {}", stats(&g.target_errors));
-            let _ = writeln!(out, "                 uncorrected (registered lesion): {}", stats(&g.uncorrected_errors));
+            let _ = writeln!(out, "target error   : vs the true lesion   RMS mm   p95 mm   max mm      n");
+            let _ = writeln!(out, "                 corrected target  {}", stats(&g.target_errors));
+            let _ = writeln!(out, "                 uncorrected       {}", stats(&g.uncorrected_errors));
         }
         let mut lat = g.target_latency_ns.clone();
         lat.sort_unstable();

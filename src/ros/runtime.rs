@@ -141,8 +141,7 @@ impl RunOptions {
                 "--record" => opts.record = Some(it.next().ok_or("--record needs a new bag folder")?.into()),
                 "--record-topics" => {
                     let v = it.next().ok_or("--record-topics needs a comma-separated list of topics")?;
-                    opts.record_topics =
-                        v.split(',').filter(|t| !t.is_empty()).map(super::bag_io::qualified).collect();
+                    opts.record_topics = v.split(',').filter(|t| !t.is_empty()).map(super::bag_io::qualified).collect();
                     let known: Vec<String> =
                         super::bag_io::session_topics().iter().map(|e| super::bag_io::qualified(e.name)).collect();
                     if let Some(bad) = opts.record_topics.iter().find(|t| !known.contains(t)) {

@@ -98,7 +98,8 @@ def test_a_live_recording_reads_back_with_rosbags():
         assert any(c.topic == topic and c.msgtype == msgtype for c in connections), topic
     # 250 Hz tracker for ~6 s (minus start-up), latched classification after its 10 s window: none yet.
     assert 800 < counts["/needle_nav/markers"] <= 6 * 250 + 10
-    assert counts["/needle_nav/debug/ground_truth"] == counts["/needle_nav/markers"]
+    # One truth per sample; both best effort, so allow a loss of a few under load.
+    assert abs(counts["/needle_nav/debug/ground_truth"] - counts["/needle_nav/markers"]) <= 0.02 * counts["/needle_nav/markers"]
     first = next(m for topic, _, m in messages if topic == "/needle_nav/markers")
     assert len(first.markers) == 12
     assert reader.message_count == len(messages) == sum(counts.values())

@@ -18,7 +18,10 @@ EXPECTED = {
     "/needle_nav/plan": "needle_nav/msg/NeedlePlan",
     "/needle_nav/viz/markers": "visualization_msgs/msg/MarkerArray",
     "/needle_nav/viz/target": "visualization_msgs/msg/MarkerArray",
+    "/needle_nav/viz/marker_classes": "visualization_msgs/msg/MarkerArray",
+    "/needle_nav/viz/plan": "visualization_msgs/msg/MarkerArray",
     "/tf_static": "tf2_msgs/msg/TFMessage",
+    "/tf": "tf2_msgs/msg/TFMessage",
 }
 EXPECTED_SERVICES = {"/needle_nav/segment_vessels": "needle_nav/srv/SegmentVessels"}
 
