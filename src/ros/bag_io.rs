@@ -124,6 +124,12 @@ pub fn start_player(
     let bag_err = |e: BagError| NodeError::Runtime(format!("bag {}: {e}", dir.display()));
     let topics = bag::read_topics(dir).map_err(bag_err)?;
     let messages = bag::read_bag(dir).map_err(bag_err)?;
+    for wanted in &options.topics {
+        if !topics.iter().any(|t| &t.name == wanted) {
+            let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+            tracing::warn!("bag {} has no topic {wanted} (it has {})", dir.display(), names.join(", "));
+        }
+    }
     let mut publishers = BTreeMap::new();
     for t in &topics {
         if !options.topics.is_empty() && !options.topics.contains(&t.name) {

@@ -16,7 +16,7 @@ def test_targets_are_valid_and_accurate_against_the_ground_truth(processes, peer
     case = tmp_path / "case"
     subprocess.run([executable("needle_nav"), "phantom", "--out", str(case), "--phases", "6",
                     "--dims", "176x128x160", "--spacing", "2x2x2"], check=True, capture_output=True)
-    targets, truth, regs, tf = [], {}, [], []
+    targets, truth, regs, tf, live_tf = [], {}, [], [], []
     peer.create_subscription(NeedleTarget, "/needle_nav/target", targets.append,
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     peer.create_subscription(PhantomGroundTruth, "/needle_nav/debug/ground_truth",
@@ -28,6 +28,8 @@ def test_targets_are_valid_and_accurate_against_the_ground_truth(processes, peer
     peer.create_subscription(TFMessage, "/tf_static", tf.append,
                              QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                         durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    peer.create_subscription(TFMessage, "/tf", live_tf.append,
+                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     processes.start("needle_nav_stack", "--ros-args",
                     "-p", "marker_tracker:rate_hz:=100.0", "-p", "marker_tracker:latency_s:=0.0",
                     "-p", "marker_classifier:window_s:=8.0",
@@ -55,5 +57,17 @@ def test_targets_are_valid_and_accurate_against_the_ground_truth(processes, peer
     assert len(errors) >= 100, f"only {len(errors)} valid targets matched to ground truth"
     rms = float(np.sqrt(np.mean(np.square(errors))))
     assert rms < 2.5e-3, f"target RMS error {rms * 1e3:.2f} mm against the ground truth"
+    # The target frame on /tf: tracker -> needle_target at each valid target, z along the insertion direction.
+    valid = {(t.source_stamp.sec, t.source_stamp.nanosec): t for t in targets if t.valid}
+    frames = [f for m in live_tf for f in m.transforms if f.child_frame_id == "needle_target"]
+    matched = [(f, valid[(f.header.stamp.sec, f.header.stamp.nanosec)]) for f in frames
+               if (f.header.stamp.sec, f.header.stamp.nanosec) in valid]
+    assert len(matched) >= 100 and all(f.header.frame_id == "tracker" for f, _ in matched)
+    for f, t in matched:
+        tr, q = f.transform.translation, f.transform.rotation
+        assert math.dist((tr.x, tr.y, tr.z), (t.target_point.x, t.target_point.y, t.target_point.z)) < 1e-12
+        # Third column of the rotation matrix = the frame's z axis.
+        z = (2 * (q.x * q.z + q.w * q.y), 2 * (q.y * q.z - q.w * q.x), 1 - 2 * (q.x * q.x + q.y * q.y))
+        assert math.dist(z, (t.direction.x, t.direction.y, t.direction.z)) < 1e-6
     # No target is ever valid with a reason, and invalid ones always carry one.
     assert all((t.valid and t.reason == "") or (not t.valid and t.reason) for t in targets)

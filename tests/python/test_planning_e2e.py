@@ -1,0 +1,90 @@
+"""The planner end to end through ROS on a digital patient: it calls the segmentation service,
+plans, and publishes the plan and its rviz markers (both latched). The plan is then checked with an
+independent computation: nibabel reads the label map and CT, scipy's exact Euclidean distance
+transform gives the clearance along the published path, numpy counts the lesion's labelled voxels
+and the vessel volumes."""
+import json
+import math
+import subprocess
+
+import nibabel as nib
+import numpy as np
+from conftest import executable, wait_until
+from needle_nav.msg import NeedlePlan
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from scipy import ndimage
+from visualization_msgs.msg import Marker, MarkerArray
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MARGIN_M, BONE_HU, STEP_MM = 0.005, 300.0, 0.5
+
+
+def test_the_plan_keeps_the_clearance_it_reports(processes, peer, tmp_path):
+    case = tmp_path / "case"
+    subprocess.run([executable("needle_nav"), "phantom", "--out", str(case), "--phases", "1",
+                    "--dims", "176x128x160", "--spacing", "2x2x2"], check=True, capture_output=True)
+    plans, viz = [], []
+    peer.create_subscription(NeedlePlan, "/needle_nav/plan", plans.append, LATCHED)
+    peer.create_subscription(MarkerArray, "/needle_nav/viz/plan", viz.append, LATCHED)
+    processes.start("needle_nav_stack", "--only", "vessel_segmentation,trajectory_planner", "--ros-args",
+                    "-p", f"trajectory_planner:ct_case_dir:={case}",
+                    "-p", f"trajectory_planner:output_dir:={tmp_path / 'plan'}")
+    wait_until(lambda: plans and plans[-1].status != NeedlePlan.STATUS_PENDING and viz, 240, peer,
+               "a finished plan and its markers")
+    p = plans[-1]
+    assert p.status == NeedlePlan.STATUS_OK, p.status_message
+    assert p.header.frame_id == "ct" and p.safety_margin == MARGIN_M
+    reference = json.loads((case / "case.json").read_text())["reference"]
+    lesion_mm = np.array(reference["lesion_centre_mm"])
+    radius_mm = reference["lesion_radius_mm"]
+    entry = np.array([p.entry_point.x, p.entry_point.y, p.entry_point.z]) * 1e3
+    target = np.array([p.target_point.x, p.target_point.y, p.target_point.z]) * 1e3
+    assert np.allclose(target, lesion_mm, atol=1e-6) and math.isclose(p.lesion_radius * 1e3, radius_mm)
+    assert math.isclose(np.linalg.norm(entry - target), p.path_length * 1e3, rel_tol=1e-9)
+    assert p.path_length <= 0.15
+    # Within 45 degrees of the anterior approach (LPS: -y).
+    direction = (entry - target) / np.linalg.norm(entry - target)
+    assert math.degrees(math.acos(-direction[1])) <= 45.0 + 1e-6
+
+    # Independent clearance: label map and CT via nibabel (on the planning CT's grid).
+    labels_img = nib.load(p.label_map_path)
+    labels = np.asarray(labels_img.dataobj).astype(np.uint8)
+    ct = np.asarray(nib.load(case / "ct.nii.gz").dataobj, dtype=np.float32)
+    assert ct.shape == labels.shape
+    affine = labels_img.affine
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    lps_to_ras = np.array([-1.0, -1.0, 1.0])
+    inverse = np.linalg.inv(affine)
+
+    def voxel(p_lps_mm):
+        return np.rint(inverse[:3, :3] @ (p_lps_mm * lps_to_ras) + inverse[:3, 3]).astype(int)
+
+    # Voxel centres in LPS mm, to find the lesion's labelled voxels.
+    ijk = np.indices(labels.shape).reshape(3, -1)
+    centres = ((affine[:3, :3] @ ijk + affine[:3, 3:4]).T * lps_to_ras).reshape(*labels.shape, 3)
+    in_lesion = np.linalg.norm(centres - lesion_mm, axis=-1) <= radius_mm
+    assert p.lesion_voxels_ignored == int(np.count_nonzero((labels > 0) & in_lesion))
+    obstacle = ((labels > 0) & ~in_lesion) | (ct >= BONE_HU)
+    distance = ndimage.distance_transform_edt(~obstacle, sampling=spacing)
+    samples = np.arange(0.0, np.linalg.norm(entry - target) + 1e-9, STEP_MM)
+    along = [distance[tuple(voxel(target + direction * s))] for s in samples]
+    assert abs(min(along) - p.minimum_clearance * 1e3) < 0.6, (min(along), p.minimum_clearance * 1e3)
+    assert min(along) >= MARGIN_M * 1e3 - 0.6
+    # The entry is on the skin: body just inside, air just outside.
+    assert ct[tuple(voxel(entry - direction * 2.0))] > -400 and ct[tuple(voxel(entry + direction * 3.0))] < -400
+
+    # Vessel volumes as published, against the label map.
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    volumes = dict(zip(p.vessel_classes, p.vessel_volumes))
+    for label, name in [(1, "artery"), (2, "vein"), (3, "aorta")]:
+        assert math.isclose(volumes[name] * 1e6, np.count_nonzero(labels == label) * voxel_ml, rel_tol=1e-6, abs_tol=1e-9)
+
+    # rviz: the markers replace earlier ones, show the vessels by class and the path from entry to target.
+    markers = viz[-1].markers
+    assert markers[0].action == Marker.DELETEALL
+    path = [m for m in markers if m.ns == "needle_path"]
+    assert len(path) == 1 and path[0].header.frame_id == "ct" and path[0].color.g > path[0].color.r
+    ends = [np.array([q.x, q.y, q.z]) * 1e3 for q in path[0].points]
+    assert np.allclose(ends[0], entry, atol=1e-6) and np.allclose(ends[1], target, atol=1e-6)
+    vessel_ids = {m.id for m in markers if m.ns == "vessels"}
+    assert vessel_ids == {label for label in (1, 2, 3) if np.any(labels == label)}
