@@ -31,6 +31,35 @@ struct State {
     window: VecDeque<TrackerSample>,
     frame_id: String,
     plan_entry_ct: Option<Point3<f64>>,
+    /// Update slot (tracker time / update period) of the last registration update. Updates follow
+    /// the samples' own clock on a fixed grid, so that a bag replayed at any rate registers at the
+    /// same instants as the live run, whenever either started.
+    last_update_slot: Option<i64>,
+    /// When the newest sample arrived (wall clock): without samples a slow timer reports the state.
+    last_sample_at: Option<std::time::Instant>,
+}
+
+/// What one registration update works on, taken when its sample arrived.
+struct UpdateInputs {
+    now_ns: i64,
+    window: Vec<TrackerSample>,
+    registration_ids: Vec<u32>,
+    correction_ids: Vec<u32>,
+    frame_id: String,
+    plan_entry_ct: Option<Point3<f64>>,
+}
+
+impl State {
+    fn inputs(&self, now_ns: i64) -> UpdateInputs {
+        UpdateInputs {
+            now_ns,
+            window: self.window.iter().cloned().collect(),
+            registration_ids: self.registration_ids.clone(),
+            correction_ids: self.correction_ids.clone(),
+            frame_id: self.frame_id.clone(),
+            plan_entry_ct: self.plan_entry_ct,
+        }
+    }
 }
 
 fn status_of(e: &GuidanceError) -> u8 {
@@ -164,11 +193,14 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             }
         });
     }
+    let (updates_tx, mut updates) = tokio::sync::mpsc::unbounded_channel::<UpdateInputs>();
     {
         let (state, window_ns) = (state.clone(), (cfg.window_s * 1e9) as i64);
+        let period_ns = (cfg.update_period_s * 1e9) as i64;
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
                 let sample = convert::sample_from_msg(&m);
+                let stamp = sample.stamp_ns;
                 let mut s = lock(&state);
                 if !m.header.frame_id.is_empty() {
                     s.frame_id = m.header.frame_id.clone();
@@ -176,6 +208,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 s.window.push_back(sample);
                 while s.window.front().zip(s.window.back()).is_some_and(|(a, b)| b.stamp_ns - a.stamp_ns > window_ns) {
                     s.window.pop_front();
+                }
+                s.last_sample_at = Some(std::time::Instant::now());
+                let slot = stamp.div_euclid(period_ns.max(1));
+                if s.last_update_slot != Some(slot) {
+                    s.last_update_slot = Some(slot);
+                    let _ = updates_tx.send(s.inputs(stamp));
                 }
             }
         });
@@ -195,21 +233,29 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     }
     let cx2 = cx.clone();
     cx.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(cfg.update_period_s));
+        let period = Duration::from_secs_f64(cfg.update_period_s);
+        let mut tick = tokio::time::interval(period);
         loop {
-            tick.tick().await;
-            let now = cx2.now_ns();
-            let (case, window, reg_ids, cor_ids, frame, plan_entry) = {
-                let s = lock(&state);
-                (
-                    s.case.clone(),
-                    s.window.iter().cloned().collect::<Vec<_>>(),
-                    s.registration_ids.clone(),
-                    s.correction_ids.clone(),
-                    s.frame_id.clone(),
-                    s.plan_entry_ct,
-                )
+            // Updates come with the samples (tracker time); the timer only speaks while none arrive.
+            let inputs = tokio::select! {
+                Some(inputs) = updates.recv() => inputs,
+                _ = tick.tick() => {
+                    let s = lock(&state);
+                    if s.last_sample_at.is_some_and(|t| t.elapsed() < 2 * period) {
+                        continue;
+                    }
+                    s.inputs(cx2.now_ns())
+                }
             };
+            let UpdateInputs {
+                now_ns: now,
+                window,
+                registration_ids: reg_ids,
+                correction_ids: cor_ids,
+                frame_id: frame,
+                plan_entry_ct: plan_entry,
+            } = inputs;
+            let case = lock(&state).case.clone();
             let case = match case {
                 None => continue, // still loading
                 Some(Err(e)) => {

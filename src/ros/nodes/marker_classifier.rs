@@ -56,16 +56,18 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut classifier = WindowClassifier::new(cfg, model);
 
     cx.spawn(async move {
-        let mut last_classified_ns = i64::MIN;
+        // Classify once per period of tracker time, on a fixed grid (same instants live and in replay).
+        let mut last_slot = None;
         while let Some(m) = samples.next().await {
             let sample = convert::sample_from_msg(&m);
             for obs in sample.usable() {
                 classifier.push(obs.id, sample.stamp_ns, obs.position);
             }
-            if sample.stamp_ns.saturating_sub(last_classified_ns) < CLASSIFY_PERIOD_NS {
+            let slot = sample.stamp_ns.div_euclid(CLASSIFY_PERIOD_NS);
+            if last_slot == Some(slot) {
                 continue;
             }
-            last_classified_ns = sample.stamp_ns;
+            last_slot = Some(slot);
             let axes = configured_axes.or(*lock(&registered_axes));
             let (results, changed) = classifier.classify(axes.as_ref());
             // rviz: where each marker is now, coloured by its current class.
