@@ -13,3 +13,5 @@ echo "=== tracker sample -> target latency ==="
 bash bench/bench_latency.sh
 echo "=== vessel segmentation, real thorax series (Rust vs Python onnxruntime vs classic) ==="
 python bench/bench_segmentation.py
+echo "=== bag reading (needle_nav bag-info vs rosbags) ==="
+python bench/bench_bags.py

@@ -225,6 +225,73 @@ pub fn read_bag(dir: &Path) -> Result<Vec<BagMessage>, BagError> {
     Ok(out)
 }
 
+/// One topic of [`info`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub type_name: String,
+    /// Messages found in the MCAP file(s).
+    pub messages: u64,
+    /// Messages the metadata says there are.
+    pub metadata_messages: u64,
+    pub offered_qos: String,
+}
+
+/// What `ros2 bag info` shows, from reading every message (not only the metadata).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BagSummary {
+    pub messages: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub duration_s: f64,
+    pub topics: Vec<TopicSummary>,
+    /// Disagreements between the metadata and the messages (empty for a sound bag).
+    pub problems: Vec<String>,
+}
+
+/// Reads the whole bag and checks it against its metadata.
+pub fn info(dir: &Path) -> Result<BagSummary, BagError> {
+    let topics = read_topics(dir)?;
+    let meta_path = dir.join("metadata.yaml");
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| io_err(&meta_path, e))?;
+    let meta: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| io_err(&meta_path, e))?;
+    let listed = &meta["rosbag2_bagfile_information"]["topics_with_message_count"];
+    let messages = read_bag(dir)?;
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for m in &messages {
+        *counts.entry(m.topic.as_str()).or_default() += 1;
+    }
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for (i, t) in topics.iter().enumerate() {
+        let found = counts.remove(t.name.as_str()).unwrap_or(0);
+        let declared = listed[i]["message_count"].as_u64().unwrap_or(0);
+        if found != declared {
+            problems.push(format!("{}: metadata says {declared} messages, the file has {found}", t.name));
+        }
+        out.push(TopicSummary {
+            name: t.name.clone(),
+            type_name: t.type_name.clone(),
+            messages: found,
+            metadata_messages: declared,
+            offered_qos: t.offered_qos_yaml.clone(),
+        });
+    }
+    for (topic, n) in counts {
+        problems.push(format!("{topic}: {n} messages on a topic the metadata does not list"));
+    }
+    let start_ns = messages.first().map_or(0, |m| m.log_ns);
+    let end_ns = messages.last().map_or(0, |m| m.log_ns);
+    Ok(BagSummary {
+        messages: messages.len() as u64,
+        start_ns,
+        end_ns,
+        duration_s: (end_ns - start_ns) as f64 * 1e-9,
+        topics: out,
+        problems,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +336,16 @@ mod tests {
         assert_eq!(info["starting_time"]["nanoseconds_since_epoch"].as_u64(), Some(1_000));
         assert_eq!(info["topics_with_message_count"][0]["message_count"].as_u64(), Some(2));
         assert_eq!(info["relative_file_paths"][0].as_str(), Some("session_0.mcap"));
+        let summary = info(&dir).unwrap();
+        assert_eq!((summary.messages, summary.start_ns, summary.end_ns), (3, 1_000, 3_000));
+        assert_eq!(summary.topics[0].messages, 2);
+        assert!(summary.problems.is_empty(), "{:?}", summary.problems);
+        // A metadata file that disagrees with the messages is reported, not trusted.
+        let meta = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
+        std::fs::write(dir.join("metadata.yaml"), meta.replacen("message_count: 2", "message_count: 5", 1)).unwrap();
+        let problems = info(&dir).unwrap().problems;
+        assert_eq!(problems, ["/a: metadata says 5 messages, the file has 2"]);
+        std::fs::write(dir.join("metadata.yaml"), meta).unwrap();
         let topics = read_topics(&dir).unwrap();
         assert_eq!(topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["/a", "/b"]);
         assert_eq!(topics[0].offered_qos_yaml, "- history: 1\n  depth: 10\n");

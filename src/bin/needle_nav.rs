@@ -132,6 +132,15 @@ enum Command {
     Register,
     /// Print every node with its topics and services (name, type, QoS, direction) as JSON.
     Interfaces,
+    /// Like `ros2 bag info`: topics, types, counts, duration of a rosbag2 MCAP bag, from reading
+    /// every message and checking it against metadata.yaml (exit 1 if they disagree).
+    BagInfo {
+        /// The bag folder (metadata.yaml and the .mcap file).
+        bag: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a ROS 2 parameter file against every node it has a section for.
     CheckConfig {
         /// Parameter file (config/<node>.yaml format).
@@ -310,6 +319,32 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Command::BagInfo { bag, json } => match needle_nav::bag::info(&bag) {
+            Err(e) => {
+                eprintln!("{}: {e}", bag.display());
+                ExitCode::from(1)
+            }
+            Ok(summary) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                } else {
+                    println!("bag:       {}", bag.display());
+                    println!("duration:  {:.3} s", summary.duration_s);
+                    println!("messages:  {}", summary.messages);
+                    for t in &summary.topics {
+                        println!("topic:     {} | {} | {} messages", t.name, t.type_name, t.messages);
+                    }
+                    for p in &summary.problems {
+                        println!("PROBLEM:   {p}");
+                    }
+                }
+                if summary.problems.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+        },
         Command::Interfaces => {
             let nodes: Vec<serde_json::Value> = NodeKind::ALL
                 .iter()
