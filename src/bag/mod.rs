@@ -336,14 +336,14 @@ mod tests {
         assert_eq!(info["starting_time"]["nanoseconds_since_epoch"].as_u64(), Some(1_000));
         assert_eq!(info["topics_with_message_count"][0]["message_count"].as_u64(), Some(2));
         assert_eq!(info["relative_file_paths"][0].as_str(), Some("session_0.mcap"));
-        let summary = info(&dir).unwrap();
+        let summary = super::info(&dir).unwrap();
         assert_eq!((summary.messages, summary.start_ns, summary.end_ns), (3, 1_000, 3_000));
         assert_eq!(summary.topics[0].messages, 2);
         assert!(summary.problems.is_empty(), "{:?}", summary.problems);
         // A metadata file that disagrees with the messages is reported, not trusted.
         let meta = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
         std::fs::write(dir.join("metadata.yaml"), meta.replacen("message_count: 2", "message_count: 5", 1)).unwrap();
-        let problems = info(&dir).unwrap().problems;
+        let problems = super::info(&dir).unwrap().problems;
         assert_eq!(problems, ["/a: metadata says 5 messages, the file has 2"]);
         std::fs::write(dir.join("metadata.yaml"), meta).unwrap();
         let topics = read_topics(&dir).unwrap();
