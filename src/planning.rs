@@ -40,7 +40,7 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
         return Ok(Some(PlanningInput {
             ct_path: dir.join(ct_dir),
             target_mm: Point3::new(lesion[0], lesion[1], lesion[2]),
-            lesion_radius_mm: radius.unwrap_or(0.0),
+            lesion_radius_mm: if cfg.ignore_vessel_labels_in_lesion { radius.unwrap_or(0.0) } else { 0.0 },
         }));
     }
     if cfg.ct_path.trim().is_empty() {
@@ -50,7 +50,7 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
     Ok(Some(PlanningInput {
         ct_path: PathBuf::from(&cfg.ct_path),
         target_mm: Point3::new(t[0] * 1000.0, t[1] * 1000.0, t[2] * 1000.0),
-        lesion_radius_mm: cfg.lesion_radius_m * 1000.0,
+        lesion_radius_mm: if cfg.ignore_vessel_labels_in_lesion { cfg.lesion_radius_m * 1000.0 } else { 0.0 },
     }))
 }
 
@@ -112,4 +112,42 @@ pub fn plan_from_files(
     let options = PlannerOptions { lesion_radius_mm: input.lesion_radius_mm, ..options.clone() };
     let result = plan_path(&ct, &labels, input.target_mm, &options);
     Ok(PlanningRun { result, vessel_points: surface_points(&labels, DISPLAY_CELL_MM) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_and_lesion_come_from_the_case_or_the_parameters() {
+        let dir = std::env::temp_dir().join(format!("nn_planning_input_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("case.json"),
+            r#"{"reference": {"lesion_centre_mm": [1.0, 2.0, 3.0], "lesion_radius_mm": 7.5}, "files": {"ct_dicom_dir": "ct"}}"#,
+        )
+        .unwrap();
+        let from_case = TrajectoryPlannerConfig { ct_case_dir: dir.display().to_string(), ..Default::default() };
+        let input = planning_input(&from_case).unwrap().unwrap();
+        assert_eq!(
+            (input.ct_path, input.target_mm, input.lesion_radius_mm),
+            (dir.join("ct"), Point3::new(1.0, 2.0, 3.0), 7.5)
+        );
+        let strict = TrajectoryPlannerConfig { ignore_vessel_labels_in_lesion: false, ..from_case };
+        assert_eq!(planning_input(&strict).unwrap().unwrap().lesion_radius_mm, 0.0);
+        let explicit = TrajectoryPlannerConfig {
+            ct_path: "/x.nii.gz".into(),
+            target_point_m: vec![0.01, -0.02, 0.03],
+            lesion_radius_m: 0.004,
+            ..Default::default()
+        };
+        let input = planning_input(&explicit).unwrap().unwrap();
+        assert!((input.target_mm - Point3::new(10.0, -20.0, 30.0)).norm() < 1e-12 && input.lesion_radius_mm == 4.0);
+        assert_eq!(planning_input(&TrajectoryPlannerConfig::default()).unwrap(), None);
+        std::fs::write(dir.join("case.json"), "{}").unwrap();
+        let err =
+            planning_input(&TrajectoryPlannerConfig { ct_case_dir: dir.display().to_string(), ..Default::default() });
+        assert!(err.unwrap_err().contains("lesion_centre_mm"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -544,6 +544,9 @@ pub struct TrajectoryPlannerConfig {
     /// Lesion radius around the target [m] (with ct_path; a case folder gives its own): vessel
     /// labels inside it are lesion, not obstacles. 0: the target is a point.
     pub lesion_radius_m: f64,
+    /// Vessel labels inside the lesion radius are taken as lesion (an enhancing lesion mislabelled),
+    /// not as obstacles. false: every label is an obstacle, and a target inside one is refused.
+    pub ignore_vessel_labels_in_lesion: bool,
     pub output_dir: String,
     pub image_frame_id: String,
     pub service_timeout_s: f64,
@@ -567,6 +570,7 @@ impl Default for TrajectoryPlannerConfig {
             ct_path: String::new(),
             target_point_m: vec![0.0, 0.0, 0.0],
             lesion_radius_m: 0.0,
+            ignore_vessel_labels_in_lesion: true,
             output_dir: "/tmp/needle_nav_plan".into(),
             image_frame_id: crate::interfaces::frames::CT.into(),
             service_timeout_s: 300.0,
