@@ -178,3 +178,18 @@ fn every_executable_stops_cleanly_on_sigint_and_sigterm() {
         assert!(p.log().contains("stopped cleanly"), "{exe}:\n{}", p.log());
     }
 }
+
+/// Regression: SIGINT while the vessel model is still loading on its worker thread used to end the
+/// process with a segmentation fault in ONNX Runtime's teardown (3 of 20 tries); the runtime now
+/// waits for the worker before exiting.
+#[test]
+fn segmentation_stops_cleanly_even_while_its_model_loads() {
+    let _serial = serial();
+    for _ in 0..10 {
+        let mut p = NodeProcess::start(env!("CARGO_BIN_EXE_vessel_segmentation"), &[]);
+        p.wait_for_log("started", DISCOVERY);
+        p.signal(libc::SIGINT);
+        let status = p.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", p.log());
+    }
+}

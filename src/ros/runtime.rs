@@ -376,6 +376,10 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         }
     }
     rt.shutdown_timeout(Duration::from_secs(2));
+    // The node tasks are gone, so segmentation workers are winding down; let them finish first.
+    if !crate::segmentation::service::wait_for_workers(Duration::from_secs(5)) {
+        tracing::warn!("a vessel segmentation still running was abandoned");
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

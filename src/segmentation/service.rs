@@ -48,6 +48,32 @@ struct Job {
     reply: oneshot::Sender<Outcome>,
 }
 
+/// Segmentation workers still running in this process (the process must not exit under one:
+/// exiting while ONNX Runtime is loading or running in another thread can crash its teardown).
+static RUNNING_WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a worker from its start to its end, panics included.
+struct WorkerGuard;
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        RUNNING_WORKERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until every segmentation worker has finished (they end once their service is dropped and
+/// the current job is done); false if some are still running after `timeout`.
+pub fn wait_for_workers(timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while RUNNING_WORKERS.load(Ordering::SeqCst) > 0 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 pub struct SegmentationService {
     jobs: mpsc::UnboundedSender<Job>,
     accepted: Arc<AtomicUsize>,
@@ -65,7 +91,10 @@ impl SegmentationService {
         let accepted = Arc::new(AtomicUsize::new(0));
         let done = accepted.clone();
         let max_voxels = limits.max_input_voxels;
+        RUNNING_WORKERS.fetch_add(1, Ordering::SeqCst);
+        let guard = WorkerGuard;
         let spawned = std::thread::Builder::new().name("vessel_segmentation".into()).spawn(move || {
+            let _running = guard;
             let mut segmenter = make_segmenter();
             match &segmenter {
                 Ok(s) => tracing::info!(patch = ?s.info().patch_size_zyx, "vessel model ready"),

@@ -32,9 +32,15 @@ struct State {
     correction_ids: Vec<u32>,
     case: Option<PlanningCase>,
     computer: Option<TargetComputer>,
+    /// The last second of samples: a new computer starts from the first sample after its
+    /// registration's stamp, however late the registration arrived (so a replay repeats the live run).
+    recent: std::collections::VecDeque<crate::core::tracking::TrackerSample>,
 
     baseline_saved: bool,
 }
+
+/// How much sample history is kept to catch a new registration up [ns].
+const CATCH_UP_NS: i64 = 1_000_000_000;
 
 fn registration_usable(r: &Option<msg::LesionRegistration>) -> Result<(), String> {
     match r {
@@ -111,6 +117,11 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         computer = computer.with_baseline(b);
         s.baseline_saved = true;
     } else {
+        // The baseline starts right after the registration's instant, not when its message arrived.
+        let since = convert::time_to_ns(&reg.header.stamp);
+        for old in s.recent.iter().filter(|o| o.stamp_ns > since) {
+            let _ = computer.update(old.stamp_ns as f64 * 1e-9, old);
+        }
         tracing::info!(
             node = NAME,
             "recording the calm-breathing baseline for {} s (markers {:?})",
@@ -337,6 +348,18 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                         }
                     }
                 };
+                {
+                    let mut s = lock(&state);
+                    if s.recent.back().is_some_and(|o| o.stamp_ns >= sample.stamp_ns) {
+                        s.recent.clear(); // time went back (a replay restarted): the history is void
+                    }
+                    if sample.malformed_ids().is_empty() {
+                        s.recent.push_back(sample.clone());
+                    }
+                    while s.recent.front().is_some_and(|o| sample.stamp_ns - o.stamp_ns > CATCH_UP_NS) {
+                        s.recent.pop_front();
+                    }
+                }
                 publish(now, m.header.stamp.clone(), sample.stamp_ns, result);
             }
         });
