@@ -22,6 +22,14 @@ pub struct PlanningInput {
     pub lesion_radius_mm: f64,
 }
 
+impl PlanningInput {
+    /// Without `ignore_vessel_labels_in_lesion` the planner sees a point target: every label is an obstacle.
+    fn with_lesion_rule(self, cfg: &TrajectoryPlannerConfig) -> PlanningInput {
+        let lesion_radius_mm = if cfg.ignore_vessel_labels_in_lesion { self.lesion_radius_mm } else { 0.0 };
+        PlanningInput { lesion_radius_mm, ..self }
+    }
+}
+
 /// None when nothing is configured (no plan is made).
 pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningInput>, String> {
     if !cfg.ct_case_dir.trim().is_empty() {
@@ -37,21 +45,27 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
             .ok_or_else(|| format!("{}: no reference.lesion_centre_mm", dir.join("case.json").display()))?;
         let ct_dir = case["files"]["ct_dicom_dir"].as_str().unwrap_or("ct");
         let radius = case["reference"]["lesion_radius_mm"].as_f64().filter(|r| r.is_finite() && *r >= 0.0);
-        return Ok(Some(PlanningInput {
-            ct_path: dir.join(ct_dir),
-            target_mm: Point3::new(lesion[0], lesion[1], lesion[2]),
-            lesion_radius_mm: if cfg.ignore_vessel_labels_in_lesion { radius.unwrap_or(0.0) } else { 0.0 },
-        }));
+        return Ok(Some(
+            PlanningInput {
+                ct_path: dir.join(ct_dir),
+                target_mm: Point3::new(lesion[0], lesion[1], lesion[2]),
+                lesion_radius_mm: radius.unwrap_or(0.0),
+            }
+            .with_lesion_rule(cfg),
+        ));
     }
     if cfg.ct_path.trim().is_empty() {
         return Ok(None);
     }
     let t = &cfg.target_point_m;
-    Ok(Some(PlanningInput {
-        ct_path: PathBuf::from(&cfg.ct_path),
-        target_mm: Point3::new(t[0] * 1000.0, t[1] * 1000.0, t[2] * 1000.0),
-        lesion_radius_mm: if cfg.ignore_vessel_labels_in_lesion { cfg.lesion_radius_m * 1000.0 } else { 0.0 },
-    }))
+    Ok(Some(
+        PlanningInput {
+            ct_path: PathBuf::from(&cfg.ct_path),
+            target_mm: Point3::new(t[0] * 1000.0, t[1] * 1000.0, t[2] * 1000.0),
+            lesion_radius_mm: cfg.lesion_radius_m * 1000.0,
+        }
+        .with_lesion_rule(cfg),
+    ))
 }
 
 pub fn planner_options(cfg: &TrajectoryPlannerConfig) -> PlannerOptions {

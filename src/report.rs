@@ -11,6 +11,33 @@ use crate::segmentation::outputs::CLASS_COLOURS;
 use nalgebra::{Point3, Vector3};
 use std::path::Path;
 
+/// How a tracked marker is drawn, in the picture and in rviz (`ros::viz`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MarkerRole {
+    Registration,
+    Correction,
+    Unclassified,
+}
+
+/// Registration markers blue, correction markers orange, unclassified grey.
+pub const REGISTRATION_RGB: [f32; 3] = [0.2, 0.5, 1.0];
+pub const CORRECTION_RGB: [f32; 3] = [1.0, 0.55, 0.0];
+pub const UNCLASSIFIED_RGB: [f32; 3] = [0.7, 0.7, 0.7];
+
+impl MarkerRole {
+    pub fn rgb(self) -> [f32; 3] {
+        match self {
+            MarkerRole::Registration => REGISTRATION_RGB,
+            MarkerRole::Correction => CORRECTION_RGB,
+            MarkerRole::Unclassified => UNCLASSIFIED_RGB,
+        }
+    }
+
+    fn rgb8(self) -> [u8; 3] {
+        self.rgb().map(|c| (c * 255.0).round() as u8)
+    }
+}
+
 /// What is drawn on the CT, CT patient coordinates (LPS) [mm].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Overlay {
@@ -19,8 +46,8 @@ pub struct Overlay {
     pub lesion_radius_mm: f64,
     /// True: the path keeps the safety margin (drawn green); false: refused (drawn red).
     pub path_safe: bool,
-    /// Tracked markers mapped into the CT, with their colour.
-    pub markers_mm: Vec<(Point3<f64>, [u8; 3])>,
+    /// Tracked markers mapped into the CT, with their class.
+    pub markers_mm: Vec<(Point3<f64>, MarkerRole)>,
 }
 
 /// An RGB picture.
@@ -150,10 +177,10 @@ fn sample(ct: &Volume<f32>, labels: &Volume<u8>, plane: &Plane) -> Picture {
 
 fn draw_overlay(pic: &mut Picture, plane: &Plane, o: &Overlay) {
     let px = |mm: f64| mm / plane.pixel_mm;
-    for (m, c) in &o.markers_mm {
+    for (m, role) in &o.markers_mm {
         let (x, y) = plane.project(m);
-        pic.ring(x, y, px(4.0), *c);
-        pic.ring(x, y, px(4.0) + 1.0, *c);
+        pic.ring(x, y, px(4.0), role.rgb8());
+        pic.ring(x, y, px(4.0) + 1.0, role.rgb8());
     }
     let (tx, ty) = plane.project(&o.target_mm);
     pic.ring(tx, ty, px(o.lesion_radius_mm).max(3.0), [200, 60, 200]);

@@ -160,69 +160,98 @@ pub struct BagMessage {
     pub cdr: Vec<u8>,
 }
 
+/// A bag's metadata.yaml, parsed (with its path, for error messages).
+struct Metadata {
+    path: PathBuf,
+    value: serde_yaml::Value,
+}
+
+impl Metadata {
+    fn load(dir: &Path) -> Result<Metadata, BagError> {
+        let path = dir.join("metadata.yaml");
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        let value = serde_yaml::from_str(&text).map_err(|e| io_err(&path, e))?;
+        Ok(Metadata { path, value })
+    }
+
+    fn info(&self) -> &serde_yaml::Value {
+        &self.value["rosbag2_bagfile_information"]
+    }
+
+    /// The listed topics with the message count the metadata declares for each.
+    fn topics(&self) -> Result<Vec<(TopicInfo, u64)>, BagError> {
+        let list = self.info()["topics_with_message_count"]
+            .as_sequence()
+            .ok_or_else(|| io_err(&self.path, "no topics_with_message_count"))?;
+        let mut out = Vec::new();
+        for t in list {
+            let m = &t["topic_metadata"];
+            let (Some(name), Some(type_name)) = (m["name"].as_str(), m["type"].as_str()) else {
+                return Err(io_err(&self.path, "a topic without name or type"));
+            };
+            // rosbag2 writes the QoS either as one YAML string or as a list.
+            let qos = match &m["offered_qos_profiles"] {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Null => String::new(),
+                other => serde_yaml::to_string(other).unwrap_or_default(),
+            };
+            let info = TopicInfo {
+                name: name.into(),
+                type_name: type_name.into(),
+                offered_qos_yaml: qos,
+                definition: String::new(),
+            };
+            out.push((info, t["message_count"].as_u64().unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
+    /// Every message of the bag's MCAP files (in metadata order), sorted by log time.
+    fn messages(&self, dir: &Path) -> Result<Vec<BagMessage>, BagError> {
+        if self.info()["storage_identifier"].as_str() != Some("mcap") {
+            return Err(io_err(&self.path, "only MCAP storage is supported"));
+        }
+        let files: Vec<String> = self.info()["relative_file_paths"]
+            .as_sequence()
+            .map(|s| s.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if files.is_empty() {
+            return Err(io_err(&self.path, "names no files"));
+        }
+        let mut out = Vec::new();
+        for f in files {
+            let path = dir.join(&f);
+            let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+            let stream = mcap::MessageStream::new(&bytes).map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
+            for m in stream {
+                let m = m.map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
+                out.push(BagMessage {
+                    topic: m.channel.topic.clone(),
+                    type_name: m.channel.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                    log_ns: m.log_time,
+                    cdr: m.data.into_owned(),
+                });
+            }
+        }
+        out.sort_by_key(|m| m.log_ns);
+        Ok(out)
+    }
+}
+
 /// The topics listed in the bag's metadata.yaml (the definition is left empty: it is in the MCAP schema).
 pub fn read_topics(dir: &Path) -> Result<Vec<TopicInfo>, BagError> {
-    let meta_path = dir.join("metadata.yaml");
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| io_err(&meta_path, e))?;
-    let meta: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| io_err(&meta_path, e))?;
-    let list = meta["rosbag2_bagfile_information"]["topics_with_message_count"]
-        .as_sequence()
-        .ok_or_else(|| io_err(&meta_path, "no topics_with_message_count"))?;
-    let mut out = Vec::new();
-    for t in list {
-        let m = &t["topic_metadata"];
-        let (Some(name), Some(type_name)) = (m["name"].as_str(), m["type"].as_str()) else {
-            return Err(io_err(&meta_path, "a topic without name or type"));
-        };
-        // rosbag2 writes the QoS either as one YAML string or as a list.
-        let qos = match &m["offered_qos_profiles"] {
-            serde_yaml::Value::String(s) => s.clone(),
-            serde_yaml::Value::Null => String::new(),
-            other => serde_yaml::to_string(other).unwrap_or_default(),
-        };
-        out.push(TopicInfo {
-            name: name.into(),
-            type_name: type_name.into(),
-            offered_qos_yaml: qos,
-            definition: String::new(),
-        });
-    }
-    Ok(out)
+    Ok(Metadata::load(dir)?.topics()?.into_iter().map(|(t, _)| t).collect())
 }
 
 /// Every message of the bag in `dir` (its MCAP files in metadata order), sorted by log time.
 pub fn read_bag(dir: &Path) -> Result<Vec<BagMessage>, BagError> {
-    let meta_path = dir.join("metadata.yaml");
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| io_err(&meta_path, e))?;
-    let meta: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| io_err(&meta_path, e))?;
-    let info = &meta["rosbag2_bagfile_information"];
-    if info["storage_identifier"].as_str() != Some("mcap") {
-        return Err(io_err(&meta_path, "only MCAP storage is supported"));
-    }
-    let files: Vec<String> = info["relative_file_paths"]
-        .as_sequence()
-        .map(|s| s.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    if files.is_empty() {
-        return Err(io_err(&meta_path, "names no files"));
-    }
-    let mut out = Vec::new();
-    for f in files {
-        let path = dir.join(&f);
-        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-        let stream = mcap::MessageStream::new(&bytes).map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
-        for m in stream {
-            let m = m.map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
-            out.push(BagMessage {
-                topic: m.channel.topic.clone(),
-                type_name: m.channel.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-                log_ns: m.log_time,
-                cdr: m.data.into_owned(),
-            });
-        }
-    }
-    out.sort_by_key(|m| m.log_ns);
-    Ok(out)
+    Metadata::load(dir)?.messages(dir)
+}
+
+/// The topics and every message, reading the metadata once (what a player needs).
+pub fn read_all(dir: &Path) -> Result<(Vec<TopicInfo>, Vec<BagMessage>), BagError> {
+    let meta = Metadata::load(dir)?;
+    Ok((meta.topics()?.into_iter().map(|(t, _)| t).collect(), meta.messages(dir)?))
 }
 
 /// One topic of [`info`].
@@ -251,30 +280,26 @@ pub struct BagSummary {
 
 /// Reads the whole bag and checks it against its metadata.
 pub fn info(dir: &Path) -> Result<BagSummary, BagError> {
-    let topics = read_topics(dir)?;
-    let meta_path = dir.join("metadata.yaml");
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| io_err(&meta_path, e))?;
-    let meta: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| io_err(&meta_path, e))?;
-    let listed = &meta["rosbag2_bagfile_information"]["topics_with_message_count"];
-    let messages = read_bag(dir)?;
+    let meta = Metadata::load(dir)?;
+    let topics = meta.topics()?;
+    let messages = meta.messages(dir)?;
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for m in &messages {
         *counts.entry(m.topic.as_str()).or_default() += 1;
     }
     let mut problems = Vec::new();
     let mut out = Vec::new();
-    for (i, t) in topics.iter().enumerate() {
+    for (t, declared) in topics {
         let found = counts.remove(t.name.as_str()).unwrap_or(0);
-        let declared = listed[i]["message_count"].as_u64().unwrap_or(0);
         if found != declared {
             problems.push(format!("{}: metadata says {declared} messages, the file has {found}", t.name));
         }
         out.push(TopicSummary {
-            name: t.name.clone(),
-            type_name: t.type_name.clone(),
+            name: t.name,
+            type_name: t.type_name,
             messages: found,
             metadata_messages: declared,
-            offered_qos: t.offered_qos_yaml.clone(),
+            offered_qos: t.offered_qos_yaml,
         });
     }
     for (topic, n) in counts {

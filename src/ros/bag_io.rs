@@ -3,7 +3,7 @@
 //! The file format lives in [`crate::bag`]; this is the ROS side.
 
 use crate::bag::{self, BagError, BagMessage, BagWriter, TopicInfo};
-use crate::interfaces::{self, Endpoint, QosKind, CLOCK};
+use crate::interfaces::{Endpoint, QosKind, CLOCK};
 use crate::ros::nodes::lock;
 use crate::ros::runtime::{NodeContext, NodeError, RosContext};
 use futures::StreamExt;
@@ -122,8 +122,7 @@ pub fn start_player(
     done: impl FnOnce(u64) + Send + 'static,
 ) -> Result<(), NodeError> {
     let bag_err = |e: BagError| NodeError::Runtime(format!("bag {}: {e}", dir.display()));
-    let topics = bag::read_topics(dir).map_err(bag_err)?;
-    let messages = bag::read_bag(dir).map_err(bag_err)?;
+    let (topics, messages) = bag::read_all(dir).map_err(bag_err)?;
     for wanted in &options.topics {
         if !topics.iter().any(|t| &t.name == wanted) {
             let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
@@ -193,11 +192,6 @@ pub fn start_player(
         done(published);
     });
     Ok(())
-}
-
-/// The topics a session bag records by default: everything the nodes publish.
-pub fn session_topics() -> Vec<Endpoint> {
-    interfaces::published_topics()
 }
 
 #[cfg(test)]

@@ -48,6 +48,12 @@ pub fn transform_from_msg(t: &Transform) -> Isometry3<f64> {
     )
 }
 
+/// A registration that can be used (OK, or OK after excluding outliers).
+pub fn registration_usable(r: &msg::LesionRegistration) -> bool {
+    r.status == msg::LesionRegistration::STATUS_OK as u8
+        || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8
+}
+
 pub fn sample_msg(s: &TrackerSample, frame_id: &str) -> msg::TrackedMarkerArray {
     msg::TrackedMarkerArray {
         header: header(s.stamp_ns, frame_id),

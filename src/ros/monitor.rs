@@ -17,8 +17,8 @@ struct Seen {
     first_sample_ns: Option<i64>,
     last_sample_ns: Option<i64>,
     markers_per_sample: usize,
-    /// The newest usable marker positions (tracker frame) [m].
-    last_markers: Vec<(u32, nalgebra::Point3<f64>)>,
+    /// The newest tracker sample (for the report's markers).
+    last_sample: Option<msg::TrackedMarkerArray>,
     classification: Option<msg::MarkerClassification>,
     registration: Option<msg::LesionRegistration>,
     plan: Option<msg::NeedlePlan>,
@@ -79,8 +79,7 @@ impl Monitor {
                 g.first_sample_ns.get_or_insert(t);
                 g.last_sample_ns = Some(t);
                 g.markers_per_sample = m.markers.len();
-                g.last_markers =
-                    crate::ros::convert::sample_from_msg(&m).usable().map(|o| (o.id, o.position)).collect();
+                g.last_sample = Some(m);
             }
         });
         let s = seen.clone();
@@ -165,10 +164,7 @@ impl Monitor {
             }
         }
         match &g.registration {
-            Some(r)
-                if r.status == msg::LesionRegistration::STATUS_OK as u8
-                    || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8 =>
-            {
+            Some(r) if crate::ros::convert::registration_usable(r) => {
                 let _ = writeln!(
                     out,
                     "registration   : {} (markers {:?}), FRE {:.2} mm, predicted TRE lesion {:.2} mm, entry {:.2} mm",
@@ -254,7 +250,7 @@ impl Monitor {
     /// Writes `summary.txt` (the printed summary), `plan.png` (CT planes with vessels, lesion,
     /// markers and path; when a plan with its CT was received) and `report.md`. Returns the files.
     pub fn write_report(&self, dir: &std::path::Path, summary: &str) -> Result<Vec<String>, String> {
-        use crate::report::{render, write_png, Overlay};
+        use crate::report::{render, write_png, MarkerRole, Overlay};
         use nalgebra::Point3;
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut files = Vec::new();
@@ -263,7 +259,12 @@ impl Monitor {
         files.push(summary_path.display().to_string());
         let (plan, registration, classification, markers) = {
             let g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            (g.plan.clone(), g.registration.clone(), g.classification.clone(), g.last_markers.clone())
+            let markers: Vec<(u32, Point3<f64>)> = g
+                .last_sample
+                .as_ref()
+                .map(|m| crate::ros::convert::sample_from_msg(m).usable().map(|o| (o.id, o.position)).collect())
+                .unwrap_or_default();
+            (g.plan.clone(), g.registration.clone(), g.classification.clone(), markers)
         };
         let mut md = String::from("# needle_nav run report\n\n");
         let picture = match &plan {
@@ -274,10 +275,7 @@ impl Monitor {
                     1 << 31,
                 )?;
                 // Tracked markers into the CT with the registration (tracker -> CT is its inverse).
-                let usable = registration.as_ref().filter(|r| {
-                    r.status == msg::LesionRegistration::STATUS_OK as u8
-                        || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8
-                });
+                let usable = registration.as_ref().filter(|r| crate::ros::convert::registration_usable(r));
                 let markers_mm = match usable {
                     Some(r) => {
                         let to_ct = crate::ros::convert::transform_from_msg(&r.image_to_tracker).inverse();
@@ -285,14 +283,14 @@ impl Monitor {
                             .iter()
                             .map(|(id, p)| {
                                 let c = classification.as_ref();
-                                let colour = if c.is_some_and(|c| c.registration_marker_ids.contains(id)) {
-                                    [50, 130, 255]
+                                let role = if c.is_some_and(|c| c.registration_marker_ids.contains(id)) {
+                                    MarkerRole::Registration
                                 } else if c.is_some_and(|c| c.correction_marker_ids.contains(id)) {
-                                    [255, 140, 0]
+                                    MarkerRole::Correction
                                 } else {
-                                    [180, 180, 180]
+                                    MarkerRole::Unclassified
                                 };
-                                (Point3::from((to_ct * p).coords * 1000.0), colour)
+                                (Point3::from((to_ct * p).coords * 1000.0), role)
                             })
                             .collect()
                     }

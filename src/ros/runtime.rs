@@ -142,8 +142,10 @@ impl RunOptions {
                 "--record-topics" => {
                     let v = it.next().ok_or("--record-topics needs a comma-separated list of topics")?;
                     opts.record_topics = v.split(',').filter(|t| !t.is_empty()).map(super::bag_io::qualified).collect();
-                    let known: Vec<String> =
-                        super::bag_io::session_topics().iter().map(|e| super::bag_io::qualified(e.name)).collect();
+                    let known: Vec<String> = crate::interfaces::published_topics()
+                        .iter()
+                        .map(|e| super::bag_io::qualified(e.name))
+                        .collect();
                     if let Some(bad) = opts.record_topics.iter().find(|t| !known.contains(t)) {
                         return Err(format!("--record-topics: {bad} is not a needle_nav topic ({})", known.join(", ")));
                     }
@@ -291,7 +293,7 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     if opts.record.is_some() || opts.play.is_some() {
         let (mut node, cx) = make_node("needle_nav_bag")?;
         if let Some(dir) = &opts.record {
-            let topics: Vec<_> = super::bag_io::session_topics()
+            let topics: Vec<_> = crate::interfaces::published_topics()
                 .into_iter()
                 .filter(|e| {
                     opts.record_topics.is_empty() || opts.record_topics.contains(&super::bag_io::qualified(e.name))

@@ -2,25 +2,16 @@
 //! coloured by class, and the plan in the CT frame (vessel surface coloured by class, lesion,
 //! entry, target, needle path). Colours match the report picture and the PLY surface.
 
+pub use crate::report::MarkerRole;
+#[cfg(test)]
+use crate::report::{CORRECTION_RGB, REGISTRATION_RGB};
 use crate::ros::convert;
 use crate::segmentation::outputs::{VesselPoint, CLASS_COLOURS};
 use nalgebra::Point3;
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};
 
-/// Registration markers blue, correction markers orange, unclassified grey.
-pub const REGISTRATION_RGB: [f32; 3] = [0.2, 0.5, 1.0];
-pub const CORRECTION_RGB: [f32; 3] = [1.0, 0.55, 0.0];
-pub const UNCLASSIFIED_RGB: [f32; 3] = [0.7, 0.7, 0.7];
 /// Sphere diameter of a tracked marker [m].
 const MARKER_DIAMETER_M: f64 = 0.008;
-
-/// How a tracked marker is drawn.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MarkerRole {
-    Registration,
-    Correction,
-    Unclassified,
-}
 
 fn base(stamp_ns: i64, frame: &str, ns: &str, id: i32, type_: i32, rgb: [f32; 3]) -> Marker {
     let mut m = Marker::default();
@@ -53,12 +44,7 @@ fn text(stamp_ns: i64, frame: &str, ns: &str, id: i32, p: &Point3<f64>, label: S
 pub fn marker_classes(stamp_ns: i64, frame: &str, markers: &[(u32, Point3<f64>, MarkerRole)]) -> MarkerArray {
     let mut out = Vec::with_capacity(markers.len() * 2);
     for (id, p, role) in markers {
-        let rgb = match role {
-            MarkerRole::Registration => REGISTRATION_RGB,
-            MarkerRole::Correction => CORRECTION_RGB,
-            MarkerRole::Unclassified => UNCLASSIFIED_RGB,
-        };
-        out.push(sphere(stamp_ns, frame, "marker_classes", *id as i32, p, MARKER_DIAMETER_M, rgb));
+        out.push(sphere(stamp_ns, frame, "marker_classes", *id as i32, p, MARKER_DIAMETER_M, role.rgb()));
         let above = p + nalgebra::Vector3::new(0.0, 0.0, 0.012);
         out.push(text(stamp_ns, frame, "marker_ids", *id as i32, &above, format!("{id}")));
     }

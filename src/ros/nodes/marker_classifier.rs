@@ -45,8 +45,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let registered_axes = registered_axes.clone();
         cx.spawn(async move {
             while let Some(r) = registrations.next().await {
-                let usable = r.status == msg::LesionRegistration::STATUS_OK as u8
-                    || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8;
+                let usable = convert::registration_usable(&r);
                 // image_to_tracker rotates CT (patient) axes into the tracker frame; its inverse maps back.
                 let rotation = convert::transform_from_msg(&r.image_to_tracker).rotation;
                 *lock(&registered_axes) = usable.then(|| rotation.to_rotation_matrix().matrix().transpose());

@@ -45,12 +45,7 @@ const CATCH_UP_NS: i64 = 1_000_000_000;
 fn registration_usable(r: &Option<msg::LesionRegistration>) -> Result<(), String> {
     match r {
         None => Err("no registration received".into()),
-        Some(r)
-            if r.status == msg::LesionRegistration::STATUS_OK as u8
-                || r.status == msg::LesionRegistration::STATUS_OUTLIER_EXCLUDED as u8 =>
-        {
-            Ok(())
-        }
+        Some(r) if convert::registration_usable(r) => Ok(()),
         Some(r) => Err(format!("registration status {}: {}", r.status, r.status_message)),
     }
 }
