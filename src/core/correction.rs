@@ -224,21 +224,72 @@ pub enum PredictionMethod {
     Autoregressive,
 }
 
+/// Why no prediction can be vouched for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PredictionError {
+    #[error("no samples yet")]
+    NoSamples,
+    #[error("{have_s:.2} s of uninterrupted breathing history, {need_s:.2} s needed")]
+    TooShort { have_s: f64, need_s: f64 },
+    #[error(
+        "the predicted change {change:.2} is beyond what the recent breathing did in that time ({limit:.2}, in breaths)"
+    )]
+    Implausible { change: f64, limit: f64 },
+    #[error("the predicted value {value:.2} is outside the recent breathing ({low:.2} to {high:.2}, in breaths)")]
+    OutOfRange { value: f64, low: f64, high: f64 },
+    #[error(
+        "irregular breathing (a cough or a sudden movement): the last 0.4 s departs {surprise:.1} times the \
+         model's usual error from it"
+    )]
+    Irregular { surprise: f64 },
+}
+
 /// Online predictor of a scalar signal sampled at arbitrary (increasing) times.
+///
+/// A gap longer than `MAX_GAP_S` (an occlusion) restarts the history: extrapolating across it, or
+/// running the AR model on bins that skip the gap, gave predictions tens of millimetres off.
+/// The AR coefficients are kept across gaps (the patient's breathing dynamics do not change).
 #[derive(Debug, Clone)]
 pub struct Predictor {
     method: PredictionMethod,
     history: std::collections::VecDeque<(f64, f64)>,
-    /// 10 Hz samples (bin means) for the AR model.
+    /// 10 Hz samples (bin means) for the AR model; NaN where a gap restarted the history.
     decimated: std::collections::VecDeque<f64>,
     bin: (f64, f64, f64), // (bin start, sum, count)
-    ar: Option<Vec<f64>>,
+    ar: Option<ArModel>,
     since_fit: usize,
+}
+
+/// An autoregressive model of the mean-removed 10 Hz series.
+#[derive(Debug, Clone, PartialEq)]
+struct ArModel {
+    /// Weights of the last `AR_ORDER` bins, oldest first.
+    weights: Vec<f64>,
+    mean: f64,
+    /// RMS one-step residual of the fit, at least 2 % of the fitted series' range: what
+    /// "surprising" means for this patient (a noise-free signal would make anything surprising).
+    residual_rms: f64,
+}
+
+impl ArModel {
+    fn step(&self, recent: &[f64]) -> f64 {
+        self.mean + self.weights.iter().zip(recent).map(|(w, x)| w * (x - self.mean)).sum::<f64>()
+    }
 }
 
 const AR_ORDER: usize = 8;
 const AR_STEP_S: f64 = 0.1;
 const AR_HISTORY: usize = 300;
+/// Bins needed for an AR fit (5 s: more than a breath).
+const AR_MIN_FIT: usize = 50;
+/// One-step errors above this many fit residuals mark irregular breathing ...
+const IRREGULAR_SURPRISE: f64 = 6.0;
+/// ... when they occur in this many most recent bins.
+const IRREGULAR_WINDOW: usize = 4;
+/// A longer pause between samples restarts the history [s].
+pub const MAX_GAP_S: f64 = 0.25;
+/// Linear extrapolation needs this much history [s].
+const LINEAR_MIN_SPAN_S: f64 = 0.1;
 
 impl Predictor {
     pub fn new(method: PredictionMethod) -> Predictor {
@@ -256,6 +307,19 @@ impl Predictor {
         if !(t_s.is_finite() && value.is_finite()) {
             return;
         }
+        if let Some(&(t_prev, _)) = self.history.back() {
+            if t_s <= t_prev {
+                return; // time must increase; a repeated or older sample carries nothing new
+            }
+            if t_s - t_prev > MAX_GAP_S {
+                // NaN marks the gap in the decimated series: no AR row, prediction or change spans it.
+                self.history.clear();
+                if self.decimated.back().is_some_and(|v| !v.is_nan()) {
+                    self.decimated.push_back(f64::NAN);
+                }
+                self.bin = (f64::NAN, 0.0, 0.0);
+            }
+        }
         self.history.push_back((t_s, value));
         while self.history.front().is_some_and(|(t, _)| t_s - t > 0.5) {
             self.history.pop_front();
@@ -264,35 +328,63 @@ impl Predictor {
             self.bin = (t_s, 0.0, 0.0);
         }
         if t_s - self.bin.0 >= AR_STEP_S && self.bin.2 > 0.0 {
-            self.decimated.push_back(self.bin.1 / self.bin.2);
-            if self.decimated.len() > AR_HISTORY {
-                self.decimated.pop_front();
+            let closed = self.bin.1 / self.bin.2;
+            // Bins the samples skipped (a short dropout) are interpolated, so the series keeps 10 Hz.
+            let steps = ((t_s - self.bin.0) / AR_STEP_S).floor();
+            let skipped = steps as usize - 1;
+            self.push_bin(closed);
+            for j in 1..=skipped {
+                self.push_bin(closed + (value - closed) * j as f64 / (skipped + 1) as f64);
             }
-            self.bin = (self.bin.0 + AR_STEP_S * ((t_s - self.bin.0) / AR_STEP_S).floor(), 0.0, 0.0);
-            self.since_fit += 1;
-            if self.method == PredictionMethod::Autoregressive && (self.ar.is_none() || self.since_fit >= 20) {
-                self.ar = fit_ar(self.decimated.make_contiguous(), AR_ORDER);
-                self.since_fit = 0;
-            }
+            self.bin = (self.bin.0 + AR_STEP_S * steps, 0.0, 0.0);
         }
         self.bin.1 += value;
         self.bin.2 += 1.0;
     }
 
-    /// Predicted value `horizon_s` after the latest sample.
-    pub fn predict(&self, horizon_s: f64) -> f64 {
-        let Some(&(t_last, v_last)) = self.history.back() else {
-            return f64::NAN;
-        };
+    fn push_bin(&mut self, v: f64) {
+        self.decimated.push_back(v);
+        if self.decimated.len() > AR_HISTORY {
+            self.decimated.pop_front();
+        }
+        self.since_fit += 1;
+        let due = self.ar.is_none() || self.since_fit >= 20;
+        if self.method == PredictionMethod::Autoregressive && due {
+            if let Some(fit) = fit_ar(self.decimated.make_contiguous(), AR_ORDER, AR_MIN_FIT) {
+                self.ar = Some(fit);
+                self.since_fit = 0;
+            }
+        }
+    }
+
+    /// The newest value, if any.
+    pub fn latest(&self) -> Option<f64> {
+        self.history.back().map(|&(_, v)| v)
+    }
+
+    /// Predicted value `horizon_s` after the latest sample; an error when the history is too short
+    /// (after the start or a gap) or the prediction leaves what the signal has done in that time.
+    pub fn predict(&self, horizon_s: f64) -> Result<f64, PredictionError> {
+        let &(t_last, v_last) = self.history.back().ok_or(PredictionError::NoSamples)?;
         match self.method {
-            PredictionMethod::None => v_last,
-            PredictionMethod::Linear => match self.history.iter().find(|(t, _)| t_last - t <= 0.2) {
-                Some(&(t0, v0)) if t_last - t0 > 1e-3 => v_last + (v_last - v0) / (t_last - t0) * horizon_s,
-                _ => v_last,
-            },
+            PredictionMethod::None => Ok(v_last),
+            PredictionMethod::Linear => {
+                let (t0, v0) =
+                    self.history.iter().find(|(t, _)| t_last - t <= 0.2).copied().unwrap_or((t_last, v_last));
+                if t_last - t0 < LINEAR_MIN_SPAN_S {
+                    return Err(PredictionError::TooShort { have_s: t_last - t0, need_s: LINEAR_MIN_SPAN_S });
+                }
+                Ok(v_last + (v_last - v0) / (t_last - t0) * horizon_s)
+            }
             PredictionMethod::Autoregressive => {
-                let (Some(coeffs), true) = (&self.ar, self.decimated.len() > AR_ORDER) else {
-                    return v_last;
+                // Bins since the last gap.
+                let have = self.decimated.iter().rev().take_while(|v| !v.is_nan()).count();
+                let need = if self.ar.is_some() { AR_ORDER } else { AR_MIN_FIT };
+                let Some(model) = self.ar.as_ref().filter(|_| have >= AR_ORDER) else {
+                    return Err(PredictionError::TooShort {
+                        have_s: have as f64 * AR_STEP_S,
+                        need_s: need as f64 * AR_STEP_S,
+                    });
                 };
                 // Iterate the AR model from the decimated history; then shift so it starts at the latest value.
                 let mut recent: Vec<f64> = self.decimated.iter().rev().take(AR_ORDER).rev().copied().collect();
@@ -300,7 +392,7 @@ impl Predictor {
                 let steps = (horizon_s / AR_STEP_S).ceil().max(0.0) as usize;
                 let mut path = vec![base];
                 for _ in 0..steps {
-                    let next = ar_step(coeffs, &recent);
+                    let next = model.step(&recent);
                     recent.remove(0);
                     recent.push(next);
                     path.push(next);
@@ -312,33 +404,87 @@ impl Predictor {
                 } else {
                     path[steps - 1] + (path[steps] - path[steps - 1]) * frac.clamp(0.0, 1.0)
                 };
-                v_last + (ahead - base)
+                // The model extrapolates only breathing like the one it was fitted on: refuse while
+                // the last bins surprise it (a cough), and predictions leaving the breathing seen.
+                let surprise = self.surprise(model, have);
+                if surprise > IRREGULAR_SURPRISE {
+                    return Err(PredictionError::Irregular { surprise });
+                }
+                let change = ahead - base;
+                let (limit, low, high) = self.plausible_change(steps.max(1));
+                if !change.is_finite() || change.abs() > limit {
+                    return Err(PredictionError::Implausible { change, limit });
+                }
+                let value = v_last + change;
+                if !(low..=high).contains(&value) {
+                    return Err(PredictionError::OutOfRange { value, low, high });
+                }
+                Ok(value)
             }
         }
     }
+
+    /// The largest one-step error of the model over the last `IRREGULAR_WINDOW` bins (those with
+    /// `AR_ORDER` bins before them since the gap) and over the samples of the bin still open (so a
+    /// cough is caught within milliseconds, not at the end of its bin), in units of its fit residual.
+    fn surprise(&self, model: &ArModel, have: usize) -> f64 {
+        let d: Vec<f64> = self.decimated.iter().rev().take(have).rev().copied().collect();
+        let floor = model.residual_rms.max(1e-9);
+        let closed = (AR_ORDER..d.len())
+            .rev()
+            .take(IRREGULAR_WINDOW)
+            .map(|i| (d[i] - model.step(&d[i - AR_ORDER..i])).abs() / floor)
+            .fold(0.0, f64::max);
+        // The open bin: its samples' mean against the model's path from the last closed bin
+        // (centred half a step before the open bin) to the next.
+        let open: Vec<&(f64, f64)> = self.history.iter().filter(|(t, _)| *t >= self.bin.0).collect();
+        if open.is_empty() || d.len() < AR_ORDER {
+            return closed;
+        }
+        let n = open.len() as f64;
+        let (t_mean, v_mean) = (open.iter().map(|x| x.0).sum::<f64>() / n, open.iter().map(|x| x.1).sum::<f64>() / n);
+        let last = d[d.len() - 1];
+        let next = model.step(&d[d.len() - AR_ORDER..]);
+        let centre = self.bin.0 - 0.5 * AR_STEP_S;
+        let expected = last + (next - last) * ((t_mean - centre) / AR_STEP_S);
+        closed.max((v_mean - expected).abs() / floor)
+    }
+
+    /// What the prediction may claim, from the decimated history (30 s, gaps skipped): a change
+    /// over `steps` bins of at most half again the largest seen plus a tenth of the range, and a
+    /// value within the range seen widened by half of it on either side (a deep breath may
+    /// rightly overshoot what the last 30 s held; -1 breath, as a cough once gave, may not).
+    fn plausible_change(&self, steps: usize) -> (f64, f64, f64) {
+        let d = &self.decimated;
+        // f64::max and min skip the NaN of a gap.
+        let most = (steps..d.len()).map(|i| (d[i] - d[i - steps]).abs()).fold(0.0, f64::max);
+        let (lo, hi) = d.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let range = (hi - lo).max(0.0);
+        (1.5 * most + 0.1 * range, lo - 0.5 * range, hi + 0.5 * range)
+    }
 }
 
-/// Mean-removed AR(p) coefficients by least squares; the last coefficient is the mean.
-fn fit_ar(x: &[f64], p: usize) -> Option<Vec<f64>> {
-    if x.len() < 4 * p {
+/// Mean-removed AR(p) model by least squares over the rows without a gap (NaN). None with fewer
+/// than `min_bins` usable values.
+fn fit_ar(x: &[f64], p: usize, min_bins: usize) -> Option<ArModel> {
+    let finite: Vec<f64> = x.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.len() < min_bins.max(4 * p) {
         return None;
     }
-    let mean = x.iter().sum::<f64>() / x.len() as f64;
-    let rows = x.len() - p;
-    let a = DMatrix::from_fn(rows, p, |r, c| x[r + c] - mean);
-    let b = DVector::from_fn(rows, |r, _| x[r + p] - mean);
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    let rows: Vec<usize> =
+        (0..x.len().saturating_sub(p)).filter(|&r| x[r..=r + p].iter().all(|v| v.is_finite())).collect();
+    if rows.len() < 2 * p {
+        return None;
+    }
+    let a = DMatrix::from_fn(rows.len(), p, |r, c| x[rows[r] + c] - mean);
+    let b = DVector::from_fn(rows.len(), |r, _| x[rows[r] + p] - mean);
     // Small ridge term keeps the fit stable on flat stretches.
     let ata = a.transpose() * &a + DMatrix::identity(p, p) * 1e-6;
-    let sol = ata.cholesky()?.solve(&(a.transpose() * b));
-    let mut out: Vec<f64> = sol.iter().copied().collect();
-    out.push(mean);
-    Some(out)
-}
-
-fn ar_step(coeffs: &[f64], recent: &[f64]) -> f64 {
-    let p = coeffs.len() - 1;
-    let mean = coeffs[p];
-    mean + (0..p).map(|i| coeffs[i] * (recent[i] - mean)).sum::<f64>()
+    let sol = ata.cholesky()?.solve(&(a.transpose() * &b));
+    let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let residual_rms = ((&a * &sol - &b).norm_squared() / rows.len() as f64).sqrt().max(0.02 * (hi - lo));
+    Some(ArModel { weights: sol.iter().copied().collect(), mean, residual_rms })
 }
 
 #[cfg(test)]
@@ -430,7 +576,7 @@ mod tests {
                 let t = i as f64 / 50.0;
                 p.push(t, f(t));
                 if t > 60.0 {
-                    sq += (p.predict(horizon) - f(t + horizon)).powi(2);
+                    sq += (p.predict(horizon).expect("warm predictor") - f(t + horizon)).powi(2);
                     n += 1.0;
                 }
             }
@@ -438,5 +584,83 @@ mod tests {
         }
         assert!(errors["Linear"] < errors["None"], "{errors:?}");
         assert!(errors["Autoregressive"] < 0.5 * errors["None"], "{errors:?}");
+    }
+
+    /// sin^4 breathing with a 4 s period, sampled at `rate` Hz from `from` to `to` seconds.
+    fn feed(p: &mut Predictor, from: f64, to: f64, rate: f64) {
+        let mut t = from;
+        while t < to {
+            p.push(t, (std::f64::consts::PI * t / 4.0).sin().powi(4));
+            t += 1.0 / rate;
+        }
+    }
+
+    #[test]
+    fn prediction_is_refused_until_enough_history_after_the_start_and_after_a_gap() {
+        for method in [PredictionMethod::Linear, PredictionMethod::Autoregressive] {
+            let mut p = Predictor::new(method);
+            assert_eq!(p.predict(0.15), Err(PredictionError::NoSamples));
+            feed(&mut p, 0.0, 0.05, 250.0);
+            assert!(matches!(p.predict(0.15), Err(PredictionError::TooShort { .. })), "{method:?}");
+            feed(&mut p, 0.05, 30.0, 250.0);
+            assert!(p.predict(0.15).is_ok(), "{method:?}");
+            // An occlusion of 0.6 s: the history restarts, the AR coefficients are kept.
+            feed(&mut p, 30.6, 30.65, 250.0);
+            assert!(matches!(p.predict(0.15), Err(PredictionError::TooShort { .. })), "{method:?}");
+            feed(&mut p, 30.65, 31.5, 250.0);
+            let f = |t: f64| (std::f64::consts::PI * t / 4.0).sin().powi(4);
+            let got = p.predict(0.15).unwrap();
+            assert!((got - f(31.5 - 0.004 + 0.15)).abs() < 0.05, "{method:?}: {got}");
+        }
+        // Without prediction the latest value is always available.
+        let mut p = Predictor::new(PredictionMethod::None);
+        feed(&mut p, 0.0, 0.01, 250.0);
+        assert!(p.predict(0.15).is_ok());
+    }
+
+    #[test]
+    fn a_short_dropout_keeps_the_ar_series_at_ten_hertz() {
+        let f = |t: f64| (std::f64::consts::PI * t / 4.0).sin().powi(4);
+        let mut with_gap = Predictor::new(PredictionMethod::Autoregressive);
+        feed(&mut with_gap, 0.0, 20.0, 250.0);
+        feed(&mut with_gap, 20.2, 21.0, 250.0); // 0.2 s missing: bridged, not a restart
+        let t_last = with_gap.history.back().unwrap().0;
+        // The bridged bins keep their time: the series has one bin per 0.1 s since the start.
+        let bins = with_gap.decimated.len();
+        assert!((bins as f64 - t_last / AR_STEP_S).abs() <= 1.0, "{bins} bins for {t_last} s");
+        assert!(with_gap.decimated.iter().all(|v| v.is_finite()));
+        assert!((with_gap.predict(0.15).unwrap() - f(t_last + 0.15)).abs() < 0.05);
+    }
+
+    #[test]
+    fn a_prediction_beyond_what_the_breathing_does_is_refused() {
+        let mut p = Predictor::new(PredictionMethod::Autoregressive);
+        feed(&mut p, 0.0, 20.0, 250.0);
+        let sane = p.predict(0.15).unwrap();
+        assert!(sane.is_finite());
+        // An explosive model (each step triples the distance from the mean), as an ill-conditioned
+        // fit can give: its two steps ahead leave anything the signal did in 0.2 s.
+        let mut weights = vec![0.0; AR_ORDER];
+        weights[AR_ORDER - 1] = 3.0;
+        let residual_rms = 1e9; // not surprised by anything: only the plausibility checks can refuse
+        p.ar = Some(ArModel { weights, mean: -0.5, residual_rms });
+        match p.predict(0.15) {
+            Err(PredictionError::Implausible { change, limit }) => assert!(change.abs() > limit, "{change} {limit}"),
+            other => panic!("explosive prediction accepted: {other:?}"),
+        }
+        // A model that is right about the breathing but is surprised by the last bins (a cough).
+        let mut p = Predictor::new(PredictionMethod::Autoregressive);
+        feed(&mut p, 0.0, 20.0, 250.0);
+        assert!(p.predict(0.15).is_ok());
+        let f = |t: f64| (std::f64::consts::PI * t / 4.0).sin().powi(4);
+        let mut t = 20.0;
+        while t < 20.3 {
+            p.push(t, f(t) + 0.6 * (std::f64::consts::PI * (t - 20.0) / 0.3).sin()); // a 0.3 s bump
+            t += 0.004;
+        }
+        assert!(matches!(p.predict(0.15), Err(PredictionError::Irregular { .. })), "{:?}", p.predict(0.15));
+        // Once the bump has left the last 0.4 s the prediction is trusted again.
+        feed(&mut p, 20.3, 21.5, 250.0);
+        assert!(p.predict(0.15).is_ok(), "{:?}", p.predict(0.15));
     }
 }

@@ -335,6 +335,8 @@ pub struct Target {
     pub predicted_error_m: f64,
     pub deviation_m: f64,
     pub surrogate: f64,
+    /// The target is for this long after its sample: the latency, or 0 without prediction [s].
+    pub horizon_s: f64,
 }
 
 /// Turns tracker samples into corrected targets: records the baseline, fits the correlation
@@ -347,13 +349,21 @@ pub struct TargetComputer {
     /// The correction markers asked for (the classification's); `correction_ids` may narrow to the CT selection.
     requested_ids: Vec<u32>,
     correction_ids: Vec<u32>,
-    recording: Vec<Vec<Point3<f64>>>,
+    /// Baseline samples being recorded: (time [s], correction markers in `requested_ids` order).
+    recording: Vec<(f64, Vec<Point3<f64>>)>,
     recording_start_s: Option<f64>,
     baseline: Option<Baseline>,
     model: Option<CorrelationModel>,
     predictor: Predictor,
+    /// The surrogate over the last `RATE_WINDOW_S`, for its rate.
     history: std::collections::VecDeque<(f64, f64)>,
 }
+
+/// The surrogate's rate is the least-squares slope over this window [s] ...
+const RATE_WINDOW_S: f64 = 0.25;
+/// ... and needs this much of it without a gap [s]: over a few milliseconds (the first samples
+/// after an occlusion) tracker noise divided by the time step gave rates that put the target 20 mm off.
+const RATE_MIN_SPAN_S: f64 = 0.15;
 
 impl TargetComputer {
     pub fn new(
@@ -376,6 +386,21 @@ impl TargetComputer {
             predictor,
             history: Default::default(),
         }
+    }
+
+    /// Carries the breathing state of a computer for the same correction markers over to this one
+    /// (a new registration): its baseline, and the prediction and rate history, which live in the
+    /// tracker frame and do not depend on the registration.
+    pub fn continuing(mut self, previous: &TargetComputer) -> TargetComputer {
+        if previous.requested_ids != self.requested_ids {
+            return self;
+        }
+        if let Some(b) = previous.baseline.clone() {
+            self = self.with_baseline(b);
+            self.predictor = previous.predictor.clone();
+            self.history = previous.history.clone();
+        }
+        self
     }
 
     /// Uses a baseline recorded earlier (or loaded from file) instead of recording one.
@@ -446,7 +471,8 @@ impl TargetComputer {
     /// Records the baseline; with a CT selection of correction markers, keeps only the classified
     /// correction markers that are (by proximity after registration) the selected CT markers.
     fn record_selected(&mut self) -> Result<Baseline, CorrectionError> {
-        let all = Baseline::record(self.correction_ids.clone(), &self.recording)?;
+        let sets: Vec<Vec<Point3<f64>>> = self.recording.iter().map(|(_, set)| set.clone()).collect();
+        let all = Baseline::record(self.correction_ids.clone(), &sets)?;
         let Some(selected) = &self.case.selected_correction else {
             return Ok(all);
         };
@@ -470,15 +496,40 @@ impl TargetComputer {
             return Ok(all);
         }
         self.correction_ids = keep.iter().map(|&k| all.marker_ids[k]).collect();
-        let subset: Vec<Vec<Point3<f64>>> =
-            self.recording.iter().map(|s| keep.iter().map(|&k| s[k]).collect()).collect();
+        let subset: Vec<Vec<Point3<f64>>> = sets.iter().map(|s| keep.iter().map(|&k| s[k]).collect()).collect();
         Baseline::record(self.correction_ids.clone(), &subset)
     }
 
-    fn rate(&self) -> f64 {
-        match (self.history.front(), self.history.back()) {
-            (Some(a), Some(b)) if b.0 - a.0 > 1e-3 => (b.1 - a.1) / (b.0 - a.0),
+    /// The surrogate's rate [1/s]: the least-squares slope over the last `RATE_WINDOW_S`.
+    fn rate(&self) -> Result<f64, InvalidReason> {
+        let span = match (self.history.front(), self.history.back()) {
+            (Some(a), Some(b)) => b.0 - a.0,
             _ => 0.0,
+        };
+        if span < RATE_MIN_SPAN_S || self.history.len() < 3 {
+            return Err(InvalidReason::PredictionUnreliable(format!(
+                "breathing rate: {span:.3} s of uninterrupted samples, {RATE_MIN_SPAN_S} s needed"
+            )));
+        }
+        let n = self.history.len() as f64;
+        let (mt, ms) = self.history.iter().fold((0.0, 0.0), |(a, b), (t, s)| (a + t, b + s));
+        let (mt, ms) = (mt / n, ms / n);
+        let (num, den) = self
+            .history
+            .iter()
+            .fold((0.0, 0.0), |(num, den), (t, s)| (num + (t - mt) * (s - ms), den + (t - mt) * (t - mt)));
+        Ok(num / den)
+    }
+
+    /// Adds one surrogate value to the prediction and rate history; a gap restarts the rate's.
+    fn push_surrogate(&mut self, t_s: f64, s: f64) {
+        self.predictor.push(t_s, s);
+        if self.history.back().is_some_and(|(t, _)| t_s - t > super::correction::MAX_GAP_S || t_s <= *t) {
+            self.history.clear();
+        }
+        self.history.push_back((t_s, s));
+        while self.history.front().is_some_and(|(t, _)| t_s - t > RATE_WINDOW_S) {
+            self.history.pop_front();
         }
     }
 
@@ -494,11 +545,22 @@ impl TargetComputer {
         let set: Vec<Point3<f64>> = positions.into_iter().flatten().collect();
         let Some(baseline) = &self.baseline else {
             let start = *self.recording_start_s.get_or_insert(t_s);
-            self.recording.push(set);
+            self.recording.push((t_s, set));
             if t_s - start >= self.config.baseline_s {
                 match self.record_selected() {
                     Ok(b) => {
                         self.model = self.fit_model(&b);
+                        // The recording warms the predictor and rate up: valid targets from the next sample.
+                        let columns: Vec<Option<usize>> =
+                            b.marker_ids.iter().map(|id| self.requested_ids.iter().position(|r| r == id)).collect();
+                        let recording = std::mem::take(&mut self.recording);
+                        for (t, set) in &recording {
+                            let ordered: Option<Vec<Point3<f64>>> =
+                                columns.iter().map(|c| c.and_then(|c| set.get(c).copied())).collect();
+                            if let Some(ordered) = ordered {
+                                self.push_surrogate(*t, b.surrogate(&ordered));
+                            }
+                        }
                         self.baseline = Some(b);
                     }
                     Err(CorrectionError::NoBreathing { .. }) | Err(_) => {
@@ -510,24 +572,21 @@ impl TargetComputer {
             }
             return Err(InvalidReason::NoBaseline);
         };
-        let s = baseline.surrogate(&set);
-        let deviation = baseline.deviation(&set);
-        self.predictor.push(t_s, s);
-        self.history.push_back((t_s, s));
-        while self.history.front().is_some_and(|(t, _)| t_s - t > 0.2) {
-            self.history.pop_front();
-        }
+        let (s, deviation) = (baseline.surrogate(&set), baseline.deviation(&set));
+        self.push_surrogate(t_s, s);
         if deviation > self.config.deviation_tolerance_m {
             return Err(InvalidReason::DeviationTooLarge {
                 deviation_m: deviation,
                 tolerance_m: self.config.deviation_tolerance_m,
             });
         }
-        let s_ahead = self.predictor.predict(self.config.latency_s);
-        let rate = self.rate();
+        let s_ahead = self
+            .predictor
+            .predict(self.config.latency_s)
+            .map_err(|e| InvalidReason::PredictionUnreliable(format!("breathing prediction: {e}")))?;
         let reg = &self.registration;
         let (target, model_rms) = match &self.model {
-            Some(m) => (reg.lesion_tracker + m.lesion_displacement(s_ahead, rate), m.fit_rms_m),
+            Some(m) => (reg.lesion_tracker + m.lesion_displacement(s_ahead, self.rate()?), m.fit_rms_m),
             None => {
                 if s_ahead > self.config.gate_surrogate {
                     return Err(InvalidReason::OutsideBreathingGate {
@@ -538,6 +597,7 @@ impl TargetComputer {
                 (reg.lesion_tracker, 0.0)
             }
         };
+        let Some(baseline) = &self.baseline else { return Err(InvalidReason::NoBaseline) };
         let displacements = baseline.displacements(&set);
         let ahead: Vec<Vector3<f64>> = displacements
             .iter()
@@ -556,6 +616,7 @@ impl TargetComputer {
             predicted_error_m: (reg.tre_lesion_m.powi(2) + model_rms.powi(2)).sqrt(),
             deviation_m: deviation,
             surrogate: s_ahead,
+            horizon_s: if self.config.prediction == PredictionMethod::None { 0.0 } else { self.config.latency_s },
         })
     }
 }

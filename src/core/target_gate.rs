@@ -18,6 +18,8 @@ pub enum InvalidReason {
     MissingMarkers(Vec<u32>),
     #[error("breathing deviates {deviation_m:.4} m from baseline (tolerance {tolerance_m:.4} m)")]
     DeviationTooLarge { deviation_m: f64, tolerance_m: f64 },
+    #[error("prediction unreliable: {0}")]
+    PredictionUnreliable(String),
     #[error("no 4-D CT correlation model: targets only near end-exhale (breathing at {surrogate:.2} of a breath, gate {gate:.2})")]
     OutsideBreathingGate { surrogate: f64, gate: f64 },
 }

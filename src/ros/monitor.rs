@@ -7,7 +7,7 @@ use crate::ros::msg;
 use crate::ros::nodes::{lock, subscription};
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
@@ -26,10 +26,12 @@ struct Seen {
     targets_invalid: BTreeMap<String, u64>,
     /// Receive time minus tracker-sample stamp of each target [ns].
     target_latency_ns: Vec<i64>,
-    /// Simulator truth (lesion in the tracker frame) by sample stamp, recent only.
-    truth: std::collections::HashMap<i64, [f64; 3]>,
-    truth_order: std::collections::VecDeque<i64>,
-    /// Distance of each valid target from the true lesion at its sample's time [m].
+    /// Simulator truth (lesion in the tracker frame) by sample stamp, oldest first, recent only.
+    truth: VecDeque<(i64, [f64; 3])>,
+    /// Valid targets waiting for the truth at the time they are for: (due [ns], target).
+    pending: VecDeque<(i64, [f64; 3])>,
+    /// Distance of each valid target from the true lesion at the time it is for (sample time
+    /// plus prediction horizon) [m].
     target_errors: Vec<f64>,
     /// Same for the registered (uncorrected) lesion.
     uncorrected_errors: Vec<f64>,
@@ -37,6 +39,46 @@ struct Seen {
 
 pub struct Monitor {
     seen: Arc<Mutex<Seen>>,
+}
+
+/// The truth at `t_ns`, linearly interpolated between the two samples around it (at most
+/// 50 ms apart); None outside the recorded span or across a gap.
+fn truth_at(truth: &VecDeque<(i64, [f64; 3])>, t_ns: i64) -> Option<[f64; 3]> {
+    let after = truth.partition_point(|(t, _)| *t < t_ns);
+    let &(t1, p1) = truth.get(after)?;
+    if t1 == t_ns {
+        return Some(p1);
+    }
+    let &(t0, p0) = truth.get(after.checked_sub(1)?)?;
+    if t1 - t0 > 50_000_000 {
+        return None;
+    }
+    let f = (t_ns - t0) as f64 / (t1 - t0) as f64;
+    Some([p0[0] + (p1[0] - p0[0]) * f, p0[1] + (p1[1] - p0[1]) * f, p0[2] + (p1[2] - p0[2]) * f])
+}
+
+fn distance(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
+impl Seen {
+    /// Scores the pending targets whose time the truth has reached, against the corrected and the
+    /// registered (uncorrected) lesion.
+    fn score_due_targets(&mut self) {
+        let Some(&(newest, _)) = self.truth.back() else { return };
+        while let Some(&(due, target)) = self.pending.front() {
+            if due > newest {
+                break;
+            }
+            self.pending.pop_front();
+            let Some(truth) = truth_at(&self.truth, due) else { continue };
+            self.target_errors.push(distance(&target, &truth));
+            if let Some(r) = &self.registration {
+                let l = &r.lesion_position;
+                self.uncorrected_errors.push(distance(&[l.x, l.y, l.z], &truth));
+            }
+        }
+    }
 }
 
 fn percentile(sorted: &[i64], q: f64) -> f64 {
@@ -61,13 +103,14 @@ impl Monitor {
             while let Some(m) = truths.next().await {
                 let mut g = lock(&s);
                 let t = time_to_ns(&m.header.stamp);
-                g.truth.insert(t, [m.lesion_position.x, m.lesion_position.y, m.lesion_position.z]);
-                g.truth_order.push_back(t);
-                while g.truth_order.len() > 5000 {
-                    if let Some(old) = g.truth_order.pop_front() {
-                        g.truth.remove(&old);
-                    }
+                if g.truth.back().is_some_and(|(last, _)| *last >= t) {
+                    g.truth.clear(); // time went back (a replay restarted)
                 }
+                g.truth.push_back((t, [m.lesion_position.x, m.lesion_position.y, m.lesion_position.z]));
+                while g.truth.len() > 5000 {
+                    g.truth.pop_front();
+                }
+                g.score_due_targets();
             }
         });
         let s = seen.clone();
@@ -108,16 +151,15 @@ impl Monitor {
                 let mut g = lock(&s);
                 if m.valid {
                     g.targets_valid += 1;
-                    if let Some(t) = g.truth.get(&time_to_ns(&m.source_stamp)).copied() {
-                        let p = &m.target_point;
-                        g.target_errors
-                            .push(((p.x - t[0]).powi(2) + (p.y - t[1]).powi(2) + (p.z - t[2]).powi(2)).sqrt());
-                        if let Some(r) = &g.registration {
-                            let l = &r.lesion_position;
-                            let e = ((l.x - t[0]).powi(2) + (l.y - t[1]).powi(2) + (l.z - t[2]).powi(2)).sqrt();
-                            g.uncorrected_errors.push(e);
-                        }
+                    // Scored against the truth at the time the target is for, once that has come.
+                    let horizon_ns = if m.prediction_horizon.is_finite() { m.prediction_horizon * 1e9 } else { 0.0 };
+                    let due = time_to_ns(&m.source_stamp) + horizon_ns.round() as i64;
+                    let p = &m.target_point;
+                    g.pending.push_back((due, [p.x, p.y, p.z]));
+                    if g.pending.len() > 5000 {
+                        g.pending.pop_front();
                     }
+                    g.score_due_targets();
                 } else {
                     *g.targets_invalid.entry(reason_kind(&m.reason)).or_default() += 1;
                 }
@@ -232,6 +274,7 @@ impl Monitor {
             let _ = writeln!(out, "target error   : vs the true lesion   RMS mm   p95 mm   max mm      n");
             let _ = writeln!(out, "                 corrected target  {}", stats(&g.target_errors));
             let _ = writeln!(out, "                 uncorrected       {}", stats(&g.uncorrected_errors));
+            let _ = writeln!(out, "                 (each against the lesion at its sample time + prediction horizon)");
         }
         let mut lat = g.target_latency_ns.clone();
         lat.sort_unstable();
@@ -337,4 +380,38 @@ impl Monitor {
 /// Groups reasons that differ only in numbers ("stale ... 0.031 s" and "stale ... 0.032 s").
 fn reason_kind(reason: &str) -> String {
     reason.split(':').next().unwrap_or(reason).trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truth_is_interpolated_between_its_samples_and_absent_outside_or_across_a_gap() {
+        let truth: VecDeque<(i64, [f64; 3])> =
+            [(0, [0.0, 0.0, 0.0]), (4_000_000, [4.0, 0.0, -4.0]), (100_000_000, [9.0, 9.0, 9.0])].into();
+        assert_eq!(truth_at(&truth, 0), Some([0.0, 0.0, 0.0]));
+        assert_eq!(truth_at(&truth, 1_000_000), Some([1.0, 0.0, -1.0]));
+        assert_eq!(truth_at(&truth, 4_000_000), Some([4.0, 0.0, -4.0]));
+        assert_eq!(truth_at(&truth, 50_000_000), None, "96 ms between samples: a gap");
+        assert_eq!(truth_at(&truth, -1), None);
+        assert_eq!(truth_at(&truth, 100_000_001), None);
+    }
+
+    #[test]
+    fn a_target_is_scored_when_the_truth_reaches_its_time() {
+        let mut seen = Seen::default();
+        seen.truth = (0..10).map(|k| (k * 4_000_000, [k as f64 * 1e-3, 0.0, 0.0])).collect();
+        // One target due at 20 ms (truth known), one due at 50 ms (after the newest truth, 36 ms).
+        seen.pending.push_back((20_000_000, [5e-3, 0.0, 0.0]));
+        seen.pending.push_back((50_000_000, [12.5e-3, 0.0, 0.0]));
+        seen.score_due_targets();
+        assert_eq!(seen.target_errors.len(), 1);
+        assert!(seen.target_errors[0].abs() < 1e-12, "{:?}", seen.target_errors);
+        assert_eq!(seen.pending.len(), 1);
+        seen.truth.extend((10..15).map(|k| (k * 4_000_000, [k as f64 * 1e-3, 0.0, 0.0])));
+        seen.score_due_targets();
+        assert_eq!(seen.pending.len(), 0);
+        assert!(seen.target_errors[1].abs() < 1e-12, "{:?}", seen.target_errors);
+    }
 }

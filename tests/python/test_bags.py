@@ -119,6 +119,21 @@ def targets(messages):
             for topic, _, m in messages if topic == "/needle_nav/target" and m.valid}
 
 
+def due_times(messages):
+    """When each valid target is for: its sample's stamp plus its prediction horizon [ns]."""
+    return {ns(m.source_stamp): ns(m.source_stamp) + round(m.prediction_horizon * 1e9)
+            for topic, _, m in messages if topic == "/needle_nav/target" and m.valid}
+
+
+def truth_at(truth, times):
+    """The true lesion at `times` [ns], linearly interpolated between the truth samples."""
+    stamps = np.array(sorted(truth))
+    values = np.array([truth[k] for k in stamps])
+    times = np.asarray(times, dtype=np.int64)
+    assert times.min() >= stamps[0] and times.max() <= stamps[-1]
+    return np.stack([np.interp(times - stamps[0], stamps - stamps[0], values[:, a]) for a in range(3)], axis=1)
+
+
 def replay(recorded, case, rate):
     replayed = Path(tempfile.mkdtemp(prefix="nn_replay_")) / recorded.name
     out = subprocess.run(
@@ -149,17 +164,24 @@ def test_replaying_a_bag_reproduces_its_targets(name, planning_case):
         assert len(common) >= 0.95 * len(expected), (rate, len(common), len(expected), len(got))
         assert len(got) <= len(expected) + 10
         # ... at the same place: classification, registration and baseline run on tracker time, so the
-        # replay repeats the live run at any rate (identical in 10 of 12 measured replays; in two, messages
-        # between nodes crossed samples in another order and the baseline moved by a sample: 0.23-0.26 mm RMS).
+        # replay repeats the live run at any rate. Identical in 8 of 10 measured replays; in two, messages
+        # between nodes crossed samples in another order and the baseline moved by a sample: 0.04 mm RMS,
+        # 0.18 mm at most. (Before the prediction and rate were warmed up from the baseline, such a shift
+        # gave 3.9 mm on the first targets; the bound on the largest difference catches that.)
         diff = np.array([np.linalg.norm(expected[k] - got[k]) for k in common])
-        assert np.sqrt(np.mean(diff ** 2)) < 0.5e-3 and np.percentile(diff, 90) < 0.5e-3, (rate, diff.max())
-        # Against the simulator's truth in the bag: the corrected target stays about 1 mm from the
-        # lesion while breathing moves the lesion by several mm.
-        errors = np.array([np.linalg.norm(got[k] - truth[k]) for k in got if k in truth])
-        assert len(errors) >= 0.9 * len(got)
+        assert np.sqrt(np.mean(diff ** 2)) < 0.2e-3 and diff.max() < 1e-3, (rate, np.sqrt(np.mean(diff ** 2)), diff.max())
+        # Against the simulator's truth in the bag, at the time each target is for (its sample plus the
+        # 150 ms prediction horizon): the corrected target stays about 1 mm from the lesion while breathing
+        # moves the lesion by several mm, and no valid target is far off (before the rate and prediction
+        # were guarded, single targets after an occlusion were 20 mm off).
+        due = due_times(again)
+        keys = [k for k in sorted(got) if due[k] <= max(truth)]
+        assert len(keys) >= 0.95 * len(got) and all(due[k] - k == 150_000_000 for k in keys)
+        true_lesion = truth_at(truth, [due[k] for k in keys])
+        errors = np.linalg.norm(np.array([got[k] for k in keys]) - true_lesion, axis=1)
         rms = np.sqrt(np.mean(errors ** 2))
         registration = next(m for topic, _, m in reversed(again) if topic == "/needle_nav/registration")
         lesion = np.array([registration.lesion_position.x, registration.lesion_position.y,
                            registration.lesion_position.z])
-        uncorrected = np.sqrt(np.mean([np.linalg.norm(lesion - truth[k]) ** 2 for k in got if k in truth]))
-        assert rms < 1.5e-3 and uncorrected > 3 * rms, (rate, rms, uncorrected)
+        uncorrected = np.sqrt(np.mean(np.linalg.norm(true_lesion - lesion, axis=1) ** 2))
+        assert rms < 1.5e-3 and uncorrected > 3 * rms and errors.max() < 5e-3, (rate, rms, uncorrected, errors.max())

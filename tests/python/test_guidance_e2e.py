@@ -54,6 +54,7 @@ def test_targets_are_valid_and_accurate_against_the_ground_truth(processes, peer
             errors.append(math.dist((t.target_point.x, t.target_point.y, t.target_point.z), (g.x, g.y, g.z)))
             d = (t.direction.x, t.direction.y, t.direction.z)
             assert abs(math.hypot(*d) - 1.0) < 1e-9
+            assert t.prediction_horizon == 0.0  # prediction none: the target is for its sample's time
     assert len(errors) >= 100, f"only {len(errors)} valid targets matched to ground truth"
     rms = float(np.sqrt(np.mean(np.square(errors))))
     assert rms < 2.5e-3, f"target RMS error {rms * 1e3:.2f} mm against the ground truth"
@@ -69,5 +70,7 @@ def test_targets_are_valid_and_accurate_against_the_ground_truth(processes, peer
         # Third column of the rotation matrix = the frame's z axis.
         z = (2 * (q.x * q.z + q.w * q.y), 2 * (q.y * q.z - q.w * q.x), 1 - 2 * (q.x * q.x + q.y * q.y))
         assert math.dist(z, (t.direction.x, t.direction.y, t.direction.z)) < 1e-6
-    # No target is ever valid with a reason, and invalid ones always carry one.
+    # No target is ever valid with a reason, and invalid ones always carry one; an invalid target
+    # is for no time.
     assert all((t.valid and t.reason == "") or (not t.valid and t.reason) for t in targets)
+    assert all(math.isnan(t.prediction_horizon) for t in targets if not t.valid)

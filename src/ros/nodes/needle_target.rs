@@ -58,6 +58,7 @@ fn reason_code(r: &InvalidReason) -> u8 {
         InvalidReason::NoRegistration(_) => msg::NeedleTarget::REASON_NO_REGISTRATION as u8,
         InvalidReason::NoBaseline => msg::NeedleTarget::REASON_NO_BASELINE as u8,
         InvalidReason::MissingMarkers(_) => msg::NeedleTarget::REASON_MISSING_MARKERS as u8,
+        InvalidReason::PredictionUnreliable(_) => msg::NeedleTarget::REASON_PREDICTION_UNRELIABLE as u8,
         InvalidReason::DeviationTooLarge { .. } | InvalidReason::OutsideBreathingGate { .. } => {
             msg::NeedleTarget::REASON_DEVIATION_TOO_LARGE as u8
         }
@@ -97,18 +98,21 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         prediction: cfg.prediction,
         gate_surrogate: cfg.gate_surrogate,
     };
-    let previous_baseline = s
+    let previous = s
         .computer
-        .as_ref()
-        .filter(|c| c.correction_ids_requested() == s.correction_ids.as_slice())
-        .and_then(|c| c.baseline().cloned());
+        .take()
+        .filter(|c| c.correction_ids_requested() == s.correction_ids.as_slice() && c.baseline().is_some());
     let loaded = (!cfg.baseline_file.is_empty())
         .then(|| std::fs::read_to_string(&cfg.baseline_file).ok())
         .flatten()
         .and_then(|t| serde_json::from_str::<Baseline>(&t).ok())
         .filter(|b| b.marker_ids == s.correction_ids);
     let mut computer = TargetComputer::new(case, plan, s.correction_ids.clone(), target_cfg);
-    if let Some(b) = previous_baseline.or(loaded) {
+    if let Some(previous) = &previous {
+        // Same correction markers: keep the baseline and the breathing history.
+        computer = computer.continuing(previous);
+        s.baseline_saved = true;
+    } else if let Some(b) = loaded {
         computer = computer.with_baseline(b);
         s.baseline_saved = true;
     } else {
@@ -147,6 +151,7 @@ fn target_msg(
             predicted_error: t.predicted_error_m,
             breathing_deviation: t.deviation_m,
             source_stamp: source.clone(),
+            prediction_horizon: t.horizon_s,
         },
         Err(reason) => msg::NeedleTarget {
             header: convert::header(now_ns, &cfg.frame_id),
@@ -156,6 +161,7 @@ fn target_msg(
             predicted_error: f64::NAN,
             breathing_deviation: f64::NAN,
             insertion_depth: f64::NAN,
+            prediction_horizon: f64::NAN,
             source_stamp: source.clone(),
             ..Default::default()
         },
