@@ -272,7 +272,8 @@ struct ArModel {
 }
 
 impl ArModel {
-    fn step(&self, recent: &[f64]) -> f64 {
+    /// The next value after `recent` (the last `AR_ORDER` values, oldest first).
+    fn step(&self, recent: impl IntoIterator<Item = f64>) -> f64 {
         self.mean + self.weights.iter().zip(recent).map(|(w, x)| w * (x - self.mean)).sum::<f64>()
     }
 }
@@ -308,10 +309,11 @@ impl Predictor {
             return;
         }
         if let Some(&(t_prev, _)) = self.history.back() {
-            if t_s <= t_prev {
-                return; // time must increase; a repeated or older sample carries nothing new
+            if t_s == t_prev {
+                return; // a repeated sample carries nothing new
             }
-            if t_s - t_prev > MAX_GAP_S {
+            // A gap, or time going back (a replay restarted), restarts the history.
+            if t_s - t_prev > MAX_GAP_S || t_s < t_prev {
                 // NaN marks the gap in the decimated series: no AR row, prediction or change spans it.
                 self.history.clear();
                 if self.decimated.back().is_some_and(|v| !v.is_nan()) {
@@ -357,6 +359,22 @@ impl Predictor {
         }
     }
 
+    /// The least-squares slope of the signal over its last `window_s` (since the last gap) [1/s];
+    /// refused when those samples span less than `min_span_s` or are fewer than 3.
+    pub fn slope(&self, window_s: f64, min_span_s: f64) -> Result<f64, PredictionError> {
+        let &(t_last, _) = self.history.back().ok_or(PredictionError::NoSamples)?;
+        let window = || self.history.iter().filter(|(t, _)| t_last - t <= window_s);
+        let (n, t_sum, v_sum) = window().fold((0.0, 0.0, 0.0), |(n, a, b), (t, v)| (n + 1.0, a + t, b + v));
+        let span = window().next().map_or(0.0, |(t0, _)| t_last - t0);
+        if span < min_span_s || n < 3.0 {
+            return Err(PredictionError::TooShort { have_s: span, need_s: min_span_s });
+        }
+        let (tm, vm) = (t_sum / n, v_sum / n);
+        let (num, den) =
+            window().fold((0.0, 0.0), |(num, den), (t, v)| (num + (t - tm) * (v - vm), den + (t - tm).powi(2)));
+        Ok(num / den)
+    }
+
     /// The newest value, if any.
     pub fn latest(&self) -> Option<f64> {
         self.history.back().map(|&(_, v)| v)
@@ -392,7 +410,7 @@ impl Predictor {
                 let steps = (horizon_s / AR_STEP_S).ceil().max(0.0) as usize;
                 let mut path = vec![base];
                 for _ in 0..steps {
-                    let next = model.step(&recent);
+                    let next = model.step(recent.iter().copied());
                     recent.remove(0);
                     recent.push(next);
                     path.push(next);
@@ -428,26 +446,29 @@ impl Predictor {
     /// `AR_ORDER` bins before them since the gap) and over the samples of the bin still open (so a
     /// cough is caught within milliseconds, not at the end of its bin), in units of its fit residual.
     fn surprise(&self, model: &ArModel, have: usize) -> f64 {
-        let d: Vec<f64> = self.decimated.iter().rev().take(have).rev().copied().collect();
+        let d = &self.decimated;
+        let first = d.len() - have; // the first bin since the gap
         let floor = model.residual_rms.max(1e-9);
-        let closed = (AR_ORDER..d.len())
+        let closed = (first + AR_ORDER..d.len())
             .rev()
             .take(IRREGULAR_WINDOW)
-            .map(|i| (d[i] - model.step(&d[i - AR_ORDER..i])).abs() / floor)
+            .map(|i| (d[i] - model.step(d.range(i - AR_ORDER..i).copied())).abs() / floor)
             .fold(0.0, f64::max);
         // The open bin: its samples' mean against the model's path from the last closed bin
         // (centred half a step before the open bin) to the next.
-        let open: Vec<&(f64, f64)> = self.history.iter().filter(|(t, _)| *t >= self.bin.0).collect();
-        if open.is_empty() || d.len() < AR_ORDER {
+        let (n, t_sum, v_sum) = self
+            .history
+            .iter()
+            .filter(|(t, _)| *t >= self.bin.0)
+            .fold((0.0, 0.0, 0.0), |(n, a, b), (t, v)| (n + 1.0, a + t, b + v));
+        if n == 0.0 || have < AR_ORDER {
             return closed;
         }
-        let n = open.len() as f64;
-        let (t_mean, v_mean) = (open.iter().map(|x| x.0).sum::<f64>() / n, open.iter().map(|x| x.1).sum::<f64>() / n);
         let last = d[d.len() - 1];
-        let next = model.step(&d[d.len() - AR_ORDER..]);
+        let next = model.step(d.range(d.len() - AR_ORDER..).copied());
         let centre = self.bin.0 - 0.5 * AR_STEP_S;
-        let expected = last + (next - last) * ((t_mean - centre) / AR_STEP_S);
-        closed.max((v_mean - expected).abs() / floor)
+        let expected = last + (next - last) * ((t_sum / n - centre) / AR_STEP_S);
+        closed.max((v_sum / n - expected).abs() / floor)
     }
 
     /// What the prediction may claim, from the decimated history (30 s, gaps skipped): a change
@@ -616,6 +637,24 @@ mod tests {
         let mut p = Predictor::new(PredictionMethod::None);
         feed(&mut p, 0.0, 0.01, 250.0);
         assert!(p.predict(0.15).is_ok());
+    }
+
+    #[test]
+    fn slope_is_the_least_squares_one_since_the_last_gap_and_time_going_back_restarts() {
+        let mut p = Predictor::new(PredictionMethod::Autoregressive);
+        for i in 0..250 {
+            let t = i as f64 / 250.0;
+            p.push(t, 2.0 * t + if i % 2 == 0 { 0.01 } else { -0.01 }); // alternating noise cancels in pairs
+        }
+        assert!((p.slope(0.25, 0.15).unwrap() - 2.0).abs() < 0.02);
+        p.push(1.6, 3.2); // after a 0.6 s gap only one sample
+        assert!(matches!(p.slope(0.25, 0.15), Err(PredictionError::TooShort { .. })));
+        // A replay restarting at an earlier time is a restart, not a run of ignored samples.
+        feed(&mut p, 0.0, 30.0, 250.0);
+        assert!(p.predict(0.15).is_ok());
+        feed(&mut p, 5.0, 5.05, 250.0);
+        assert!(matches!(p.predict(0.15), Err(PredictionError::TooShort { .. })));
+        assert!(p.latest().is_some_and(|v| (v - (std::f64::consts::PI * 5.046 / 4.0).sin().powi(4)).abs() < 0.01));
     }
 
     #[test]

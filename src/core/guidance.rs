@@ -354,9 +354,8 @@ pub struct TargetComputer {
     recording_start_s: Option<f64>,
     baseline: Option<Baseline>,
     model: Option<CorrelationModel>,
+    /// Predicts the surrogate; its history also gives the surrogate's rate.
     predictor: Predictor,
-    /// The surrogate over the last `RATE_WINDOW_S`, for its rate.
-    history: std::collections::VecDeque<(f64, f64)>,
 }
 
 /// The surrogate's rate is the least-squares slope over this window [s] ...
@@ -384,7 +383,6 @@ impl TargetComputer {
             baseline: None,
             model: None,
             predictor,
-            history: Default::default(),
         }
     }
 
@@ -398,7 +396,6 @@ impl TargetComputer {
         if let Some(b) = previous.baseline.clone() {
             self = self.with_baseline(b);
             self.predictor = previous.predictor.clone();
-            self.history = previous.history.clone();
         }
         self
     }
@@ -502,35 +499,9 @@ impl TargetComputer {
 
     /// The surrogate's rate [1/s]: the least-squares slope over the last `RATE_WINDOW_S`.
     fn rate(&self) -> Result<f64, InvalidReason> {
-        let span = match (self.history.front(), self.history.back()) {
-            (Some(a), Some(b)) => b.0 - a.0,
-            _ => 0.0,
-        };
-        if span < RATE_MIN_SPAN_S || self.history.len() < 3 {
-            return Err(InvalidReason::PredictionUnreliable(format!(
-                "breathing rate: {span:.3} s of uninterrupted samples, {RATE_MIN_SPAN_S} s needed"
-            )));
-        }
-        let n = self.history.len() as f64;
-        let (mt, ms) = self.history.iter().fold((0.0, 0.0), |(a, b), (t, s)| (a + t, b + s));
-        let (mt, ms) = (mt / n, ms / n);
-        let (num, den) = self
-            .history
-            .iter()
-            .fold((0.0, 0.0), |(num, den), (t, s)| (num + (t - mt) * (s - ms), den + (t - mt) * (t - mt)));
-        Ok(num / den)
-    }
-
-    /// Adds one surrogate value to the prediction and rate history; a gap restarts the rate's.
-    fn push_surrogate(&mut self, t_s: f64, s: f64) {
-        self.predictor.push(t_s, s);
-        if self.history.back().is_some_and(|(t, _)| t_s - t > super::correction::MAX_GAP_S || t_s <= *t) {
-            self.history.clear();
-        }
-        self.history.push_back((t_s, s));
-        while self.history.front().is_some_and(|(t, _)| t_s - t > RATE_WINDOW_S) {
-            self.history.pop_front();
-        }
+        self.predictor
+            .slope(RATE_WINDOW_S, RATE_MIN_SPAN_S)
+            .map_err(|e| InvalidReason::PredictionUnreliable(format!("breathing rate: {e}")))
     }
 
     /// The target for one sample taken at `t_s`, or why there is none.
@@ -558,7 +529,7 @@ impl TargetComputer {
                             let ordered: Option<Vec<Point3<f64>>> =
                                 columns.iter().map(|c| c.and_then(|c| set.get(c).copied())).collect();
                             if let Some(ordered) = ordered {
-                                self.push_surrogate(*t, b.surrogate(&ordered));
+                                self.predictor.push(*t, b.surrogate(&ordered));
                             }
                         }
                         self.baseline = Some(b);
@@ -573,7 +544,7 @@ impl TargetComputer {
             return Err(InvalidReason::NoBaseline);
         };
         let (s, deviation) = (baseline.surrogate(&set), baseline.deviation(&set));
-        self.push_surrogate(t_s, s);
+        self.predictor.push(t_s, s);
         if deviation > self.config.deviation_tolerance_m {
             return Err(InvalidReason::DeviationTooLarge {
                 deviation_m: deviation,
