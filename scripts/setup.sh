@@ -171,6 +171,15 @@ if [[ "$(cat "$STATE/interfaces.stamp" 2>/dev/null)" != "$iface_stamp" ]]; then
       && cmake --build "$STATE/build/interfaces" -j "$(nproc)" >>"$STATE/interfaces.log" 2>&1 \
       && cmake --install "$STATE/build/interfaces" >>"$STATE/interfaces.log" 2>&1
   ) || { tail -40 "$STATE/interfaces.log" >&2; die "interface build failed (full log: $STATE/interfaces.log)"; }
+  # r2r caches the Rust bindings it generates by environment, not by interface content: after a
+  # message change they would be stale (fields "not found"), so drop them from existing builds.
+  if [[ -d "$ROOT/target" ]]; then
+    log "dropping r2r's cached bindings in $ROOT/target"
+    (cd "$ROOT" && for profile in release dev; do
+      cargo clean --offline --profile "$profile" -p r2r -p r2r_msg_gen -p r2r_rcl -p r2r_actions >/dev/null 2>&1 || exit 1
+    done) \
+      || log "could not clean r2r in $ROOT/target: run 'cargo clean' if the build reports missing message fields"
+  fi
   echo "$iface_stamp" > "$STATE/interfaces.stamp"
 fi
 log "ready: source $ENV_FILE"
