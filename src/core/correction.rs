@@ -298,11 +298,22 @@ const LINEAR_MIN_SPAN_S: f64 = 0.1;
 pub struct PredictorState {
     pub method: PredictionMethod,
     pub ar: Option<ArModel>,
+    /// The 10 Hz series of the last 30 s (`None` where a gap was): what the breathing did, which
+    /// bounds what a prediction may claim. Without it a resumed predictor refused until it had
+    /// seen whole breaths again.
+    #[serde(default)]
+    pub recent_bins: Vec<Option<f64>>,
 }
 
 impl PredictorState {
     /// A state read from a file is checked before it is used.
     pub fn check(&self) -> Result<(), String> {
+        if self.recent_bins.len() > AR_HISTORY {
+            return Err(format!("{} bins of history, at most {AR_HISTORY}", self.recent_bins.len()));
+        }
+        if self.recent_bins.iter().flatten().any(|v| !v.is_finite()) {
+            return Err("non-finite breathing history".into());
+        }
         if let Some(ar) = &self.ar {
             if ar.weights.len() != AR_ORDER {
                 return Err(format!("AR model of order {}, expected {AR_ORDER}", ar.weights.len()));
@@ -321,7 +332,11 @@ impl PredictorState {
 impl Predictor {
     /// The part that survives a restart.
     pub fn state(&self) -> PredictorState {
-        PredictorState { method: self.method, ar: self.ar.clone() }
+        PredictorState {
+            method: self.method,
+            ar: self.ar.clone(),
+            recent_bins: self.decimated.iter().map(|v| v.is_finite().then_some(*v)).collect(),
+        }
     }
 
     /// A predictor with a saved model and no history: it predicts once `AR_ORDER` bins (0.8 s)
@@ -329,6 +344,11 @@ impl Predictor {
     pub fn restored(state: &PredictorState) -> Predictor {
         let mut p = Predictor::new(state.method);
         p.ar = state.ar.clone();
+        p.decimated = state.recent_bins.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+        // The restart itself is a gap: no AR row, prediction or change spans it.
+        if p.decimated.back().is_some_and(|v| !v.is_nan()) {
+            p.decimated.push_back(f64::NAN);
+        }
         p
     }
 

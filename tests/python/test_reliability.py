@@ -57,10 +57,13 @@ def test_a_closed_log_pipe_neither_stops_guidance_nor_the_process(peer):
             p.stdout.readline()
         p.stdout.close()
         wait_until(lambda: len(targets) > 0, 30, peer, "targets")
-        before = len(targets)
-        spin_for(peer, 3.0)
-        assert p.poll() is None, f"the stack died when its log pipe closed: exit {p.returncode}"
-        assert len(targets) - before >= 200, f"{len(targets) - before} targets in 3 s at 100 Hz after the pipe closed"
+        # Targets keep coming (before: none 1.7 s after the pipe closed). The bound leaves room for a
+        # busy machine; the count stopping is what fails it.
+        for second in range(4):
+            before = len(targets)
+            spin_for(peer, 1.0)
+            assert p.poll() is None, f"the stack died when its log pipe closed: exit {p.returncode}"
+            assert len(targets) - before >= 30, f"{len(targets) - before} targets in second {second} at 100 Hz"
         assert p.wait(timeout=30) == 0
     finally:
         if p.poll() is None:
@@ -143,7 +146,8 @@ def test_malformed_tracker_samples_are_refused_one_by_one(processes, peer, case)
     attacks = [
         ("10 000 markers", many, "markers in one sample"),
         ("duplicate ids 5 cm apart", duplicate, "duplicate marker ids"),
-        ("stamp in 2100", lambda m: copy(m, stamp=4_102_444_800 * 1_000_000_000), "from the node's clock"),
+        # builtin_interfaces/Time holds seconds as int32: 2036 is as far ahead as a stamp can say.
+        ("stamp in 2036", lambda m: copy(m, stamp=2_100_000_000 * 1_000_000_000), "from the node's clock"),
         ("stamp in 1970", lambda m: copy(m, stamp=1_000_000_000), "from the node's clock"),
         ("a coordinate of 1e200", far, "from the tracker origin"),
         ("all markers shifted 2 cm", lambda m: copy(m, shift=0.02), "jumped at once"),
@@ -203,12 +207,13 @@ def test_a_killed_needle_target_resumes_its_breathing_state_within_a_second(proc
     first.wait()
     spin_for(peer, 1.0)
     seen = len(targets)
-    processes.start("needle_target", *target_args)
+    second = processes.start("needle_target", *target_args)
     wait_until(lambda: any(t.valid for t in targets[seen:]), 30, peer, "a valid target after the restart")
     after = targets[seen:]
     t_first = stamp_ns(next(t for t in after if t.reason_code != NeedleTarget.REASON_STARTING).source_stamp)
     t_valid = stamp_ns(next(t for t in after if t.valid).source_stamp)
-    assert (t_valid - t_first) * 1e-9 <= 1.0, f"first valid target {(t_valid - t_first) * 1e-9:.2f} s after restart"
+    assert (t_valid - t_first) * 1e-9 <= 1.0, \
+        f"first valid target {(t_valid - t_first) * 1e-9:.2f} s after restart:\n{open(second.log_path).read()[-4000:]}"
 
     # A file that is not a saved state: reported, not used, left as it was.
     garbage = tmp_path / "garbage.json"

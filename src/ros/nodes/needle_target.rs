@@ -45,6 +45,8 @@ struct State {
     state_saved_ns: Option<i64>,
     /// Where saving is refused because the file there is not ours (never overwritten).
     state_file_refused: bool,
+    /// The planning case arrived after the current computer was built.
+    case_changed: bool,
 }
 
 /// The breathing state is saved this often (tracker time) [ns].
@@ -186,10 +188,12 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig, sample_ns: i64) {
         let moved = (c.plan().lesion_tracker - plan.lesion_tracker)
             .norm()
             .max((c.plan().entry_tracker - plan.entry_tracker).norm());
-        if c.correction_ids_requested() == s.correction_ids.as_slice() && moved <= SAME_REGISTRATION_M {
+        if c.correction_ids_requested() == s.correction_ids.as_slice() && moved <= SAME_REGISTRATION_M && !s.case_changed
+        {
             return;
         }
     }
+    s.case_changed = false;
     let case = s.case.clone().unwrap_or_else(|| PlanningCase::without_images(&plan));
     let target_cfg = TargetConfig {
         baseline_s: cfg.baseline_s,
@@ -358,7 +362,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     );
                     let mut s = lock(&state);
                     s.case = Some(c);
-                    s.computer = None;
+                    // Rebuilt on the next sample with the 4-D CT's correlation model; a baseline
+                    // already recorded or resumed is kept.
+                    s.case_changed = true;
                 }
                 Ok(Err(e)) => tracing::error!(node = NAME, "planning case: {e}; targets are gated to end-exhale"),
                 Err(e) => tracing::error!(node = NAME, "planning case loader failed: {e}"),
