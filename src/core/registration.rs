@@ -752,8 +752,7 @@ mod tests {
             "{err}"
         );
         // 11 m is beyond the default bound of 10 m, and accepted when the bound is raised.
-        let mut far = good.clone();
-        far[2].y = 11.0;
+        let far: Vec<Point3<f64>> = good.iter().map(|p| p * 110.0).collect();
         assert!(matches!(register(&far, &far, None, &cfg), Err(RegistrationError::CoordinateOutOfRange { .. })));
         let wide = RegistrationConfig { max_abs_coordinate: 100.0, ..cfg.clone() };
         assert!(register(&far, &far, None, &wide).is_ok());

@@ -1011,6 +1011,9 @@ mod tests {
         }
         // Cut inside the pixel data of a slice of the series: refused by name, even when skipping
         // is allowed, since the gap it leaves in the middle makes the spacing uneven.
+        for name in ["junk.dcm", "cut_header.dcm", "empty.dcm"] {
+            std::fs::remove_file(dir.0.join(name)).unwrap();
+        }
         std::fs::write(&paths[3], &bytes[..bytes.len() - 1000]).unwrap();
         let err = load_series(&dir.0, None).unwrap_err();
         assert!(
