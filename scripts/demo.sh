@@ -25,4 +25,5 @@ exec timeout -k 5 "$(( SECONDS_TO_RUN + 30 ))" ./target/release/needle_nav_stack
   --record "$BAG" --report "$ROOT/.setup/demo_report" \
   --ros-args -p lesion_registration:ct_case_dir:="$CASE" -p needle_target:ct_case_dir:="$CASE" \
   -p needle_target:baseline_s:=10.0 -p lesion_registration:entry_source:=plan \
-  -p trajectory_planner:ct_case_dir:="$CASE" -p trajectory_planner:output_dir:="$ROOT/.setup/demo_plan"
+  -p trajectory_planner:ct_case_dir:="$CASE" -p trajectory_planner:output_dir:="$ROOT/.setup/demo_plan" \
+  -p vessel_segmentation:overwrite_results:=true

@@ -12,6 +12,7 @@ pub mod evaluation;
 pub mod imaging;
 pub mod interfaces;
 pub mod logging;
+pub mod output_files;
 pub mod patient_case;
 pub mod planning;
 pub mod report;

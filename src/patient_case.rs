@@ -1,6 +1,11 @@
 //! A digital-patient case on disk: the planning CT as a DICOM series and NIfTI, the
 //! vessel labels, lesion and marker masks, optional 4-D CT phases, and `case.json` with the
 //! ground truth. Written by `needle_nav phantom`; read by tests, benchmarks and training.
+//!
+//! A case is written into a hidden staging folder inside the output folder and moved into place
+//! once complete, `case.json` last. An existing case is replaced only when asked (`overwrite`):
+//! then every file of the old case that the new one does not rewrite goes too (no stale slices
+//! or phases), and a folder holding anything that is not part of a case is refused untouched.
 
 use crate::core::breathing::{BreathingConfig, BreathingSignal};
 use crate::core::phantom::{labels, BodyRegion, MotionState, Phantom, PhantomConfig};
@@ -41,6 +46,121 @@ pub enum CaseError {
     Io { path: String, source: std::io::Error },
     #[error("phases must be within 1..=20, not {0}")]
     Phases(usize),
+    #[error(
+        "{dir} already holds a needle_nav case; it is kept: choose another folder, or replace it with --overwrite \
+         (its case.json, ct/, NIfTI files and phases/ are replaced; files of the old case the new one does not \
+         write, such as its 4-D phases, are removed)"
+    )]
+    Exists { dir: String },
+    #[error(
+        "{dir} holds {} that {} not part of a needle_nav case ({}); nothing in it is replaced or removed: \
+         choose a new or empty folder",
+        if .entries.len() == 1 { "an entry" } else { "entries" },
+        if .entries.len() == 1 { "is" } else { "are" },
+        .entries.join(", ")
+    )]
+    NotACase { dir: String, entries: Vec<String> },
+}
+
+/// Files and folders at the top of a case folder (case.json last: it marks a complete case).
+const CASE_FILES: [&str; 5] = ["ct.nii.gz", "labels.nii.gz", "lesion_mask.nii.gz", "marker_mask.nii.gz", "case.json"];
+const CASE_DIRS: [&str; 2] = ["ct", "phases"];
+
+/// Whether a DICOM series folder of a case holds only our slices.
+fn only_slices(dir: &Path) -> Result<bool, std::io::Error> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !(entry.file_type()?.is_file() && name.starts_with("IM_") && name.ends_with(".dcm")) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What is in `dir`: Ok(false) absent or empty (staging leftovers `.partial-*` aside), Ok(true)
+/// a needle_nav case and nothing else, Err(NotACase) anything else.
+fn holds_a_case(dir: &Path) -> Result<bool, CaseError> {
+    let io = |source| CaseError::Io { path: dir.display().to_string(), source };
+    if !dir.exists() {
+        return Ok(false);
+    }
+    let mut foreign = Vec::new();
+    let mut any = false;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(crate::output_files::PARTIAL_PREFIX) {
+            continue;
+        }
+        any = true;
+        let kind = entry.file_type().map_err(io)?;
+        let ours = if kind.is_file() {
+            CASE_FILES.contains(&name.as_str())
+        } else if kind.is_dir() && name == "ct" {
+            only_slices(&entry.path()).map_err(io)?
+        } else if kind.is_dir() && name == "phases" {
+            let mut ok = true;
+            for phase in std::fs::read_dir(entry.path()).map_err(io)? {
+                let phase = phase.map_err(io)?;
+                let phase_name = phase.file_name().to_string_lossy().to_string();
+                ok &= phase.file_type().map_err(io)?.is_dir()
+                    && phase_name.starts_with("phase_")
+                    && only_slices(&phase.path()).map_err(io)?;
+            }
+            ok
+        } else {
+            false
+        };
+        if !ours {
+            foreign.push(name);
+        }
+    }
+    if !any {
+        return Ok(false);
+    }
+    let format = std::fs::read_to_string(dir.join("case.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["format"].as_str().map(str::to_string));
+    if !format.is_some_and(|f| f.starts_with("needle_nav digital patient case")) {
+        foreign.insert(0, "no needle_nav case.json".into());
+    }
+    if foreign.is_empty() {
+        Ok(true)
+    } else {
+        foreign.sort();
+        Err(CaseError::NotACase { dir: dir.display().to_string(), entries: foreign })
+    }
+}
+
+/// Moves the complete case in `staging` into `dir`, replacing the case there: case.json goes
+/// first and comes back last, so an interrupted replacement never looks like a complete case.
+fn put_in_place(staging: &Path, dir: &Path) -> Result<(), CaseError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| CaseError::Io { path, source }
+    };
+    let marker = dir.join("case.json");
+    if marker.exists() {
+        std::fs::remove_file(&marker).map_err(io(&marker))?;
+    }
+    for name in CASE_DIRS {
+        let old = dir.join(name);
+        if old.is_dir() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+    }
+    for name in CASE_FILES.iter().chain(CASE_DIRS.iter()).filter(|n| **n != "case.json") {
+        let (new, old) = (staging.join(name), dir.join(name));
+        if new.exists() {
+            std::fs::rename(&new, &old).map_err(io(&old))?;
+        } else if old.is_file() {
+            std::fs::remove_file(&old).map_err(io(&old))?;
+        }
+    }
+    std::fs::rename(staging.join("case.json"), &marker).map_err(io(&marker))?;
+    std::fs::remove_dir_all(staging).map_err(io(staging))
 }
 
 /// What was written and how long each stage took.
@@ -78,7 +198,15 @@ fn pt(p: &nalgebra::Point3<f64>) -> [f64; 3] {
     [round3(p.x), round3(p.y), round3(p.z)]
 }
 
+/// Writes a case into `dir` (created); refuses a folder that already holds a case.
 pub fn write_case(dir: &Path, config: &CaseConfig) -> Result<CaseSummary, CaseError> {
+    write_case_with(dir, config, false)
+}
+
+/// Writes a case into `dir` (created). A folder holding a case is refused unless `overwrite`;
+/// one holding anything else is always refused. The configuration, size included, is checked
+/// before anything is allocated or written.
+pub fn write_case_with(dir: &Path, config: &CaseConfig, overwrite: bool) -> Result<CaseSummary, CaseError> {
     let started = Instant::now();
     if !(1..=20).contains(&config.phases) {
         return Err(CaseError::Phases(config.phases));
@@ -87,8 +215,35 @@ pub fn write_case(dir: &Path, config: &CaseConfig) -> Result<CaseSummary, CaseEr
         let path = path.display().to_string();
         move |source| CaseError::Io { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let phantom = Phantom::new(config.phantom.clone())?;
+    if holds_a_case(dir)? && !overwrite {
+        return Err(CaseError::Exists { dir: dir.display().to_string() });
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let staging = crate::output_files::partial_path(dir, "case");
+    let written = write_files(&staging, config, phantom, started);
+    match written {
+        Ok(mut summary) => {
+            put_in_place(&staging, dir)?;
+            summary.dir = dir.to_path_buf();
+            summary.seconds_total = started.elapsed().as_secs_f64();
+            Ok(summary)
+        }
+        Err(e) => {
+            // Our own staging folder: nothing else is in it.
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// The case's files into `dir` (the staging folder).
+fn write_files(dir: &Path, config: &CaseConfig, phantom: Phantom, started: Instant) -> Result<CaseSummary, CaseError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| CaseError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let signal =
         BreathingSignal::synthetic(&config.breathing, 120.0).map_err(|e| CaseError::Breathing(e.to_string()))?;
     let cycle = signal
@@ -230,6 +385,50 @@ pub fn write_case(dir: &Path, config: &CaseConfig) -> Result<CaseSummary, CaseEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_existing_case_is_kept_unless_replaced_and_a_replacement_leaves_nothing_stale() {
+        let dir = std::env::temp_dir().join(format!("nn_case_overwrite_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let small = |phases, slices| CaseConfig {
+            phantom: PhantomConfig { dims: [48, 40, slices], spacing_mm: [8.0, 8.0, 8.0], ..Default::default() },
+            phases,
+            ..Default::default()
+        };
+        let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+        // Too big: refused before the folder is even created.
+        let huge =
+            CaseConfig { phantom: PhantomConfig { dims: [2048; 3], ..Default::default() }, ..Default::default() };
+        let e = write_case(&dir, &huge).unwrap_err().to_string();
+        assert!(e.contains("8589934592 voxels") && e.contains("max_voxels"), "{e}");
+        assert!(!dir.exists());
+        write_case(&dir, &small(3, 40)).unwrap();
+        assert_eq!((count(&dir.join("ct")), count(&dir.join("phases"))), (40, 3));
+        // Issue 11: a second case into the same folder was written over the first.
+        let e = write_case(&dir, &small(1, 30)).unwrap_err();
+        assert!(matches!(e, CaseError::Exists { .. }), "{e}");
+        assert_eq!(count(&dir.join("ct")), 40);
+        // Replaced: 30 slices, no stale slices 31..40, no phases of the old case.
+        write_case_with(&dir, &small(1, 30), true).unwrap();
+        assert_eq!(count(&dir.join("ct")), 30);
+        assert!(!dir.join("phases").exists());
+        let names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+        // Something that is not part of a case: refused, even with overwrite, and nothing removed.
+        std::fs::write(dir.join("ct").join("notes.txt"), "mine").unwrap();
+        std::fs::create_dir(dir.join("seg")).unwrap();
+        let e = write_case_with(&dir, &small(1, 30), true).unwrap_err().to_string();
+        assert!(e.contains("(ct, seg)") && e.contains("not part of a needle_nav case"), "{e}");
+        assert_eq!(count(&dir.join("ct")), 31);
+        let elsewhere = std::env::temp_dir().join(format!("nn_case_foreign_{}", std::process::id()));
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("thesis.tex"), "x").unwrap();
+        let e = write_case_with(&elsewhere, &small(1, 30), true).unwrap_err().to_string();
+        assert!(e.contains("no needle_nav case.json, thesis.tex"), "{e}");
+        std::fs::remove_dir_all(&elsewhere).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn acquisition_times_are_dicom_tm() {

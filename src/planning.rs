@@ -101,7 +101,8 @@ pub fn load_ct_and_labels(
     max_voxels: u64,
 ) -> Result<(Volume<f32>, Volume<u8>), String> {
     let request = segmentation_request::input_kind(&ct_path.display().to_string()).map_err(|e| e.to_string())?;
-    let (ct, _, _) = load_input(&request, max_voxels).map_err(|e| format!("cannot load the planning CT: {e}"))?;
+    let (ct, _, _) = load_input(&request, max_voxels, &Default::default())
+        .map_err(|e| format!("cannot load the planning CT: {e}"))?;
     let labels = nifti::read(labels_path).map_err(|e| e.to_string())?;
     if labels.geometry.dims != ct.geometry.dims {
         return Err(format!(

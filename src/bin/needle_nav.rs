@@ -42,6 +42,14 @@ enum Command {
         /// Full case configuration (YAML: phantom, breathing, phases); flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Refuse grids with more voxels than this, before anything is allocated (phantom.max_voxels;
+        /// default 512^3, about 1.6 GB).
+        #[arg(long)]
+        max_voxels: Option<u64>,
+        /// Replace a needle_nav case already in --out: its files that the new case does not
+        /// rewrite (e.g. 4-D phases) are removed. A folder holding anything else is always refused.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Train the learned marker classifier (logistic regression) on labelled digital-patient
     /// marker traces and write the model JSON with its held-out accuracy.
@@ -110,6 +118,15 @@ enum Command {
         /// (baseline for comparison: a binary vessel mask, no vessel classes).
         #[arg(long)]
         classic: bool,
+        /// Replace an earlier result in --out (vessel_labels.nii.gz, vessel_summary.json,
+        /// vessel_surface.ply; with --classic vessel_mask_classic.nii.gz); without it such a
+        /// folder is refused before anything is computed.
+        #[arg(long)]
+        overwrite: bool,
+        /// DICOM input: leave out slices that cannot be read (with a warning) instead of refusing
+        /// the series; a gap they leave is still refused.
+        #[arg(long)]
+        skip_unreadable_slices: bool,
     },
     /// Dice of the vessel segmentation per class against TotalSegmentator's reference labels
     /// (../shared/data) and digital-patient truth, with and without the HU-window refinement,
@@ -160,7 +177,7 @@ fn parse_triple<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
 fn main() -> ExitCode {
     let _log = needle_nav::logging::init_tracing();
     match Cli::parse().command {
-        Command::Phantom { out, seed, contrast: _, plain, phases, dims, spacing, config } => {
+        Command::Phantom { out, seed, contrast: _, plain, phases, dims, spacing, config, max_voxels, overwrite } => {
             let mut case = match config {
                 None => CaseConfig::default(),
                 Some(path) => {
@@ -196,7 +213,10 @@ fn main() -> ExitCode {
             if let Some(s) = spacing {
                 case.phantom.spacing_mm = s;
             }
-            match patient_case::write_case(&out, &case) {
+            if let Some(m) = max_voxels {
+                case.phantom.max_voxels = m;
+            }
+            match patient_case::write_case_with(&out, &case, overwrite) {
                 Ok(summary) => {
                     println!(
                         "wrote {} ({} voxels per volume): render {:.2} s, DICOM {:.2} s, NIfTI {:.2} s, total {:.2} s",
@@ -251,7 +271,9 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Segment { input, out, classic: true, max_voxels, .. } => classic_command(&input, &out, max_voxels),
+        Command::Segment { input, out, classic: true, max_voxels, overwrite, skip_unreadable_slices, .. } => {
+            classic_command(&input, &out, max_voxels, overwrite, skip_unreadable_slices)
+        }
         Command::Segment {
             input,
             out,
@@ -263,6 +285,8 @@ fn main() -> ExitCode {
             threads,
             max_voxels,
             classic: false,
+            overwrite,
+            skip_unreadable_slices,
         } => {
             let passes = if refinement_passes == 0 { usize::MAX } else { refinement_passes };
             segment_command(
@@ -274,6 +298,8 @@ fn main() -> ExitCode {
                 overlap,
                 threads,
                 max_voxels,
+                overwrite,
+                skip_unreadable_slices,
             )
         }
         Command::EvaluateSegmentation { model, shared_data, seeds, threads, out } => {
@@ -407,6 +433,8 @@ fn segment_command(
     overlap: f64,
     threads: usize,
     max_voxels: u64,
+    overwrite: bool,
+    skip_unreadable_slices: bool,
 ) -> ExitCode {
     use needle_nav::segmentation::{pipeline, OnnxVesselModel, SegmentationOptions, VesselSegmenter};
     let request = match needle_nav::core::segmentation_request::validate(
@@ -420,6 +448,21 @@ fn segment_command(
             return ExitCode::from(2);
         }
     };
+    let options = SegmentationOptions {
+        hu_refinement: refinement_passes.is_some(),
+        refinement_max_passes: refinement_passes.unwrap_or(0),
+        write_surface: surface,
+        patch_overlap: overlap,
+        max_input_voxels: max_voxels,
+        overwrite,
+        skip_unreadable_slices,
+        ..SegmentationOptions::new(out)
+    };
+    // Before the model is loaded: an earlier result is kept unless --overwrite.
+    if let Err(e) = needle_nav::segmentation::outputs::check_output_dir(&options) {
+        eprintln!("{e}");
+        return ExitCode::from(1);
+    }
     let model_path = model.unwrap_or_else(pipeline::default_model_path);
     let model = match OnnxVesselModel::load(&model_path, threads) {
         Ok(m) => m,
@@ -429,14 +472,6 @@ fn segment_command(
         }
     };
     let mut segmenter = VesselSegmenter::new(model);
-    let options = SegmentationOptions {
-        hu_refinement: refinement_passes.is_some(),
-        refinement_max_passes: refinement_passes.unwrap_or(0),
-        write_surface: surface,
-        patch_overlap: overlap,
-        max_input_voxels: max_voxels,
-        ..SegmentationOptions::new(out)
-    };
     let mut last_shown = std::time::Instant::now();
     let mut progress = |stage: &str, done: usize, total: usize| {
         if done == total || last_shown.elapsed().as_secs_f64() > 1.0 {
@@ -473,8 +508,16 @@ fn segment_command(
 }
 
 /// The baseline the network replaces, timed the same way (load -> mask written).
-fn classic_command(input: &std::path::Path, out: &std::path::Path, max_voxels: u64) -> ExitCode {
+fn classic_command(
+    input: &std::path::Path,
+    out: &std::path::Path,
+    max_voxels: u64,
+    overwrite: bool,
+    skip_unreadable_slices: bool,
+) -> ExitCode {
     use needle_nav::core::segmentation::classic::{threshold_region_growing, ClassicOptions};
+    use needle_nav::output_files::{refuse_existing, Staged};
+    const MASK_FILE: &str = "vessel_mask_classic.nii.gz";
     let started = std::time::Instant::now();
     let request = match needle_nav::core::segmentation_request::validate(
         &input.display().to_string(),
@@ -487,20 +530,42 @@ fn classic_command(input: &std::path::Path, out: &std::path::Path, max_voxels: u
             return ExitCode::from(2);
         }
     };
-    let (ct, _, _) = match needle_nav::segmentation::pipeline::load_input(&request, max_voxels) {
+    if let Err(e) = refuse_existing(out, &[MASK_FILE], overwrite, "needle_nav segment --classic --overwrite") {
+        eprintln!("{e}");
+        return ExitCode::from(1);
+    }
+    let load = needle_nav::imaging::dicom_read::LoadOptions { skip_unreadable_slices };
+    let (ct, warnings, _) = match needle_nav::segmentation::pipeline::load_input(&request, max_voxels, &load) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Err(e) = ct.geometry.validate() {
+        eprintln!("the CT's grid: {e}");
+        return ExitCode::from(1);
+    }
     let load_s = started.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let mask = threshold_region_growing(&ct.data, ct.geometry.dims, &ClassicOptions::default());
     let grow_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let path = out.join("vessel_mask_classic.nii.gz");
-    if let Err(e) = needle_nav::imaging::nifti::write(&path, &ct.geometry, &mask, "needle_nav classic vessel mask") {
+    let path = out.join(MASK_FILE);
+    let written = Staged::new(out).and_then(|mut staged| {
+        let tmp = staged.path(MASK_FILE);
+        needle_nav::imaging::nifti::write(&tmp, &ct.geometry, &mask, "needle_nav classic vessel mask").map_err(
+            |e| needle_nav::output_files::OutputError::Write {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            },
+        )?;
+        staged.commit(&[])
+    });
+    if let Err(e) = written {
         eprintln!("{e}");
         return ExitCode::from(1);
     }

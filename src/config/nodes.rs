@@ -534,6 +534,13 @@ pub struct VesselSegmentationConfig {
     /// A request arriving while one runs: queue it (true) or refuse it (false).
     pub queue_when_busy: bool,
     pub max_queue: u32,
+    /// A request whose output_dir already holds a result (vessel_labels.nii.gz,
+    /// vessel_summary.json, vessel_surface.ply) replaces it (true) or is refused, naming the
+    /// files (false): the SegmentVessels request has no field to ask for it.
+    pub overwrite_results: bool,
+    /// DICOM input: leave out slices that cannot be read (with a warning in the response)
+    /// instead of refusing the series; a gap they leave is still refused.
+    pub skip_unreadable_slices: bool,
 }
 
 impl Default for VesselSegmentationConfig {
@@ -544,6 +551,8 @@ impl Default for VesselSegmentationConfig {
             threads: 2,
             queue_when_busy: true,
             max_queue: 2,
+            overwrite_results: false,
+            skip_unreadable_slices: false,
         }
     }
 }

@@ -19,6 +19,13 @@ pub enum RegistrationError {
     FreTooHigh { fre_rms: f64, limit: f64 },
     #[error("non-finite coordinate in marker {index}")]
     NonFinite { index: usize },
+    #[error(
+        "{side} marker {index}: coordinate {value:e} is beyond ±{} (max_abs_coordinate), not a physical position",
+        if *limit < 1e6 { limit.to_string() } else { format!("{limit:e}") }
+    )]
+    CoordinateOutOfRange { side: &'static str, index: usize, value: f64, limit: f64 },
+    #[error("the {what} did not converge within {iterations} iterations (numerically unusable input)")]
+    NoConvergence { what: &'static str, iterations: usize },
     #[error("point sets differ in length: {moving} moving, {fixed} fixed")]
     LengthMismatch { moving: usize, fixed: usize },
     #[error("bad weights: {0}")]
@@ -46,6 +53,10 @@ pub struct RegistrationConfig {
     /// A marker is an outlier when its leave-one-out prediction error exceeds this many times
     /// the error expected from FLE alone (see [`register`]).
     pub outlier_factor: f64,
+    /// Refuse any coordinate farther than this from the origin along an axis: 10 (metres in
+    /// needle_nav) is beyond any tracker or CT frame, and coordinates near 1e154 overflow the
+    /// squares the fit is made of.
+    pub max_abs_coordinate: f64,
 }
 
 impl Default for RegistrationConfig {
@@ -57,6 +68,7 @@ impl Default for RegistrationConfig {
             fle_rms: 0.35e-3,
             min_spread_ratio: 0.05,
             outlier_factor: 3.0,
+            max_abs_coordinate: 10.0,
         }
     }
 }
@@ -78,6 +90,10 @@ impl RegistrationConfig {
         }
         if !(self.outlier_factor.is_finite() && self.outlier_factor > 0.0) {
             return bad("outlier_factor", "must be finite and positive");
+        }
+        // Above 1e100 the scatter sums (squares of coordinates, times the marker count) overflow.
+        if !(self.max_abs_coordinate.is_finite() && self.max_abs_coordinate > 0.0 && self.max_abs_coordinate <= 1e100) {
+            return bad("max_abs_coordinate", "must be positive and at most 1e100");
         }
         Ok(())
     }
@@ -125,12 +141,12 @@ pub fn rigid_register(
     fixed: &[Point3<f64>],
     weights: Option<&[f64]>,
 ) -> Result<Isometry3<f64>, RegistrationError> {
-    check_inputs(moving, fixed, weights)?;
+    check_inputs(moving, fixed, weights, NUMERIC_COORDINATE_LIMIT)?;
     if moving.len() < 3 {
         return Err(RegistrationError::NotEnoughMarkers { have: moving.len(), need: 3 });
     }
     let all: Vec<usize> = (0..moving.len()).collect();
-    Ok(fit(moving, fixed, weights, &all))
+    fit(moving, fixed, weights, &all)
 }
 
 /// Ratio of the 2nd to the 1st singular value of the centred points (0 = collinear, ~1 = well
@@ -145,7 +161,10 @@ pub fn spread_ratio(points: &[Point3<f64>]) -> f64 {
         acc + d * d.transpose()
     });
     // Singular values of the centred point matrix are the square roots of the scatter's eigenvalues.
-    let mut ev: Vec<f64> = SymmetricEigen::new(scatter).eigenvalues.iter().map(|&l| l.max(0.0)).collect();
+    let Some(eigen) = symmetric_eigen(scatter) else {
+        return 0.0;
+    };
+    let mut ev: Vec<f64> = eigen.eigenvalues.iter().map(|&l| l.max(0.0)).collect();
     ev.sort_by(|a, b| b.total_cmp(a));
     if ev[0] <= 0.0 || !ev[0].is_finite() {
         return 0.0;
@@ -168,7 +187,10 @@ pub fn predicted_tre(fiducials: &[Point3<f64>], target: &Point3<f64>, fle_rms: f
         let d = p - c;
         acc + d * d.transpose()
     }) / n as f64;
-    let axes = SymmetricEigen::new(cov).eigenvectors;
+    let Some(eigen) = symmetric_eigen(cov) else {
+        return f64::NAN;
+    };
+    let axes = eigen.eigenvectors;
     let dist_from_axis = |p: &Point3<f64>, axis: &Vector3<f64>| {
         let d = p - c;
         (d - axis * d.dot(axis)).norm()
@@ -223,7 +245,7 @@ pub fn register(
     config: &RegistrationConfig,
 ) -> Result<RegistrationResult, RegistrationError> {
     config.validate()?;
-    check_inputs(moving, fixed, weights)?;
+    check_inputs(moving, fixed, weights, config.max_abs_coordinate)?;
     let n = moving.len();
     if n < config.min_markers {
         return Err(RegistrationError::NotEnoughMarkers { have: n, need: config.min_markers });
@@ -234,18 +256,18 @@ pub fn register(
     while used.len() > config.min_markers && excluded.len() < config.max_outliers {
         let total: f64 = used.iter().map(|&i| weight(weights, i)).sum();
         let scale = used.len() as f64 / total;
-        let sse = |idx: &[usize]| {
-            let t = fit(moving, fixed, weights, idx);
-            idx.iter().map(|&j| scale * weight(weights, j) * (t * moving[j] - fixed[j]).norm_squared()).sum::<f64>()
+        let sse = |idx: &[usize]| -> Result<f64, RegistrationError> {
+            let t = fit(moving, fixed, weights, idx)?;
+            Ok(idx.iter().map(|&j| scale * weight(weights, j) * (t * moving[j] - fixed[j]).norm_squared()).sum())
         };
-        let sse_all = sse(&used);
+        let sse_all = sse(&used)?;
         let mut worst: Option<(usize, f64)> = None;
         for (pos, &i) in used.iter().enumerate() {
             let rest: Vec<usize> = used.iter().copied().filter(|&j| j != i).collect();
             if !usable(moving, fixed, weights, &rest, config.min_spread_ratio) {
                 continue;
             }
-            let z = (sse_all - sse(&rest)).max(0.0).sqrt() / fle;
+            let z = (sse_all - sse(&rest)?).max(0.0).sqrt() / fle;
             if worst.map_or(true, |(_, wz)| z > wz) {
                 worst = Some((pos, z));
             }
@@ -262,9 +284,12 @@ pub fn register(
     if spread < config.min_spread_ratio {
         return Err(RegistrationError::Degenerate { spread_ratio: spread, limit: config.min_spread_ratio });
     }
-    let transform = fit(moving, fixed, weights, &used);
+    let transform = fit(moving, fixed, weights, &used)?;
     let residuals: Vec<f64> = used.iter().map(|&i| (transform * moving[i] - fixed[i]).norm()).collect();
     let fre_rms = weighted_rms(&residuals, &used, weights);
+    if !fre_rms.is_finite() {
+        return Err(RegistrationError::NoConvergence { what: "rigid fit (non-finite residuals)", iterations: 0 });
+    }
     if fre_rms > config.max_fre {
         return Err(RegistrationError::FreTooHigh { fre_rms, limit: config.max_fre });
     }
@@ -334,10 +359,18 @@ pub fn register_json(input: &str) -> String {
     .to_string()
 }
 
+/// Coordinates beyond this make the fit's sums of squares overflow whatever the unit; the limit
+/// of [`rigid_register`], which has no config.
+pub const NUMERIC_COORDINATE_LIMIT: f64 = 1e100;
+/// Iterations allowed to the 3x3 SVD and eigen decompositions (they converge in a few dozen on
+/// any finite input; without a bound nalgebra iterates for ever on overflowing entries).
+const MAX_DECOMPOSITION_ITERATIONS: usize = 1000;
+
 fn check_inputs(
     moving: &[Point3<f64>],
     fixed: &[Point3<f64>],
     weights: Option<&[f64]>,
+    max_abs_coordinate: f64,
 ) -> Result<(), RegistrationError> {
     if moving.len() != fixed.len() {
         return Err(RegistrationError::LengthMismatch { moving: moving.len(), fixed: fixed.len() });
@@ -346,6 +379,13 @@ fn check_inputs(
         moving.iter().zip(fixed).position(|(m, f)| !(m.coords.iter().chain(f.coords.iter())).all(|c| c.is_finite()))
     {
         return Err(RegistrationError::NonFinite { index });
+    }
+    for (side, points) in [("moving", moving), ("fixed", fixed)] {
+        for (index, p) in points.iter().enumerate() {
+            if let Some(&value) = p.coords.iter().find(|c| c.abs() > max_abs_coordinate) {
+                return Err(RegistrationError::CoordinateOutOfRange { side, index, value, limit: max_abs_coordinate });
+            }
+        }
     }
     if let Some(w) = weights {
         if w.len() != moving.len() {
@@ -399,7 +439,12 @@ fn weighted_rms(residuals: &[f64], idx: &[usize], weights: Option<&[f64]>) -> f6
 }
 
 /// The weighted Arun/Umeyama fit over the markers `idx` (inputs already checked, total weight > 0).
-fn fit(moving: &[Point3<f64>], fixed: &[Point3<f64>], weights: Option<&[f64]>, idx: &[usize]) -> Isometry3<f64> {
+fn fit(
+    moving: &[Point3<f64>],
+    fixed: &[Point3<f64>],
+    weights: Option<&[f64]>,
+    idx: &[usize],
+) -> Result<Isometry3<f64>, RegistrationError> {
     let total: f64 = idx.iter().map(|&i| weight(weights, i)).sum();
     let mean = |pts: &[Point3<f64>]| {
         Point3::from(idx.iter().fold(Vector3::zeros(), |acc, &i| acc + pts[i].coords * weight(weights, i)) / total)
@@ -408,26 +453,51 @@ fn fit(moving: &[Point3<f64>], fixed: &[Point3<f64>], weights: Option<&[f64]>, i
     let h = idx
         .iter()
         .fold(Matrix3::zeros(), |acc, &i| acc + (moving[i] - cm) * (fixed[i] - cf).transpose() * weight(weights, i));
-    let r = proper_rotation(&h);
+    let no_convergence = RegistrationError::NoConvergence {
+        what: "SVD of the cross-covariance",
+        iterations: MAX_DECOMPOSITION_ITERATIONS,
+    };
+    if !h.iter().all(|x| x.is_finite()) {
+        return Err(no_convergence);
+    }
+    let r = proper_rotation(&h).ok_or(no_convergence.clone())?;
     let rotation = UnitQuaternion::from_rotation_matrix(&Rotation3::from_matrix_unchecked(r));
     let translation = cf.coords - rotation * cm.coords;
-    Isometry3::from_parts(Translation3::from(translation), rotation)
+    if !(rotation.coords.iter().all(|x| x.is_finite()) && translation.iter().all(|x| x.is_finite())) {
+        return Err(no_convergence);
+    }
+    Ok(Isometry3::from_parts(Translation3::from(translation), rotation))
+}
+
+/// Eigen decomposition with bounded iterations: None for non-finite entries or no convergence.
+fn symmetric_eigen(m: Matrix3<f64>) -> Option<SymmetricEigen<f64, nalgebra::U3>> {
+    if !m.iter().all(|x| x.is_finite()) {
+        return None;
+    }
+    SymmetricEigen::try_new(m, f64::EPSILON, MAX_DECOMPOSITION_ITERATIONS)
 }
 
 /// R = V diag(1, 1, det(V U^T)) U^T for H = U S V^T: the rotation maximising tr(R H), never a
-/// reflection.
-fn proper_rotation(h: &Matrix3<f64>) -> Matrix3<f64> {
+/// reflection. None when the SVD does not converge (bounded iterations).
+fn proper_rotation(h: &Matrix3<f64>) -> Option<Matrix3<f64>> {
     // A dynamic matrix takes nalgebra's bidiagonal SVD: its 3x3 special case squares H (H^T H
     // eigenvectors) and drops the signs of the QR diagonal, which loses planar configurations.
-    let svd = DMatrix::from_column_slice(3, 3, h.as_slice()).svd(true, true);
-    let (Some(u), Some(v_t)) = (svd.u, svd.v_t) else {
-        // Both were requested, so nalgebra always returns them.
-        return Matrix3::identity();
-    };
+    if !h.iter().all(|x| x.is_finite()) {
+        return None;
+    }
+    // `svd()` iterates without bound: on overflowing entries it never converges (issue 11).
+    let svd = DMatrix::from_column_slice(3, 3, h.as_slice()).try_svd(
+        true,
+        true,
+        f64::EPSILON,
+        MAX_DECOMPOSITION_ITERATIONS,
+    )?;
+    let (u, v_t) = (svd.u?, svd.v_t?);
     let u = Matrix3::from_column_slice(u.as_slice());
     let v = Matrix3::from_column_slice(v_t.as_slice()).transpose();
     let d = (v * u.transpose()).determinant().signum();
-    v * Matrix3::from_diagonal(&Vector3::new(1.0, 1.0, d)) * u.transpose()
+    let r = v * Matrix3::from_diagonal(&Vector3::new(1.0, 1.0, d)) * u.transpose();
+    r.iter().all(|x| x.is_finite()).then_some(r)
 }
 
 #[cfg(test)]
@@ -558,7 +628,7 @@ mod tests {
         // Fixed = mirror image of moving: the best proper rotation is not a reflection.
         let moving = random_points(&mut rng, 6, 0.1);
         let mirrored: Vec<Point3<f64>> = moving.iter().map(|p| Point3::new(-p.x, p.y, p.z)).collect();
-        let h = proper_rotation(&Matrix3::from_diagonal(&Vector3::new(-1.0, 1.0, 1.0)));
+        let h = proper_rotation(&Matrix3::from_diagonal(&Vector3::new(-1.0, 1.0, 1.0))).unwrap();
         assert_relative_eq!(h.determinant(), 1.0, epsilon = 1e-12);
         let est = rigid_register(&moving, &mirrored, None).unwrap();
         assert_relative_eq!(est.rotation.to_rotation_matrix().matrix().determinant(), 1.0, epsilon = 1e-12);
@@ -662,6 +732,53 @@ mod tests {
             register(&good, &good, None, &bad_cfg),
             Err(RegistrationError::BadConfig { key: "fle_rms", .. })
         ));
+    }
+
+    #[test]
+    fn huge_coordinates_are_refused_and_the_decompositions_always_end() {
+        // Issue 11: two coordinates of 1e154 made `register` spin for ever (their squares overflow).
+        let good = pts(&[[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 0.1]]);
+        let mut huge = good.clone();
+        huge[1].x = 1e154;
+        huge[3].z = -1e154;
+        let cfg = RegistrationConfig::default();
+        assert_eq!(
+            register(&good, &huge, None, &cfg),
+            Err(RegistrationError::CoordinateOutOfRange { side: "fixed", index: 1, value: 1e154, limit: 10.0 })
+        );
+        let err = register(&huge, &good, None, &cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("moving marker 1") && err.contains("1e154") && err.contains("max_abs_coordinate"),
+            "{err}"
+        );
+        // 11 m is beyond the default bound of 10 m, and accepted when the bound is raised.
+        let far: Vec<Point3<f64>> = good.iter().map(|p| p * 110.0).collect();
+        assert!(matches!(register(&far, &far, None, &cfg), Err(RegistrationError::CoordinateOutOfRange { .. })));
+        let wide = RegistrationConfig { max_abs_coordinate: 100.0, ..cfg.clone() };
+        assert!(register(&far, &far, None, &wide).is_ok());
+        let bad_cfg = RegistrationConfig { max_abs_coordinate: 1e154, ..cfg };
+        assert!(matches!(
+            register(&good, &good, None, &bad_cfg),
+            Err(RegistrationError::BadConfig { key: "max_abs_coordinate", .. })
+        ));
+        // The unchecked entry points end too, whatever they are given.
+        assert!(matches!(rigid_register(&huge, &good, None), Err(RegistrationError::CoordinateOutOfRange { .. })));
+        // These return (whatever they return) on overflowing inputs; their callers refuse them first.
+        for value in [1e154, 1e155, 1e300] {
+            let far = pts(&[[value, 0.0, 0.0], [0.0, value, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 0.1]]);
+            let ratio = spread_ratio(&far);
+            assert!((0.0..=1.0).contains(&ratio), "{value}: {ratio}");
+            let _ = predicted_tre(&far, &Point3::origin(), 1e-3);
+        }
+        for bad in [f64::INFINITY, f64::NAN, 1e308] {
+            let m = Matrix3::new(bad, 1.0, 0.0, 2.0, bad, 0.0, 0.0, 0.0, bad);
+            let h = m * m.transpose();
+            assert!(proper_rotation(&h).is_none() || h.iter().all(|x| x.is_finite()), "{bad}");
+            assert!(symmetric_eigen(h).is_none() || h.iter().all(|x| x.is_finite()), "{bad}");
+        }
+        let nan = Matrix3::from_element(f64::NAN);
+        assert!(proper_rotation(&nan).is_none());
+        assert!(symmetric_eigen(nan).is_none());
     }
 
     #[test]

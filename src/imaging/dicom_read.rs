@@ -5,6 +5,12 @@
 //! represented by a regular grid (gantry tilt, uneven spacing, duplicate or missing positions,
 //! mixed matrix sizes) is refused with a message saying what was found, never resampled or
 //! averaged behind the user's back.
+//!
+//! A file that looks like a slice (DICOM preamble, or a name that is not a known non-DICOM kind
+//! such as `.txt` or `.json`) but cannot be read refuses the series, naming the file: skipping
+//! it would make the planning CT silently shorter. [`LoadOptions::skip_unreadable_slices`]
+//! allows skipping such files (with a warning); a gap they leave is still refused as uneven
+//! spacing, naming them.
 
 use super::volume::{Geometry, Volume};
 use dicom_dictionary_std::tags;
@@ -28,6 +34,22 @@ const LATERAL_TOL_PIXELS: f64 = 0.1;
 const IOP_TOL: f64 = 1e-3;
 /// Pixel spacings of one series may differ by this much [mm].
 const PIXEL_SPACING_TOL_MM: f64 = 1e-4;
+
+/// Endings of files that are not DICOM slices (skipped with a warning when they do not parse).
+const NON_DICOM_EXTENSIONS: [&str; 22] = [
+    "txt", "md", "json", "yaml", "yml", "xml", "csv", "nii", "gz", "png", "jpg", "jpeg", "pdf", "html", "htm", "log",
+    "ply", "zip", "ini", "cfg", "sh", "py",
+];
+/// SOP classes of single-frame CT images: such a file without a usable Rows/Columns is a broken slice.
+const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+/// How [`load_series_with`] treats slices it cannot read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Skip files that look like slices but cannot be read (header or pixel data), with a
+    /// warning, instead of refusing the series. A gap they leave is still refused.
+    pub skip_unreadable_slices: bool,
+}
 
 /// A CT series as one volume.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +92,22 @@ impl std::fmt::Display for SeriesSummary {
 
 fn list_summaries(series: &[SeriesSummary]) -> String {
     series.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+fn list_gaps(gaps: &[(String, String, f64)]) -> String {
+    let shown: Vec<String> = gaps.iter().take(5).map(|(a, b, d)| format!("{d:.2} mm between {a} and {b}")).collect();
+    match gaps.len() {
+        0 => String::new(),
+        n if n > 5 => format!("; {} and {} more", shown.join(", "), n - 5),
+        _ => format!("; {}", shown.join(", ")),
+    }
+}
+
+fn list_skipped(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        return String::new();
+    }
+    format!("; unreadable files were skipped, a gap may be where they belonged: {}", skipped.join(", "))
 }
 
 fn list_mm(values: &[f64]) -> String {
@@ -121,11 +159,29 @@ pub enum DicomReadError {
     )]
     MisalignedSlice { path: String, offset_mm: f64 },
     #[error(
-        "the slice spacing is not uniform (spacings found: {}); missing slices or a variable-spacing \
-         reconstruction: refused rather than resampled",
-        list_mm(.spacings_mm)
+        "the slice spacing is not uniform (spacings found: {}{}); missing slices or a variable-spacing \
+         reconstruction: refused rather than resampled{}",
+        list_mm(.spacings_mm),
+        list_gaps(.gaps),
+        list_skipped(.skipped)
     )]
-    UnevenSpacing { spacings_mm: Vec<f64> },
+    UnevenSpacing {
+        spacings_mm: Vec<f64>,
+        /// The slices on either side of each step that differs from the median, and the step.
+        gaps: Vec<(String, String, f64)>,
+        /// Unreadable files skipped on request: a gap may be where one of them belonged.
+        skipped: Vec<String>,
+    },
+    #[error(
+        "{} in the folder look like slices but cannot be read: {}; the series would be incomplete, so it is \
+         refused (repair or remove the files, or allow skipping them: segment --skip-unreadable-slices, \
+         parameter skip_unreadable_slices)",
+        if .files.len() == 1 { "1 file".to_string() } else { format!("{} files", .files.len()) },
+        .files.iter().map(|(p, r)| format!("{p} ({r})")).collect::<Vec<_>>().join("; ")
+    )]
+    UnreadableSlices { files: Vec<(String, String)> },
+    #[error("the series' grid is not physical ({path} and the other slices): {reason}")]
+    Geometry { path: String, reason: String },
     #[error("cannot read the image of {path}: {reason}")]
     Decode { path: String, reason: String },
 }
@@ -196,18 +252,51 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     }
 }
 
-/// Reads the header of `path` (up to the pixel data). Err: not a DICOM image, with the reason.
-fn read_header(path: &Path) -> Result<SliceHeader, String> {
+/// Why a file gave no slice header.
+#[derive(Debug, Clone, PartialEq)]
+enum Unread {
+    /// Not meant as a slice (another kind of file, or a DICOM object that is not an image): skipped.
+    NotASlice(String),
+    /// Looks like a slice but cannot be read: refused unless skipping is allowed.
+    Broken(String),
+}
+
+/// Whether an unparsable file was meant as a slice: it has the DICOM preamble, or its name
+/// is not that of a known other kind of file (slices often have no or numeric endings).
+fn looks_like_a_slice(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    let preamble =
+        std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..] == b"DICM";
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    preamble
+        || !(name.starts_with('.')
+            || extension.is_some_and(|e| NON_DICOM_EXTENSIONS.contains(&e.as_str()))
+            || name.eq_ignore_ascii_case("DICOMDIR"))
+}
+
+/// Reads the header of `path` (up to the pixel data). Err: no slice header, with the reason.
+fn read_header(path: &Path) -> Result<SliceHeader, Unread> {
     let obj = guarded(|| {
         OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| format!("not DICOM: {e}"))
-    })?;
-    let rows = int(&obj, tags::ROWS).ok_or("no Rows: not an image")?;
-    let cols = int(&obj, tags::COLUMNS).ok_or("no Columns: not an image")?;
+    })
+    .map_err(|reason| if looks_like_a_slice(path) { Unread::Broken(reason) } else { Unread::NotASlice(reason) })?;
+    let ct_image = obj.meta().media_storage_sop_class_uid().trim_end_matches('\0') == CT_IMAGE_STORAGE;
+    let not_image = |what: &str| {
+        if ct_image {
+            Unread::Broken(format!("a CT image without {what}"))
+        } else {
+            Unread::NotASlice(format!("no {what}: not an image"))
+        }
+    };
+    let rows = int(&obj, tags::ROWS).ok_or_else(|| not_image("Rows"))?;
+    let cols = int(&obj, tags::COLUMNS).ok_or_else(|| not_image("Columns"))?;
     let (Ok(rows), Ok(cols)) = (u16::try_from(rows), u16::try_from(cols)) else {
-        return Err(format!("invalid matrix size {rows} x {cols}"));
+        return Err(Unread::Broken(format!("invalid matrix size {rows} x {cols}")));
     };
     if rows == 0 || cols == 0 {
-        return Err(format!("invalid matrix size {rows} x {cols}"));
+        return Err(Unread::Broken(format!("invalid matrix size {rows} x {cols}")));
     }
     let time_s = [tags::ACQUISITION_TIME, tags::CONTENT_TIME, tags::SERIES_TIME]
         .into_iter()
@@ -253,6 +342,8 @@ struct Scan {
     groups: BTreeMap<GroupKey, Vec<SliceHeader>>,
     warnings: Vec<String>,
     skipped: usize,
+    /// Files that look like slices but cannot be read, with the reason.
+    broken: Vec<(String, String)>,
 }
 
 fn scan(dir: &Path) -> Result<Scan, DicomReadError> {
@@ -265,13 +356,17 @@ fn scan(dir: &Path) -> Result<Scan, DicomReadError> {
         }
     }
     paths.sort();
-    let mut scan = Scan { groups: BTreeMap::new(), warnings: Vec::new(), skipped: 0 };
+    let mut scan = Scan { groups: BTreeMap::new(), warnings: Vec::new(), skipped: 0, broken: Vec::new() };
     for path in paths {
         match read_header(&path) {
             Ok(h) => scan.groups.entry(group_key(&h)).or_default().push(h),
-            Err(reason) => {
+            Err(Unread::NotASlice(reason)) => {
                 scan.skipped += 1;
                 scan.warnings.push(format!("skipped {}: {reason}", path.display()));
+            }
+            Err(Unread::Broken(reason)) => {
+                scan.skipped += 1;
+                scan.broken.push((path.display().to_string(), reason));
             }
         }
     }
@@ -293,9 +388,30 @@ pub fn list_series(dir: &Path) -> Result<Vec<SeriesSummary>, DicomReadError> {
 }
 
 /// Loads one CT series from a folder. `series_uid` selects a series when the folder mixes several;
-/// with None and several series present -> error listing them.
+/// with None and several series present -> error listing them. Unreadable slices are refused
+/// (see [`load_series_with`]).
 pub fn load_series(dir: &Path, series_uid: Option<&str>) -> Result<CtSeries, DicomReadError> {
-    let Scan { mut groups, mut warnings, skipped } = scan(dir)?;
+    load_series_with(dir, series_uid, &LoadOptions::default())
+}
+
+/// [`load_series`] with options: a file that looks like a slice but cannot be read (header or
+/// pixel data) refuses the series, naming it, unless `options.skip_unreadable_slices`; then it is
+/// left out with a warning, and a gap it leaves is refused as uneven spacing, naming it.
+pub fn load_series_with(
+    dir: &Path,
+    series_uid: Option<&str>,
+    options: &LoadOptions,
+) -> Result<CtSeries, DicomReadError> {
+    let Scan { mut groups, mut warnings, skipped, broken } = scan(dir)?;
+    // Which series a broken file belonged to is unknown: it refuses whatever series is asked for.
+    if !broken.is_empty() && !options.skip_unreadable_slices {
+        return Err(DicomReadError::UnreadableSlices { files: broken });
+    }
+    let mut skipped_files: Vec<String> = Vec::new();
+    for (path, reason) in broken {
+        warnings.push(format!("skipped unreadable slice {path} (skip_unreadable_slices): {reason}"));
+        skipped_files.push(path);
+    }
     let summaries: Vec<SeriesSummary> = groups.values().map(|files| summary(files)).collect();
     let key = match series_uid {
         Some(uid) => {
@@ -324,10 +440,37 @@ pub fn load_series(dir: &Path, series_uid: Option<&str>) -> Result<CtSeries, Dic
         ));
     }
     let info = summary(&files);
-    let stack = check_geometry(&files, &mut warnings)?;
-    let data = decode_all(&stack.slices, stack.rows, stack.cols, &mut warnings)?;
+    let stack = check_geometry(&files, &skipped_files, &mut warnings)?;
+    let (mut data, failed) = decode_all(&stack.slices, stack.rows, stack.cols, &mut warnings)?;
+    let mut geometry = stack.geometry;
+    if !failed.is_empty() {
+        if !options.skip_unreadable_slices {
+            let files = failed.into_iter().map(|(i, reason)| (p(stack.slices[i]), reason)).collect();
+            return Err(DicomReadError::UnreadableSlices { files });
+        }
+        // Leave the failed slices out and check the rest again: the grid may now have a gap.
+        let failed_paths: Vec<&Path> = failed.iter().map(|(i, _)| stack.slices[*i].path.as_path()).collect();
+        for (i, reason) in &failed {
+            let path = p(stack.slices[*i]);
+            warnings.push(format!("skipped unreadable slice {path} (skip_unreadable_slices): {reason}"));
+            skipped_files.push(path);
+        }
+        let kept: Vec<SliceHeader> =
+            files.iter().filter(|h| !failed_paths.contains(&h.path.as_path())).cloned().collect();
+        let restacked = check_geometry(&kept, &skipped_files, &mut warnings)?;
+        let plane = stack.rows * stack.cols;
+        let mut compact = Vec::with_capacity(plane * restacked.slices.len());
+        for h in &restacked.slices {
+            let Some(old) = stack.slices.iter().position(|o| o.path == h.path) else {
+                continue;
+            };
+            compact.extend_from_slice(&data[old * plane..(old + 1) * plane]);
+        }
+        data = compact;
+        geometry = restacked.geometry;
+    }
     Ok(CtSeries {
-        volume: Volume { geometry: stack.geometry, data },
+        volume: Volume { geometry, data },
         series_uid: info.series_uid,
         description: info.description,
         acquisition_time_s: info.acquisition_time_s,
@@ -347,7 +490,12 @@ fn p(h: &SliceHeader) -> String {
 }
 
 /// Checks that the slices form one regular grid and returns it, slices sorted along the normal.
-fn check_geometry<'a>(files: &'a [SliceHeader], warnings: &mut Vec<String>) -> Result<Stack<'a>, DicomReadError> {
+/// `skipped`: unreadable files left out, named if the spacing turns out uneven.
+fn check_geometry<'a>(
+    files: &'a [SliceHeader],
+    skipped: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<Stack<'a>, DicomReadError> {
     let first = files.first().ok_or(DicomReadError::NoSeries { dir: String::new(), skipped: 0 })?;
     if let Some(m) = files.iter().filter_map(|h| h.modality.as_deref()).find(|m| *m != "CT") {
         warnings.push(format!("modality is {m}, not CT: values may not be Hounsfield units"));
@@ -461,7 +609,13 @@ fn check_geometry<'a>(files: &'a [SliceHeader], warnings: &mut Vec<String>) -> R
                 found.push(d);
             }
         }
-        return Err(DicomReadError::UnevenSpacing { spacings_mm: found });
+        let gaps = sorted
+            .windows(2)
+            .zip(&along)
+            .filter(|(_, d)| (*d - median).abs() > tolerance)
+            .map(|(w, d)| (p(w[0].0), p(w[1].0), *d))
+            .collect();
+        return Err(DicomReadError::UnevenSpacing { spacings_mm: found, gaps, skipped: skipped.to_vec() });
     }
     let n = sorted.len();
     let step = (sorted[n - 1].2 - sorted[0].2) / (n - 1) as f64;
@@ -472,6 +626,7 @@ fn check_geometry<'a>(files: &'a [SliceHeader], warnings: &mut Vec<String>) -> R
         origin_mm: sorted[0].1.into(),
         direction: [row.into(), col.into(), normal.into()],
     };
+    geometry.validate().map_err(|e| DicomReadError::Geometry { path: p(first), reason: e.to_string() })?;
     Ok(Stack {
         geometry,
         slices: sorted.into_iter().map(|s| s.0).collect(),
@@ -513,27 +668,35 @@ fn decode_slice(h: &SliceHeader, rows: usize, cols: usize, out: &mut [f32]) -> R
     .map_err(err)
 }
 
+/// Decodes every slice; the data, and the slices (index, reason) whose pixel data could not be read.
+#[allow(clippy::type_complexity)]
 fn decode_all(
     slices: &[&SliceHeader],
     rows: usize,
     cols: usize,
     warnings: &mut Vec<String>,
-) -> Result<Vec<f32>, DicomReadError> {
+) -> Result<(Vec<f32>, Vec<(usize, String)>), DicomReadError> {
     let plane = rows * cols;
     let mut data = vec![0f32; plane * slices.len()];
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
     let per_thread = slices.len().div_ceil(threads);
-    let results: Vec<Result<usize, DicomReadError>> = std::thread::scope(|scope| {
+    let results: Vec<Result<(usize, Vec<(usize, String)>), DicomReadError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = data
             .chunks_mut(plane * per_thread)
             .zip(slices.chunks(per_thread))
-            .map(|(chunk, hs)| {
+            .enumerate()
+            .map(|(t, (chunk, hs))| {
                 scope.spawn(move || {
                     let mut padded = 0;
-                    for (out, h) in chunk.chunks_mut(plane).zip(hs) {
-                        padded += decode_slice(h, rows, cols, out)?;
+                    let mut failed = Vec::new();
+                    for (n, (out, h)) in chunk.chunks_mut(plane).zip(hs).enumerate() {
+                        match decode_slice(h, rows, cols, out) {
+                            Ok(count) => padded += count,
+                            Err(DicomReadError::Decode { reason, .. }) => failed.push((t * per_thread + n, reason)),
+                            Err(other) => return Err(other),
+                        }
                     }
-                    Ok(padded)
+                    Ok((padded, failed))
                 })
             })
             .collect();
@@ -546,14 +709,16 @@ fn decode_all(
             })
             .collect()
     });
-    let mut padded = 0;
+    let (mut padded, mut failed) = (0, Vec::new());
     for r in results {
-        padded += r?;
+        let (count, mut f) = r?;
+        padded += count;
+        failed.append(&mut f);
     }
     if padded > 0 {
         warnings.push(format!("{padded} padding voxels (PixelPaddingValue) set to {PADDING_HU} HU"));
     }
-    Ok(data)
+    Ok((data, failed))
 }
 
 #[cfg(test)]
@@ -814,16 +979,28 @@ mod tests {
         let dir = Scratch::new("garbage");
         let paths = write(&dir.0, &vol, &info(1, "100000"));
         std::fs::write(dir.0.join("notes.txt"), "not an image").unwrap();
+        let ct = load_series(&dir.0, None).unwrap();
+        assert!(ct.warnings.iter().any(|w| w.contains("notes.txt") && w.starts_with("skipped")), "{:?}", ct.warnings);
         let mut noise = vec![0u8; 4096];
         for (n, b) in noise.iter_mut().enumerate() {
             *b = (n * 7919 % 251) as u8;
         }
         std::fs::write(dir.0.join("junk.dcm"), &noise).unwrap();
         let bytes = std::fs::read(&paths[3]).unwrap();
-        // Cut inside the header: not readable, skipped.
+        // Cut inside the header.
         std::fs::write(dir.0.join("cut_header.dcm"), &bytes[..400]).unwrap();
         std::fs::write(dir.0.join("empty.dcm"), b"").unwrap();
-        let ct = load_series(&dir.0, None).unwrap();
+        // Files named like slices that cannot be read may be missing slices: refused, named.
+        let err = load_series(&dir.0, None).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(&err, DicomReadError::UnreadableSlices { files } if files.len() == 3), "{err}");
+        for name in ["junk.dcm", "cut_header.dcm", "empty.dcm"] {
+            assert!(text.contains(name), "{name}: {text}");
+        }
+        assert!(!text.contains("notes.txt"), "{text}");
+        // Skipping allowed: the series loads, and each skipped file is in the warnings.
+        let skip = LoadOptions { skip_unreadable_slices: true };
+        let ct = load_series_with(&dir.0, None, &skip).unwrap();
         assert_eq!(ct.volume.data, as_f32(&vol));
         for name in ["notes.txt", "junk.dcm", "cut_header.dcm", "empty.dcm"] {
             assert!(
@@ -832,10 +1009,58 @@ mod tests {
                 ct.warnings
             );
         }
-        // Cut inside the pixel data of a slice of the series: the slice cannot be read, the series is refused.
+        // Cut inside the pixel data of a slice of the series: refused by name, even when skipping
+        // is allowed, since the gap it leaves in the middle makes the spacing uneven.
+        for name in ["junk.dcm", "cut_header.dcm", "empty.dcm"] {
+            std::fs::remove_file(dir.0.join(name)).unwrap();
+        }
         std::fs::write(&paths[3], &bytes[..bytes.len() - 1000]).unwrap();
         let err = load_series(&dir.0, None).unwrap_err();
-        assert!(matches!(&err, DicomReadError::Decode { path, .. } if path.ends_with("IM_00004.dcm")), "{err}");
+        assert!(
+            matches!(&err, DicomReadError::UnreadableSlices { files } if files.iter().any(|f| f.0.ends_with("IM_00004.dcm"))),
+            "{err}"
+        );
+        let err = load_series_with(&dir.0, None, &skip).unwrap_err();
+        assert!(matches!(err, DicomReadError::UnevenSpacing { .. }), "{err}");
+        assert!(err.to_string().contains("IM_00004.dcm"), "{err}");
+    }
+
+    /// Issue 11: a corrupt first or last slice was skipped with only a warning (a shorter CT), a
+    /// corrupt middle one gave "slice spacing is not uniform" without naming it.
+    #[test]
+    fn a_corrupt_first_middle_or_last_slice_is_refused_by_name_and_skipped_only_on_request() {
+        let vol = patient_ct(0.0);
+        let skip = LoadOptions { skip_unreadable_slices: true };
+        let n = vol.geometry.dims[2];
+        for (at, name) in [(0, "first"), (n / 2, "middle"), (n - 1, "last")] {
+            for corruption in ["truncated", "garbage"] {
+                let dir = Scratch::new(&format!("corrupt_{name}_{corruption}"));
+                let paths = write(&dir.0, &vol, &info(1, "100000"));
+                let bytes = std::fs::read(&paths[at]).unwrap();
+                match corruption {
+                    "truncated" => std::fs::write(&paths[at], &bytes[..300]).unwrap(),
+                    _ => std::fs::write(&paths[at], vec![0xA5u8; bytes.len()]).unwrap(),
+                }
+                let file = paths[at].file_name().unwrap().to_string_lossy().to_string();
+                let err = load_series(&dir.0, None).unwrap_err();
+                assert!(matches!(err, DicomReadError::UnreadableSlices { .. }), "{name} {corruption}: {err}");
+                assert!(err.to_string().contains(&file), "{name} {corruption}: {err}");
+                match load_series_with(&dir.0, None, &skip) {
+                    Ok(ct) => {
+                        assert_ne!(name, "middle");
+                        assert_eq!(ct.volume.geometry.dims[2], n - 1);
+                        assert!(ct.warnings.iter().any(|w| w.contains(&file)), "{:?}", ct.warnings);
+                    }
+                    Err(e) => {
+                        assert_eq!(name, "middle", "{e}");
+                        assert!(
+                            matches!(e, DicomReadError::UnevenSpacing { .. }) && e.to_string().contains(&file),
+                            "{e}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -846,7 +1071,9 @@ mod tests {
         std::fs::remove_file(&paths[10]).unwrap();
         let err = load_series(&dir.0, None).unwrap_err();
         match &err {
-            DicomReadError::UnevenSpacing { spacings_mm } => {
+            DicomReadError::UnevenSpacing { spacings_mm, gaps, .. } => {
+                assert_eq!(gaps.len(), 1, "{err}");
+                assert!(gaps[0].0.ends_with("IM_00010.dcm") && gaps[0].1.ends_with("IM_00012.dcm"), "{err}");
                 assert_eq!(spacings_mm.len(), 2, "{err}");
                 assert!((spacings_mm[0] - 5.0).abs() < 1e-6 && (spacings_mm[1] - 10.0).abs() < 1e-6, "{err}");
             }

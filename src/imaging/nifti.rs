@@ -1,7 +1,7 @@
 //! NIfTI-1 (`.nii` / `.nii.gz`) writing. NIfTI world coordinates are RAS, DICOM's are LPS:
 //! the affine flips x and y. sform and qform both carry the same (scanner) transform.
 
-use super::volume::Geometry;
+use super::volume::{Geometry, DIRECTION_TOL, VOXEL_SIZE_RANGE_MM};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use nalgebra::{Matrix3, Matrix4, Rotation3, UnitQuaternion};
@@ -102,52 +102,92 @@ pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
     let dims = [dim[1] as usize, dim[2] as usize, dim[3] as usize];
     let datatype = i16_at(70);
     let pixdim: Vec<f32> = (0..8).map(|n| f32_at(76 + 4 * n)).collect();
-    let vox_offset = f32_at(108).max(352.0) as usize;
+    let raw_offset = f32_at(108);
+    if !(raw_offset.is_finite() && raw_offset < bytes.len() as f32 + 1.0) {
+        return Err(bad(format!("vox_offset {raw_offset} is not an offset within the file of {} bytes", bytes.len())));
+    }
+    let vox_offset = raw_offset.max(352.0) as usize;
     let (slope, inter) = (f32_at(112), f32_at(116));
     let (qform_code, sform_code) = (i16_at(252), i16_at(254));
     let description = String::from_utf8_lossy(&bytes[148..228]).trim_end_matches('\0').to_string();
     let mut warnings = Vec::new();
-    // RAS affine: sform, else qform, else pixdim only.
-    let mut a = Matrix4::<f64>::identity();
-    if sform_code > 0 {
+    // RAS affine: sform, else qform, else pixdim only; each checked as a physical grid, naming
+    // the header fields it came from, and sform and qform must agree when both are set.
+    let pixdims = |fields: &str| -> Result<[f64; 3], NiftiError> {
+        let mut out = [0.0; 3];
+        for axis in 0..3 {
+            let stored = pixdim[axis + 1];
+            let v = stored as f64;
+            let (lo, hi) = VOXEL_SIZE_RANGE_MM;
+            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                return Err(bad(format!(
+                    "pixdim[{}] = {stored:e} ({fields}) is not a voxel size of a patient image ({lo}..{hi} mm)",
+                    axis + 1
+                )));
+            }
+            out[axis] = v;
+        }
+        Ok(out)
+    };
+    let sform = if sform_code > 0 {
+        let mut a = Matrix4::<f64>::identity();
         for row in 0..3 {
             for col in 0..4 {
                 a[(row, col)] = f32_at(280 + 16 * row + 4 * col) as f64;
             }
         }
-    } else if qform_code > 0 {
+        Some(grid_of(&a, dims, "sform (srow_x, srow_y, srow_z)").map_err(bad)?)
+    } else {
+        None
+    };
+    let qform = if qform_code > 0 {
         let (b, c, d) = (f32_at(256) as f64, f32_at(260) as f64, f32_at(264) as f64);
-        let w = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let norm = b * b + c * c + d * d;
+        if !(norm.is_finite() && norm <= 1.0 + 1e-5) {
+            return Err(bad(format!(
+                "qform quaternion (quatern_b, quatern_c, quatern_d) = ({b}, {c}, {d}) is not a rotation (b^2 + c^2 \
+                 + d^2 = {norm:e} > 1)"
+            )));
+        }
+        let w = (1.0 - norm).max(0.0).sqrt();
         let r = UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(w, b, c, d)).to_rotation_matrix();
         let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        let zooms = pixdims("the qform's voxel size")?;
+        let mut a = Matrix4::<f64>::identity();
         for row in 0..3 {
             for col in 0..3 {
-                let scale = pixdim[col + 1] as f64 * if col == 2 { qfac } else { 1.0 };
+                let scale = zooms[col] * if col == 2 { qfac } else { 1.0 };
                 a[(row, col)] = r[(row, col)] * scale;
             }
         }
         a[(0, 3)] = f32_at(268) as f64;
         a[(1, 3)] = f32_at(272) as f64;
         a[(2, 3)] = f32_at(276) as f64;
+        Some(grid_of(&a, dims, "qform (quatern_*, qoffset_*, pixdim)").map_err(bad)?)
     } else {
-        warnings.push("no sform or qform: orientation unknown, assuming voxel axes = RAS".into());
-        for axis in 0..3 {
-            a[(axis, axis)] = pixdim[axis + 1] as f64;
+        None
+    };
+    let geometry = match (sform, qform) {
+        (Some(s), Some(q)) => {
+            if let Some(difference) = disagreement(&s, &q) {
+                return Err(bad(format!(
+                    "sform and qform disagree ({difference}): which one is the scanner's geometry is unknown"
+                )));
+            }
+            s
         }
-    }
-    let mut spacing = [0.0; 3];
-    let mut direction = [[0.0; 3]; 3];
-    for col in 0..3 {
-        let v = nalgebra::Vector3::new(LPS_TO_RAS[0] * a[(0, col)], LPS_TO_RAS[1] * a[(1, col)], a[(2, col)]);
-        let n = v.norm();
-        if !(n.is_finite() && n > 0.0) {
-            return Err(bad(format!("voxel axis {col} has zero or non-finite length in the affine")));
+        (Some(s), None) => s,
+        (None, Some(q)) => q,
+        (None, None) => {
+            warnings.push("no sform or qform: orientation unknown, assuming voxel axes = RAS".into());
+            let zooms = pixdims("no sform or qform")?;
+            let mut a = Matrix4::<f64>::identity();
+            for axis in 0..3 {
+                a[(axis, axis)] = zooms[axis];
+            }
+            grid_of(&a, dims, "pixdim").map_err(bad)?
         }
-        spacing[col] = n;
-        direction[col] = [v.x / n, v.y / n, v.z / n];
-    }
-    let origin = [LPS_TO_RAS[0] * a[(0, 3)], LPS_TO_RAS[1] * a[(1, 3)], a[(2, 3)]];
-    let geometry = Geometry { dims, spacing_mm: spacing, origin_mm: origin, direction };
+    };
     let n = geometry.voxel_count();
     let width = match datatype {
         2 | 256 => 1,
@@ -156,7 +196,7 @@ pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
         64 => 8,
         other => return Err(bad(format!("datatype {other} is not supported (only scalar integer and float types)"))),
     };
-    let end = vox_offset + n * width;
+    let end = n.checked_mul(width).and_then(|b| b.checked_add(vox_offset)).unwrap_or(usize::MAX);
     if bytes.len() < end {
         return Err(bad(format!(
             "truncated: {} bytes of image data for {} voxels of {width} bytes",
@@ -244,6 +284,47 @@ impl NiftiVoxel for f32 {
 }
 
 const LPS_TO_RAS: [f64; 3] = [-1.0, -1.0, 1.0];
+
+/// The patient grid (LPS) of a voxel-to-RAS affine, checked ([`Geometry::validate`]); the error
+/// names `fields`, the header fields the affine came from.
+fn grid_of(a: &Matrix4<f64>, dims: [usize; 3], fields: &str) -> Result<Geometry, String> {
+    if let Some(x) = a.fixed_view::<3, 4>(0, 0).iter().find(|x| !x.is_finite()) {
+        return Err(format!("{fields} holds the non-finite value {x}"));
+    }
+    let mut spacing = [0.0; 3];
+    let mut direction = [[0.0; 3]; 3];
+    for col in 0..3 {
+        let v = nalgebra::Vector3::new(LPS_TO_RAS[0] * a[(0, col)], LPS_TO_RAS[1] * a[(1, col)], a[(2, col)]);
+        let n = v.norm();
+        if !(n.is_finite() && n > 0.0) {
+            return Err(format!("{fields}: voxel axis {col} has zero length (singular affine)"));
+        }
+        spacing[col] = n;
+        direction[col] = [v.x / n, v.y / n, v.z / n];
+    }
+    let origin_mm = [LPS_TO_RAS[0] * a[(0, 3)], LPS_TO_RAS[1] * a[(1, 3)], a[(2, 3)]];
+    let g = Geometry { dims, spacing_mm: spacing, origin_mm, direction };
+    g.validate().map_err(|e| format!("{fields}: {e}"))?;
+    Ok(g)
+}
+
+/// How two grids of one file differ beyond float32 rounding, if they do.
+fn disagreement(s: &Geometry, q: &Geometry) -> Option<String> {
+    for axis in 0..3 {
+        let (a, b) = (s.spacing_mm[axis], q.spacing_mm[axis]);
+        if (a - b).abs() > 1e-3 * a.max(b) {
+            return Some(format!("voxel size along axis {axis}: {a} vs {b} mm"));
+        }
+        let cos: f64 = (0..3).map(|r| s.direction[axis][r] * q.direction[axis][r]).sum();
+        if cos < 1.0 - DIRECTION_TOL {
+            return Some(format!("direction of axis {axis}: {:?} vs {:?}", s.direction[axis], q.direction[axis]));
+        }
+    }
+    let offset = (0..3).map(|r| (s.origin_mm[r] - q.origin_mm[r]).powi(2)).sum::<f64>().sqrt();
+    // Half the smallest voxel: no voxel centre moves to another voxel.
+    let tolerance = 0.5 * s.spacing_mm.iter().fold(f64::INFINITY, |m, &v| m.min(v));
+    (offset > tolerance).then(|| format!("origins {offset:.2} mm apart"))
+}
 
 /// The 4x4 voxel-to-RAS affine of a geometry.
 pub fn ras_affine(g: &Geometry) -> Matrix4<f64> {

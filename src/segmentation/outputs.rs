@@ -1,10 +1,17 @@
 //! Files a segmentation run leaves behind: the label map on the input geometry (NIfTI, which
 //! nibabel and 3D Slicer read with the same affine), a JSON summary, and a downsampled surface
 //! point cloud (PLY, metres in the `ct` frame) for rviz and the planner.
+//!
+//! The three are written under temporary names in the output folder and renamed into place
+//! together, the summary last, once all are complete ([`crate::output_files`]): a failed write
+//! leaves an earlier result as it was. An earlier result is replaced only with
+//! [`SegmentationOptions::overwrite`]; then a surface from the earlier run that this run does not
+//! write is removed, so the folder never mixes two runs.
 
 use super::pipeline::{SegmentationOptions, SegmentationResult};
 use crate::imaging::nifti;
 use crate::imaging::volume::Volume;
+use crate::output_files::{refuse_existing, OutputError, Staged};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,6 +19,16 @@ use std::io::Write;
 pub const LABEL_MAP_FILE: &str = "vessel_labels.nii.gz";
 pub const SUMMARY_FILE: &str = "vessel_summary.json";
 pub const SURFACE_FILE: &str = "vessel_surface.ply";
+/// Every file of a result: what `overwrite` replaces.
+pub const RESULT_FILES: [&str; 3] = [LABEL_MAP_FILE, SUMMARY_FILE, SURFACE_FILE];
+/// What the refusal of an existing result tells the user to do.
+pub const HOW_TO_REPLACE: &str =
+    "needle_nav segment --overwrite, or the vessel_segmentation parameter overwrite_results: true";
+
+/// Refuses an output folder holding an earlier result unless `options.overwrite`.
+pub fn check_output_dir(options: &SegmentationOptions) -> Result<(), OutputError> {
+    refuse_existing(&options.output_dir, &RESULT_FILES, options.overwrite, HOW_TO_REPLACE)
+}
 
 /// Display colour per label (artery red, vein blue, aorta orange).
 pub const CLASS_COLOURS: [[u8; 3]; 4] = [[0, 0, 0], [220, 40, 40], [40, 90, 220], [240, 150, 30]];
@@ -74,6 +91,11 @@ pub fn surface_points(labels: &Volume<u8>, cell_mm: f64) -> Vec<VesselPoint> {
 /// ASCII PLY with colour and label per vertex.
 pub fn write_ply(path: &std::path::Path, points: &[VesselPoint]) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    write_ply_to(&mut out, points)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+fn write_ply_to(out: &mut impl Write, points: &[VesselPoint]) -> std::io::Result<()> {
     writeln!(out, "ply\nformat ascii 1.0")?;
     writeln!(out, "comment needle_nav vessel surface, frame ct (LPS), metres; label 1 artery 2 vein 3 aorta")?;
     writeln!(out, "element vertex {}", points.len())?;
@@ -88,32 +110,41 @@ pub fn write_ply(path: &std::path::Path, points: &[VesselPoint]) -> std::io::Res
     out.flush()
 }
 
-/// Label map and surface (when asked) into `options.output_dir`; the summary is written by
-/// the caller once the timings are final ([`write_summary`]).
-pub fn write_all(result: &mut SegmentationResult, options: &SegmentationOptions) -> Result<(), String> {
-    let dir = &options.output_dir;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let label_path = dir.join(LABEL_MAP_FILE);
-    nifti::write(&label_path, &result.labels.geometry, &result.labels.data, "needle_nav vessels 1a 2v 3ao")
-        .map_err(|e| e.to_string())?;
+/// Label map and surface (when asked) under temporary names in `options.output_dir`; the
+/// result's paths are the final ones. The caller adds the summary once the timings are final
+/// ([`write_summary`]), which also puts everything in place.
+pub fn write_all(result: &mut SegmentationResult, options: &SegmentationOptions) -> Result<Staged, OutputError> {
+    check_output_dir(options)?;
+    let mut staged = Staged::new(&options.output_dir)?;
+    let label_tmp = staged.path(LABEL_MAP_FILE);
+    let label_path = staged.final_path(LABEL_MAP_FILE);
+    nifti::write(&label_tmp, &result.labels.geometry, &result.labels.data, "needle_nav vessels 1a 2v 3ao")
+        .map_err(|e| OutputError::Write { path: label_path.display().to_string(), reason: e.to_string() })?;
     result.label_map_path = label_path;
+    result.surface_path = None;
     if options.write_surface {
         result.surface = surface_points(&result.labels, options.surface_cell_mm);
-        let path = dir.join(SURFACE_FILE);
-        write_ply(&path, &result.surface).map_err(|e| format!("{}: {e}", path.display()))?;
+        let tmp = staged.path(SURFACE_FILE);
+        let path = staged.final_path(SURFACE_FILE);
+        write_ply(&tmp, &result.surface)
+            .map_err(|e| OutputError::Write { path: path.display().to_string(), reason: e.to_string() })?;
         result.surface_path = Some(path);
     }
-    result.summary_json_path = dir.join(SUMMARY_FILE);
-    Ok(())
+    result.summary_json_path = staged.final_path(SUMMARY_FILE);
+    Ok(staged)
 }
 
-/// The summary JSON (everything in the result but the voxels), written atomically.
-pub fn write_summary(result: &SegmentationResult) -> Result<(), String> {
+/// The summary JSON (everything in the result but the voxels), staged last; then every file is
+/// renamed into place (a surface left from an earlier run that this one did not write is removed).
+pub fn write_summary(result: &SegmentationResult, mut staged: Staged) -> Result<(), OutputError> {
     let path = &result.summary_json_path;
-    let text = serde_json::to_string_pretty(result).map_err(|e| e.to_string())?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let failed = |reason: String| OutputError::Write { path: path.display().to_string(), reason };
+    let text = serde_json::to_string_pretty(result).map_err(|e| failed(e.to_string()))?;
+    let tmp = staged.path(SUMMARY_FILE);
+    std::fs::write(&tmp, text).map_err(|e| failed(e.to_string()))?;
+    let obsolete: Vec<std::path::PathBuf> =
+        if result.surface_path.is_none() { vec![staged.final_path(SURFACE_FILE)] } else { Vec::new() };
+    staged.commit(&obsolete)
 }
 
 #[cfg(test)]

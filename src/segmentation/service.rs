@@ -25,6 +25,11 @@ pub struct ServiceLimits {
     pub max_input_voxels: u64,
     pub queue_when_busy: bool,
     pub max_queue: usize,
+    /// A request whose output_dir holds an earlier result replaces it (true) or is answered
+    /// with an error naming the files (false, the default): the request has no overwrite field.
+    pub overwrite_results: bool,
+    /// DICOM input: leave out unreadable slices with a warning instead of refusing the series.
+    pub skip_unreadable_slices: bool,
 }
 
 /// Why a request was not accepted; answered at once.
@@ -90,7 +95,7 @@ impl SegmentationService {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let accepted = Arc::new(AtomicUsize::new(0));
         let done = accepted.clone();
-        let max_voxels = limits.max_input_voxels;
+        let worker_limits = limits.clone();
         RUNNING_WORKERS.fetch_add(1, Ordering::SeqCst);
         let guard = WorkerGuard;
         let spawned = std::thread::Builder::new().name("vessel_segmentation".into()).spawn(move || {
@@ -103,7 +108,7 @@ impl SegmentationService {
             while let Some(job) = queue.blocking_recv() {
                 let outcome = match segmenter.as_mut() {
                     Err(e) => Err(e.clone()),
-                    Ok(s) => run_job(s, &job, max_voxels),
+                    Ok(s) => run_job(s, &job, &worker_limits),
                 };
                 done.fetch_sub(1, Ordering::SeqCst);
                 let _ = job.reply.send(outcome);
@@ -145,13 +150,15 @@ impl SegmentationService {
     }
 }
 
-fn run_job(segmenter: &mut VesselSegmenter, job: &Job, max_voxels: u64) -> Outcome {
+fn run_job(segmenter: &mut VesselSegmenter, job: &Job, limits: &ServiceLimits) -> Outcome {
     let r = &job.request;
     let options = SegmentationOptions {
         hu_refinement: r.hu_refinement,
         write_surface: r.write_surface,
         patch_overlap: r.patch_overlap as f64,
-        max_input_voxels: max_voxels,
+        max_input_voxels: limits.max_input_voxels,
+        overwrite: limits.overwrite_results,
+        skip_unreadable_slices: limits.skip_unreadable_slices,
         ..SegmentationOptions::new(PathBuf::from(&r.output_dir))
     };
     let mut last_decile = 0;
@@ -227,6 +234,70 @@ mod tests {
         }
     }
 
+    fn limits_default() -> ServiceLimits {
+        ServiceLimits {
+            max_input_voxels: 1 << 24,
+            queue_when_busy: true,
+            max_queue: 1,
+            overwrite_results: false,
+            skip_unreadable_slices: false,
+        }
+    }
+
+    #[test]
+    fn an_earlier_result_is_refused_unless_overwrite_results_and_a_failed_write_keeps_it() {
+        use crate::segmentation::outputs::{LABEL_MAP_FILE, SUMMARY_FILE, SURFACE_FILE};
+        let tmp = std::env::temp_dir().join(format!("nn_seg_service_overwrite_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let ct = write_case(&tmp);
+        let out = tmp.join("out");
+        let gate = Gate::default();
+        gate.open();
+        let keep = SegmentationService::start(limits_default(), segmenter(gate.clone()));
+        let run = |service: &SegmentationService, surface: bool| {
+            let r = SegmentRequest { write_surface: surface, ..request(&ct, &out) };
+            service.submit(r).unwrap().blocking_recv().unwrap()
+        };
+        let first = run(&keep, true).unwrap();
+        let summary = std::fs::read_to_string(&first.summary_json_path).unwrap();
+        let labels = std::fs::read(&first.label_map_path).unwrap();
+        // Issue 11: a second request silently replaced the first result.
+        let e = run(&keep, true).unwrap_err();
+        assert!(
+            e.contains("already holds a result") && e.contains(LABEL_MAP_FILE) && e.contains("overwrite_results"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(out.join(SUMMARY_FILE)).unwrap(), summary);
+        let replace = SegmentationService::start(
+            ServiceLimits { overwrite_results: true, ..limits_default() },
+            segmenter(gate.clone()),
+        );
+        // Without a surface this time: the earlier run's surface goes, so the folder holds one run.
+        let second = run(&replace, false).unwrap();
+        assert_ne!(std::fs::read_to_string(&second.summary_json_path).unwrap(), summary);
+        assert_eq!(std::fs::read(&second.label_map_path).unwrap().len(), labels.len());
+        assert!(!out.join(SURFACE_FILE).exists());
+        let names: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        assert!(names.iter().all(|n| !n.starts_with(".partial")), "{names:?}");
+        // A write that fails (here the surface, after the label map was written) names the file
+        // and leaves the previous result as it was, with no temporary files behind.
+        let before: Vec<Vec<u8>> =
+            [LABEL_MAP_FILE, SUMMARY_FILE].iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect();
+        crate::output_files::FAIL_WRITES.lock().unwrap().push(out.join(SURFACE_FILE));
+        let e = run(&replace, true).unwrap_err();
+        crate::output_files::FAIL_WRITES.lock().unwrap().clear();
+        assert!(e.contains(SURFACE_FILE) && e.contains("previous result"), "{e}");
+        let after: Vec<Vec<u8>> =
+            [LABEL_MAP_FILE, SUMMARY_FILE].iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect();
+        assert!(after == before, "the previous result changed");
+        assert!(!out.join(SURFACE_FILE).exists());
+        let names: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
     fn segmenter(gate: Gate) -> impl FnOnce() -> Result<VesselSegmenter, String> + Send + 'static {
         move || {
             let info = ModelInfo::from_json(&example_json()).map_err(|e| e.to_string())?;
@@ -265,7 +336,8 @@ mod tests {
     fn queues_in_order_refuses_beyond_the_queue_and_answers_every_request() {
         let tmp = std::env::temp_dir().join(format!("nn_seg_service_{}", std::process::id()));
         let ct = write_case(&tmp);
-        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1 };
+        let limits =
+            ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1, ..limits_default() };
         let gate = Gate::default();
         let service = SegmentationService::start(limits, segmenter(gate.clone()));
         let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
@@ -292,7 +364,8 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("nn_seg_service_busy_{}", std::process::id()));
         let ct = write_case(&tmp);
         let gate = Gate::default();
-        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: false, max_queue: 4 };
+        let limits =
+            ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: false, max_queue: 4, ..limits_default() };
         let service = SegmentationService::start(limits, segmenter(gate.clone()));
         let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
         let second = service.submit(request(&ct, &tmp.join("b")));
@@ -300,13 +373,13 @@ mod tests {
         gate.open();
         assert!(first.blocking_recv().unwrap().is_ok());
         // 64,000 voxels against a limit of 1,000: an error outcome, not a crash.
-        let small = ServiceLimits { max_input_voxels: 1000, queue_when_busy: false, max_queue: 4 };
+        let small = ServiceLimits { max_input_voxels: 1000, queue_when_busy: false, max_queue: 4, ..limits_default() };
         let service = SegmentationService::start(small, segmenter(gate.clone()));
         let e = service.submit(request(&ct, &tmp.join("c"))).unwrap().blocking_recv().unwrap().unwrap_err();
         assert!(e.contains("max_input_voxels"), "{e}");
         // A model that failed to load answers every request with its error.
         let broken = SegmentationService::start(
-            ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1 },
+            ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1, ..limits_default() },
             || Err("model missing.onnx: no such file".to_string()),
         );
         let e = broken.submit(request(&ct, &tmp.join("d"))).unwrap().blocking_recv().unwrap().unwrap_err();

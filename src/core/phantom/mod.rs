@@ -44,7 +44,17 @@ pub struct PhantomConfig {
     /// Anterior offset on inhale versus exhale at equal depth (hysteresis loop) [mm].
     pub lesion_hysteresis_mm: f64,
     pub min_vessel_radius_mm: f64,
+    /// Refuse grids with more voxels than this (checked before anything is allocated): rendering
+    /// takes about 6 bytes a voxel and writing the case as much again, so the default 512^3
+    /// (134 million voxels) needs about 1.6 GB. Raise it for bigger grids if the memory is there.
+    pub max_voxels: u64,
 }
+
+/// Default [`PhantomConfig::max_voxels`]: 512 x 512 x 512.
+pub const DEFAULT_MAX_VOXELS: u64 = 512 * 512 * 512;
+/// Bytes a voxel costs while a frame is rendered (HU i16, labels, vessel fraction, lesion and
+/// marker masks: u8 each), for the size in the refusal.
+const RENDER_BYTES_PER_VOXEL: u64 = 6;
 
 impl Default for PhantomConfig {
     fn default() -> Self {
@@ -61,6 +71,7 @@ impl Default for PhantomConfig {
             lesion_lag_s: 0.25,
             lesion_hysteresis_mm: 1.5,
             min_vessel_radius_mm: 1.0,
+            max_voxels: DEFAULT_MAX_VOXELS,
         }
     }
 }
@@ -79,6 +90,19 @@ impl PhantomConfig {
     pub fn validate(&self, anatomy: &Anatomy) -> Result<(), PhantomError> {
         if self.dims.iter().any(|&d| !(16..=2048).contains(&d)) {
             return Err(bad("dims", format!("{:?}: each must be within 16..=2048", self.dims)));
+        }
+        let voxels = self.dims.iter().map(|&d| d as u64).product::<u64>();
+        if voxels > self.max_voxels {
+            let [x, y, z] = self.dims;
+            return Err(bad(
+                "dims",
+                format!(
+                    "{x}x{y}x{z} = {voxels} voxels (about {:.1} GB to render) is more than max_voxels {}; \
+                     raise max_voxels (needle_nav phantom --max-voxels) if the machine has the memory",
+                    (voxels * RENDER_BYTES_PER_VOXEL) as f64 / 1e9,
+                    self.max_voxels
+                ),
+            ));
         }
         if self.spacing_mm.iter().any(|&s| !(s.is_finite() && (0.2..=10.0).contains(&s))) {
             return Err(bad("spacing_mm", format!("{:?}: each must be within 0.2..=10 mm", self.spacing_mm)));
@@ -635,5 +659,13 @@ mod tests {
     fn a_lesion_outside_the_lungs_is_refused() {
         let err = Phantom::new(PhantomConfig { lesion_centre_mm: [0.0, 72.0, 0.0], ..small() }).unwrap_err();
         assert!(matches!(err, PhantomError::BadParameter { key: "lesion_centre_mm", .. }));
+        // Issue 11: 2048^3 was accepted and grew past 1.9 GB; the size is refused before allocation.
+        let huge = PhantomConfig { dims: [2048, 2048, 2048], ..small() };
+        let err = Phantom::new(huge).unwrap_err().to_string();
+        assert!(err.contains("2048x2048x2048 = 8589934592 voxels") && err.contains("max_voxels 134217728"), "{err}");
+        let just_over = PhantomConfig { max_voxels: 32 * 32 * 32 - 1, dims: [32, 32, 32], ..small() };
+        assert!(Phantom::new(just_over).is_err());
+        let at_limit = PhantomConfig { max_voxels: 32 * 32 * 32, dims: [32, 32, 32], ..small() };
+        assert!(at_limit.validate(&Anatomy::default()).is_ok());
     }
 }

@@ -25,6 +25,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         max_input_voxels: cfg.max_input_voxels,
         queue_when_busy: cfg.queue_when_busy,
         max_queue: cfg.max_queue as usize,
+        overwrite_results: cfg.overwrite_results,
+        skip_unreadable_slices: cfg.skip_unreadable_slices,
     };
     tracing::info!(node = NAME, model = %model_path.display(), "loading the vessel model");
     let service = SegmentationService::start(limits, move || {
