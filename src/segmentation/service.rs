@@ -4,6 +4,7 @@
 //! panics included. The `vessel_segmentation` node only converts messages to and from this.
 
 use super::pipeline::{SegmentationOptions, SegmentationResult, VesselSegmenter};
+use super::scheduling::{lower_current_thread, WorkerScheduling};
 use crate::core::segmentation_request;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,8 @@ pub struct ServiceLimits {
     pub max_input_voxels: u64,
     pub queue_when_busy: bool,
     pub max_queue: usize,
+    /// Scheduling class of the worker thread (and of the inference threads it creates).
+    pub scheduling: WorkerScheduling,
 }
 
 /// Why a request was not accepted; answered at once.
@@ -82,7 +85,8 @@ pub struct SegmentationService {
 
 impl SegmentationService {
     /// Starts the worker; `make_segmenter` runs on it (loading the model there keeps the
-    /// caller responsive). If it fails, every request is answered with its error.
+    /// caller responsive, and the inference threads it creates inherit the worker's lowered
+    /// scheduling). If it fails, every request is answered with its error.
     pub fn start<F>(limits: ServiceLimits, make_segmenter: F) -> SegmentationService
     where
         F: FnOnce() -> Result<VesselSegmenter, String> + Send + 'static,
@@ -91,10 +95,13 @@ impl SegmentationService {
         let accepted = Arc::new(AtomicUsize::new(0));
         let done = accepted.clone();
         let max_voxels = limits.max_input_voxels;
+        let scheduling = limits.scheduling;
         RUNNING_WORKERS.fetch_add(1, Ordering::SeqCst);
         let guard = WorkerGuard;
         let spawned = std::thread::Builder::new().name("vessel_segmentation".into()).spawn(move || {
             let _running = guard;
+            // Before the model is loaded: ONNX Runtime's threads are created with the session.
+            lower_current_thread(scheduling, "vessel segmentation worker");
             let mut segmenter = make_segmenter();
             match &segmenter {
                 Ok(s) => tracing::info!(patch = ?s.info().patch_size_zyx, "vessel model ready"),
@@ -265,7 +272,7 @@ mod tests {
     fn queues_in_order_refuses_beyond_the_queue_and_answers_every_request() {
         let tmp = std::env::temp_dir().join(format!("nn_seg_service_{}", std::process::id()));
         let ct = write_case(&tmp);
-        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1 };
+        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1, scheduling: WorkerScheduling::Normal };
         let gate = Gate::default();
         let service = SegmentationService::start(limits, segmenter(gate.clone()));
         let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
@@ -287,12 +294,47 @@ mod tests {
         assert!(again.blocking_recv().unwrap().is_ok());
     }
 
+    /// Scheduling policy (field 41 of /proc/<pid>/task/<tid>/stat) of a thread of this process:
+    /// the kernel's view. Linux: SCHED_OTHER 0, SCHED_BATCH 3, SCHED_IDLE 5.
+    #[cfg(target_os = "linux")]
+    fn kernel_policy_and_nice(tid: i64) -> (u32, i32) {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        (fields[41 - 3].parse().unwrap(), fields[19 - 3].parse().unwrap())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_worker_thread_runs_with_the_configured_scheduling() {
+        use crate::segmentation::scheduling::current_tid;
+        for (scheduling, policy) in [(WorkerScheduling::Idle, 5), (WorkerScheduling::Batch, 3)] {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let gate = Gate::default();
+            let make = segmenter(gate.clone());
+            let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1, scheduling };
+            // The segmenter is made on the worker: it reports the worker's thread id, and the
+            // worker stays alive (waiting for requests) while /proc is read.
+            let service = SegmentationService::start(limits, move || {
+                let _ = tid_tx.send(current_tid());
+                make()
+            });
+            let tid = tid_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            let (kernel_policy, nice) = kernel_policy_and_nice(tid);
+            assert_eq!(kernel_policy, policy, "{scheduling:?}: the worker thread {tid} runs with policy {kernel_policy}");
+            if scheduling == WorkerScheduling::Batch {
+                assert_eq!(nice, 19);
+            }
+            gate.open();
+            drop(service);
+        }
+    }
+
     #[test]
     fn refuses_when_busy_if_so_configured_and_reports_errors_as_outcomes() {
         let tmp = std::env::temp_dir().join(format!("nn_seg_service_busy_{}", std::process::id()));
         let ct = write_case(&tmp);
         let gate = Gate::default();
-        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: false, max_queue: 4 };
+        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: false, max_queue: 4, scheduling: WorkerScheduling::Normal };
         let service = SegmentationService::start(limits, segmenter(gate.clone()));
         let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
         let second = service.submit(request(&ct, &tmp.join("b")));
@@ -300,13 +342,13 @@ mod tests {
         gate.open();
         assert!(first.blocking_recv().unwrap().is_ok());
         // 64,000 voxels against a limit of 1,000: an error outcome, not a crash.
-        let small = ServiceLimits { max_input_voxels: 1000, queue_when_busy: false, max_queue: 4 };
+        let small = ServiceLimits { max_input_voxels: 1000, queue_when_busy: false, max_queue: 4, scheduling: WorkerScheduling::Normal };
         let service = SegmentationService::start(small, segmenter(gate.clone()));
         let e = service.submit(request(&ct, &tmp.join("c"))).unwrap().blocking_recv().unwrap().unwrap_err();
         assert!(e.contains("max_input_voxels"), "{e}");
         // A model that failed to load answers every request with its error.
         let broken = SegmentationService::start(
-            ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1 },
+            ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1, scheduling: WorkerScheduling::Normal },
             || Err("model missing.onnx: no such file".to_string()),
         );
         let e = broken.submit(request(&ct, &tmp.join("d"))).unwrap().blocking_recv().unwrap().unwrap_err();

@@ -25,6 +25,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         max_input_voxels: cfg.max_input_voxels,
         queue_when_busy: cfg.queue_when_busy,
         max_queue: cfg.max_queue as usize,
+        scheduling: cfg.worker_scheduling,
     };
     tracing::info!(node = NAME, model = %model_path.display(), "loading the vessel model");
     let service = SegmentationService::start(limits, move || {
