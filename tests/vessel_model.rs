@@ -124,8 +124,12 @@ fn onnx_runtime_threads_inherit_the_workers_idle_scheduling() {
     let before: Vec<String> = threads_with_policy().into_iter().map(|t| t.0).collect();
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let limits =
-        ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1, scheduling: WorkerScheduling::Idle };
+    let limits = ServiceLimits {
+        max_input_voxels: 1 << 24,
+        queue_when_busy: true,
+        max_queue: 1,
+        scheduling: WorkerScheduling::Idle,
+    };
     let service = SegmentationService::start(limits, move || {
         let model = OnnxVesselModel::load(&model_path, 3).map_err(|e| e.to_string());
         // Hold the worker (and its session) while the test reads /proc.

@@ -272,7 +272,12 @@ mod tests {
     fn queues_in_order_refuses_beyond_the_queue_and_answers_every_request() {
         let tmp = std::env::temp_dir().join(format!("nn_seg_service_{}", std::process::id()));
         let ct = write_case(&tmp);
-        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1, scheduling: WorkerScheduling::Normal };
+        let limits = ServiceLimits {
+            max_input_voxels: 1 << 24,
+            queue_when_busy: true,
+            max_queue: 1,
+            scheduling: WorkerScheduling::Normal,
+        };
         let gate = Gate::default();
         let service = SegmentationService::start(limits, segmenter(gate.clone()));
         let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
@@ -320,7 +325,10 @@ mod tests {
             });
             let tid = tid_rx.recv_timeout(Duration::from_secs(30)).unwrap();
             let (kernel_policy, nice) = kernel_policy_and_nice(tid);
-            assert_eq!(kernel_policy, policy, "{scheduling:?}: the worker thread {tid} runs with policy {kernel_policy}");
+            assert_eq!(
+                kernel_policy, policy,
+                "{scheduling:?}: the worker thread {tid} runs with policy {kernel_policy}"
+            );
             if scheduling == WorkerScheduling::Batch {
                 assert_eq!(nice, 19);
             }
@@ -334,7 +342,12 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("nn_seg_service_busy_{}", std::process::id()));
         let ct = write_case(&tmp);
         let gate = Gate::default();
-        let limits = ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: false, max_queue: 4, scheduling: WorkerScheduling::Normal };
+        let limits = ServiceLimits {
+            max_input_voxels: 1 << 24,
+            queue_when_busy: false,
+            max_queue: 4,
+            scheduling: WorkerScheduling::Normal,
+        };
         let service = SegmentationService::start(limits, segmenter(gate.clone()));
         let first = service.submit(request(&ct, &tmp.join("a"))).unwrap();
         let second = service.submit(request(&ct, &tmp.join("b")));
@@ -342,13 +355,23 @@ mod tests {
         gate.open();
         assert!(first.blocking_recv().unwrap().is_ok());
         // 64,000 voxels against a limit of 1,000: an error outcome, not a crash.
-        let small = ServiceLimits { max_input_voxels: 1000, queue_when_busy: false, max_queue: 4, scheduling: WorkerScheduling::Normal };
+        let small = ServiceLimits {
+            max_input_voxels: 1000,
+            queue_when_busy: false,
+            max_queue: 4,
+            scheduling: WorkerScheduling::Normal,
+        };
         let service = SegmentationService::start(small, segmenter(gate.clone()));
         let e = service.submit(request(&ct, &tmp.join("c"))).unwrap().blocking_recv().unwrap().unwrap_err();
         assert!(e.contains("max_input_voxels"), "{e}");
         // A model that failed to load answers every request with its error.
         let broken = SegmentationService::start(
-            ServiceLimits { max_input_voxels: 1 << 24, queue_when_busy: true, max_queue: 1, scheduling: WorkerScheduling::Normal },
+            ServiceLimits {
+                max_input_voxels: 1 << 24,
+                queue_when_busy: true,
+                max_queue: 1,
+                scheduling: WorkerScheduling::Normal,
+            },
             || Err("model missing.onnx: no such file".to_string()),
         );
         let e = broken.submit(request(&ct, &tmp.join("d"))).unwrap().blocking_recv().unwrap().unwrap_err();
