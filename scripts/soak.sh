@@ -6,8 +6,8 @@
 # new folder, which it names at the start and the end.
 #   scripts/soak.sh [MINUTES]   (default 60)
 # Environment: SOAK_OUT (the folder; default target/soak/soak_<UTC time>), SOAK_INTERVAL_S (300),
-# SOAK_SAMPLE_S (memory sampling period, 10), SOAK_WARMUP_S (memory growth fitted after it, 60),
-# NEEDLE_NAV_BIN_DIR (default target/release), ROS_DOMAIN_ID (default: a random one in 10..89).
+# SOAK_SAMPLE_S (memory sampling period, 10), SOAK_WARMUP_S (memory growth is fitted after it, 300:
+# start-up and the planner's segmentation excluded), NEEDLE_NAV_BIN_DIR (default target/release), ROS_DOMAIN_ID (default: a random one in 10..89).
 # Needs a release build. The binaries are copied into the folder first, so a rebuild during the run
 # does not change what is soaked.
 set -euo pipefail
@@ -72,7 +72,7 @@ if [[ -z "$STACK_PID" ]]; then
 fi
 echo "stack pid $STACK_PID" >>"$OUT/run.txt"
 python3 "$ROOT/scripts/soak_listener.py" --pid "$STACK_PID" --out "$OUT" --duration-s "$(( RUN_S + 5 ))" \
-  --interval-s "${SOAK_INTERVAL_S:-300}" --sample-s "${SOAK_SAMPLE_S:-10}" --warmup-s "${SOAK_WARMUP_S:-60}" \
+  --interval-s "${SOAK_INTERVAL_S:-300}" --sample-s "${SOAK_SAMPLE_S:-10}" --warmup-s "${SOAK_WARMUP_S:-300}" \
   >"$OUT/listener.log" 2>&1 || echo "soak.sh: the listener failed (see $OUT/listener.log)" >&2
 set +e
 wait "$TIMEOUT_PID"

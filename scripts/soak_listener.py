@@ -75,7 +75,7 @@ def main():
     ap.add_argument("--duration-s", type=float, required=True)
     ap.add_argument("--interval-s", type=float, default=300.0)
     ap.add_argument("--sample-s", type=float, default=10.0, help="memory sampling period")
-    ap.add_argument("--warmup-s", type=float, default=60.0,
+    ap.add_argument("--warmup-s", type=float, default=300.0,
                     help="memory growth is fitted from this time on (start-up allocations excluded)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
