@@ -13,5 +13,7 @@ echo "=== tracker sample -> target latency ==="
 bash bench/bench_latency.sh
 echo "=== vessel segmentation, real thorax series (Rust vs Python onnxruntime vs classic) ==="
 python bench/bench_segmentation.py
+echo "=== guidance deadlines while a segmentation runs (none / normal / SCHED_IDLE) ==="
+python bench/bench_segmentation_contention.py
 echo "=== bag reading (needle_nav bag-info vs rosbags) ==="
 python bench/bench_bags.py

@@ -97,3 +97,55 @@ fn real_dicom_edge_cases_are_segmented_or_refused_with_the_reason() {
         .unwrap_err();
     assert!(e.to_string().contains("holds 2 series"), "{e}");
 }
+
+/// Policy (field 41) and name of every thread of this process, read from /proc: the kernel's view.
+#[cfg(target_os = "linux")]
+fn threads_with_policy() -> Vec<(String, u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let comm = head.split_once('(').map(|(_, c)| c.to_string()).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        out.push((entry.file_name().to_string_lossy().into_owned(), fields[41 - 3].parse().unwrap(), comm));
+    }
+    out
+}
+
+/// The worker lowers itself before it loads the model, so ONNX Runtime's intra-op threads, created
+/// with the session, inherit SCHED_IDLE: segmentation cannot take CPU time from guidance.
+#[cfg(target_os = "linux")]
+#[test]
+fn onnx_runtime_threads_inherit_the_workers_idle_scheduling() {
+    use needle_nav::segmentation::scheduling::WorkerScheduling;
+    use needle_nav::segmentation::service::{SegmentationService, ServiceLimits};
+    use needle_nav::segmentation::VesselSegmenter;
+    let model_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vessel_unet.onnx");
+    let before: Vec<String> = threads_with_policy().into_iter().map(|t| t.0).collect();
+    let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let limits = ServiceLimits {
+        max_input_voxels: 1 << 24,
+        queue_when_busy: true,
+        max_queue: 1,
+        scheduling: WorkerScheduling::Idle,
+    };
+    let service = SegmentationService::start(limits, move || {
+        let model = OnnxVesselModel::load(&model_path, 3).map_err(|e| e.to_string());
+        // Hold the worker (and its session) while the test reads /proc.
+        let _ = loaded_tx.send(model.is_ok());
+        let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
+        model.map(VesselSegmenter::new)
+    });
+    assert!(loaded_rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap(), "the model loads");
+    // The worker and the threads it created have the worker's name (Linux names a new thread after
+    // its creator); with 3 intra-op threads ONNX Runtime adds 2 to the calling one.
+    let segmentation: Vec<_> = threads_with_policy()
+        .into_iter()
+        .filter(|(tid, _, comm)| !before.contains(tid) && comm.starts_with("vessel_segmen"))
+        .collect();
+    let _ = release_tx.send(());
+    drop(service);
+    assert!(segmentation.len() >= 3, "worker + 2 inference threads expected: {segmentation:?}");
+    assert!(segmentation.iter().all(|t| t.1 == 5), "every segmentation thread SCHED_IDLE (5): {segmentation:?}");
+}

@@ -111,6 +111,10 @@ enum Command {
         /// Inference threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Scheduling class of the segmentation (all its threads): idle (SCHED_IDLE, only CPU time
+        /// nothing else wants, e.g. guidance on the same machine), batch (SCHED_BATCH, nice 19), normal.
+        #[arg(long, value_enum, default_value_t = needle_nav::segmentation::scheduling::WorkerScheduling::Idle)]
+        scheduling: needle_nav::segmentation::scheduling::WorkerScheduling,
         /// Refuse inputs with more voxels than this.
         #[arg(long, default_value_t = 512 * 512 * 1024)]
         max_voxels: u64,
@@ -271,7 +275,8 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Segment { input, out, classic: true, max_voxels, overwrite, skip_unreadable_slices, .. } => {
+        Command::Segment { input, out, classic: true, max_voxels, overwrite, skip_unreadable_slices, scheduling, .. } => {
+            needle_nav::segmentation::scheduling::lower_current_thread(scheduling, "segment");
             classic_command(&input, &out, max_voxels, overwrite, skip_unreadable_slices)
         }
         Command::Segment {
@@ -283,11 +288,14 @@ fn main() -> ExitCode {
             no_surface,
             overlap,
             threads,
+            scheduling,
             max_voxels,
             classic: false,
             overwrite,
             skip_unreadable_slices,
         } => {
+            // The main thread, before the model is loaded: the inference threads inherit it.
+            needle_nav::segmentation::scheduling::lower_current_thread(scheduling, "segment");
             let passes = if refinement_passes == 0 { usize::MAX } else { refinement_passes };
             segment_command(
                 &input,

@@ -541,6 +541,8 @@ pub struct VesselSegmentationConfig {
     /// DICOM input: leave out slices that cannot be read (with a warning in the response)
     /// instead of refusing the series; a gap they leave is still refused.
     pub skip_unreadable_slices: bool,
+    /// Scheduling class of the worker thread and its inference threads (idle: guidance first).
+    pub worker_scheduling: crate::segmentation::scheduling::WorkerScheduling,
 }
 
 impl Default for VesselSegmentationConfig {
@@ -553,6 +555,7 @@ impl Default for VesselSegmentationConfig {
             max_queue: 2,
             overwrite_results: false,
             skip_unreadable_slices: false,
+            worker_scheduling: crate::segmentation::scheduling::WorkerScheduling::Idle,
         }
     }
 }
@@ -701,6 +704,22 @@ mod tests {
         .unwrap();
         let c: MarkerTrackerConfig = build_config("marker_tracker", section, &Vec::new()).unwrap();
         assert_eq!(c.trace_session, "201205101522");
+    }
+
+    #[test]
+    fn worker_scheduling_is_one_of_the_named_classes() {
+        let parse = |yaml: &str| {
+            let text = format!("vessel_segmentation:\n  ros__parameters:\n    worker_scheduling: {yaml}\n");
+            let section = crate::config::node_section(&text, "vessel_segmentation").unwrap();
+            build_config::<VesselSegmentationConfig>("vessel_segmentation", section, &Vec::new())
+        };
+        use crate::segmentation::scheduling::WorkerScheduling;
+        assert_eq!(parse("batch").unwrap().worker_scheduling, WorkerScheduling::Batch);
+        assert_eq!(parse("normal").unwrap().worker_scheduling, WorkerScheduling::Normal);
+        assert_eq!(VesselSegmentationConfig::default().worker_scheduling, WorkerScheduling::Idle);
+        // A real-time class is not offered for a batch job: refused, naming the key and the choices.
+        let e = parse("fifo").unwrap_err().to_string();
+        assert!(e.contains("worker_scheduling") && e.contains("idle"), "{e}");
     }
 
     #[test]

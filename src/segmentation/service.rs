@@ -4,6 +4,7 @@
 //! panics included. The `vessel_segmentation` node only converts messages to and from this.
 
 use super::pipeline::{SegmentationOptions, SegmentationResult, VesselSegmenter};
+use super::scheduling::{lower_current_thread, WorkerScheduling};
 use crate::core::segmentation_request;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +31,8 @@ pub struct ServiceLimits {
     pub overwrite_results: bool,
     /// DICOM input: leave out unreadable slices with a warning instead of refusing the series.
     pub skip_unreadable_slices: bool,
+    /// Scheduling class of the worker thread (and of the inference threads it creates).
+    pub scheduling: WorkerScheduling,
 }
 
 /// Why a request was not accepted; answered at once.
@@ -87,7 +90,8 @@ pub struct SegmentationService {
 
 impl SegmentationService {
     /// Starts the worker; `make_segmenter` runs on it (loading the model there keeps the
-    /// caller responsive). If it fails, every request is answered with its error.
+    /// caller responsive, and the inference threads it creates inherit the worker's lowered
+    /// scheduling). If it fails, every request is answered with its error.
     pub fn start<F>(limits: ServiceLimits, make_segmenter: F) -> SegmentationService
     where
         F: FnOnce() -> Result<VesselSegmenter, String> + Send + 'static,
@@ -96,10 +100,13 @@ impl SegmentationService {
         let accepted = Arc::new(AtomicUsize::new(0));
         let done = accepted.clone();
         let worker_limits = limits.clone();
+        let scheduling = limits.scheduling;
         RUNNING_WORKERS.fetch_add(1, Ordering::SeqCst);
         let guard = WorkerGuard;
         let spawned = std::thread::Builder::new().name("vessel_segmentation".into()).spawn(move || {
             let _running = guard;
+            // Before the model is loaded: ONNX Runtime's threads are created with the session.
+            lower_current_thread(scheduling, "vessel segmentation worker");
             let mut segmenter = make_segmenter();
             match &segmenter {
                 Ok(s) => tracing::info!(patch = ?s.info().patch_size_zyx, "vessel model ready"),
@@ -241,6 +248,7 @@ mod tests {
             max_queue: 1,
             overwrite_results: false,
             skip_unreadable_slices: false,
+            scheduling: WorkerScheduling::Normal,
         }
     }
 
@@ -357,6 +365,44 @@ mod tests {
         // A fresh request is accepted again once the queue drained.
         let again = service.submit(request(&ct, &tmp.join("e"))).unwrap();
         assert!(again.blocking_recv().unwrap().is_ok());
+    }
+
+    /// Scheduling policy (field 41 of /proc/<pid>/task/<tid>/stat) of a thread of this process:
+    /// the kernel's view. Linux: SCHED_OTHER 0, SCHED_BATCH 3, SCHED_IDLE 5.
+    #[cfg(target_os = "linux")]
+    fn kernel_policy_and_nice(tid: i64) -> (u32, i32) {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        (fields[41 - 3].parse().unwrap(), fields[19 - 3].parse().unwrap())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_worker_thread_runs_with_the_configured_scheduling() {
+        use crate::segmentation::scheduling::current_tid;
+        for (scheduling, policy) in [(WorkerScheduling::Idle, 5), (WorkerScheduling::Batch, 3)] {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let gate = Gate::default();
+            let make = segmenter(gate.clone());
+            let limits = ServiceLimits { scheduling, ..limits_default() };
+            // The segmenter is made on the worker: it reports the worker's thread id, and the
+            // worker stays alive (waiting for requests) while /proc is read.
+            let service = SegmentationService::start(limits, move || {
+                let _ = tid_tx.send(current_tid());
+                make()
+            });
+            let tid = tid_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            let (kernel_policy, nice) = kernel_policy_and_nice(tid);
+            assert_eq!(
+                kernel_policy, policy,
+                "{scheduling:?}: the worker thread {tid} runs with policy {kernel_policy}"
+            );
+            if scheduling == WorkerScheduling::Batch {
+                assert_eq!(nice, 19);
+            }
+            gate.open();
+            drop(service);
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         max_queue: cfg.max_queue as usize,
         overwrite_results: cfg.overwrite_results,
         skip_unreadable_slices: cfg.skip_unreadable_slices,
+        scheduling: cfg.worker_scheduling,
     };
     tracing::info!(node = NAME, model = %model_path.display(), "loading the vessel model");
     let service = SegmentationService::start(limits, move || {
