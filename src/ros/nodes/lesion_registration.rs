@@ -160,7 +160,10 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
             "no planning CT configured (parameter ct_case_dir is empty)".into(),
         ));
-    } else {
+    }
+    // Set once the planning case is loaded (or failed to load).
+    let (case_loaded_tx, mut case_loaded) = tokio::sync::watch::channel(false);
+    if !cfg.ct_case_dir.trim().is_empty() {
         // Loading and marker detection take a moment: off the node's tasks.
         let (state, dir, threshold) = (state.clone(), cfg.ct_case_dir.clone(), cfg.marker_threshold_hu);
         cx.spawn(async move {
@@ -181,6 +184,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 Err(e) => tracing::error!(node = NAME, "planning case: {e}"),
             }
             lock(&state).case = Some(loaded);
+            let _ = case_loaded_tx.send(true);
         });
     }
     {
@@ -197,8 +201,10 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     {
         let (state, window_ns) = (state.clone(), (cfg.window_s * 1e9) as i64);
         let period_ns = (cfg.update_period_s * 1e9) as i64;
+        crate::ros::replay::register(NAME);
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
+                crate::ros::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
                 let sample = convert::sample_from_msg(&m);
                 let stamp = sample.stamp_ns;
                 let mut s = lock(&state);
@@ -255,9 +261,14 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 frame_id: frame,
                 plan_entry_ct: plan_entry,
             } = inputs;
+            // An update that came while the case was loading waits for it rather than being skipped,
+            // so registrations happen at the same tracker instants however long loading takes.
+            if lock(&state).case.is_none() && case_loaded.wait_for(|loaded| *loaded).await.is_err() {
+                continue;
+            }
             let case = lock(&state).case.clone();
             let case = match case {
-                None => continue, // still loading
+                None => continue, // the loader is gone
                 Some(Err(e)) => {
                     publish(status_msg(
                         now,

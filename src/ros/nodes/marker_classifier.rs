@@ -53,11 +53,13 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         });
     }
     let mut classifier = WindowClassifier::new(cfg, model);
+    crate::ros::replay::register(NAME);
 
     cx.spawn(async move {
         // Classify once per period of tracker time, on a fixed grid (same instants live and in replay).
         let mut last_slot = None;
         while let Some(m) = samples.next().await {
+            crate::ros::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
             let sample = convert::sample_from_msg(&m);
             for obs in sample.usable() {
                 classifier.push(obs.id, sample.stamp_ns, obs.position);
