@@ -289,7 +289,9 @@ pub fn start_player(
             let m = &messages[*i];
             let sample = lockstep.as_ref().and_then(|l| l.1[n]);
             if let (Some((_, _, _, heard)), Some(_)) = (lockstep.as_ref(), sample) {
-                let last = *lock(heard);
+                // Heard over ROS, or published by a node in this process (known at once).
+                let in_process = super::replay::last_shared().map(tokio::time::Instant::from_std);
+                let last = (*lock(heard)).max(in_process);
                 if let Some(t) = last {
                     tokio::time::sleep_until(t + LOCKSTEP_SETTLE).await;
                 }

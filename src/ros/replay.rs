@@ -29,6 +29,28 @@ pub fn note_taken(consumer: &'static str, stamp_ns: i64) {
     *newest = Some(newest.map_or(stamp_ns, |t| t.max(stamp_ns)));
 }
 
+/// Notes `consumer`'s sample as taken when dropped: for work a sample starts and another task ends.
+pub struct TakenOnDrop(pub &'static str, pub i64);
+
+impl Drop for TakenOnDrop {
+    fn drop(&mut self) {
+        note_taken(self.0, self.1);
+    }
+}
+
+/// When a node last published a message for the other nodes (classification, registration).
+static LAST_SHARED: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+
+/// Notes that a node has just published a message the other nodes act on.
+pub fn note_shared() {
+    *LAST_SHARED.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+}
+
+/// When a node in this process last published a message for the other nodes.
+pub fn last_shared() -> Option<std::time::Instant> {
+    *LAST_SHARED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The registered consumers that have not yet taken the sample stamped `stamp_ns` (or a later one).
 pub fn behind(stamp_ns: i64) -> Vec<&'static str> {
     taken_map().iter().filter(|(_, t)| t.is_none_or(|t| t < stamp_ns)).map(|(c, _)| *c).collect()

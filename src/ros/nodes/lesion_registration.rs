@@ -41,6 +41,8 @@ struct State {
 
 /// What one registration update works on, taken when its sample arrived.
 struct UpdateInputs {
+    /// Header stamp of the sample that started this update (none from the timer).
+    sample: Option<i64>,
     now_ns: i64,
     window: Vec<TrackerSample>,
     registration_ids: Vec<u32>,
@@ -52,6 +54,7 @@ struct UpdateInputs {
 impl State {
     fn inputs(&self, now_ns: i64) -> UpdateInputs {
         UpdateInputs {
+            sample: None,
             now_ns,
             window: self.window.iter().cloned().collect(),
             registration_ids: self.registration_ids.clone(),
@@ -59,6 +62,12 @@ impl State {
             frame_id: self.frame_id.clone(),
             plan_entry_ct: self.plan_entry_ct,
         }
+    }
+}
+
+impl UpdateInputs {
+    fn with_sample(self, header_stamp: i64) -> UpdateInputs {
+        UpdateInputs { sample: Some(header_stamp), ..self }
     }
 }
 
@@ -139,6 +148,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             if let Err(e) = registration_pub.publish(&m) {
                 tracing::warn!(node = NAME, "publish failed: {e}");
             }
+            crate::ros::replay::note_shared();
         }
     };
     let status_msg = {
@@ -201,10 +211,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     {
         let (state, window_ns) = (state.clone(), (cfg.window_s * 1e9) as i64);
         let period_ns = (cfg.update_period_s * 1e9) as i64;
+        // A sample that starts an update counts as taken once the update is published (lockstep replay).
+        let updates_run = !cfg.ct_case_dir.trim().is_empty();
         crate::ros::replay::register(NAME);
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
-                crate::ros::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
+                let header_stamp = convert::time_to_ns(&m.header.stamp);
                 let sample = convert::sample_from_msg(&m);
                 let stamp = sample.stamp_ns;
                 let mut s = lock(&state);
@@ -217,9 +229,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 }
                 s.last_sample_at = Some(std::time::Instant::now());
                 let slot = stamp.div_euclid(period_ns.max(1));
-                if s.last_update_slot != Some(slot) {
+                if s.last_update_slot != Some(slot) && updates_run {
                     s.last_update_slot = Some(slot);
-                    let _ = updates_tx.send(s.inputs(stamp));
+                    let _ = updates_tx.send(s.inputs(stamp).with_sample(header_stamp));
+                } else {
+                    s.last_update_slot = Some(slot);
+                    crate::ros::replay::note_taken(NAME, header_stamp);
                 }
             }
         });
@@ -243,7 +258,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let mut tick = tokio::time::interval(period);
         loop {
             // Updates come with the samples (tracker time); the timer only speaks while none arrive.
-            let inputs = tokio::select! {
+            let mut inputs = tokio::select! {
                 Some(inputs) = updates.recv() => inputs,
                 _ = tick.tick() => {
                     let s = lock(&state);
@@ -253,7 +268,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     s.inputs(cx2.now_ns())
                 }
             };
+            let _taken = inputs.sample.take().map(|stamp| crate::ros::replay::TakenOnDrop(NAME, stamp));
             let UpdateInputs {
+                sample: _,
                 now_ns: now,
                 window,
                 registration_ids: reg_ids,

@@ -138,6 +138,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             if let Err(e) = classification_pub.publish(&out) {
                 tracing::warn!(node = NAME, "publish failed: {e}");
             }
+            crate::ros::replay::note_shared();
         }
     });
     Ok(())
