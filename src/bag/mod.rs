@@ -18,6 +18,12 @@ pub enum BagError {
     Definition(String),
     #[error("topic {0} was not added to the bag")]
     UnknownTopic(String),
+    #[error("metadata.yaml disagrees with the MCAP file (the MCAP file is the authority): {}", join(.0))]
+    Disagrees(Vec<BagProblem>),
+}
+
+fn join(problems: &[BagProblem]) -> String {
+    problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 /// One topic as recorded: name, ROS type ("pkg/msg/Type"), QoS (rosbag2's YAML) and the
@@ -166,6 +172,27 @@ struct Metadata {
     value: serde_yaml::Value,
 }
 
+/// One topic as metadata.yaml declares it.
+#[derive(Debug, Clone, PartialEq)]
+struct DeclaredTopic {
+    name: String,
+    type_name: String,
+    serialization_format: String,
+    offered_qos_yaml: String,
+    messages: u64,
+}
+
+/// What metadata.yaml declares about the messages: checked against the MCAP file, never trusted.
+#[derive(Debug, Clone, PartialEq)]
+struct Declared {
+    start_ns: u64,
+    duration_ns: u64,
+    messages: u64,
+    topics: Vec<DeclaredTopic>,
+    /// Per-file entries (`files:`), when present: path, start, duration, message count.
+    files: Vec<(String, u64, u64, u64)>,
+}
+
 impl Metadata {
     fn load(dir: &Path) -> Result<Metadata, BagError> {
         let path = dir.join("metadata.yaml");
@@ -178,36 +205,72 @@ impl Metadata {
         &self.value["rosbag2_bagfile_information"]
     }
 
-    /// The listed topics with the message count the metadata declares for each.
-    fn topics(&self) -> Result<Vec<(TopicInfo, u64)>, BagError> {
-        let list = self.info()["topics_with_message_count"]
+    fn field_err(&self, field: &str, reason: &str) -> BagError {
+        io_err(&self.path, format!("{field}: {reason}"))
+    }
+
+    /// A required unsigned integer field (`a.b.c` path), named in the error when missing or not a count.
+    fn count(&self, value: &serde_yaml::Value, field: &str) -> Result<u64, BagError> {
+        let mut v = value;
+        for key in field.split('.') {
+            v = &v[key];
+        }
+        match v {
+            serde_yaml::Value::Null => Err(self.field_err(field, "missing")),
+            other => other.as_u64().ok_or_else(|| self.field_err(field, &format!("{other:?} is not a count"))),
+        }
+    }
+
+    fn string(&self, value: &serde_yaml::Value, field: &str) -> Result<String, BagError> {
+        value[field].as_str().map(String::from).ok_or_else(|| self.field_err(field, "missing or not a string"))
+    }
+
+    /// Everything metadata.yaml says about the messages; a missing or malformed field is an error.
+    fn declared(&self) -> Result<Declared, BagError> {
+        let info = self.info();
+        let list = info["topics_with_message_count"]
             .as_sequence()
-            .ok_or_else(|| io_err(&self.path, "no topics_with_message_count"))?;
-        let mut out = Vec::new();
+            .ok_or_else(|| self.field_err("topics_with_message_count", "missing or not a list"))?;
+        let mut topics = Vec::new();
         for t in list {
             let m = &t["topic_metadata"];
-            let (Some(name), Some(type_name)) = (m["name"].as_str(), m["type"].as_str()) else {
-                return Err(io_err(&self.path, "a topic without name or type"));
-            };
+            let name = self.string(m, "name")?;
+            let type_name = self.string(m, "type").map_err(|_| self.field_err(&format!("{name}: type"), "missing"))?;
+            let serialization_format = self
+                .string(m, "serialization_format")
+                .map_err(|_| self.field_err(&format!("{name}: serialization_format"), "missing"))?;
             // rosbag2 writes the QoS either as one YAML string or as a list.
-            let qos = match &m["offered_qos_profiles"] {
+            let offered_qos_yaml = match &m["offered_qos_profiles"] {
                 serde_yaml::Value::String(s) => s.clone(),
                 serde_yaml::Value::Null => String::new(),
                 other => serde_yaml::to_string(other).unwrap_or_default(),
             };
-            let info = TopicInfo {
-                name: name.into(),
-                type_name: type_name.into(),
-                offered_qos_yaml: qos,
-                definition: String::new(),
-            };
-            out.push((info, t["message_count"].as_u64().unwrap_or(0)));
+            let messages = self.count(t, "message_count").map_err(|_| {
+                self.field_err(&format!("{name}: message_count"), "missing or not a count")
+            })?;
+            topics.push(DeclaredTopic { name, type_name, serialization_format, offered_qos_yaml, messages });
         }
-        Ok(out)
+        let mut files = Vec::new();
+        for f in info["files"].as_sequence().into_iter().flatten() {
+            let path = self.string(f, "path")?;
+            files.push((
+                path,
+                self.count(f, "starting_time.nanoseconds_since_epoch")?,
+                self.count(f, "duration.nanoseconds")?,
+                self.count(f, "message_count")?,
+            ));
+        }
+        Ok(Declared {
+            start_ns: self.count(info, "starting_time.nanoseconds_since_epoch")?,
+            duration_ns: self.count(info, "duration.nanoseconds")?,
+            messages: self.count(info, "message_count")?,
+            topics,
+            files,
+        })
     }
 
-    /// Every message of the bag's MCAP files (in metadata order), sorted by log time.
-    fn messages(&self, dir: &Path) -> Result<Vec<BagMessage>, BagError> {
+    /// The MCAP files the metadata names, in its order.
+    fn files(&self) -> Result<Vec<String>, BagError> {
         if self.info()["storage_identifier"].as_str() != Some("mcap") {
             return Err(io_err(&self.path, "only MCAP storage is supported"));
         }
@@ -218,51 +281,278 @@ impl Metadata {
         if files.is_empty() {
             return Err(io_err(&self.path, "names no files"));
         }
-        let mut out = Vec::new();
-        for f in files {
-            let path = dir.join(&f);
-            let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-            let stream = mcap::MessageStream::new(&bytes).map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
-            for m in stream {
-                let m = m.map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
-                out.push(BagMessage {
-                    topic: m.channel.topic.clone(),
-                    type_name: m.channel.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-                    log_ns: m.log_time,
-                    cdr: m.data.into_owned(),
-                });
-            }
-        }
-        out.sort_by_key(|m| m.log_ns);
-        Ok(out)
+        Ok(files)
     }
 }
 
-/// The topics listed in the bag's metadata.yaml (the definition is left empty: it is in the MCAP schema).
-pub fn read_topics(dir: &Path) -> Result<Vec<TopicInfo>, BagError> {
-    Ok(Metadata::load(dir)?.topics()?.into_iter().map(|(t, _)| t).collect())
+/// One topic as the MCAP file records it (channel + schema records): the authority.
+#[derive(Debug, Clone, PartialEq)]
+struct McapTopic {
+    type_name: String,
+    message_encoding: String,
+    /// rosbag2's `offered_qos_profiles` channel metadata (empty when absent).
+    offered_qos_yaml: String,
+    messages: u64,
 }
 
-/// Every message of the bag in `dir` (its MCAP files in metadata order), sorted by log time.
-pub fn read_bag(dir: &Path) -> Result<Vec<BagMessage>, BagError> {
-    Metadata::load(dir)?.messages(dir)
+/// What the MCAP files contain: topics from their channel and schema records, and every message.
+struct McapContents {
+    topics: BTreeMap<String, McapTopic>,
+    /// Per file: name, first and last log time, message count.
+    files: Vec<(String, Option<(u64, u64)>, u64)>,
+    messages: Vec<BagMessage>,
+    /// Problems of the MCAP file itself (a channel without a schema, one topic with two types).
+    problems: Vec<BagProblem>,
 }
 
-/// The topics and every message, reading the metadata once (what a player needs).
-pub fn read_all(dir: &Path) -> Result<(Vec<TopicInfo>, Vec<BagMessage>), BagError> {
+fn read_mcap(dir: &Path, files: &[String]) -> Result<McapContents, BagError> {
+    let mut contents = McapContents { topics: BTreeMap::new(), files: Vec::new(), messages: Vec::new(), problems: Vec::new() };
+    for f in files {
+        let path = dir.join(f);
+        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        let mcap_err = |e: mcap::McapError| BagError::Mcap(format!("{f}: {e}"));
+        // Schemas and channels from their records, so that channels without messages count too.
+        let mut schemas: BTreeMap<u16, (String, String)> = BTreeMap::new();
+        for record in mcap::read::ChunkFlattener::new(&bytes).map_err(mcap_err)? {
+            match record.map_err(mcap_err)? {
+                mcap::records::Record::Schema { header, .. } => {
+                    schemas.insert(header.id, (header.name, header.encoding));
+                }
+                mcap::records::Record::Channel(c) => {
+                    let type_name = match schemas.get(&c.schema_id) {
+                        Some((name, _)) => name.clone(),
+                        None => {
+                            contents.problems.push(BagProblem::NoSchema { topic: c.topic.clone() });
+                            String::new()
+                        }
+                    };
+                    let qos = c.metadata.get("offered_qos_profiles").cloned().unwrap_or_default();
+                    match contents.topics.get(&c.topic) {
+                        Some(known) if known.type_name != type_name => {
+                            contents.problems.push(BagProblem::TwoTypes {
+                                topic: c.topic.clone(),
+                                first: known.type_name.clone(),
+                                second: type_name,
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            contents.topics.insert(
+                                c.topic.clone(),
+                                McapTopic {
+                                    type_name,
+                                    message_encoding: c.message_encoding.clone(),
+                                    offered_qos_yaml: qos,
+                                    messages: 0,
+                                },
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The messages, with mcap's own checks (every message on a declared channel).
+        let mut span: Option<(u64, u64)> = None;
+        let mut count = 0u64;
+        for m in mcap::MessageStream::new(&bytes).map_err(mcap_err)? {
+            let m = m.map_err(mcap_err)?;
+            let topic = &m.channel.topic;
+            if let Some(t) = contents.topics.get_mut(topic) {
+                t.messages += 1;
+            }
+            span = Some(span.map_or((m.log_time, m.log_time), |(a, b)| (a.min(m.log_time), b.max(m.log_time))));
+            count += 1;
+            contents.messages.push(BagMessage {
+                topic: topic.clone(),
+                // The schema of the message's own channel, never the metadata's word.
+                type_name: m.channel.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                log_ns: m.log_time,
+                cdr: m.data.into_owned(),
+            });
+        }
+        contents.files.push((f.clone(), span, count));
+    }
+    contents.messages.sort_by_key(|m| m.log_ns);
+    Ok(contents)
+}
+
+/// A way in which metadata.yaml disagrees with the MCAP file, or the MCAP file is unusable as a
+/// ROS bag. Any of them makes `bag-info` exit 1 and the player refuse the bag.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BagProblem {
+    #[error("{topic}: metadata.yaml says type {metadata}, the MCAP schema says {mcap}")]
+    TopicType { topic: String, metadata: String, mcap: String },
+    #[error("{topic}: metadata.yaml says serialization_format {metadata}, the MCAP channel's message encoding is {mcap}")]
+    SerializationFormat { topic: String, metadata: String, mcap: String },
+    #[error("{topic}: metadata.yaml says {metadata} messages, the MCAP file has {mcap}")]
+    TopicCount { topic: String, metadata: u64, mcap: u64 },
+    #[error("metadata.yaml says message_count {metadata}, the MCAP file has {mcap} messages")]
+    TotalCount { metadata: u64, mcap: u64 },
+    #[error("metadata.yaml says starting_time {metadata} ns, the first message in the MCAP file is at {mcap} ns")]
+    StartTime { metadata: u64, mcap: u64 },
+    #[error("metadata.yaml says duration {metadata} ns, the messages in the MCAP file span {mcap} ns")]
+    Duration { metadata: u64, mcap: u64 },
+    #[error("{topic}: listed in metadata.yaml, but the MCAP file has no channel for it")]
+    NotInMcap { topic: String },
+    #[error("{topic}: the MCAP file has this topic ({messages} messages), metadata.yaml does not list it")]
+    NotInMetadata { topic: String, messages: u64 },
+    #[error("{topic}: listed more than once in metadata.yaml")]
+    ListedTwice { topic: String },
+    #[error("{file}: metadata.yaml's files entry says {what} {metadata}, the file has {mcap}")]
+    FileEntry { file: String, what: &'static str, metadata: u64, mcap: u64 },
+    #[error("{topic}: the MCAP channel has no schema, so its message type is unknown")]
+    NoSchema { topic: String },
+    #[error("{topic}: the MCAP file has channels of two types for it, {first} and {second}")]
+    TwoTypes { topic: String, first: String, second: String },
+}
+
+/// Every disagreement between what metadata.yaml declares and what the MCAP file holds.
+fn compare(declared: &Declared, mcap: &McapContents) -> Vec<BagProblem> {
+    let mut problems = mcap.problems.clone();
+    let mut seen: Vec<&str> = Vec::new();
+    for d in &declared.topics {
+        if seen.contains(&d.name.as_str()) {
+            problems.push(BagProblem::ListedTwice { topic: d.name.clone() });
+            continue;
+        }
+        seen.push(&d.name);
+        let Some(m) = mcap.topics.get(&d.name) else {
+            problems.push(BagProblem::NotInMcap { topic: d.name.clone() });
+            continue;
+        };
+        if d.type_name != m.type_name {
+            problems.push(BagProblem::TopicType {
+                topic: d.name.clone(),
+                metadata: d.type_name.clone(),
+                mcap: m.type_name.clone(),
+            });
+        }
+        if d.serialization_format != m.message_encoding {
+            problems.push(BagProblem::SerializationFormat {
+                topic: d.name.clone(),
+                metadata: d.serialization_format.clone(),
+                mcap: m.message_encoding.clone(),
+            });
+        }
+        if d.messages != m.messages {
+            problems.push(BagProblem::TopicCount { topic: d.name.clone(), metadata: d.messages, mcap: m.messages });
+        }
+    }
+    for (name, m) in &mcap.topics {
+        if !seen.contains(&name.as_str()) {
+            problems.push(BagProblem::NotInMetadata { topic: name.clone(), messages: m.messages });
+        }
+    }
+    let total = mcap.messages.len() as u64;
+    if declared.messages != total {
+        problems.push(BagProblem::TotalCount { metadata: declared.messages, mcap: total });
+    }
+    // An empty bag has no first message to compare times with (rosbag2 writes arbitrary ones).
+    if let (Some(first), Some(last)) = (mcap.messages.first(), mcap.messages.last()) {
+        if declared.start_ns != first.log_ns {
+            problems.push(BagProblem::StartTime { metadata: declared.start_ns, mcap: first.log_ns });
+        }
+        if declared.duration_ns != last.log_ns - first.log_ns {
+            problems.push(BagProblem::Duration { metadata: declared.duration_ns, mcap: last.log_ns - first.log_ns });
+        }
+    }
+    for (path, start, duration, count) in &declared.files {
+        let Some((_, span, n)) = mcap.files.iter().find(|(f, _, _)| f == path) else {
+            continue; // relative_file_paths names the files that are read; an extra entry has no messages to compare
+        };
+        let entry = |what, metadata, mcap| BagProblem::FileEntry { file: path.clone(), what, metadata, mcap };
+        if count != n {
+            problems.push(entry("message_count", *count, *n));
+        }
+        if let Some((a, b)) = span {
+            if start != a {
+                problems.push(entry("starting_time", *start, *a));
+            }
+            if *duration != b - a {
+                problems.push(entry("duration", *duration, b - a));
+            }
+        }
+    }
+    problems
+}
+
+/// A bag read and checked: topics as the MCAP file records them, every message, and the
+/// disagreements with metadata.yaml.
+struct CheckedBag {
+    declared: Declared,
+    mcap: McapContents,
+    problems: Vec<BagProblem>,
+}
+
+fn read_checked(dir: &Path) -> Result<CheckedBag, BagError> {
     let meta = Metadata::load(dir)?;
-    Ok((meta.topics()?.into_iter().map(|(t, _)| t).collect(), meta.messages(dir)?))
+    let declared = meta.declared()?;
+    let mcap = read_mcap(dir, &meta.files()?)?;
+    let problems = compare(&declared, &mcap);
+    Ok(CheckedBag { declared, mcap, problems })
 }
 
-/// One topic of [`info`].
+/// The bag's topics as its MCAP file records them (name, type from the schema, offered QoS from
+/// the channel, else from metadata.yaml), and every message sorted by log time. Refuses a bag
+/// whose metadata.yaml disagrees with the MCAP file in any way ([`BagError::Disagrees`]).
+pub fn read_all(dir: &Path) -> Result<(Vec<TopicInfo>, Vec<BagMessage>), BagError> {
+    let bag = read_checked(dir)?;
+    if !bag.problems.is_empty() {
+        return Err(BagError::Disagrees(bag.problems));
+    }
+    let topics = bag
+        .mcap
+        .topics
+        .iter()
+        .map(|(name, t)| {
+            let declared_qos =
+                bag.declared.topics.iter().find(|d| &d.name == name).map(|d| d.offered_qos_yaml.clone());
+            TopicInfo {
+                name: name.clone(),
+                type_name: t.type_name.clone(),
+                offered_qos_yaml: if t.offered_qos_yaml.is_empty() {
+                    declared_qos.unwrap_or_default()
+                } else {
+                    t.offered_qos_yaml.clone()
+                },
+                definition: String::new(),
+            }
+        })
+        .collect();
+    Ok((topics, bag.mcap.messages))
+}
+
+/// Every message of a sound bag, sorted by log time (see [`read_all`]).
+pub fn read_bag(dir: &Path) -> Result<Vec<BagMessage>, BagError> {
+    Ok(read_all(dir)?.1)
+}
+
+/// The header stamp [ns] of a serialised message whose first field is a `std_msgs/Header` (CDR
+/// with its 4-byte encapsulation header: `sec` int32 at offset 4, `nanosec` uint32 at offset 8).
+/// None for a message too short or in an encapsulation other than plain CDR.
+pub fn cdr_header_stamp_ns(cdr: &[u8]) -> Option<i64> {
+    let word = |at: usize| -> Option<[u8; 4]> { cdr.get(at..at + 4)?.try_into().ok() };
+    let (sec, nanosec) = match cdr.get(0..2)? {
+        [0, 1] => (i32::from_le_bytes(word(4)?), u32::from_le_bytes(word(8)?)),
+        [0, 0] => (i32::from_be_bytes(word(4)?), u32::from_be_bytes(word(8)?)),
+        _ => return None,
+    };
+    Some(i64::from(sec) * 1_000_000_000 + i64::from(nanosec))
+}
+
+/// One topic of [`info`], as the MCAP file records it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TopicSummary {
     pub name: String,
+    /// The MCAP schema's type (the authority).
     pub type_name: String,
     /// Messages found in the MCAP file(s).
     pub messages: u64,
-    /// Messages the metadata says there are.
-    pub metadata_messages: u64,
+    /// Messages the metadata says there are (None: metadata.yaml does not list the topic).
+    pub metadata_messages: Option<u64>,
+    /// The type metadata.yaml names (None: not listed).
+    pub metadata_type_name: Option<String>,
     pub offered_qos: String,
 }
 
@@ -274,37 +564,34 @@ pub struct BagSummary {
     pub end_ns: u64,
     pub duration_s: f64,
     pub topics: Vec<TopicSummary>,
-    /// Disagreements between the metadata and the messages (empty for a sound bag).
+    /// Disagreements between the metadata and the MCAP file (empty for a sound bag).
     pub problems: Vec<String>,
 }
 
 /// Reads the whole bag and checks it against its metadata.
 pub fn info(dir: &Path) -> Result<BagSummary, BagError> {
-    let meta = Metadata::load(dir)?;
-    let topics = meta.topics()?;
-    let messages = meta.messages(dir)?;
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for m in &messages {
-        *counts.entry(m.topic.as_str()).or_default() += 1;
-    }
-    let mut problems = Vec::new();
-    let mut out = Vec::new();
-    for (t, declared) in topics {
-        let found = counts.remove(t.name.as_str()).unwrap_or(0);
-        if found != declared {
-            problems.push(format!("{}: metadata says {declared} messages, the file has {found}", t.name));
-        }
-        out.push(TopicSummary {
-            name: t.name,
-            type_name: t.type_name,
-            messages: found,
-            metadata_messages: declared,
-            offered_qos: t.offered_qos_yaml,
-        });
-    }
-    for (topic, n) in counts {
-        problems.push(format!("{topic}: {n} messages on a topic the metadata does not list"));
-    }
+    let bag = read_checked(dir)?;
+    let topics = bag
+        .mcap
+        .topics
+        .iter()
+        .map(|(name, t)| {
+            let declared = bag.declared.topics.iter().find(|d| &d.name == name);
+            TopicSummary {
+                name: name.clone(),
+                type_name: t.type_name.clone(),
+                messages: t.messages,
+                metadata_messages: declared.map(|d| d.messages),
+                metadata_type_name: declared.map(|d| d.type_name.clone()),
+                offered_qos: if t.offered_qos_yaml.is_empty() {
+                    declared.map(|d| d.offered_qos_yaml.clone()).unwrap_or_default()
+                } else {
+                    t.offered_qos_yaml.clone()
+                },
+            }
+        })
+        .collect();
+    let messages = &bag.mcap.messages;
     let start_ns = messages.first().map_or(0, |m| m.log_ns);
     let end_ns = messages.last().map_or(0, |m| m.log_ns);
     Ok(BagSummary {
@@ -312,8 +599,8 @@ pub fn info(dir: &Path) -> Result<BagSummary, BagError> {
         start_ns,
         end_ns,
         duration_s: (end_ns - start_ns) as f64 * 1e-9,
-        topics: out,
-        problems,
+        topics,
+        problems: bag.problems.iter().map(|p| p.to_string()).collect(),
     })
 }
 
@@ -369,10 +656,89 @@ mod tests {
         let meta = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
         std::fs::write(dir.join("metadata.yaml"), meta.replacen("message_count: 2", "message_count: 5", 1)).unwrap();
         let problems = super::info(&dir).unwrap().problems;
-        assert_eq!(problems, ["/a: metadata says 5 messages, the file has 2"]);
+        assert_eq!(problems, ["/a: metadata.yaml says 5 messages, the MCAP file has 2"]);
+        assert!(matches!(read_all(&dir), Err(BagError::Disagrees(p)) if p.len() == 1));
         std::fs::write(dir.join("metadata.yaml"), meta).unwrap();
-        let topics = read_topics(&dir).unwrap();
+        let (topics, _) = read_all(&dir).unwrap();
         assert_eq!(topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["/a", "/b"]);
         assert_eq!(topics[0].offered_qos_yaml, "- history: 1\n  depth: 10\n");
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    /// A bag of two topics (3 messages of /a at 1, 2, 4 us; 1 of /b at 3 us) for the metadata checks.
+    fn two_topic_bag(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nn_bag_{}_{name}", std::process::id())).join("b");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = BagWriter::create(&dir).unwrap();
+        let info = |name: &str, type_name: &str| TopicInfo {
+            name: name.into(),
+            type_name: type_name.into(),
+            offered_qos_yaml: String::new(),
+            definition: "string data\n".into(),
+        };
+        w.add_topic(info("/a", "std_msgs/msg/String")).unwrap();
+        w.add_topic(info("/b", "std_msgs/msg/Empty")).unwrap();
+        for (t, ns) in [("/a", 1_000), ("/a", 2_000), ("/b", 3_000), ("/a", 4_000)] {
+            w.write(t, ns, &[0, 1, 0, 0]).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn header_stamps_are_read_from_cdr_in_either_byte_order() {
+        let mut le = vec![0, 1, 0, 0];
+        le.extend(1_795_267_668i32.to_le_bytes());
+        le.extend(25_587_764u32.to_le_bytes());
+        assert_eq!(cdr_header_stamp_ns(&le), Some(1_795_267_668_025_587_764));
+        let mut be = vec![0, 0, 0, 0];
+        be.extend((-2i32).to_be_bytes());
+        be.extend(5u32.to_be_bytes());
+        assert_eq!(cdr_header_stamp_ns(&be), Some(-1_999_999_995));
+        assert_eq!(cdr_header_stamp_ns(&le[..10]), None, "too short");
+        assert_eq!(cdr_header_stamp_ns(&[0, 2, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]), None, "PL_CDR is not plain CDR");
+    }
+
+    /// Each way metadata.yaml can disagree with the MCAP file is named, and the player's reader refuses it.
+    #[test]
+    fn every_metadata_disagreement_is_named_and_refused() {
+        let dir = two_topic_bag("disagree");
+        let good = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
+        assert!(info(&dir).unwrap().problems.is_empty());
+        let cases: [(&str, &str, &str); 9] = [
+            ("type: std_msgs/msg/String", "type: std_msgs/msg/Int32", "/a: metadata.yaml says type std_msgs/msg/Int32, the MCAP schema says std_msgs/msg/String"),
+            ("serialization_format: cdr", "serialization_format: json", "/a: metadata.yaml says serialization_format json, the MCAP channel's message encoding is cdr"),
+            ("      message_count: 3\n", "      message_count: 7\n", "/a: metadata.yaml says 7 messages, the MCAP file has 3"),
+            ("  message_count: 4\n  topics", "  message_count: 9\n  topics", "metadata.yaml says message_count 9, the MCAP file has 4 messages"),
+            ("  starting_time:\n    nanoseconds_since_epoch: 1000\n  message_count", "  starting_time:\n    nanoseconds_since_epoch: 500\n  message_count", "metadata.yaml says starting_time 500 ns, the first message in the MCAP file is at 1000 ns"),
+            ("  duration:\n    nanoseconds: 3000\n  starting", "  duration:\n    nanoseconds: 9000\n  starting", "metadata.yaml says duration 9000 ns, the messages in the MCAP file span 3000 ns"),
+            ("name: /b", "name: /c", "/c: listed in metadata.yaml, but the MCAP file has no channel for it"),
+            ("name: /b", "name: /a", "/a: listed more than once in metadata.yaml"),
+            ("      message_count: 4\n  custom", "      message_count: 5\n  custom", "b_0.mcap: metadata.yaml's files entry says message_count 5, the file has 4"),
+        ];
+        for (from, to, expected) in cases {
+            assert!(good.contains(from), "{from:?} not in\n{good}");
+            std::fs::write(dir.join("metadata.yaml"), good.replacen(from, to, 1)).unwrap();
+            let problems = info(&dir).unwrap().problems;
+            assert!(problems.iter().any(|p| p == expected), "{expected}: got {problems:?}");
+            match read_all(&dir) {
+                Err(e @ BagError::Disagrees(_)) => assert!(e.to_string().contains(expected), "{e}"),
+                other => panic!("{expected}: the player's reader accepted the bag: {:?}", other.map(|r| r.0)),
+            }
+        }
+        // A topic of the MCAP file that metadata.yaml leaves out.
+        let without_b = good.replacen("name: /b", "name: /c", 1);
+        std::fs::write(dir.join("metadata.yaml"), without_b).unwrap();
+        let problems = info(&dir).unwrap().problems;
+        assert!(problems.contains(&"/b: the MCAP file has this topic (1 messages), metadata.yaml does not list it".to_string()), "{problems:?}");
+        // A missing count is an error naming the field, not a zero.
+        std::fs::write(dir.join("metadata.yaml"), good.replacen("  message_count: 4\n  topics", "  topics", 1)).unwrap();
+        let e = info(&dir).unwrap_err().to_string();
+        assert!(e.contains("message_count: missing"), "{e}");
+        // The types the player publishes come from the MCAP schema.
+        std::fs::write(dir.join("metadata.yaml"), &good).unwrap();
+        let (topics, messages) = read_all(&dir).unwrap();
+        assert_eq!(topics.iter().map(|t| t.type_name.as_str()).collect::<Vec<_>>(), ["std_msgs/msg/String", "std_msgs/msg/Empty"]);
+        assert_eq!(messages.iter().map(|m| m.type_name.as_str()).collect::<Vec<_>>()[2], "std_msgs/msg/Empty");
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }
 }

@@ -3,8 +3,10 @@
 //! The file format lives in [`crate::bag`]; this is the ROS side.
 
 use crate::bag::{self, BagError, BagMessage, BagWriter, TopicInfo};
-use crate::interfaces::{Endpoint, QosKind, CLOCK};
-use crate::ros::nodes::lock;
+use crate::interfaces::{Endpoint, QosKind, CLASSIFICATION, CLOCK, MARKERS, REGISTRATION, TARGET};
+use crate::ros::convert;
+use crate::ros::msg;
+use crate::ros::nodes::{lock, subscription};
 use crate::ros::runtime::{NodeContext, NodeError, RosContext};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -20,6 +22,9 @@ pub fn qualified(name: &str) -> String {
         format!("/{name}")
     }
 }
+
+/// The recorder of needle_nav/target, as a consumer a lockstep player waits for.
+const RECORDER_OF_TARGETS: &str = "bag recorder of needle_nav/target";
 
 /// Records topics into a new bag; [`Recorder::finish`] closes it.
 pub struct Recorder {
@@ -55,8 +60,18 @@ impl Recorder {
                 .subscribe_raw(ep.name, ep.type_name, super::qos::profile(ep.qos))
                 .ros(format!("cannot record {}", ep.name))?;
             let (slot, errors, cx2) = (writer_slot.clone(), errors.clone(), cx.clone());
+            // A lockstep player in this process also waits until the answer to each sample is recorded.
+            let targets = ep.name == TARGET.name;
+            if targets {
+                super::replay::register(RECORDER_OF_TARGETS);
+            }
             cx.spawn(async move {
                 while let Some(cdr) = stream.next().await {
+                    if targets {
+                        if let Ok(t) = <msg::NeedleTarget as r2r::WrappedTypesupport>::from_serialized_bytes(&cdr) {
+                            super::replay::note_taken(RECORDER_OF_TARGETS, convert::time_to_ns(&t.source_stamp));
+                        }
+                    }
                     let now = cx2.now_ns().max(0) as u64;
                     let mut w = lock(&slot);
                     if let Some(w) = w.as_mut() {
@@ -99,6 +114,32 @@ pub struct PlayOptions {
     pub topics: Vec<String>,
     /// Wait this long before the first message, so that subscribers can connect.
     pub start_delay: Duration,
+    /// Lockstep: after each tracker sample, wait (at most this long) until `needle_target` has
+    /// answered it; None: play on the recorded schedule only.
+    pub lockstep: Option<Duration>,
+}
+
+/// How long a lockstep player waits for `needle_target`'s answer to one tracker sample.
+/// (A hang guard: the first answer also waits for needle_target to load its planning case.)
+pub const LOCKSTEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a classification or registration message, the next tracker sample waits this long, so
+/// that the message reaches every node before the sample it came before in the live run.
+pub const LOCKSTEP_SETTLE: Duration = Duration::from_millis(50);
+
+/// What a playback did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlayOutcome {
+    pub published: u64,
+    /// Why a lockstep playback stopped before its end (a sample not answered in time, or no
+    /// needle_target at all): it did not deliver every sample.
+    pub failed: Option<String>,
+}
+
+impl PlayOutcome {
+    /// Why this playback cannot be trusted to have delivered every sample (None: it can).
+    pub fn problem(&self) -> Option<String> {
+        self.failed.clone()
+    }
 }
 
 /// Plans a playback: the messages to publish, each with its offset from the start [ns] at the
@@ -112,14 +153,44 @@ pub fn schedule(messages: &[BagMessage], options: &PlayOptions) -> Vec<(u64, usi
     selected.into_iter().map(|i| (((messages[i].log_ns - first) as f64 / rate) as u64, i)).collect()
 }
 
+/// Lockstep needs the tracker stream in the plan, as the type needle_target answers, with a
+/// header stamp in every sample; returns each planned message's sample stamp (None: not a sample).
+pub fn lockstep_stamps(messages: &[BagMessage], plan: &[(u64, usize)]) -> Result<Vec<Option<i64>>, String> {
+    let samples = qualified(MARKERS.name);
+    let mut stamps = Vec::with_capacity(plan.len());
+    for (n, (_, i)) in plan.iter().enumerate() {
+        let m = &messages[*i];
+        if m.topic != samples {
+            stamps.push(None);
+            continue;
+        }
+        if m.type_name != MARKERS.type_name {
+            return Err(format!("--lockstep: {samples} has type {} in the bag, needle_target answers {}", m.type_name, MARKERS.type_name));
+        }
+        let stamp = bag::cdr_header_stamp_ns(&m.cdr)
+            .ok_or_else(|| format!("--lockstep: message {n} on {samples} has no readable header stamp"))?;
+        stamps.push(Some(stamp));
+    }
+    if stamps.iter().all(Option::is_none) {
+        return Err(format!("--lockstep: nothing to play on {samples}, the tracker stream needle_target answers"));
+    }
+    Ok(stamps)
+}
+
 /// Publishes the bag's messages with their recorded spacing (scaled by the rate), then calls
-/// `done`. Topics keep the QoS they were recorded with (latched stays latched).
+/// `done`. Topics keep the QoS they were recorded with (latched stays latched), and each with the
+/// type of its MCAP schema: a bag whose metadata.yaml disagrees with its MCAP file is refused.
+///
+/// With `lockstep`, no tracker sample is published before `needle_target` has answered the
+/// previous one (a `NeedleTarget` whose `source_stamp` is the sample's header stamp), and none
+/// earlier than `LOCKSTEP_SETTLE` after a classification or registration message; `/clock`
+/// advances only with the published messages, so no node sees a sample as stale.
 pub fn start_player(
     node: &mut r2r::Node,
     cx: &NodeContext,
     dir: &Path,
     options: PlayOptions,
-    done: impl FnOnce(u64) + Send + 'static,
+    done: impl FnOnce(PlayOutcome) + Send + 'static,
 ) -> Result<(), NodeError> {
     let bag_err = |e: BagError| NodeError::Runtime(format!("bag {}: {e}", dir.display()));
     let (topics, messages) = bag::read_all(dir).map_err(bag_err)?;
@@ -152,13 +223,33 @@ pub fn start_player(
         None
     };
     let plan = schedule(&messages, &options);
+    let lockstep = match options.lockstep {
+        None => None,
+        Some(timeout) => {
+            let stamps = lockstep_stamps(&messages, &plan).map_err(NodeError::Runtime)?;
+            let answers = subscription::<msg::NeedleTarget>(node, TARGET)?;
+            // Messages between the nodes: the player holds the next sample until they have spread.
+            let last_inter_node: Arc<Mutex<Option<tokio::time::Instant>>> = Arc::new(Mutex::new(None));
+            let classifications = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
+            let registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
+            let heard = last_inter_node.clone();
+            cx.spawn(async move {
+                let mut both = futures::stream::select(classifications.map(|_| ()), registrations.map(|_| ()));
+                while both.next().await.is_some() {
+                    *lock(&heard) = Some(tokio::time::Instant::now());
+                }
+            });
+            Some((timeout, stamps, answers, last_inter_node))
+        }
+    };
     tracing::info!(
-        "playing {} of {} messages from {} at {}x{}",
+        "playing {} of {} messages from {} at {}x{}{}",
         plan.len(),
         messages.len(),
         dir.display(),
         options.rate,
-        if options.clock { " with /clock" } else { "" }
+        if options.clock { " with /clock" } else { "" },
+        if lockstep.is_some() { " in lockstep with needle_target" } else { "" }
     );
     let publish_clock = move |ns: u64| {
         if let Some(c) = &clock {
@@ -175,21 +266,84 @@ pub fn start_player(
             publish_clock(messages[*first].log_ns);
         }
         tokio::time::sleep(options.start_delay).await;
+        let mut outcome = PlayOutcome::default();
+        let mut lockstep = lockstep;
+        if let Some((timeout, _, answers, _)) = lockstep.as_mut() {
+            // needle_target answers even without samples (STARTING): wait until it is heard.
+            if tokio::time::timeout(*timeout, answers.next()).await.ok().flatten().is_none() {
+                let why = format!(
+                    "lockstep: nothing heard from needle_target on {} within {} s; is it running?",
+                    TARGET.name,
+                    timeout.as_secs_f64()
+                );
+                tracing::error!("bag player: {why}");
+                outcome.failed = Some(why);
+                done(outcome);
+                return;
+            }
+        }
         let start = tokio::time::Instant::now();
-        let mut published = 0u64;
-        for (offset_ns, i) in &plan {
+        for (n, (offset_ns, i)) in plan.iter().enumerate() {
+            // Never earlier than the recorded spacing; in lockstep later when the nodes need longer.
             tokio::time::sleep_until(start + Duration::from_nanos(*offset_ns)).await;
             let m = &messages[*i];
+            let sample = lockstep.as_ref().and_then(|l| l.1[n]);
+            if let (Some((_, _, _, heard)), Some(_)) = (lockstep.as_ref(), sample) {
+                // Heard over ROS, or published by a node in this process (known at once).
+                let in_process = super::replay::last_shared().map(tokio::time::Instant::from_std);
+                let last = (*lock(heard)).max(in_process);
+                if let Some(t) = last {
+                    tokio::time::sleep_until(t + LOCKSTEP_SETTLE).await;
+                }
+            }
             publish_clock(m.log_ns);
             if let Some(p) = publishers.get(&m.topic) {
                 match p.publish_raw(&m.cdr) {
-                    Ok(()) => published += 1,
+                    Ok(()) => outcome.published += 1,
                     Err(e) => tracing::warn!("bag player: {}: {e}", m.topic),
                 }
             }
+            if let (Some((timeout, _, answers, _)), Some(stamp)) = (lockstep.as_mut(), sample) {
+                let wait = async {
+                    while let Some(t) = answers.next().await {
+                        if convert::time_to_ns(&t.source_stamp) == stamp {
+                            return true;
+                        }
+                    }
+                    false
+                };
+                // In-process consumers (the other nodes, a recorder) must have taken it too.
+                let everyone = async {
+                    if !wait.await {
+                        return false;
+                    }
+                    while !super::replay::behind(stamp).is_empty() {
+                        tokio::time::sleep(Duration::from_micros(500)).await;
+                    }
+                    true
+                };
+                if !tokio::time::timeout(*timeout, everyone).await.unwrap_or(false) {
+                    // The replay is no longer lossless: stop rather than go on with a gap.
+                    let behind = super::replay::behind(stamp);
+                    let why = format!(
+                        "lockstep: the tracker sample stamped {stamp} ns (message {n} of {}) was not answered by \
+                         needle_target{} within {} s; playback stopped",
+                        plan.len(),
+                        if behind.is_empty() { String::new() } else { format!(" or taken by {}", behind.join(", ")) },
+                        timeout.as_secs_f64()
+                    );
+                    tracing::error!("bag player: {why}");
+                    outcome.failed = Some(why);
+                    break;
+                }
+            }
         }
-        tracing::info!("bag played: {published} messages");
-        done(published);
+        tracing::info!(
+            "bag played: {} messages{}",
+            outcome.published,
+            if lockstep.is_some() && outcome.failed.is_none() { ", each tracker sample answered" } else { "" }
+        );
+        done(outcome);
     });
     Ok(())
 }
@@ -205,7 +359,7 @@ mod tests {
     #[test]
     fn playback_keeps_the_recorded_spacing_scaled_by_the_rate_and_filters_topics() {
         let m = [msg("/a", 10_000), msg("/b", 11_000), msg("/a", 14_000)];
-        let all = PlayOptions { rate: 2.0, clock: false, topics: vec![], start_delay: Duration::ZERO };
+        let all = PlayOptions { rate: 2.0, clock: false, topics: vec![], start_delay: Duration::ZERO, lockstep: None };
         assert_eq!(schedule(&m, &all), [(0, 0), (500, 1), (2_000, 2)]);
         let only_a = PlayOptions { rate: 1.0, topics: vec!["/a".into()], ..all.clone() };
         assert_eq!(schedule(&m, &only_a), [(0, 0), (4_000, 2)]);

@@ -6,6 +6,7 @@ pub mod monitor;
 pub mod nodes;
 pub mod params;
 pub mod qos;
+pub mod replay;
 pub mod runtime;
 pub mod viz;
 

@@ -91,6 +91,8 @@ pub struct RunOptions {
     pub play_clock: bool,
     /// Play only these topics (fully qualified); empty: all.
     pub play_topics: Vec<String>,
+    /// Publish each tracker sample only after needle_target answered the previous one (lossless replay).
+    pub play_lockstep: bool,
     pub linger: Duration,
     /// Write summary.txt, report.md and plan.png into this folder at the end (with --summary).
     pub report: Option<std::path::PathBuf>,
@@ -108,6 +110,7 @@ impl Default for RunOptions {
             play_rate: 1.0,
             play_clock: false,
             play_topics: Vec::new(),
+            play_lockstep: false,
             linger: Duration::from_secs(2),
             report: None,
         }
@@ -160,6 +163,7 @@ impl RunOptions {
                     opts.play_rate = r;
                 }
                 "--clock" => opts.play_clock = true,
+                "--lockstep" => opts.play_lockstep = true,
                 "--topics" => {
                     let v = it.next().ok_or("--topics needs a comma-separated list of topics")?;
                     opts.play_topics = v.split(',').filter(|t| !t.is_empty()).map(super::bag_io::qualified).collect();
@@ -186,12 +190,14 @@ pub use crate::logging::init_tracing;
 fn usage(program: &str) -> String {
     format!(
         "usage: {program} [--run-for SECONDS] [--summary [--report DIR]] [--only NODE,NODE|none]\n\
-         \x20      [--record NEW_BAG_DIR [--record-topics T,T]] [--play BAG_DIR [--rate R] [--clock] [--topics T,T] [--linger SECONDS]]\n\
+         \x20      [--record NEW_BAG_DIR [--record-topics T,T]] [--play BAG_DIR [--rate R] [--clock] [--lockstep] [--topics T,T] [--linger SECONDS]]\n\
          \x20      [--ros-args --params-file FILE -p key:=value ...]\n\
          Parameters default to config/<node>.yaml ($NEEDLE_NAV_CONFIG_DIR or the installed share/needle_nav/config).\n\
          --record writes a rosbag2 (MCAP) bag of every topic the nodes publish; --play publishes a bag's\n\
          messages with their recorded spacing (/clock with --clock: run the nodes with -p use_sim_time:=true)\n\
-         and stops the process --linger seconds (default 2) after its last message."
+         and stops the process --linger seconds (default 2) after its last message. --lockstep publishes each\n\
+         tracker sample only after needle_target answered the previous one (lossless replay under load; exit 1\n\
+         when an answer does not come within 30 s)."
     )
 }
 
@@ -326,6 +332,8 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     let mut monitor = None;
     let mut recorder = None;
     let mut nodes_to_spin = Vec::new();
+    // A replay that could not deliver every sample ends the process with an error.
+    let play_failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     // Every node of the process: its ROS clock follows /clock when use_sim_time:=true.
     let make_node = |name: &str| -> Result<(r2r::Node, NodeContext), NodeError> {
         let mut node = r2r::Node::create(ctx.clone(), name, "").ros(format!("cannot create node {name}"))?;
@@ -359,9 +367,11 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
                 clock: opts.play_clock,
                 topics: opts.play_topics.clone(),
                 start_delay: Duration::from_secs(1),
+                lockstep: opts.play_lockstep.then_some(super::bag_io::LOCKSTEP_TIMEOUT),
             };
-            let (stop_tx, linger) = (stop_tx.clone(), opts.linger);
-            super::bag_io::start_player(&mut node, &cx, dir, play, move |_| {
+            let (stop_tx, linger, failure) = (stop_tx.clone(), opts.linger, play_failure.clone());
+            super::bag_io::start_player(&mut node, &cx, dir, play, move |outcome| {
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = outcome.problem();
                 tokio::spawn(async move {
                     tokio::time::sleep(linger).await;
                     tracing::info!("bag finished: shutting down");
@@ -439,7 +449,11 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         tracing::warn!("a vessel segmentation still running was abandoned");
     }
     tracing::info!("stopped cleanly");
-    Ok(())
+    let play_failure = play_failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match play_failure {
+        Some(problem) => Err(NodeError::Runtime(problem)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -461,11 +475,13 @@ mod tests {
             "--rate",
             "4",
             "--clock",
+            "--lockstep",
             "--topics",
             "needle_nav/markers,/tf",
         ]))
         .unwrap();
         assert_eq!((o.play.as_deref(), o.play_rate, o.play_clock), (Some(std::path::Path::new("b")), 4.0, true));
+        assert!(o.play_lockstep && !RunOptions::default().play_lockstep);
         assert_eq!(o.play_topics, ["/needle_nav/markers", "/tf"]);
         assert!(RunOptions::parse(&args(&["x", "--rate", "0"])).is_err());
         assert!(RunOptions::parse(&args(&["x", "--record"])).is_err());

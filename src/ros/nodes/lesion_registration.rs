@@ -41,6 +41,8 @@ struct State {
 
 /// What one registration update works on, taken when its sample arrived.
 struct UpdateInputs {
+    /// Header stamp of the sample that started this update (none from the timer).
+    sample: Option<i64>,
     now_ns: i64,
     window: Vec<TrackerSample>,
     registration_ids: Vec<u32>,
@@ -52,6 +54,7 @@ struct UpdateInputs {
 impl State {
     fn inputs(&self, now_ns: i64) -> UpdateInputs {
         UpdateInputs {
+            sample: None,
             now_ns,
             window: self.window.iter().cloned().collect(),
             registration_ids: self.registration_ids.clone(),
@@ -59,6 +62,12 @@ impl State {
             frame_id: self.frame_id.clone(),
             plan_entry_ct: self.plan_entry_ct,
         }
+    }
+}
+
+impl UpdateInputs {
+    fn with_sample(self, header_stamp: i64) -> UpdateInputs {
+        UpdateInputs { sample: Some(header_stamp), ..self }
     }
 }
 
@@ -139,6 +148,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             if let Err(e) = registration_pub.publish(&m) {
                 tracing::warn!(node = NAME, "publish failed: {e}");
             }
+            crate::ros::replay::note_shared();
         }
     };
     let status_msg = {
@@ -160,7 +170,10 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
             "no planning CT configured (parameter ct_case_dir is empty)".into(),
         ));
-    } else {
+    }
+    // Set once the planning case is loaded (or failed to load).
+    let (case_loaded_tx, mut case_loaded) = tokio::sync::watch::channel(false);
+    if !cfg.ct_case_dir.trim().is_empty() {
         // Loading and marker detection take a moment: off the node's tasks.
         let (state, dir, threshold) = (state.clone(), cfg.ct_case_dir.clone(), cfg.marker_threshold_hu);
         cx.spawn(async move {
@@ -181,6 +194,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 Err(e) => tracing::error!(node = NAME, "planning case: {e}"),
             }
             lock(&state).case = Some(loaded);
+            let _ = case_loaded_tx.send(true);
         });
     }
     {
@@ -198,10 +212,17 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let (state, window_ns) = (state.clone(), (cfg.window_s * 1e9) as i64);
         let period_ns = (cfg.update_period_s * 1e9) as i64;
         let (mut gate, cx2) = (SampleGate::new(NAME, cfg.sample_checks.clone()), cx.clone());
+        // A sample that starts an update counts as taken once the update is published (lockstep replay).
+        let updates_run = !cfg.ct_case_dir.trim().is_empty();
+        crate::ros::replay::register(NAME);
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
+                let header_stamp = convert::time_to_ns(&m.header.stamp);
                 // A refused sample never enters the window the registration averages.
-                let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else { continue };
+                let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else {
+                    crate::ros::replay::note_taken(NAME, header_stamp);
+                    continue;
+                };
                 let sample = checked.sample;
                 let stamp = sample.stamp_ns;
                 let mut s = lock(&state);
@@ -217,9 +238,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 }
                 s.last_sample_at = Some(std::time::Instant::now());
                 let slot = stamp.div_euclid(period_ns.max(1));
-                if s.last_update_slot != Some(slot) {
+                if s.last_update_slot != Some(slot) && updates_run {
                     s.last_update_slot = Some(slot);
-                    let _ = updates_tx.send(s.inputs(stamp));
+                    let _ = updates_tx.send(s.inputs(stamp).with_sample(header_stamp));
+                } else {
+                    s.last_update_slot = Some(slot);
+                    crate::ros::replay::note_taken(NAME, header_stamp);
                 }
             }
         });
@@ -243,7 +267,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let mut tick = tokio::time::interval(period);
         loop {
             // Updates come with the samples (tracker time); the timer only speaks while none arrive.
-            let inputs = tokio::select! {
+            let mut inputs = tokio::select! {
                 Some(inputs) = updates.recv() => inputs,
                 _ = tick.tick() => {
                     let s = lock(&state);
@@ -253,7 +277,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     s.inputs(cx2.now_ns())
                 }
             };
+            let _taken = inputs.sample.take().map(|stamp| crate::ros::replay::TakenOnDrop(NAME, stamp));
             let UpdateInputs {
+                sample: _,
                 now_ns: now,
                 window,
                 registration_ids: reg_ids,
@@ -261,9 +287,14 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 frame_id: frame,
                 plan_entry_ct: plan_entry,
             } = inputs;
+            // An update that came while the case was loading waits for it rather than being skipped,
+            // so registrations happen at the same tracker instants however long loading takes.
+            if lock(&state).case.is_none() && case_loaded.wait_for(|loaded| *loaded).await.is_err() {
+                continue;
+            }
             let case = lock(&state).case.clone();
             let case = match case {
-                None => continue, // still loading
+                None => continue, // the loader is gone
                 Some(Err(e)) => {
                     publish(status_msg(
                         now,

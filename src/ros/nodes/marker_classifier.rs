@@ -55,11 +55,13 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
     let mut classifier = WindowClassifier::new(cfg, model);
     let cx2 = cx.clone();
+    crate::ros::replay::register(NAME);
 
     cx.spawn(async move {
         // Classify once per period of tracker time, on a fixed grid (same instants live and in replay).
         let mut last_slot = None;
         while let Some(m) = samples.next().await {
+            crate::ros::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
             // A refused sample leaves the windows untouched.
             let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else { continue };
             let sample = checked.sample;
@@ -140,6 +142,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             if let Err(e) = classification_pub.publish(&out) {
                 tracing::warn!(node = NAME, "publish failed: {e}");
             }
+            crate::ros::replay::note_shared();
         }
     });
     Ok(())

@@ -341,6 +341,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     }
     let last_reason = Arc::new(Mutex::new((u8::MAX, std::time::Instant::now() - Duration::from_secs(2))));
 
+    // Samples are answered once the planning case is loaded (or failed to load): a target computer
+    // built before would be rebuilt, and its baseline restarted, when the case arrives.
+    let (case_loaded_tx, mut case_loaded) = tokio::sync::watch::channel(cfg.ct_case_dir.trim().is_empty());
     if !cfg.ct_case_dir.trim().is_empty() {
         let (state, dir) = (state.clone(), cfg.ct_case_dir.clone());
         let selection = crate::core::guidance::SelectionConfig {
@@ -369,6 +372,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 Ok(Err(e)) => tracing::error!(node = NAME, "planning case: {e}; targets are gated to end-exhale"),
                 Err(e) => tracing::error!(node = NAME, "planning case loader failed: {e}"),
             }
+            let _ = case_loaded_tx.send(true);
         });
     }
 
@@ -416,8 +420,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     {
         let (state, cfg, publish, cx2) = (state.clone(), cfg.clone(), publish.clone(), cx.clone());
         let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
+        crate::ros::replay::register(NAME);
         cx.spawn(async move {
+            let _ = case_loaded.wait_for(|loaded| *loaded).await;
             while let Some(m) = samples.next().await {
+                crate::ros::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
                 let raw = convert::sample_from_msg(&m);
                 let now = cx2.now_ns();
                 // A refused sample is answered as invalid input on its own; it leaves the breathing
