@@ -128,6 +128,8 @@ fn onnx_runtime_threads_inherit_the_workers_idle_scheduling() {
         max_input_voxels: 1 << 24,
         queue_when_busy: true,
         max_queue: 1,
+        overwrite_results: false,
+        skip_unreadable_slices: false,
         scheduling: WorkerScheduling::Idle,
     };
     let service = SegmentationService::start(limits, move || {
