@@ -12,7 +12,8 @@
 # Long runs use libFuzzer's fork mode, so that a crash is saved (fuzz/artifacts/TARGET/) and the
 # run goes on. New inputs go to fuzz/work/TARGET/ (not committed; the seeds in fuzz/corpus/ are).
 # The log of a run is fuzz/work/TARGET.log; its last status line has executions, coverage and
-# the oom/timeout/crash counts. FUZZ_NICE (default 10) is the nice level of the fuzzer.
+# the oom/timeout/crash counts. FUZZ_NICE (default 10) is the nice level of the fuzzer;
+# FUZZ_NO_BUILD=1 runs the binaries as they are (no rebuild after a source change).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$ROOT/fuzz"
@@ -40,6 +41,7 @@ SANCOV_FLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 BIN_DIR="$FUZZ/target/$HOST/release"
 
 build() {
+  if [[ -n "${FUZZ_NO_BUILD:-}" ]]; then return; fi  # run the binaries as they are built
   ensure_tools
   echo "fuzz.sh: building the fuzz targets (first build compiles every dependency with coverage instrumentation)"
   RUSTFLAGS="$SANCOV_FLAGS" CARGO_TARGET_DIR="$FUZZ/target" nice -n "$NICE" \
