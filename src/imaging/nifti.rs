@@ -102,7 +102,8 @@ pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
     let dims = [dim[1] as usize, dim[2] as usize, dim[3] as usize];
     let datatype = i16_at(70);
     let pixdim: Vec<f32> = (0..8).map(|n| f32_at(76 + 4 * n)).collect();
-    let vox_offset = f32_at(108).max(352.0) as usize;
+    let vox_offset_field = f32_at(108);
+    let vox_offset = vox_offset_field.max(352.0) as usize;
     let (slope, inter) = (f32_at(112), f32_at(116));
     let (qform_code, sform_code) = (i16_at(252), i16_at(254));
     let description = String::from_utf8_lossy(&bytes[148..228]).trim_end_matches('\0').to_string();
@@ -156,7 +157,10 @@ pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
         64 => 8,
         other => return Err(bad(format!("datatype {other} is not supported (only scalar integer and float types)"))),
     };
-    let end = vox_offset + n * width;
+    // A corrupt vox_offset (up to 3.4e38) must not wrap the end of the image data around.
+    let Some(end) = n.checked_mul(width).and_then(|size| size.checked_add(vox_offset)) else {
+        return Err(bad(format!("vox_offset {vox_offset_field} puts the image data beyond any file")));
+    };
     if bytes.len() < end {
         return Err(bad(format!(
             "truncated: {} bytes of image data for {} voxels of {width} bytes",
@@ -424,6 +428,23 @@ mod tests {
         let err = read(&path).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
         assert!(matches!(read(std::path::Path::new("/nonexistent.nii")), Err(NiftiError::Read { .. })));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_huge_vox_offset_is_an_error_not_an_overflow() {
+        // Found while writing the `nifti` fuzz target and confirmed with its binary (vox_offset 1e30
+        // panicked at `vox_offset + n * width`: overflow; in release a wrapped slice range panics).
+        let path = std::env::temp_dir().join(format!("nn_nifti_voxoffset_{}.nii", std::process::id()));
+        let g = Geometry::axial([4, 4, 4], [1.0; 3], [0.0; 3]);
+        write(&path, &g, &[0i16; 64], "x").unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        for huge in [f32::MAX, 1e30, f32::INFINITY] {
+            bytes[108..112].copy_from_slice(&huge.to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            let err = read(&path).unwrap_err();
+            assert!(matches!(&err, NiftiError::Format { reason, .. } if reason.contains("vox_offset")), "{err}");
+        }
         std::fs::remove_file(&path).unwrap();
     }
 
