@@ -12,13 +12,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(mcap) = parts.get(1) {
         write(&dir.join("bag_0.mcap"), mcap);
     }
-    // Metadata naming files outside the bag folder is not what is fuzzed here (and would let
-    // the fuzzer read /dev/zero): such inputs are skipped.
-    if let Ok(text) = std::str::from_utf8(parts[0]) {
-        if text.contains("..") || text.contains("/dev") || text.contains("/proc") || text.contains("/sys") {
-            return;
-        }
-    }
+    // Metadata naming files outside the folder (/dev/zero, ../x) is refused by the reader itself.
     let _ = bag::read_topics(&dir);
     let _ = bag::info(&dir);
 });

@@ -220,7 +220,18 @@ impl Metadata {
         }
         let mut out = Vec::new();
         for f in files {
+            // The files are inside the bag folder: metadata naming /dev/zero (read without end, memory
+            // until killed) or another folder's file is refused.
+            let relative = Path::new(&f);
+            if relative.is_absolute() || relative.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(io_err(&self.path, format!("relative_file_paths names {f}, outside the bag folder")));
+            }
             let path = dir.join(&f);
+            match std::fs::metadata(&path) {
+                Ok(m) if !m.is_file() => return Err(io_err(&path, "not a regular file")),
+                Err(e) => return Err(io_err(&path, e)),
+                Ok(_) => {}
+            }
             let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
             let stream = mcap::MessageStream::new(&bytes).map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
             for m in stream {
@@ -374,5 +385,38 @@ mod tests {
         let topics = read_topics(&dir).unwrap();
         assert_eq!(topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["/a", "/b"]);
         assert_eq!(topics[0].offered_qos_yaml, "- history: 1\n  depth: 10\n");
+    }
+
+    #[test]
+    fn metadata_naming_files_outside_the_bag_folder_is_refused() {
+        // The bag fuzz target had to skip such metadata: `relative_file_paths: [/dev/zero]` made
+        // the reader read a device without end. Here the bag's own file, named from outside.
+        let root = std::env::temp_dir().join(format!("nn_bag_outside_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut w = BagWriter::create(&root.join("session")).unwrap();
+        w.add_topic(TopicInfo {
+            name: "/a".into(),
+            type_name: "std_msgs/msg/String".into(),
+            offered_qos_yaml: String::new(),
+            definition: "string data\n".into(),
+        })
+        .unwrap();
+        w.write("/a", 1_000, &[0, 1, 0, 0, 1, 0, 0, 0, 0]).unwrap();
+        let dir = w.finish().unwrap();
+        let meta = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
+        let own = dir.join("session_0.mcap").display().to_string();
+        for (named, expected) in [
+            (own.as_str(), "outside the bag folder"),
+            ("../session/session_0.mcap", "outside the bag folder"),
+            (".", "not a regular file"),
+        ] {
+            let edited = meta.replace("- session_0.mcap", &format!("- \"{named}\""));
+            std::fs::write(dir.join("metadata.yaml"), edited).unwrap();
+            let err = read_bag(&dir).unwrap_err().to_string();
+            assert!(err.contains(expected), "{named}: {err}");
+        }
+        std::fs::write(dir.join("metadata.yaml"), meta).unwrap();
+        assert_eq!(read_bag(&dir).unwrap().len(), 1);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
