@@ -38,13 +38,15 @@ SANCOV_FLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-sanitizer-coverage-stack-depth \
 -Cdebug-assertions -Coverflow-checks -Cforce-frame-pointers=yes"
-BIN_DIR="$FUZZ/target/$HOST/release"
+# FUZZ_TARGET_DIR: another build folder (e.g. to rebuild while binaries of this one run).
+TARGET_DIR="${FUZZ_TARGET_DIR:-$FUZZ/target}"
+BIN_DIR="$TARGET_DIR/$HOST/release"
 
 build() {
   if [[ -n "${FUZZ_NO_BUILD:-}" ]]; then return; fi  # run the binaries as they are built
   ensure_tools
   echo "fuzz.sh: building the fuzz targets (first build compiles every dependency with coverage instrumentation)"
-  RUSTFLAGS="$SANCOV_FLAGS" CARGO_TARGET_DIR="$FUZZ/target" nice -n "$NICE" \
+  RUSTFLAGS="$SANCOV_FLAGS" CARGO_TARGET_DIR="$TARGET_DIR" nice -n "$NICE" \
     cargo build --release --locked --manifest-path "$FUZZ/Cargo.toml" --target "$HOST" --bins
 }
 

@@ -11,10 +11,8 @@ fuzz_target!(|data: &[u8]| {
         let Ok(section) = config::node_section(text, kind.name()) else { continue };
         let _ = check_node_config(kind.name(), section.clone(), &Vec::new());
         // The same section as `-p key:=value` overrides onto the node's defaults.
-        let overrides: Vec<(String, serde_yaml::Value)> = section
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone())))
-            .collect();
+        let overrides: Vec<(String, serde_yaml::Value)> =
+            section.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone()))).collect();
         let _ = check_node_config(kind.name(), Default::default(), &overrides);
     }
 });
