@@ -233,15 +233,32 @@ impl Metadata {
                 Ok(_) => {}
             }
             let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-            let stream = mcap::MessageStream::new(&bytes).map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
-            for m in stream {
-                let m = m.map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
-                out.push(BagMessage {
-                    topic: m.channel.topic.clone(),
-                    type_name: m.channel.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-                    log_ns: m.log_time,
-                    cdr: m.data.into_owned(),
-                });
+            // mcap 0.26 panics (overflow checks) or wraps around (release) on a chunk record longer
+            // than its chunk (found by the bag fuzz target): its panics become this file's error.
+            let read = std::panic::catch_unwind(|| -> Result<Vec<BagMessage>, BagError> {
+                let stream = mcap::MessageStream::new(&bytes).map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
+                let mut messages = Vec::new();
+                for m in stream {
+                    let m = m.map_err(|e| BagError::Mcap(format!("{f}: {e}")))?;
+                    messages.push(BagMessage {
+                        topic: m.channel.topic.clone(),
+                        type_name: m.channel.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                        log_ns: m.log_time,
+                        cdr: m.data.into_owned(),
+                    });
+                }
+                Ok(messages)
+            });
+            match read {
+                Ok(messages) => out.extend(messages?),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    return Err(BagError::Mcap(format!("{f}: corrupt (the MCAP parser failed: {what})")));
+                }
             }
         }
         out.sort_by_key(|m| m.log_ns);
@@ -385,6 +402,23 @@ mod tests {
         let topics = read_topics(&dir).unwrap();
         assert_eq!(topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["/a", "/b"]);
         assert_eq!(topics[0].offered_qos_yaml, "- history: 1\n  depth: 10\n");
+    }
+
+    #[test]
+    fn a_chunk_record_longer_than_its_chunk_is_an_error() {
+        // Found by the bag fuzz target: the seed bag (3 messages written by rosbags) with one record
+        // length inside the chunk enlarged; mcap's `compressed_remaining -= len` overflowed (a panic
+        // with overflow checks, as in the dev-profile tests; a wrap-around in release).
+        let input = include_bytes!("../../fuzz/regressions/bag/mcap_chunk_record_longer_than_chunk");
+        let separator = b"\n--NNFUZZ-FILE--\n";
+        let at = input.windows(separator.len()).position(|w| w == separator).unwrap();
+        let dir = std::env::temp_dir().join(format!("nn_bag_chunk_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("metadata.yaml"), &input[..at]).unwrap();
+        std::fs::write(dir.join("bag_0.mcap"), &input[at + separator.len()..]).unwrap();
+        let err = read_bag(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(&err, BagError::Mcap(reason) if reason.starts_with("bag_0.mcap: ")), "{err}");
     }
 
     #[test]
