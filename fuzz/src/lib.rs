@@ -46,9 +46,10 @@ pub fn write(path: &Path, bytes: &[u8]) {
 static CAUGHT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// libfuzzer-sys aborts on every panic, even one the library catches on purpose (the DICOM
-/// reader runs dicom-rs under `catch_unwind` and reports its panics as a bad file). This hook
-/// lets such panics unwind; one that escapes the target still aborts in libfuzzer-sys and is
-/// a crash. Each distinct panic location is printed once, so that third-party panics stay visible.
+/// reader runs dicom-rs, the bag reader mcap, under `catch_unwind` and report their panics as a
+/// bad file). This hook lets such panics unwind; one that escapes the target still aborts in
+/// libfuzzer-sys and is a crash. Each distinct panic location is printed once, so that
+/// third-party panics stay visible.
 pub fn let_caught_panics_unwind() {
     std::panic::set_hook(Box::new(|info| {
         let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
