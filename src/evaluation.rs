@@ -476,4 +476,95 @@ mod tests {
         assert_eq!(a.entry, b.entry);
         assert!(matches!(cold.update(t, &s), Err(InvalidReason::PredictionUnreliable(_))));
     }
+
+    /// A restarted needle_target resumes from the breathing state it saved: valid targets within a
+    /// second of tracker time after the restart (a cold start records the whole baseline first), as
+    /// accurate against the truth as before; a state for another registration, other markers,
+    /// another prediction method, too old, from the future or malformed is refused.
+    #[test]
+    fn a_restart_resumes_from_the_saved_breathing_state_and_refuses_a_mismatched_one() {
+        use crate::core::guidance::{ResumeRefused, SavedBreathingState};
+        let rate = 250.0;
+        let (mut sim, case, plan, cor_ids) = session_at_250_hz(3, 0.0);
+        let config = TargetConfig { baseline_s: 8.0, latency_s: 0.15, ..Default::default() };
+        let fresh = |plan: &RegisteredPlan, ids: &[u32], config: &TargetConfig| {
+            TargetComputer::new(case.clone(), plan.clone(), ids.to_vec(), config.clone())
+        };
+        let mut first = fresh(&plan, &cor_ids, &config);
+        let n = (20.0 * rate) as usize;
+        for i in 0..n {
+            let t = i as f64 / rate;
+            let _ = first.update(t, &sim.sample(t, (t * 1e9) as i64).0);
+        }
+        let saved_ns = ((n - 1) as f64 / rate * 1e9) as i64;
+        let saved = first.saved_state(saved_ns).expect("a baseline was recorded");
+        let saved: SavedBreathingState = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+
+        // The node was down for 2 s; it comes back with the same registration.
+        let restart = n + (2.0 * rate) as usize;
+        let t0 = restart as f64 / rate;
+        let t0_ns = (t0 * 1e9) as i64;
+        let mut resumed = fresh(&plan, &cor_ids, &config).resumed(&saved, t0_ns, 30.0).expect("same registration");
+        let mut cold = fresh(&plan, &cor_ids, &config);
+        let lag = sim.phantom().config.lesion_lag_s;
+        let (mut first_valid, mut errors, mut cold_valid) = (None, Vec::new(), 0);
+        for i in restart..restart + (6.0 * rate) as usize {
+            let t = i as f64 / rate;
+            let s = sim.sample(t, (t * 1e9) as i64).0;
+            if let Ok(target) = resumed.update(t, &s) {
+                first_valid.get_or_insert(t - t0);
+                let state = MotionState::at(|x| sim.signal().inhale(x), t + 0.15, lag);
+                errors.push((target.target - sim.ct_to_tracker * (sim.phantom().lesion_centre(&state) * 1e-3)).norm());
+            }
+            cold_valid += usize::from(cold.update(t, &s).is_ok());
+        }
+        let delay = first_valid.expect("no valid target after the restart");
+        assert!(delay <= 1.0, "first valid target {delay} s after the restart");
+        assert_eq!(cold_valid, 0, "a cold start needs its 8 s baseline");
+        assert!(rms(&errors) < 1.5e-3, "RMS {} m over {} targets", rms(&errors), errors.len());
+
+        let refused = |r: Result<TargetComputer, ResumeRefused>| r.err().expect("must be refused");
+        assert!(matches!(
+            refused(fresh(&plan, &cor_ids, &config).resumed(&saved, t0_ns, 1.0)),
+            ResumeRefused::TooOld { .. }
+        ));
+        assert!(matches!(
+            refused(fresh(&plan, &cor_ids, &config).resumed(&saved, saved_ns - 1_000_000_000, 30.0)),
+            ResumeRefused::FromTheFuture { .. }
+        ));
+        let moved = RegisteredPlan { lesion_tracker: plan.lesion_tracker + Vector3::new(1e-3, 0.0, 0.0), ..plan.clone() };
+        assert!(matches!(
+            refused(fresh(&moved, &cor_ids, &config).resumed(&saved, t0_ns, 30.0)),
+            ResumeRefused::OtherRegistration { .. }
+        ));
+        let rotated = RegisteredPlan {
+            transform: plan.transform * nalgebra::UnitQuaternion::from_euler_angles(0.0, 0.0, 0.02),
+            ..plan.clone()
+        };
+        assert!(matches!(
+            refused(fresh(&rotated, &cor_ids, &config).resumed(&saved, t0_ns, 30.0)),
+            ResumeRefused::OtherRegistration { .. }
+        ));
+        assert!(matches!(
+            refused(fresh(&plan, &cor_ids[1..], &config).resumed(&saved, t0_ns, 30.0)),
+            ResumeRefused::OtherMarkers { .. }
+        ));
+        let linear = TargetConfig { prediction: crate::core::correction::PredictionMethod::Linear, ..config.clone() };
+        assert!(matches!(
+            refused(fresh(&plan, &cor_ids, &linear).resumed(&saved, t0_ns, 30.0)),
+            ResumeRefused::OtherPrediction { .. }
+        ));
+        let mut broken = saved.clone();
+        broken.baseline.depth_m = f64::NAN;
+        assert!(matches!(
+            refused(fresh(&plan, &cor_ids, &config).resumed(&broken, t0_ns, 30.0)),
+            ResumeRefused::Malformed(_)
+        ));
+        let mut other_format = saved.clone();
+        other_format.format = 99;
+        assert!(matches!(
+            refused(fresh(&plan, &cor_ids, &config).resumed(&other_format, t0_ns, 30.0)),
+            ResumeRefused::Format { found: 99, .. }
+        ));
+    }
 }

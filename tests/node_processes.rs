@@ -161,6 +161,33 @@ fn bad_parameters_stop_the_node_with_an_error_naming_the_key() {
     let (code, log) = run_to_exit(CLASSIFIER, &["--bogus-flag"], Duration::from_secs(10));
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("--bogus-flag"), "{log}");
+
+    // Regression: rcl's parser errors became a panic with a backtrace inside r2r (exit 101), and a
+    // misspelled node section in a parameter file was silently ignored.
+    let dir = std::env::temp_dir().join(format!("nn_params_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().to_string()
+    };
+    let malformed = file("malformed.yaml", "needle_target:\n  ros__parameters:\n    robot_latency_s: [0.1,\n");
+    let misspelled = file("misspelled.yaml", "needle_targt:\n  ros__parameters:\n    robot_latency_s: 0.1\n");
+    let flat = file("flat.yaml", "needle_target:\n  robot_latency_s: 0.1\n");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--ros-args", "-p", "robot_latency_s"], "`-p robot_latency_s`: a parameter needs `name:=value`"),
+        (&["--ros-args", "--params-file", &malformed], "malformed.yaml"),
+        (&["--ros-args", "--params-file", &misspelled], "did you mean `needle_target`"),
+        (&["--ros-args", "--params-file", &flat], "neither a node section"),
+        (&["--ros-args", "--params-file", "/no/such/params.yaml"], "/no/such/params.yaml"),
+    ];
+    for (args, expect) in cases {
+        let (code, log) = run_to_exit(TARGET_NODE, args, Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{args:?} should fail with exit code 2:\n{log}");
+        assert!(log.contains(expect), "{args:?}: error does not say `{expect}`:\n{log}");
+        assert!(!log.contains("panicked") && !log.contains("RUST_BACKTRACE"), "{args:?} panicked:\n{log}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

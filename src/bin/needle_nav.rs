@@ -158,7 +158,7 @@ fn parse_triple<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
 }
 
 fn main() -> ExitCode {
-    needle_nav::logging::init_tracing();
+    let _log = needle_nav::logging::init_tracing();
     match Cli::parse().command {
         Command::Phantom { out, seed, contrast: _, plain, phases, dims, spacing, config } => {
             let mut case = match config {

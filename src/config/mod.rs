@@ -6,6 +6,7 @@
 //! hands over as [`Overrides`]. Unknown keys and bad values are errors naming the key.
 
 mod nodes;
+pub mod ros_args;
 
 pub use nodes::*;
 
@@ -22,6 +23,8 @@ pub enum ConfigError {
     BadFile { node: String, path: String, reason: String },
     #[error("{node}: parameter `{key}`: {reason}")]
     BadKey { node: String, key: String, reason: String },
+    #[error("ROS arguments: {0}")]
+    BadRosArgs(String),
 }
 
 /// A key that failed validation, before the node name is attached.

@@ -34,6 +34,10 @@ fn positive(key: &'static str, v: f64, hi: f64, unit: &str) -> Result<(), Invali
     check(v.is_finite() && v > 0.0 && v <= hi, key, || format!("{v} must be > 0 and <= {hi} {unit}"))
 }
 
+fn sample_checks(c: &crate::core::sample_validation::SampleChecks) -> Result<(), InvalidValue> {
+    c.validate().map_err(|(key, reason)| InvalidValue::new(key, reason))
+}
+
 fn non_empty(key: &'static str, v: &str) -> Result<(), InvalidValue> {
     check(!v.trim().is_empty(), key, || "must not be empty".into())
 }
@@ -243,6 +247,8 @@ pub struct MarkerClassifierConfig {
     pub min_window_fill: f64,
     pub motion_modes: MotionModeConfig,
     pub correction_region: CorrectionRegion,
+    /// What a tracker sample may contain; a sample outside it is refused on its own.
+    pub sample_checks: crate::core::sample_validation::SampleChecks,
 }
 
 impl Default for MarkerClassifierConfig {
@@ -260,6 +266,7 @@ impl Default for MarkerClassifierConfig {
             min_window_fill: 0.8,
             motion_modes: MotionModeConfig::default(),
             correction_region: CorrectionRegion::default(),
+            sample_checks: Default::default(),
         }
     }
 }
@@ -296,6 +303,7 @@ impl Validate for MarkerClassifierConfig {
                 || "must be 9 numbers forming a rotation matrix (row-major)".into(),
             )?;
         }
+        sample_checks(&self.sample_checks)?;
         let region = &self.correction_region;
         match region.kind.as_str() {
             "none" => {}
@@ -363,6 +371,8 @@ pub struct LesionRegistrationConfig {
     pub marker_threshold_hu: f64,
     pub entry_source: EntrySource,
     pub manual_entry_ct_m: Vec<f64>,
+    /// What a tracker sample may contain; a sample outside it is refused on its own.
+    pub sample_checks: crate::core::sample_validation::SampleChecks,
 }
 
 impl Default for LesionRegistrationConfig {
@@ -381,6 +391,7 @@ impl Default for LesionRegistrationConfig {
             marker_threshold_hu: 1500.0,
             entry_source: EntrySource::Preset,
             manual_entry_ct_m: Vec::new(),
+            sample_checks: Default::default(),
         }
     }
 }
@@ -412,6 +423,7 @@ impl Validate for LesionRegistrationConfig {
         in_range("window_s", self.window_s, 1.0, 120.0, "s")?;
         in_range("update_period_s", self.update_period_s, 0.1, 60.0, "s")?;
         in_range("marker_threshold_hu", self.marker_threshold_hu, 500.0, 30000.0, "HU")?;
+        sample_checks(&self.sample_checks)?;
         if self.entry_source == EntrySource::Manual {
             check(
                 self.manual_entry_ct_m.len() == 3 && self.manual_entry_ct_m.iter().all(|v| v.is_finite()),
@@ -440,6 +452,11 @@ pub struct NeedleTargetConfig {
     pub baseline_s: f64,
     /// Load the baseline from this JSON file if it exists, and save a recorded one to it; empty: record only.
     pub baseline_file: String,
+    /// Save the breathing state (baseline, prediction model, the registration they belong to)
+    /// here every second, and resume from it after a restart; empty: off.
+    pub state_file: String,
+    /// A saved state older than this at the first sample after a restart is not used [s].
+    pub state_max_age_s: f64,
     /// Without a 4-D CT model, valid targets only while the breathing surrogate is below this.
     pub gate_surrogate: f64,
     /// Search region: correction markers farther than this from the preset entry are not used [m]; 0: all.
@@ -447,6 +464,8 @@ pub struct NeedleTargetConfig {
     /// Sizes of the candidate combinations compared (smallest spread of entry-displacement features wins).
     pub combination_min_markers: u32,
     pub combination_max_markers: u32,
+    /// What a tracker sample may contain; a sample outside it is refused on its own.
+    pub sample_checks: crate::core::sample_validation::SampleChecks,
 }
 
 impl Default for NeedleTargetConfig {
@@ -461,10 +480,13 @@ impl Default for NeedleTargetConfig {
             prediction: crate::core::correction::PredictionMethod::Autoregressive,
             baseline_s: 20.0,
             baseline_file: String::new(),
+            state_file: String::new(),
+            state_max_age_s: 30.0,
             gate_surrogate: 0.15,
             search_radius_m: 0.0,
             combination_min_markers: 2,
             combination_max_markers: 4,
+            sample_checks: Default::default(),
         }
     }
 }
@@ -484,8 +506,13 @@ impl Validate for NeedleTargetConfig {
         positive("deviation_tolerance_m", self.deviation_tolerance_m, 0.1, "m")?;
         in_range("robot_latency_s", self.robot_latency_s, 0.0, 1.0, "s")?;
         in_range("baseline_s", self.baseline_s, 2.0, 600.0, "s")?;
+        in_range("state_max_age_s", self.state_max_age_s, 0.0, 3600.0, "s")?;
+        check(self.state_file.is_empty() || self.state_file != self.baseline_file, "state_file", || {
+            "must not be the baseline_file".into()
+        })?;
         in_range("gate_surrogate", self.gate_surrogate, 0.0, 1.0, "")?;
         in_range("search_radius_m", self.search_radius_m, 0.0, 1.0, "m")?;
+        sample_checks(&self.sample_checks)?;
         check(
             self.combination_min_markers >= 2
                 && self.combination_min_markers <= self.combination_max_markers

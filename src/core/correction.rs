@@ -261,8 +261,8 @@ pub struct Predictor {
 }
 
 /// An autoregressive model of the mean-removed 10 Hz series.
-#[derive(Debug, Clone, PartialEq)]
-struct ArModel {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArModel {
     /// Weights of the last `AR_ORDER` bins, oldest first.
     weights: Vec<f64>,
     mean: f64,
@@ -292,7 +292,46 @@ pub const MAX_GAP_S: f64 = 0.25;
 /// Linear extrapolation needs this much history [s].
 const LINEAR_MIN_SPAN_S: f64 = 0.1;
 
+/// What of a predictor survives a restart: its method and the fitted AR model (the patient's
+/// breathing dynamics). The history does not: a restart is a gap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictorState {
+    pub method: PredictionMethod,
+    pub ar: Option<ArModel>,
+}
+
+impl PredictorState {
+    /// A state read from a file is checked before it is used.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(ar) = &self.ar {
+            if ar.weights.len() != AR_ORDER {
+                return Err(format!("AR model of order {}, expected {AR_ORDER}", ar.weights.len()));
+            }
+            if !(ar.weights.iter().all(|w| w.is_finite()) && ar.mean.is_finite()) {
+                return Err("AR model with non-finite coefficients".into());
+            }
+            if !(ar.residual_rms.is_finite() && ar.residual_rms > 0.0) {
+                return Err(format!("AR model residual {} must be finite and > 0", ar.residual_rms));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Predictor {
+    /// The part that survives a restart.
+    pub fn state(&self) -> PredictorState {
+        PredictorState { method: self.method, ar: self.ar.clone() }
+    }
+
+    /// A predictor with a saved model and no history: it predicts once `AR_ORDER` bins (0.8 s)
+    /// of new samples have arrived, instead of the `AR_MIN_FIT` bins (5 s) a new fit needs.
+    pub fn restored(state: &PredictorState) -> Predictor {
+        let mut p = Predictor::new(state.method);
+        p.ar = state.ar.clone();
+        p
+    }
+
     pub fn new(method: PredictionMethod) -> Predictor {
         Predictor {
             method,

@@ -3,7 +3,7 @@
 //! breathing phase with automatic marker correspondence, and the corrected, gated target.
 //! Positions are metres; CT positions are in the CT patient frame (LPS), tracked ones in the tracker frame.
 
-use super::correction::{Baseline, CorrectionError, CorrelationModel, PredictionMethod, Predictor};
+use super::correction::{Baseline, CorrectionError, CorrelationModel, PredictionMethod, Predictor, PredictorState};
 use super::correspondence::{match_markers, CorrespondenceError};
 use super::ct_markers::{detect_markers, track_across_frames, MarkerDetectionConfig};
 use super::registration::{register, RegistrationConfig, RegistrationError, RegistrationResult};
@@ -347,6 +347,54 @@ pub struct Target {
     pub horizon_s: f64,
 }
 
+/// The breathing state of a [`TargetComputer`] saved to disk, so that a restarted `needle_target`
+/// with an unchanged registration resumes within a second instead of recording a new baseline.
+/// It says which registration and correction markers it belongs to and when it was saved (on
+/// tracker time); [`TargetComputer::resumed`] refuses it when any of that does not match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedBreathingState {
+    /// [`SavedBreathingState::FORMAT`]; other formats are refused.
+    pub format: u32,
+    /// Stamp of the newest sample the state includes [ns, tracker time].
+    pub saved_at_ns: i64,
+    /// The registration it was recorded under (tracker frame) [m].
+    pub image_to_tracker: Isometry3<f64>,
+    pub lesion_tracker: Point3<f64>,
+    pub entry_tracker: Point3<f64>,
+    /// The correction markers asked for when it was recorded.
+    pub correction_ids: Vec<u32>,
+    pub baseline: Baseline,
+    pub predictor: PredictorState,
+}
+
+impl SavedBreathingState {
+    pub const FORMAT: u32 = 1;
+}
+
+/// Why a saved breathing state is not used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResumeRefused {
+    #[error("format {found}, this version reads {expected}")]
+    Format { found: u32, expected: u32 },
+    #[error("saved for correction markers {saved:?}, the classification now has {now:?}")]
+    OtherMarkers { saved: Vec<u32>, now: Vec<u32> },
+    #[error("saved under another registration (lesion or entry {moved_mm:.2} mm, rotation {angle_deg:.2}° apart)")]
+    OtherRegistration { moved_mm: f64, angle_deg: f64 },
+    #[error("{age_s:.1} s old at the first sample (limit {limit_s} s)")]
+    TooOld { age_s: f64, limit_s: f64 },
+    #[error("saved {ahead_s:.1} s after the first sample (tracker time went back)")]
+    FromTheFuture { ahead_s: f64 },
+    #[error("saved with prediction {saved:?}, configured {now:?}")]
+    OtherPrediction { saved: PredictionMethod, now: PredictionMethod },
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+/// Registrations closer than this are the same one (a recomputed registration of the same
+/// markers moves the lesion by far less; the node keeps its computer below this too) [m].
+pub const SAME_REGISTRATION_M: f64 = 0.5e-3;
+const SAME_REGISTRATION_RAD: f64 = 0.5 * std::f64::consts::PI / 180.0;
+
 /// Turns tracker samples into corrected targets: records the baseline, fits the correlation
 /// model on the CT phases, predicts ahead, gates.
 #[derive(Debug, Clone)]
@@ -406,6 +454,74 @@ impl TargetComputer {
             self.predictor = previous.predictor.clone();
         }
         self
+    }
+
+    /// The breathing state to save, once there is a baseline; `newest_ns` is the stamp of the
+    /// newest sample given to [`TargetComputer::update`].
+    pub fn saved_state(&self, newest_ns: i64) -> Option<SavedBreathingState> {
+        Some(SavedBreathingState {
+            format: SavedBreathingState::FORMAT,
+            saved_at_ns: newest_ns,
+            image_to_tracker: self.registration.transform,
+            lesion_tracker: self.registration.lesion_tracker,
+            entry_tracker: self.registration.entry_tracker,
+            correction_ids: self.requested_ids.clone(),
+            baseline: self.baseline.clone()?,
+            predictor: self.predictor.state(),
+        })
+    }
+
+    /// Resumes from a saved state when it belongs to this registration and these correction
+    /// markers, was saved with the same prediction method, and is at most `max_age_s` older than
+    /// `first_sample_ns` (the first sample this computer will see). Otherwise it is refused and
+    /// the computer records a new baseline as usual.
+    pub fn resumed(
+        self,
+        saved: &SavedBreathingState,
+        first_sample_ns: i64,
+        max_age_s: f64,
+    ) -> Result<TargetComputer, ResumeRefused> {
+        if saved.format != SavedBreathingState::FORMAT {
+            return Err(ResumeRefused::Format { found: saved.format, expected: SavedBreathingState::FORMAT });
+        }
+        if saved.correction_ids != self.requested_ids {
+            return Err(ResumeRefused::OtherMarkers { saved: saved.correction_ids.clone(), now: self.requested_ids.clone() });
+        }
+        let reg = &self.registration;
+        let moved = (saved.lesion_tracker - reg.lesion_tracker)
+            .norm()
+            .max((saved.entry_tracker - reg.entry_tracker).norm());
+        let angle = saved.image_to_tracker.rotation.angle_to(&reg.transform.rotation);
+        if !(moved <= SAME_REGISTRATION_M && angle <= SAME_REGISTRATION_RAD) {
+            return Err(ResumeRefused::OtherRegistration { moved_mm: moved * 1e3, angle_deg: angle.to_degrees() });
+        }
+        let age_s = (first_sample_ns as f64 - saved.saved_at_ns as f64) * 1e-9;
+        if age_s < 0.0 {
+            return Err(ResumeRefused::FromTheFuture { ahead_s: -age_s });
+        }
+        if !(age_s <= max_age_s) {
+            return Err(ResumeRefused::TooOld { age_s, limit_s: max_age_s });
+        }
+        if saved.predictor.method != self.config.prediction {
+            return Err(ResumeRefused::OtherPrediction { saved: saved.predictor.method, now: self.config.prediction });
+        }
+        saved.predictor.check().map_err(ResumeRefused::Malformed)?;
+        let b = &saved.baseline;
+        let n = b.marker_ids.len();
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        if n == 0
+            || b.reference.len() != n
+            || b.directions.len() != n
+            || !(b.depth_m.is_finite() && b.depth_m > 0.0)
+            || !b.reference.iter().all(|p| finite(p.coords.as_slice()))
+            || !b.directions.iter().all(|d| finite(d.as_slice()))
+            || b.trajectory.iter().any(|row| row.len() != n || !row.iter().all(|d| finite(d.as_slice())))
+        {
+            return Err(ResumeRefused::Malformed("baseline with missing or non-finite values".into()));
+        }
+        let mut resumed = self.with_baseline(b.clone());
+        resumed.predictor = Predictor::restored(&saved.predictor);
+        Ok(resumed)
     }
 
     /// Uses a baseline recorded earlier (or loaded from file) instead of recording one.

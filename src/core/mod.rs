@@ -10,6 +10,7 @@ pub mod guidance;
 pub mod phantom;
 pub mod planning;
 pub mod registration;
+pub mod sample_validation;
 pub mod segmentation;
 pub mod segmentation_request;
 pub mod target_gate;

@@ -202,13 +202,13 @@ pub fn main_single(kind: NodeKind) -> ExitCode {
 
 /// Entry point hosting `kinds` in one process.
 pub fn main_nodes(kinds: &[NodeKind]) -> ExitCode {
-    init_tracing();
+    let _log = init_tracing();
     let args: Vec<String> = std::env::args().collect();
     let program = args.first().cloned().unwrap_or_default();
     let opts = match RunOptions::parse(&args) {
         Ok(o) => o,
         Err(msg) if msg.is_empty() => {
-            println!("{}", usage(&program));
+            crate::logging::print_line(&usage(&program));
             return ExitCode::SUCCESS;
         }
         Err(msg) => {
@@ -229,6 +229,79 @@ pub fn main_nodes(kinds: &[NodeKind]) -> ExitCode {
     }
 }
 
+/// The ROS context. rcl refuses arguments our own check let through with an error that r2r
+/// turns into a panic: caught here and reported as a bad argument (exit 2), without a backtrace.
+fn create_context() -> Result<r2r::Context, NodeError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let created = std::panic::catch_unwind(r2r::Context::create);
+    std::panic::set_hook(hook);
+    match created {
+        Ok(ctx) => ctx.ros("cannot initialise ROS 2"),
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown error".into());
+            Err(NodeError::Config(ConfigError::BadRosArgs(format!("ROS 2 refused the arguments: {text}"))))
+        }
+    }
+}
+
+/// How long an orderly shutdown may take before the process ends itself (exit code 1).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Watches SIGINT/SIGTERM and the run time limit on a thread of its own and asks the process to
+/// stop; a second signal ends the process at once (exit 1), and so does a shutdown that takes
+/// longer than [`SHUTDOWN_GRACE`].
+fn start_stop_watch(stop_tx: watch::Sender<bool>, run_for: Option<Duration>) -> Result<(), NodeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let signalled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let requested = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first: a signal while a stop is already requested exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, requested.clone())
+            .and_then(|_| signal_hook::flag::register_usize(sig, signalled.clone(), sig as usize))
+            .and_then(|_| signal_hook::flag::register(sig, requested.clone()))
+            .map_err(|e| NodeError::Runtime(format!("cannot install SIGINT/SIGTERM handlers: {e}")))?;
+    }
+    let started = std::time::Instant::now();
+    std::thread::Builder::new()
+        .name("needle_nav_stop".into())
+        .spawn(move || {
+            loop {
+                if requested.load(Ordering::SeqCst) {
+                    match signalled.load(Ordering::SeqCst) as i32 {
+                        SIGINT => tracing::info!("SIGINT: shutting down"),
+                        SIGTERM => tracing::info!("SIGTERM: shutting down"),
+                        _ => tracing::info!("shutting down"),
+                    }
+                    break;
+                }
+                if run_for.is_some_and(|d| started.elapsed() >= d) {
+                    tracing::info!("run time over: shutting down");
+                    requested.store(true, Ordering::SeqCst);
+                    break;
+                }
+                if *stop_tx.borrow() {
+                    requested.store(true, Ordering::SeqCst); // stopped from inside (bag finished)
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = stop_tx.send(true);
+            std::thread::sleep(SHUTDOWN_GRACE);
+            tracing::error!("shutdown did not finish within {SHUTDOWN_GRACE:?}: ending the process");
+            // Give the log thread a moment, then end without running exit handlers (they may be what hangs).
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: _exit ends the process immediately; nothing is touched afterwards.
+            unsafe { libc::_exit(1) }
+        })
+        .map_err(|e| NodeError::Runtime(format!("cannot start the stop thread: {e}")))?;
+    Ok(())
+}
+
 /// Starts the nodes, spins them until SIGINT/SIGTERM (or `run_for`), then shuts down.
 pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -237,38 +310,17 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         .thread_name("needle_nav")
         .build()
         .map_err(|e| NodeError::Runtime(format!("cannot start the tokio runtime: {e}")))?;
-    let ctx = r2r::Context::create().ros("cannot initialise ROS 2")?;
+    let args: Vec<String> = std::env::args().collect();
+    let our_nodes: Vec<&str> = NodeKind::ALL.iter().map(|k| k.name()).collect();
+    crate::config::ros_args::check(&args, &our_nodes)?;
+    let ctx = create_context()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_flag = Arc::new(AtomicBool::new(false));
 
-    // Signals and the optional run time limit both end the process the same way.
-    {
-        let stop_tx = stop_tx.clone();
-        let run_for = opts.run_for;
-        let mut interrupt = {
-            let _guard = rt.enter();
-            let i = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
-            let t = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-            match (i, t) {
-                (Ok(i), Ok(t)) => (i, t),
-                _ => return Err(NodeError::Runtime("cannot install SIGINT/SIGTERM handlers".into())),
-            }
-        };
-        rt.spawn(async move {
-            let limit = async {
-                match run_for {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => futures::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = interrupt.0.recv() => tracing::info!("SIGINT: shutting down"),
-                _ = interrupt.1.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = limit => tracing::info!("run time over: shutting down"),
-            }
-            let _ = stop_tx.send(true);
-        });
-    }
+    // Signals and the optional run time limit both end the process the same way. They are
+    // watched by a plain thread, not a task: a stop must work even when every runtime worker is
+    // stuck, and a stop that does not finish within SHUTDOWN_GRACE ends the process anyway.
+    start_stop_watch(stop_tx.clone(), opts.run_for)?;
 
     let mut spinners = Vec::new();
     let mut monitor = None;
@@ -362,17 +414,21 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         match r.finish() {
             Ok((dir, counts)) => {
                 let total: u64 = counts.values().sum();
-                println!("bag            : {total} messages on {} topics in {}", counts.len(), dir.display());
+                crate::logging::print_line(&format!(
+                    "bag            : {total} messages on {} topics in {}",
+                    counts.len(),
+                    dir.display()
+                ));
             }
             Err(e) => tracing::error!("the bag could not be closed: {e}"),
         }
     }
     if let Some(m) = monitor {
         let text = m.report();
-        println!("{text}");
+        crate::logging::print_line(&text);
         if let Some(dir) = &opts.report {
             match m.write_report(dir, &text) {
-                Ok(files) => println!("report         : {}", files.join(", ")),
+                Ok(files) => crate::logging::print_line(&format!("report         : {}", files.join(", "))),
                 Err(e) => tracing::error!("the report could not be written to {}: {e}", dir.display()),
             }
         }

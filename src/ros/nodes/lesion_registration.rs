@@ -3,7 +3,7 @@
 //! distance pattern, registers (with outlier exclusion) and publishes the lesion and reference
 //! entry in the tracker frame (latched). Every failure is published as a status with its reason.
 
-use super::{config, lock, publisher, subscription};
+use super::{config, lock, publisher, subscription, SampleGate};
 use crate::config::{EntrySource, LesionRegistrationConfig};
 use crate::core::ct_markers::MarkerDetectionConfig;
 use crate::core::guidance::{positions_at_ct_phase, register_case, CaseRegistration, GuidanceError, PlanningCase};
@@ -197,11 +197,17 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     {
         let (state, window_ns) = (state.clone(), (cfg.window_s * 1e9) as i64);
         let period_ns = (cfg.update_period_s * 1e9) as i64;
+        let (mut gate, cx2) = (SampleGate::new(NAME, cfg.sample_checks.clone()), cx.clone());
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
-                let sample = convert::sample_from_msg(&m);
+                // A refused sample never enters the window the registration averages.
+                let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else { continue };
+                let sample = checked.sample;
                 let stamp = sample.stamp_ns;
                 let mut s = lock(&state);
+                if checked.time_restarted {
+                    s.window.clear();
+                }
                 if !m.header.frame_id.is_empty() {
                     s.frame_id = m.header.frame_id.clone();
                 }

@@ -1,7 +1,7 @@
 //! marker_classifier: splits markers into registration and correction markers from their
 //! motion over a sliding window; publishes (latched) whenever the split changes.
 
-use super::{config, lock, publisher, subscription};
+use super::{config, lock, publisher, subscription, SampleGate};
 use crate::config::ClassificationMethod;
 use crate::config::MarkerClassifierConfig;
 use crate::core::classification::{LogisticModel, MarkerClass, MotionMode, WindowClassifier};
@@ -52,13 +52,17 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             }
         });
     }
+    let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
     let mut classifier = WindowClassifier::new(cfg, model);
+    let cx2 = cx.clone();
 
     cx.spawn(async move {
         // Classify once per period of tracker time, on a fixed grid (same instants live and in replay).
         let mut last_slot = None;
         while let Some(m) = samples.next().await {
-            let sample = convert::sample_from_msg(&m);
+            // A refused sample leaves the windows untouched.
+            let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else { continue };
+            let sample = checked.sample;
             for obs in sample.usable() {
                 classifier.push(obs.id, sample.stamp_ns, obs.position);
             }

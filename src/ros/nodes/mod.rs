@@ -67,3 +67,81 @@ pub(crate) fn log_publish_error(node: &str, topic: &str, result: r2r::Result<()>
         Err(_) => {}
     }
 }
+
+/// Runs each tracker sample through the node's [`SampleValidator`] and logs what it refused or
+/// dropped, at most once a second per kind (a flood of bad messages must not flood the log).
+pub(crate) struct SampleGate {
+    node: &'static str,
+    validator: crate::core::sample_validation::SampleValidator,
+    last_log: std::collections::HashMap<std::mem::Discriminant<SampleEvent>, std::time::Instant>,
+    /// Samples refused since the last log line of that kind.
+    refused_since_log: u64,
+}
+
+#[derive(Debug)]
+enum SampleEvent {
+    Refused,
+    Dropped,
+    Moved,
+}
+
+impl SampleGate {
+    pub(crate) fn new(node: &'static str, checks: crate::core::sample_validation::SampleChecks) -> SampleGate {
+        SampleGate {
+            node,
+            validator: crate::core::sample_validation::SampleValidator::new(checks),
+            last_log: Default::default(),
+            refused_since_log: 0,
+        }
+    }
+
+    fn due(&mut self, event: SampleEvent) -> bool {
+        let now = std::time::Instant::now();
+        let key = std::mem::discriminant(&event);
+        match self.last_log.get(&key) {
+            Some(t) if now.duration_since(*t) < std::time::Duration::from_secs(1) => false,
+            _ => {
+                self.last_log.insert(key, now);
+                true
+            }
+        }
+    }
+
+    /// The checked sample, or why the whole sample is refused.
+    pub(crate) fn check(
+        &mut self,
+        sample: &crate::core::tracking::TrackerSample,
+        now_ns: i64,
+    ) -> Result<crate::core::sample_validation::CheckedSample, crate::core::sample_validation::SampleRejection> {
+        match self.validator.check(sample, Some(now_ns)) {
+            Ok(c) => {
+                if !c.dropped.is_empty() && self.due(SampleEvent::Dropped) {
+                    tracing::warn!(node = self.node, "markers dropped from a sample, they jumped (id, m): {:?}", c.dropped);
+                }
+                if !c.moved.is_empty() && self.due(SampleEvent::Moved) {
+                    tracing::warn!(
+                        node = self.node,
+                        "markers {:?} stayed where they jumped to: taken as their new positions",
+                        c.moved
+                    );
+                }
+                if c.time_restarted {
+                    tracing::info!(node = self.node, "tracker time went back with the clock: history restarted");
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                self.refused_since_log += 1;
+                if self.due(SampleEvent::Refused) {
+                    tracing::warn!(
+                        node = self.node,
+                        "tracker sample refused: {e} ({} refused since the last such message)",
+                        self.refused_since_log
+                    );
+                    self.refused_since_log = 0;
+                }
+                Err(e)
+            }
+        }
+    }
+}

@@ -3,11 +3,13 @@
 //! controllers and the rviz markers are published only for valid targets. A watchdog publishes
 //! STALE when the tracker stops, so an old target is never left standing as valid.
 
-use super::{config, lock, publisher, subscription};
+use super::{config, lock, publisher, subscription, SampleGate};
 use crate::config::NeedleTargetConfig;
 use crate::core::correction::Baseline;
 use crate::core::ct_markers::MarkerDetectionConfig;
-use crate::core::guidance::{PlanningCase, RegisteredPlan, Target, TargetComputer, TargetConfig};
+use crate::core::guidance::{
+    PlanningCase, RegisteredPlan, SavedBreathingState, Target, TargetComputer, TargetConfig, SAME_REGISTRATION_M,
+};
 use crate::core::target_gate::{self, GateInputs, InvalidReason};
 use crate::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, TF, VIZ_TARGET};
 use crate::ros::convert;
@@ -37,6 +39,104 @@ struct State {
     recent: std::collections::VecDeque<crate::core::tracking::TrackerSample>,
 
     baseline_saved: bool,
+    /// A breathing state saved before a restart, tried once on the first target computer.
+    resume: Option<SavedBreathingState>,
+    /// Tracker time of the last state saved [ns].
+    state_saved_ns: Option<i64>,
+    /// Where saving is refused because the file there is not ours (never overwritten).
+    state_file_refused: bool,
+}
+
+/// The breathing state is saved this often (tracker time) [ns].
+const STATE_SAVE_PERIOD_NS: i64 = 1_000_000_000;
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`: a reader (or a
+/// restart after a crash mid-write) sees the old file or the new one, never half of one.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// The saved breathing state, if `path` holds one. A file that is not one is reported and
+/// never overwritten (second value true): the parameter may point at something of the user's.
+fn read_state_file(path: &str) -> (Option<SavedBreathingState>, bool) {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, false),
+        Err(e) => {
+            tracing::error!(node = NAME, "state_file {path} cannot be read ({e}): not used, not overwritten");
+            (None, true)
+        }
+        Ok(text) => match serde_json::from_str::<SavedBreathingState>(&text) {
+            Ok(saved) => (Some(saved), false),
+            Err(e) => {
+                tracing::error!(
+                    node = NAME,
+                    "state_file {path} is not a saved breathing state ({e}): not used, and not overwritten"
+                );
+                (None, true)
+            }
+        },
+    }
+}
+
+fn save_state_file(path: &str, state: &SavedBreathingState) {
+    match serde_json::to_vec(state).map(|bytes| write_atomically(std::path::Path::new(path), &bytes)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(node = NAME, "cannot save the breathing state to {path}: {e}"),
+        Err(e) => tracing::warn!(node = NAME, "cannot encode the breathing state: {e}"),
+    }
+}
+
+/// The baseline in `baseline_file` when it holds one for `correction_ids`. Anything else there is
+/// reported; the file is kept either way (a recorded baseline is saved only where none exists).
+fn load_baseline_file(cfg: &NeedleTargetConfig, correction_ids: &[u32]) -> Option<Baseline> {
+    if cfg.baseline_file.is_empty() {
+        return None;
+    }
+    let path = &cfg.baseline_file;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::error!(node = NAME, "baseline_file {path} cannot be read ({e}): recording a new baseline");
+            return None;
+        }
+    };
+    match serde_json::from_str::<Baseline>(&text) {
+        Err(e) => {
+            tracing::error!(
+                node = NAME,
+                "baseline_file {path} is not a baseline ({e}): recording a new one; the file is kept as it is"
+            );
+            None
+        }
+        Ok(b) if b.marker_ids != correction_ids => {
+            tracing::warn!(
+                node = NAME,
+                "baseline_file {path} is for correction markers {:?}, the classification has {correction_ids:?}: \
+                 recording a new baseline; the file is kept",
+                b.marker_ids
+            );
+            None
+        }
+        Ok(b) => Some(b),
+    }
+}
+
+/// Saves a recorded baseline where no file exists yet; an existing file is never replaced.
+fn save_baseline_file(path: &str, b: &Baseline) {
+    if std::path::Path::new(path).exists() {
+        tracing::info!(node = NAME, "baseline_file {path} exists: the new baseline is not saved over it");
+        return;
+    }
+    match serde_json::to_vec(b).map(|bytes| write_atomically(std::path::Path::new(path), &bytes)) {
+        Ok(Ok(())) => tracing::info!(node = NAME, "baseline saved to {path}"),
+        Ok(Err(e)) => tracing::warn!(node = NAME, "cannot save the baseline to {path}: {e}"),
+        Err(e) => tracing::warn!(node = NAME, "cannot encode the baseline: {e}"),
+    }
 }
 
 /// How much sample history is kept to catch a new registration up [ns].
@@ -67,7 +167,7 @@ fn reason_code(r: &InvalidReason) -> u8 {
 
 /// (Re)builds the target computer when the registration or the correction markers change; a
 /// baseline of the same correction markers is kept (it lives in the tracker frame).
-fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
+fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig, sample_ns: i64) {
     let Some(reg) = &s.registration else { return };
     if registration_usable(&s.registration).is_err() || s.correction_ids.is_empty() {
         s.computer = None;
@@ -86,7 +186,7 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         let moved = (c.plan().lesion_tracker - plan.lesion_tracker)
             .norm()
             .max((c.plan().entry_tracker - plan.entry_tracker).norm());
-        if c.correction_ids_requested() == s.correction_ids.as_slice() && moved <= 0.5e-3 {
+        if c.correction_ids_requested() == s.correction_ids.as_slice() && moved <= SAME_REGISTRATION_M {
             return;
         }
     }
@@ -102,15 +202,32 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig) {
         .computer
         .take()
         .filter(|c| c.correction_ids_requested() == s.correction_ids.as_slice() && c.baseline().is_some());
-    let loaded = (!cfg.baseline_file.is_empty())
-        .then(|| std::fs::read_to_string(&cfg.baseline_file).ok())
-        .flatten()
-        .and_then(|t| serde_json::from_str::<Baseline>(&t).ok())
-        .filter(|b| b.marker_ids == s.correction_ids);
+    let loaded = if previous.is_none() { load_baseline_file(cfg, &s.correction_ids) } else { None };
     let mut computer = TargetComputer::new(case, plan, s.correction_ids.clone(), target_cfg);
+    let resumed = match (previous.is_none(), s.resume.take()) {
+        (true, Some(saved)) => match computer.clone().resumed(&saved, sample_ns, cfg.state_max_age_s) {
+            Ok(c) => {
+                tracing::info!(
+                    node = NAME,
+                    "resumed the breathing state saved in {} ({:.1} s before this sample): no new baseline",
+                    cfg.state_file,
+                    (sample_ns - saved.saved_at_ns) as f64 * 1e-9
+                );
+                Some(c)
+            }
+            Err(why) => {
+                tracing::warn!(node = NAME, "saved breathing state in {} not used: {why}", cfg.state_file);
+                None
+            }
+        },
+        _ => None,
+    };
     if let Some(previous) = &previous {
         // Same correction markers: keep the baseline and the breathing history.
         computer = computer.continuing(previous);
+        s.baseline_saved = true;
+    } else if let Some(c) = resumed {
+        computer = c;
         s.baseline_saved = true;
     } else if let Some(b) = loaded {
         computer = computer.with_baseline(b);
@@ -213,6 +330,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let viz_pub = publisher::<MarkerArray>(node, VIZ_TARGET)?;
     let tf_pub = publisher::<TFMessage>(node, TF)?;
     let state = Arc::new(Mutex::new(State::default()));
+    if !cfg.state_file.is_empty() {
+        let (resume, refused) = read_state_file(&cfg.state_file);
+        let mut s = lock(&state);
+        (s.resume, s.state_file_refused) = (resume, refused);
+    }
     let last_reason = Arc::new(Mutex::new((u8::MAX, std::time::Instant::now() - Duration::from_secs(2))));
 
     if !cfg.ct_case_dir.trim().is_empty() {
@@ -287,10 +409,26 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
 
     {
         let (state, cfg, publish, cx2) = (state.clone(), cfg.clone(), publish.clone(), cx.clone());
+        let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
-                let sample = convert::sample_from_msg(&m);
+                let raw = convert::sample_from_msg(&m);
                 let now = cx2.now_ns();
+                // A refused sample is answered as invalid input on its own; it leaves the breathing
+                // history, the baseline and the staleness watchdog as they were.
+                let sample = match gate.check(&raw, now) {
+                    Ok(checked) => {
+                        if checked.time_restarted {
+                            lock(&state).recent.clear();
+                        }
+                        checked.sample
+                    }
+                    Err(rejection) => {
+                        let reason = InvalidReason::InvalidInput(format!("tracker sample refused: {rejection}"));
+                        publish(now, m.header.stamp.clone(), raw.stamp_ns, Err(reason));
+                        continue;
+                    }
+                };
                 let result = {
                     let mut s = lock(&state);
                     s.newest_sample_ns = Some(sample.stamp_ns);
@@ -306,7 +444,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     match gate {
                         Err(reason) => Err(reason),
                         Ok(()) => {
-                            ensure_computer(&mut s, &cfg);
+                            ensure_computer(&mut s, &cfg, sample.stamp_ns);
                             let recorded_before = s.computer.as_ref().is_some_and(|c| c.baseline().is_some());
                             let r = match s.computer.as_mut() {
                                 Some(c) => c.update(sample.stamp_ns as f64 * 1e-9, &sample),
@@ -331,18 +469,17 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                                         .unwrap_or_else(|| "none (gated to end-exhale)".into())
                                 );
                                 if !cfg.baseline_file.is_empty() && !s.baseline_saved {
-                                    match serde_json::to_string(&b).map(|t| std::fs::write(&cfg.baseline_file, t)) {
-                                        Ok(Ok(())) => {
-                                            tracing::info!(node = NAME, "baseline saved to {}", cfg.baseline_file)
-                                        }
-                                        Ok(Err(e)) => tracing::warn!(
-                                            node = NAME,
-                                            "cannot save the baseline to {}: {e}",
-                                            cfg.baseline_file
-                                        ),
-                                        Err(e) => tracing::warn!(node = NAME, "cannot encode the baseline: {e}"),
-                                    }
+                                    save_baseline_file(&cfg.baseline_file, &b);
                                     s.baseline_saved = true;
+                                }
+                            }
+                            if !cfg.state_file.is_empty() && !s.state_file_refused {
+                                let due = s.state_saved_ns.map_or(true, |t| sample.stamp_ns - t >= STATE_SAVE_PERIOD_NS);
+                                if let Some(state) = s.computer.as_ref().filter(|_| due).and_then(|c| c.saved_state(sample.stamp_ns)) {
+                                    s.state_saved_ns = Some(sample.stamp_ns);
+                                    let path = cfg.state_file.clone();
+                                    // Off the sample path: a slow disk must not delay targets.
+                                    tokio::task::spawn_blocking(move || save_state_file(&path, &state));
                                 }
                             }
                             r
