@@ -1,7 +1,8 @@
 //! Tracker message handling: a sequence of `TrackerSample`s built from the fuzz bytes goes
-//! through the core the nodes use, as the nodes call it: the classifier's window
-//! (`WindowClassifier::push`/`classify` on the 100 ms grid of tracker time), the target gate and
-//! `TargetComputer::update` (baseline recording, correlation model from a 4-D CT, prediction).
+//! through the core the nodes use, as the nodes call it: each node's `SampleValidator` (the
+//! checks every sample passes first), the classifier's window (`WindowClassifier::push`/`classify`
+//! on the 100 ms grid of tracker time), the target gate and `TargetComputer::update` (baseline
+//! recording, correlation model from a 4-D CT, prediction).
 //!
 //! Input: byte 0 options (bits 0-1 prediction method, bit 2 motion modes, bit 3 4-D CT phases,
 //! bit 4 patient axes), then records `[dt_ms u16][repeat u8][n u8]` + n markers
@@ -16,6 +17,7 @@ use needle_nav::config::MarkerClassifierConfig;
 use needle_nav::core::classification::WindowClassifier;
 use needle_nav::core::correction::PredictionMethod;
 use needle_nav::core::guidance::{CtPhase, PlanningCase, RegisteredPlan, TargetComputer, TargetConfig};
+use needle_nav::core::sample_validation::{SampleChecks, SampleValidator};
 use needle_nav::core::target_gate::{self, GateInputs};
 use needle_nav::core::tracking::{MarkerObservation, TrackerSample};
 use needle_nav_fuzz::Bytes;
@@ -92,6 +94,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let config = TargetConfig { baseline_s: 2.0, prediction, ..Default::default() };
     let mut computer = TargetComputer::new(case, plan, CORRECTION_IDS.to_vec(), config);
+    // One validator per node, as in the nodes.
+    let mut classifier_checks = SampleValidator::new(SampleChecks::default());
+    let mut target_checks = SampleValidator::new(SampleChecks::default());
 
     // Tracker time as the message carries it: seconds (i32) and nanoseconds (u32).
     let (mut sec, mut nanosec): (i64, i64) = (1_000, 0);
@@ -115,7 +120,7 @@ fuzz_target!(|data: &[u8]| {
             let stamp_ns = sec * 1_000_000_000 + nanosec;
             let t_s = stamp_ns as f64 * 1e-9;
             let s = surrogate(t_s);
-            let sample = TrackerSample {
+            let raw = TrackerSample {
                 sequence,
                 stamp_ns,
                 markers: markers
@@ -136,24 +141,31 @@ fuzz_target!(|data: &[u8]| {
                     .collect(),
             };
             sequence += 1;
+            // The nodes' clock: a little after the sample's stamp.
+            let now_ns = stamp_ns + 2_000_000;
 
             // marker_classifier
-            for obs in sample.usable() {
-                classifier.push(obs.id, sample.stamp_ns, obs.position);
-            }
-            let slot = sample.stamp_ns.div_euclid(CLASSIFY_PERIOD_NS);
-            if last_slot != Some(slot) {
-                last_slot = Some(slot);
-                let (results, _) = classifier.classify(axes.as_ref());
-                for r in &results {
-                    assert!(r.samples > 0, "a marker result without samples: {r:?}");
+            if let Ok(checked) = classifier_checks.check(&raw, Some(now_ns)) {
+                let sample = checked.sample;
+                for obs in sample.usable() {
+                    classifier.push(obs.id, sample.stamp_ns, obs.position);
+                }
+                let slot = sample.stamp_ns.div_euclid(CLASSIFY_PERIOD_NS);
+                if last_slot != Some(slot) {
+                    last_slot = Some(slot);
+                    let (results, _) = classifier.classify(axes.as_ref());
+                    for r in &results {
+                        assert!(r.samples > 0, "a marker result without samples: {r:?}");
+                    }
                 }
             }
 
             // needle_target
+            let Ok(checked) = target_checks.check(&raw, Some(now_ns)) else { continue };
+            let sample = checked.sample;
             let gate = target_gate::check(&GateInputs {
                 newest_sample_ns: Some(sample.stamp_ns),
-                now_ns: sample.stamp_ns + 2_000_000,
+                now_ns,
                 malformed_marker_ids: sample.malformed_ids(),
                 registration: Ok(()),
                 stale_after_s: 0.5,
