@@ -26,6 +26,9 @@ cargo test --release --locked
 step "core library without ROS (cargo test --no-default-features --lib)"
 cargo test --locked --no-default-features --lib
 
+step "fuzz smoke: every fuzz target runs its seeds and regression inputs, then fuzzes 3 s (scripts/fuzz.sh)"
+bash scripts/fuzz.sh --smoke 3
+
 step "rclpy graph and interop tests"
 NEEDLE_NAV_TEST_DOMAIN=$(( NEEDLE_NAV_TEST_DOMAIN + 1 )) python -m pytest -q -p no:cacheprovider tests/python
 

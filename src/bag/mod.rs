@@ -281,6 +281,14 @@ impl Metadata {
         if files.is_empty() {
             return Err(io_err(&self.path, "names no files"));
         }
+        for f in &files {
+            // The files are inside the bag folder: metadata naming /dev/zero (read without end, memory
+            // until killed) or another folder's file is refused (found writing the bag fuzz target).
+            let relative = Path::new(f);
+            if relative.is_absolute() || relative.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(io_err(&self.path, format!("relative_file_paths names {f}, outside the bag folder")));
+            }
+        }
         Ok(files)
     }
 }
@@ -309,11 +317,38 @@ fn read_mcap(dir: &Path, files: &[String]) -> Result<McapContents, BagError> {
     let mut contents = McapContents { topics: BTreeMap::new(), files: Vec::new(), messages: Vec::new(), problems: Vec::new() };
     for f in files {
         let path = dir.join(f);
+        match std::fs::metadata(&path) {
+            Ok(m) if !m.is_file() => return Err(io_err(&path, "not a regular file")),
+            Err(e) => return Err(io_err(&path, e)),
+            Ok(_) => {}
+        }
         let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        // mcap 0.26 panics (overflow checks) or wraps around (release) on a chunk record longer
+        // than its chunk (found by the bag fuzz target): its panics become this file's error.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_mcap_file(&mut contents, f, &bytes)));
+        match read {
+            Ok(result) => result?,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                return Err(BagError::Mcap(format!("{f}: corrupt (the MCAP parser failed: {what})")));
+            }
+        }
+    }
+    contents.messages.sort_by_key(|m| m.log_ns);
+    Ok(contents)
+}
+
+/// Adds one MCAP file's topics and messages to `contents`.
+fn read_mcap_file(contents: &mut McapContents, f: &str, bytes: &[u8]) -> Result<(), BagError> {
+    {
         let mcap_err = |e: mcap::McapError| BagError::Mcap(format!("{f}: {e}"));
         // Schemas and channels from their records, so that channels without messages count too.
         let mut schemas: BTreeMap<u16, (String, String)> = BTreeMap::new();
-        for record in mcap::read::ChunkFlattener::new(&bytes).map_err(mcap_err)? {
+        for record in mcap::read::ChunkFlattener::new(bytes).map_err(mcap_err)? {
             match record.map_err(mcap_err)? {
                 mcap::records::Record::Schema { header, .. } => {
                     schemas.insert(header.id, (header.name, header.encoding));
@@ -355,7 +390,7 @@ fn read_mcap(dir: &Path, files: &[String]) -> Result<McapContents, BagError> {
         // The messages, with mcap's own checks (every message on a declared channel).
         let mut span: Option<(u64, u64)> = None;
         let mut count = 0u64;
-        for m in mcap::MessageStream::new(&bytes).map_err(mcap_err)? {
+        for m in mcap::MessageStream::new(bytes).map_err(mcap_err)? {
             let m = m.map_err(mcap_err)?;
             let topic = &m.channel.topic;
             if let Some(t) = contents.topics.get_mut(topic) {
@@ -371,10 +406,9 @@ fn read_mcap(dir: &Path, files: &[String]) -> Result<McapContents, BagError> {
                 cdr: m.data.into_owned(),
             });
         }
-        contents.files.push((f.clone(), span, count));
+        contents.files.push((f.to_string(), span, count));
     }
-    contents.messages.sort_by_key(|m| m.log_ns);
-    Ok(contents)
+    Ok(())
 }
 
 /// A way in which metadata.yaml disagrees with the MCAP file, or the MCAP file is unusable as a
@@ -740,5 +774,55 @@ mod tests {
         assert_eq!(topics.iter().map(|t| t.type_name.as_str()).collect::<Vec<_>>(), ["std_msgs/msg/String", "std_msgs/msg/Empty"]);
         assert_eq!(messages.iter().map(|m| m.type_name.as_str()).collect::<Vec<_>>()[2], "std_msgs/msg/Empty");
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn a_chunk_record_longer_than_its_chunk_is_an_error() {
+        // Found by the bag fuzz target: the seed bag (3 messages written by rosbags) with one record
+        // length inside the chunk enlarged; mcap's `compressed_remaining -= len` overflowed (a panic
+        // with overflow checks, as in the dev-profile tests; a wrap-around in release).
+        let input = include_bytes!("../../fuzz/regressions/bag/mcap_chunk_record_longer_than_chunk");
+        let separator = b"\n--NNFUZZ-FILE--\n";
+        let at = input.windows(separator.len()).position(|w| w == separator).unwrap();
+        let dir = std::env::temp_dir().join(format!("nn_bag_chunk_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("metadata.yaml"), &input[..at]).unwrap();
+        std::fs::write(dir.join("bag_0.mcap"), &input[at + separator.len()..]).unwrap();
+        let err = read_bag(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(&err, BagError::Mcap(reason) if reason.starts_with("bag_0.mcap: ")), "{err}");
+    }
+
+    #[test]
+    fn metadata_naming_files_outside_the_bag_folder_is_refused() {
+        // The bag fuzz target had to skip such metadata: `relative_file_paths: [/dev/zero]` made
+        // the reader read a device without end. Here the bag's own file, named from outside.
+        let root = std::env::temp_dir().join(format!("nn_bag_outside_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut w = BagWriter::create(&root.join("session")).unwrap();
+        w.add_topic(TopicInfo {
+            name: "/a".into(),
+            type_name: "std_msgs/msg/String".into(),
+            offered_qos_yaml: String::new(),
+            definition: "string data\n".into(),
+        })
+        .unwrap();
+        w.write("/a", 1_000, &[0, 1, 0, 0, 1, 0, 0, 0, 0]).unwrap();
+        let dir = w.finish().unwrap();
+        let meta = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
+        let own = dir.join("session_0.mcap").display().to_string();
+        for (named, expected) in [
+            (own.as_str(), "outside the bag folder"),
+            ("../session/session_0.mcap", "outside the bag folder"),
+            (".", "not a regular file"),
+        ] {
+            let edited = meta.replace("- session_0.mcap", &format!("- \"{named}\""));
+            std::fs::write(dir.join("metadata.yaml"), edited).unwrap();
+            let err = read_bag(&dir).unwrap_err().to_string();
+            assert!(err.contains(expected), "{named}: {err}");
+        }
+        std::fs::write(dir.join("metadata.yaml"), meta).unwrap();
+        assert_eq!(read_bag(&dir).unwrap().len(), 1);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

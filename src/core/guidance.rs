@@ -92,6 +92,18 @@ impl PlanningCase {
         let lesion_m = mm(&doc["reference"]["lesion_centre_mm"])
             .ok_or_else(|| case_err("case.json has no reference.lesion_centre_mm".into()))?;
         let entry_m = mm(&doc["preset_entry_mm"]).ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?;
+        // The whole of case.json is checked before any DICOM is read: a bad phase entry is named
+        // at once instead of after seconds of marker detection.
+        let mut phase_entries = Vec::new();
+        if let Some(list) = doc["phases"].as_array().filter(|l| l.len() >= 2) {
+            for ph in list {
+                let rel = ph["dicom_dir"].as_str().ok_or_else(|| case_err("a phase has no dicom_dir".into()))?;
+                let t = ph["time_s"].as_f64().ok_or_else(|| case_err("a phase has no time_s".into()))?;
+                let lesion =
+                    mm(&ph["lesion_centre_mm"]).ok_or_else(|| case_err("a phase has no lesion_centre_mm".into()))?;
+                phase_entries.push((rel, t, lesion));
+            }
+        }
         let detect = |folder: &Path| -> Result<Vec<super::ct_markers::DetectedMarker>, GuidanceError> {
             let series = dicom_read::load_series(folder, None)?;
             Ok(detect_markers(&series.volume, detection).0)
@@ -103,15 +115,11 @@ impl PlanningCase {
         let image_markers_m: Vec<Point3<f64>> = reference.iter().map(|m| Point3::from(m.centre_mm) * 1e-3).collect();
         let mut phases = Vec::new();
         let (mut selected_correction, mut selection_note) = (None, String::new());
-        if let Some(list) = doc["phases"].as_array().filter(|l| l.len() >= 2) {
+        if !phase_entries.is_empty() {
             let mut frames = Vec::new();
             let mut lesions = Vec::new();
-            for ph in list {
-                let rel = ph["dicom_dir"].as_str().ok_or_else(|| case_err("a phase has no dicom_dir".into()))?;
-                let t = ph["time_s"].as_f64().ok_or_else(|| case_err("a phase has no time_s".into()))?;
-                lesions.push(
-                    mm(&ph["lesion_centre_mm"]).ok_or_else(|| case_err("a phase has no lesion_centre_mm".into()))?,
-                );
+            for (rel, t, lesion) in phase_entries {
+                lesions.push(lesion);
                 frames.push((t, detect(&dir.join(rel))?));
             }
             let curves = track_across_frames(&frames, 30.0).map_err(|e| GuidanceError::CtMarkers(e.to_string()))?;
@@ -716,6 +724,23 @@ mod tests {
     use crate::core::phantom::{MotionState, Phantom, PhantomConfig};
     use crate::core::tracker_sim::{SimulatedTracker, TrackerSimConfig};
     use crate::patient_case::{write_case, CaseConfig};
+
+    #[test]
+    fn a_bad_phase_in_case_json_is_named_before_any_dicom_is_read() {
+        // The folder has no CT at all: the error must be the case file's, not the missing series.
+        let dir = std::env::temp_dir().join(format!("nn_guidance_bad_phase_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let phase = |t: Option<f64>| serde_json::json!({"dicom_dir": "ct", "time_s": t, "lesion_centre_mm": [0, 0, 0]});
+        let doc = serde_json::json!({
+            "reference": {"lesion_centre_mm": [1.0, 2.0, 3.0]},
+            "preset_entry_mm": [0.0, 0.0, 0.0],
+            "phases": [phase(Some(0.0)), phase(None)],
+        });
+        std::fs::write(dir.join("case.json"), doc.to_string()).unwrap();
+        let err = PlanningCase::load(&dir, &MarkerDetectionConfig::default(), &SelectionConfig::default()).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(&err, GuidanceError::Case { reason, .. } if reason == "a phase has no time_s"), "{err}");
+    }
 
     #[test]
     fn from_written_dicom_to_corrected_targets_against_the_truth() {

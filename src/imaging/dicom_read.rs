@@ -276,8 +276,149 @@ fn looks_like_a_slice(path: &Path) -> bool {
             || name.eq_ignore_ascii_case("DICOMDIR"))
 }
 
+/// A declared value length must fit in what is left of the file. dicom-rs allocates and zero-fills
+/// a value's declared length before reading it: one corrupt length field in a 3 KB file cost up to
+/// 4 GiB and minutes per file (found by the `dicom_series` fuzz target; the decoder reads up to 8
+/// slices at once). Walks the element headers (file meta, then the data set in its transfer
+/// syntax, into sequences and items) up to the pixel data, or through it with
+/// `through_pixel_data`. Where the layout is not certain (deflated data sets, UN of undefined
+/// length, trailing bytes) the walk stops and dicom-rs judges the rest.
+fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> Result<(), String> {
+    const UNDEFINED: u32 = u32::MAX;
+    let mut walk = ElementWalk { bytes, big_endian: false, explicit_vr: true };
+    let mut at = if bytes.get(128..132) == Some(b"DICM") {
+        132
+    } else if bytes.starts_with(b"DICM") {
+        4
+    } else {
+        0
+    };
+    let mut syntax = String::new();
+    let mut in_meta = true;
+    let mut in_fragments = false;
+    while let Some(h) = walk.header(at) {
+        if in_meta && h.group != 0x0002 {
+            in_meta = false;
+            match syntax.trim_end_matches(['\0', ' ']) {
+                "1.2.840.10008.1.2" => walk.explicit_vr = false,
+                "1.2.840.10008.1.2.2" => walk.big_endian = true,
+                "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated: dicom-rs inflates it
+                _ => {}
+            }
+            continue; // read this header again in the data set's encoding
+        }
+        if h.group == 0x7FE0 && h.element == 0x0010 && !through_pixel_data {
+            return Ok(());
+        }
+        let value_at = at + h.size;
+        let remaining = bytes.len() - value_at.min(bytes.len());
+        if h.len != UNDEFINED && h.len as usize > remaining {
+            return Err(format!(
+                "element ({:04X},{:04X}) declares {} bytes but only {remaining} remain in the file",
+                h.group, h.element, h.len
+            ));
+        }
+        let skip = |len: u32| value_at + len as usize;
+        at = match (h.group, h.element) {
+            (0xFFFE, 0xE000) if in_fragments => skip(h.len), // a pixel data fragment: raw bytes
+            (0xFFFE, 0xE0DD) if in_fragments => {
+                in_fragments = false;
+                value_at
+            }
+            _ if in_fragments => return Ok(()),
+            (0xFFFE, _) => value_at, // items and delimiters of sequences: walk into them
+            _ if walk.is_sequence(&h) => value_at,
+            _ if h.len == UNDEFINED => {
+                if walk.explicit_vr && &h.vr == b"UN" {
+                    return Ok(()); // implicit VR inside: not walked
+                }
+                in_fragments = true; // encapsulated pixel data
+                value_at
+            }
+            _ => {
+                if in_meta && (h.group, h.element) == (0x0002, 0x0010) {
+                    syntax = String::from_utf8_lossy(&bytes[value_at..skip(h.len)]).into_owned();
+                }
+                skip(h.len)
+            }
+        };
+    }
+    Ok(())
+}
+
+struct ElementHeader {
+    group: u16,
+    element: u16,
+    /// Two spaces where the encoding has no VR (implicit VR, items).
+    vr: [u8; 2],
+    len: u32,
+    /// Bytes of the header itself.
+    size: usize,
+}
+
+struct ElementWalk<'a> {
+    bytes: &'a [u8],
+    big_endian: bool,
+    explicit_vr: bool,
+}
+
+impl ElementWalk<'_> {
+    fn u16_at(&self, at: usize) -> Option<u16> {
+        let b: [u8; 2] = self.bytes.get(at..at + 2)?.try_into().ok()?;
+        Some(if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+    }
+
+    fn u32_at(&self, at: usize) -> Option<u32> {
+        let b: [u8; 4] = self.bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    }
+
+    /// The element header at `at` (PS3.5 7.1); None where the file ends.
+    fn header(&self, at: usize) -> Option<ElementHeader> {
+        let (group, element) = (self.u16_at(at)?, self.u16_at(at + 2)?);
+        if group == 0xFFFE || !self.explicit_vr {
+            return Some(ElementHeader { group, element, vr: *b"  ", len: self.u32_at(at + 4)?, size: 8 });
+        }
+        let vr: [u8; 2] = self.bytes.get(at + 4..at + 6)?.try_into().ok()?;
+        // dicom-rs reads an unknown VR as UN (4-byte length).
+        let short = dicom_core::VR::from_binary(vr).is_some_and(|v| {
+            use dicom_core::VR::*;
+            matches!(
+                v,
+                AE | AS | AT | CS | DA | DS | DT | FL | FD | IS | LO | LT | PN | SH | SL | SS | ST | TM | UI | UL | US
+            )
+        });
+        if short {
+            Some(ElementHeader { group, element, vr, len: self.u16_at(at + 6)? as u32, size: 8 })
+        } else {
+            Some(ElementHeader { group, element, vr, len: self.u32_at(at + 8)?, size: 12 })
+        }
+    }
+
+    fn is_sequence(&self, h: &ElementHeader) -> bool {
+        use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+        if self.explicit_vr {
+            return &h.vr == b"SQ";
+        }
+        // Implicit VR: the dictionary says; an unknown element of undefined length is a sequence.
+        match dicom_dictionary_std::StandardDataDictionary.by_tag(dicom_core::Tag(h.group, h.element)) {
+            Some(entry) => entry.vr() == VirtualVr::Exact(dicom_core::VR::SQ),
+            None => h.len == u32::MAX,
+        }
+    }
+}
+
 /// Reads the header of `path` (up to the pixel data). Err: no slice header, with the reason.
 fn read_header(path: &Path) -> Result<SliceHeader, Unread> {
+    let bytes = std::fs::read(path).map_err(|e| Unread::Broken(format!("cannot read: {e}")))?;
+    check_declared_lengths(&bytes, false).map_err(|e| {
+        let reason = format!("corrupt: {e}");
+        if looks_like_a_slice(path) {
+            Unread::Broken(reason)
+        } else {
+            Unread::NotASlice(reason)
+        }
+    })?;
     let obj = guarded(|| {
         OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| format!("not DICOM: {e}"))
     })
@@ -639,6 +780,8 @@ fn check_geometry<'a>(
 fn decode_slice(h: &SliceHeader, rows: usize, cols: usize, out: &mut [f32]) -> Result<usize, DicomReadError> {
     let err = |reason: String| DicomReadError::Decode { path: p(h), reason };
     guarded(|| {
+        let bytes = std::fs::read(&h.path).map_err(|e| format!("cannot read: {e}"))?;
+        check_declared_lengths(&bytes, true).map_err(|e| format!("corrupt pixel data: {e}"))?;
         let obj = OpenFileOptions::new().open_file(&h.path).map_err(|e| format!("{e}"))?;
         let decoded = obj.decode_pixel_data().map_err(|e| format!("{e}"))?;
         let hu = decoded.to_ndarray::<f32>().map_err(|e| format!("{e}"))?;
@@ -1061,6 +1204,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_value_length_beyond_the_file_is_refused_before_dicom_rs_allocates_it() {
+        // Found by the dicom_series fuzz target (mutated 3.4 KB phantom slices declaring values far
+        // longer than the file: dicom-rs allocated and zero-filled them, over 100 s per file instrumented).
+        // Here: SeriesDescription (0008,103E) rewritten as OB with a 4-byte length of 0xFFFFFF00.
+        let vol = patient_ct(0.0);
+        let dir = Scratch::new("huge_length");
+        let paths = write(&dir.0, &vol, &info(1, "100000"));
+        let mut bytes = std::fs::read(&paths[3]).unwrap();
+        let at = bytes.windows(6).position(|w| w == b"\x08\x00\x3e\x10LO").unwrap();
+        bytes.splice(at + 4..at + 8, *b"OB\0\0\x00\xff\xff\xff");
+        std::fs::write(&paths[3], &bytes).unwrap();
+        let scan = scan(&dir.0).unwrap();
+        assert_eq!(scan.skipped, 1, "{:?}", scan.warnings);
+        let expected =
+            format!("element (0008,103E) declares 4294967040 bytes but only {} remain", bytes.len() - at - 12);
+        assert!(
+            scan.warnings[0].contains("IM_00004.dcm") && scan.warnings[0].contains(&expected),
+            "{:?}",
+            scan.warnings
+        );
+        // The same in the pixel data: refused when the slice is decoded, naming the file.
+        let mut bytes = std::fs::read(&paths[5]).unwrap();
+        let at = bytes.windows(6).position(|w| w == b"\xe0\x7f\x10\x00OW").unwrap();
+        bytes[at + 8..at + 12].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+        std::fs::write(&paths[5], &bytes).unwrap();
+        let header = read_header(&paths[5]).unwrap();
+        let mut out = vec![0f32; header.rows as usize * header.cols as usize];
+        let err = decode_slice(&header, header.rows as usize, header.cols as usize, &mut out).unwrap_err();
+        assert!(
+            matches!(&err, DicomReadError::Decode { path, reason } if path.ends_with("IM_00006.dcm") && reason.contains("(7FE0,0010) declares 4294967040 bytes")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -509,6 +509,23 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_vox_offset_is_an_error_not_an_overflow() {
+        // Found while writing the `nifti` fuzz target and confirmed with its binary (vox_offset 1e30
+        // panicked at `vox_offset + n * width`: overflow; in release a wrapped slice range panics).
+        let path = std::env::temp_dir().join(format!("nn_nifti_voxoffset_{}.nii", std::process::id()));
+        let g = Geometry::axial([4, 4, 4], [1.0; 3], [0.0; 3]);
+        write(&path, &g, &[0i16; 64], "x").unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        for huge in [f32::MAX, 1e30, f32::INFINITY] {
+            bytes[108..112].copy_from_slice(&huge.to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            let err = read(&path).unwrap_err();
+            assert!(matches!(&err, NiftiError::Format { reason, .. } if reason.contains("vox_offset")), "{err}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn header_fields_are_at_their_nifti1_offsets() {
         let g = Geometry::axial([3, 4, 5], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]);
         let h = header::<i16>(&g, "x").unwrap();

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/), small and from the
+repository's own material: a 16x16x16 phantom written by `needle_nav phantom`, config/*.yaml,
+a tiny rosbag2 MCAP bag written with rosbags (the peer implementation), hand-made requests.
+
+Usage: python fuzz/make_seeds.py PATH_TO_needle_nav_BINARY   (from the repository root, in the
+project's venv for rosbags). Deterministic: run again, same seeds."""
+import gzip
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "fuzz" / "corpus"
+SEP = b"\n--NNFUZZ-FILE--\n"
+
+
+def put(target: str, name: str, data: bytes) -> None:
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data)
+
+
+def phantom(binary: str, tmp: Path) -> Path:
+    case = tmp / "case"
+    subprocess.run([binary, "phantom", "--out", str(case), "--dims", "16x16x16", "--spacing", "10x10x10",
+                    "--phases", "2", "--seed", "3"], check=True, stdout=subprocess.DEVNULL)
+    return case
+
+
+def dicom_seeds(case: Path) -> None:
+    slices = sorted((case / "ct").iterdir())
+    put("dicom_series", f"series_{len(slices)}_slices", SEP.join(p.read_bytes() for p in slices))
+    put("dicom_series", "two_slices", SEP.join(p.read_bytes() for p in slices[:2]))
+    put("dicom_series", "one_slice", slices[0].read_bytes())
+
+
+def nifti_seeds(case: Path) -> None:
+    for p in sorted(case.glob("*.nii.gz")):
+        raw = gzip.decompress(p.read_bytes())
+        if len(raw) <= 64 * 1024:
+            put("nifti", p.name, p.read_bytes())
+            put("nifti", p.name[:-3], raw)
+
+
+def case_seeds(case: Path) -> None:
+    text = (case / "case.json").read_text()
+    put("case_file", "phantom_case.json", text.encode())
+    doc = json.loads(text)
+    put("case_file", "minimal.json", json.dumps({"reference": {"lesion_centre_mm": [1.0, 2.0, 3.0]},
+                                                  "preset_entry_mm": [0.0, 0.0, 0.0]}).encode())
+    doc.pop("phases", None)
+    put("case_file", "no_phases.json", json.dumps(doc).encode())
+
+
+def config_seeds() -> None:
+    for p in sorted((ROOT / "config").glob("*.yaml")):
+        put("param_yaml", p.name, p.read_bytes())
+    put("param_yaml", "wildcard_and_namespace.yaml",
+        b"/**:\n  ros__parameters:\n    frame_id: world\n/robot/marker_tracker:\n  ros__parameters:\n"
+        b"    rate_hz: 250.0\n    region: {min_x: 1.5}\n")
+
+
+def bag_seed(tmp: Path) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED) if hasattr(Stores, "ROS2_KILTED") else get_typestore(Stores.LATEST)
+    String = store.types["std_msgs/msg/String"]
+    bag = tmp / "bag"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conn = w.add_connection("/chatter", String.__msgtype__, typestore=store)
+        for i in range(3):
+            w.write(conn, 1_000_000_000 + i * 100_000_000, store.serialize_cdr(String(data=f"m{i}"), String.__msgtype__))
+    meta = (bag / "metadata.yaml").read_text()
+    mcap_name = next(bag.glob("*.mcap")).name
+    meta = meta.replace(mcap_name, "bag_0.mcap")
+    mcap = next(bag.glob("*.mcap")).read_bytes()
+    put("bag", "rosbags_mcap_3_messages", meta.encode() + SEP + mcap)
+    put("bag", "metadata_only", meta.encode())
+
+
+def register_seeds() -> None:
+    pts = [[0, 0, 0], [60, 0, 0], [0, 50, 0], [0, 0, 40], [30, 30, 10]]
+    moved = [[p[1] + 5, -p[0] + 2, p[2] - 1] for p in pts]
+    put("register_json", "five_markers.json", json.dumps({"moving": pts, "fixed": moved, "targets": [[10, 10, 10]]}).encode())
+    put("register_json", "weights_config.json", json.dumps({
+        "moving": pts, "fixed": moved, "weights": [1, 1, 1, 0.5, 2],
+        "config": {"min_markers": 3, "max_outliers": 1, "max_fre": 2.0, "fle_rms": 0.3}}).encode())
+    put("register_json", "mismatch.json", b'{"moving": [[0,0,0]], "fixed": []}')
+
+
+def tracker_seeds() -> None:
+    def record(dt_ms, repeat, markers):
+        out = struct.pack("<hBB", dt_ms, repeat, len(markers))
+        for mid, flags, d in markers:
+            out += struct.pack("<BBhhh", mid, flags, *d)
+        return out
+    six = [(i, 0, (0, 0, 0)) for i in range(1, 7)]
+    calm = bytes([2]) + record(20, 255, six) + record(20, 255, six) + record(20, 200, six)
+    put("tracker_samples", "calm_breathing_ar", calm)
+    put("tracker_samples", "calm_breathing_4dct_modes", bytes([2 | 4 | 8 | 16]) + calm[1:])
+    occluded = [(i, 1 if i == 5 else 0, (0, 0, 0)) for i in range(1, 7)]
+    put("tracker_samples", "occlusion_nan_back_in_time",
+        bytes([1]) + record(20, 150, six) + record(20, 20, occluded) + record(20, 3, [(4, 2, (0, 0, 0))] + six[1:])
+        + record(-500, 10, six) + record(20, 100, six))
+
+
+def segment_seeds() -> None:
+    def req(flags, overlap, text):
+        return bytes([flags]) + struct.pack("<f", overlap) + text.encode()
+    put("segment_request", "nifti_refined_surface", req(3, 0.5, "ct.nii\nout"))
+    put("segment_request", "nifti_gz_default_overlap", req(0, 0.0, "ct.nii.gz\nout/sub"))
+    put("segment_request", "dicom_dir", req(1, 0.25, "dicom\nout"))
+    put("segment_request", "empty_dir", req(0, 0.5, "empty\nout"))
+    put("segment_request", "png", req(0, 0.5, "notes.png\nout"))
+    put("segment_request", "bad_overlap", req(0, 1.5, "ct.nii\nout"))
+    put("segment_request", "blank_output", req(0, 0.5, "ct.nii\n "))
+
+
+def main() -> None:
+    binary = sys.argv[1]
+    if CORPUS.exists():
+        shutil.rmtree(CORPUS)
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        case = phantom(binary, tmp)
+        dicom_seeds(case)
+        nifti_seeds(case)
+        case_seeds(case)
+        bag_seed(tmp)
+    config_seeds()
+    register_seeds()
+    tracker_seeds()
+    segment_seeds()
+    for d in sorted(CORPUS.iterdir()):
+        files = list(d.iterdir())
+        print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")
+
+
+if __name__ == "__main__":
+    main()
