@@ -560,6 +560,27 @@ mod tests {
             refused(fresh(&plan, &cor_ids, &config).resumed(&broken, t0_ns, 30.0)),
             ResumeRefused::Malformed(_)
         ));
+        // A saved baseline that no longer fits the breathing (here: markers 8 mm off, as after a
+        // long drift) is dropped at the first sample and a new one recorded, not refused for ever.
+        let mut drifted = saved.clone();
+        for p in &mut drifted.baseline.reference {
+            p.z += 8e-3;
+        }
+        let mut rebaselined = fresh(&plan, &cor_ids, &config).resumed(&drifted, t0_ns, 30.0).expect("matches");
+        let (mut first_result, mut valid_again) = (None, None);
+        for i in restart..restart + (12.0 * rate) as usize {
+            let t = i as f64 / rate;
+            let r = rebaselined.update(t, &sim.sample(t, (t * 1e9) as i64).0);
+            first_result.get_or_insert(r.clone());
+            if r.is_ok() {
+                valid_again = Some(t - t0);
+                break;
+            }
+        }
+        assert_eq!(first_result, Some(Err(InvalidReason::NoBaseline)));
+        let again = valid_again.expect("a new baseline within 12 s");
+        assert!(again >= config.baseline_s, "valid {again} s after the restart, before a new baseline could exist");
+        assert!(rebaselined.baseline().is_some_and(|b| (b.reference[0] - drifted.baseline.reference[0]).norm() > 5e-3));
         let mut other_format = saved.clone();
         other_format.format = 99;
         assert!(matches!(

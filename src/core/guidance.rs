@@ -412,6 +412,8 @@ pub struct TargetComputer {
     model: Option<CorrelationModel>,
     /// Predicts the surrogate; its history also gives the surrogate's rate.
     predictor: Predictor,
+    /// The baseline was resumed from a saved state and no sample has confirmed it fits yet.
+    resumed_unverified: bool,
 }
 
 /// The surrogate's rate is the least-squares slope over this window [s] ...
@@ -439,6 +441,7 @@ impl TargetComputer {
             baseline: None,
             model: None,
             predictor,
+            resumed_unverified: false,
         }
     }
 
@@ -521,6 +524,7 @@ impl TargetComputer {
         }
         let mut resumed = self.with_baseline(b.clone());
         resumed.predictor = Predictor::restored(&saved.predictor);
+        resumed.resumed_unverified = true;
         Ok(resumed)
     }
 
@@ -669,6 +673,23 @@ impl TargetComputer {
         };
         let (s, deviation) = (baseline.surrogate(&set), baseline.deviation(&set));
         self.predictor.push(t_s, s);
+        if deviation > self.config.deviation_tolerance_m && self.resumed_unverified {
+            // The resumed baseline does not fit the breathing now (it drifted, or markers moved while
+            // the node was down): record a new one rather than refuse for ever. A restart is also how
+            // a user asks for a new baseline.
+            tracing::warn!(
+                "the resumed baseline departs {:.1} mm from the breathing now (tolerance {:.1} mm): recording a new one",
+                deviation * 1e3,
+                self.config.deviation_tolerance_m * 1e3
+            );
+            self.baseline = None;
+            self.model = None;
+            self.correction_ids = self.requested_ids.clone();
+            self.predictor = Predictor::new(self.config.prediction);
+            self.resumed_unverified = false;
+            return Err(InvalidReason::NoBaseline);
+        }
+        self.resumed_unverified = false;
         if deviation > self.config.deviation_tolerance_m {
             return Err(InvalidReason::DeviationTooLarge {
                 deviation_m: deviation,
