@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let path = dir.join("image.nii");
     write(&path, data);
     let _ = nifti::read_dims(&path);
-    if let Ok((volume, _, _)) = load_input(&SegmentationInput::Nifti(path), MAX_VOXELS) {
+    if let Ok((volume, _, _)) = load_input(&SegmentationInput::Nifti(path), MAX_VOXELS, &Default::default()) {
         assert_eq!(volume.data.len(), volume.geometry.voxel_count());
     }
 });

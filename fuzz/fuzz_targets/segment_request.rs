@@ -68,7 +68,15 @@ fn fixtures() -> PathBuf {
 fn service() -> &'static SegmentationService {
     static SERVICE: OnceLock<SegmentationService> = OnceLock::new();
     SERVICE.get_or_init(|| {
-        let limits = ServiceLimits { max_input_voxels: 1 << 20, queue_when_busy: true, max_queue: 2 };
+        let limits = ServiceLimits {
+            max_input_voxels: 1 << 20,
+            queue_when_busy: true,
+            max_queue: 2,
+            // Requests write into a sandbox of scratch folders: replacing an earlier result is fine.
+            overwrite_results: true,
+            skip_unreadable_slices: false,
+            scheduling: needle_nav::segmentation::scheduling::WorkerScheduling::Normal,
+        };
         SegmentationService::start(limits, || {
             let info = ModelInfo::from_json(MODEL_INFO).map_err(|e| e.to_string())?;
             Ok(VesselSegmenter::with_predictor(Box::new(BrightIsAorta), info, "closed-form"))
