@@ -532,7 +532,8 @@ mod tests {
             refused(fresh(&plan, &cor_ids, &config).resumed(&saved, saved_ns - 1_000_000_000, 30.0)),
             ResumeRefused::FromTheFuture { .. }
         ));
-        let moved = RegisteredPlan { lesion_tracker: plan.lesion_tracker + Vector3::new(1e-3, 0.0, 0.0), ..plan.clone() };
+        let moved =
+            RegisteredPlan { lesion_tracker: plan.lesion_tracker + Vector3::new(1e-3, 0.0, 0.0), ..plan.clone() };
         assert!(matches!(
             refused(fresh(&moved, &cor_ids, &config).resumed(&saved, t0_ns, 30.0)),
             ResumeRefused::OtherRegistration { .. }

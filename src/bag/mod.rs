@@ -245,9 +245,9 @@ impl Metadata {
                 serde_yaml::Value::Null => String::new(),
                 other => serde_yaml::to_string(other).unwrap_or_default(),
             };
-            let messages = self.count(t, "message_count").map_err(|_| {
-                self.field_err(&format!("{name}: message_count"), "missing or not a count")
-            })?;
+            let messages = self
+                .count(t, "message_count")
+                .map_err(|_| self.field_err(&format!("{name}: message_count"), "missing or not a count"))?;
             topics.push(DeclaredTopic { name, type_name, serialization_format, offered_qos_yaml, messages });
         }
         let mut files = Vec::new();
@@ -314,7 +314,8 @@ struct McapContents {
 }
 
 fn read_mcap(dir: &Path, files: &[String]) -> Result<McapContents, BagError> {
-    let mut contents = McapContents { topics: BTreeMap::new(), files: Vec::new(), messages: Vec::new(), problems: Vec::new() };
+    let mut contents =
+        McapContents { topics: BTreeMap::new(), files: Vec::new(), messages: Vec::new(), problems: Vec::new() };
     for f in files {
         let path = dir.join(f);
         match std::fs::metadata(&path) {
@@ -417,7 +418,9 @@ fn read_mcap_file(contents: &mut McapContents, f: &str, bytes: &[u8]) -> Result<
 pub enum BagProblem {
     #[error("{topic}: metadata.yaml says type {metadata}, the MCAP schema says {mcap}")]
     TopicType { topic: String, metadata: String, mcap: String },
-    #[error("{topic}: metadata.yaml says serialization_format {metadata}, the MCAP channel's message encoding is {mcap}")]
+    #[error(
+        "{topic}: metadata.yaml says serialization_format {metadata}, the MCAP channel's message encoding is {mcap}"
+    )]
     SerializationFormat { topic: String, metadata: String, mcap: String },
     #[error("{topic}: metadata.yaml says {metadata} messages, the MCAP file has {mcap}")]
     TopicCount { topic: String, metadata: u64, mcap: u64 },
@@ -540,8 +543,7 @@ pub fn read_all(dir: &Path) -> Result<(Vec<TopicInfo>, Vec<BagMessage>), BagErro
         .topics
         .iter()
         .map(|(name, t)| {
-            let declared_qos =
-                bag.declared.topics.iter().find(|d| &d.name == name).map(|d| d.offered_qos_yaml.clone());
+            let declared_qos = bag.declared.topics.iter().find(|d| &d.name == name).map(|d| d.offered_qos_yaml.clone());
             TopicInfo {
                 name: name.clone(),
                 type_name: t.type_name.clone(),
@@ -739,15 +741,43 @@ mod tests {
         let good = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
         assert!(info(&dir).unwrap().problems.is_empty());
         let cases: [(&str, &str, &str); 9] = [
-            ("type: std_msgs/msg/String", "type: std_msgs/msg/Int32", "/a: metadata.yaml says type std_msgs/msg/Int32, the MCAP schema says std_msgs/msg/String"),
-            ("serialization_format: cdr", "serialization_format: json", "/a: metadata.yaml says serialization_format json, the MCAP channel's message encoding is cdr"),
-            ("      message_count: 3\n", "      message_count: 7\n", "/a: metadata.yaml says 7 messages, the MCAP file has 3"),
-            ("  message_count: 4\n  topics", "  message_count: 9\n  topics", "metadata.yaml says message_count 9, the MCAP file has 4 messages"),
-            ("  starting_time:\n    nanoseconds_since_epoch: 1000\n  message_count", "  starting_time:\n    nanoseconds_since_epoch: 500\n  message_count", "metadata.yaml says starting_time 500 ns, the first message in the MCAP file is at 1000 ns"),
-            ("  duration:\n    nanoseconds: 3000\n  starting", "  duration:\n    nanoseconds: 9000\n  starting", "metadata.yaml says duration 9000 ns, the messages in the MCAP file span 3000 ns"),
+            (
+                "type: std_msgs/msg/String",
+                "type: std_msgs/msg/Int32",
+                "/a: metadata.yaml says type std_msgs/msg/Int32, the MCAP schema says std_msgs/msg/String",
+            ),
+            (
+                "serialization_format: cdr",
+                "serialization_format: json",
+                "/a: metadata.yaml says serialization_format json, the MCAP channel's message encoding is cdr",
+            ),
+            (
+                "      message_count: 3\n",
+                "      message_count: 7\n",
+                "/a: metadata.yaml says 7 messages, the MCAP file has 3",
+            ),
+            (
+                "  message_count: 4\n  topics",
+                "  message_count: 9\n  topics",
+                "metadata.yaml says message_count 9, the MCAP file has 4 messages",
+            ),
+            (
+                "  starting_time:\n    nanoseconds_since_epoch: 1000\n  message_count",
+                "  starting_time:\n    nanoseconds_since_epoch: 500\n  message_count",
+                "metadata.yaml says starting_time 500 ns, the first message in the MCAP file is at 1000 ns",
+            ),
+            (
+                "  duration:\n    nanoseconds: 3000\n  starting",
+                "  duration:\n    nanoseconds: 9000\n  starting",
+                "metadata.yaml says duration 9000 ns, the messages in the MCAP file span 3000 ns",
+            ),
             ("name: /b", "name: /c", "/c: listed in metadata.yaml, but the MCAP file has no channel for it"),
             ("name: /b", "name: /a", "/a: listed more than once in metadata.yaml"),
-            ("      message_count: 4\n  custom", "      message_count: 5\n  custom", "b_0.mcap: metadata.yaml's files entry says message_count 5, the file has 4"),
+            (
+                "      message_count: 4\n  custom",
+                "      message_count: 5\n  custom",
+                "b_0.mcap: metadata.yaml's files entry says message_count 5, the file has 4",
+            ),
         ];
         for (from, to, expected) in cases {
             assert!(good.contains(from), "{from:?} not in\n{good}");
@@ -763,15 +793,23 @@ mod tests {
         let without_b = good.replacen("name: /b", "name: /c", 1);
         std::fs::write(dir.join("metadata.yaml"), without_b).unwrap();
         let problems = info(&dir).unwrap().problems;
-        assert!(problems.contains(&"/b: the MCAP file has this topic (1 messages), metadata.yaml does not list it".to_string()), "{problems:?}");
+        assert!(
+            problems
+                .contains(&"/b: the MCAP file has this topic (1 messages), metadata.yaml does not list it".to_string()),
+            "{problems:?}"
+        );
         // A missing count is an error naming the field, not a zero.
-        std::fs::write(dir.join("metadata.yaml"), good.replacen("  message_count: 4\n  topics", "  topics", 1)).unwrap();
+        std::fs::write(dir.join("metadata.yaml"), good.replacen("  message_count: 4\n  topics", "  topics", 1))
+            .unwrap();
         let e = info(&dir).unwrap_err().to_string();
         assert!(e.contains("message_count: missing"), "{e}");
         // The types the player publishes come from the MCAP schema.
         std::fs::write(dir.join("metadata.yaml"), &good).unwrap();
         let (topics, messages) = read_all(&dir).unwrap();
-        assert_eq!(topics.iter().map(|t| t.type_name.as_str()).collect::<Vec<_>>(), ["std_msgs/msg/String", "std_msgs/msg/Empty"]);
+        assert_eq!(
+            topics.iter().map(|t| t.type_name.as_str()).collect::<Vec<_>>(),
+            ["std_msgs/msg/String", "std_msgs/msg/Empty"]
+        );
         assert_eq!(messages.iter().map(|m| m.type_name.as_str()).collect::<Vec<_>>()[2], "std_msgs/msg/Empty");
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }

@@ -275,7 +275,16 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Segment { input, out, classic: true, max_voxels, overwrite, skip_unreadable_slices, scheduling, .. } => {
+        Command::Segment {
+            input,
+            out,
+            classic: true,
+            max_voxels,
+            overwrite,
+            skip_unreadable_slices,
+            scheduling,
+            ..
+        } => {
             needle_nav::segmentation::scheduling::lower_current_thread(scheduling, "segment");
             classic_command(&input, &out, max_voxels, overwrite, skip_unreadable_slices)
         }

@@ -76,7 +76,11 @@ pub fn check_params_file(path: &std::path::Path, our_nodes: &[&str]) -> Result<(
         path: shown.clone(),
         reason: e.to_string(),
     })?;
-    check_params_text(&text, our_nodes).map_err(|reason| ConfigError::BadFile { node: "ros-args".into(), path: shown, reason })
+    check_params_text(&text, our_nodes).map_err(|reason| ConfigError::BadFile {
+        node: "ros-args".into(),
+        path: shown,
+        reason,
+    })
 }
 
 /// The checks of [`check_params_file`] on the file's text.

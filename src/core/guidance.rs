@@ -488,12 +488,14 @@ impl TargetComputer {
             return Err(ResumeRefused::Format { found: saved.format, expected: SavedBreathingState::FORMAT });
         }
         if saved.correction_ids != self.requested_ids {
-            return Err(ResumeRefused::OtherMarkers { saved: saved.correction_ids.clone(), now: self.requested_ids.clone() });
+            return Err(ResumeRefused::OtherMarkers {
+                saved: saved.correction_ids.clone(),
+                now: self.requested_ids.clone(),
+            });
         }
         let reg = &self.registration;
-        let moved = (saved.lesion_tracker - reg.lesion_tracker)
-            .norm()
-            .max((saved.entry_tracker - reg.entry_tracker).norm());
+        let moved =
+            (saved.lesion_tracker - reg.lesion_tracker).norm().max((saved.entry_tracker - reg.entry_tracker).norm());
         let angle = saved.image_to_tracker.rotation.angle_to(&reg.transform.rotation);
         if !(moved <= SAME_REGISTRATION_M && angle <= SAME_REGISTRATION_RAD) {
             return Err(ResumeRefused::OtherRegistration { moved_mm: moved * 1e3, angle_deg: angle.to_degrees() });

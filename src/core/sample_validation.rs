@@ -146,10 +146,8 @@ impl SampleValidator {
         if !malformed.is_empty() {
             return Err(SampleRejection::NonFinite(malformed));
         }
-        if let Some((id, distance_m)) = sample
-            .usable()
-            .map(|m| (m.id, m.position.coords.norm()))
-            .find(|(_, d)| !(*d <= c.max_coordinate_m))
+        if let Some((id, distance_m)) =
+            sample.usable().map(|m| (m.id, m.position.coords.norm())).find(|(_, d)| !(*d <= c.max_coordinate_m))
         {
             return Err(SampleRejection::OutOfRange { id, distance_m, limit_m: c.max_coordinate_m });
         }

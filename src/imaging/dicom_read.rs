@@ -1225,7 +1225,9 @@ mod tests {
         let expected =
             format!("element (0008,103E) declares 4294967040 bytes but only {} remain", bytes.len() - at - 12);
         assert!(
-            scan.broken.len() == 1 && scan.broken[0].0.ends_with("IM_00004.dcm") && scan.broken[0].1.contains(&expected),
+            scan.broken.len() == 1
+                && scan.broken[0].0.ends_with("IM_00004.dcm")
+                && scan.broken[0].1.contains(&expected),
             "{:?}",
             scan.broken
         );

@@ -165,7 +165,10 @@ pub fn lockstep_stamps(messages: &[BagMessage], plan: &[(u64, usize)]) -> Result
             continue;
         }
         if m.type_name != MARKERS.type_name {
-            return Err(format!("--lockstep: {samples} has type {} in the bag, needle_target answers {}", m.type_name, MARKERS.type_name));
+            return Err(format!(
+                "--lockstep: {samples} has type {} in the bag, needle_target answers {}",
+                m.type_name, MARKERS.type_name
+            ));
         }
         let stamp = bag::cdr_header_stamp_ns(&m.cdr)
             .ok_or_else(|| format!("--lockstep: message {n} on {samples} has no readable header stamp"))?;

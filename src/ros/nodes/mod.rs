@@ -116,7 +116,11 @@ impl SampleGate {
         match self.validator.check(sample, Some(now_ns)) {
             Ok(c) => {
                 if !c.dropped.is_empty() && self.due(SampleEvent::Dropped) {
-                    tracing::warn!(node = self.node, "markers dropped from a sample, they jumped (id, m): {:?}", c.dropped);
+                    tracing::warn!(
+                        node = self.node,
+                        "markers dropped from a sample, they jumped (id, m): {:?}",
+                        c.dropped
+                    );
                 }
                 if !c.moved.is_empty() && self.due(SampleEvent::Moved) {
                     tracing::warn!(

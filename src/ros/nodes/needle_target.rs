@@ -188,7 +188,9 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig, sample_ns: i64) {
         let moved = (c.plan().lesion_tracker - plan.lesion_tracker)
             .norm()
             .max((c.plan().entry_tracker - plan.entry_tracker).norm());
-        if c.correction_ids_requested() == s.correction_ids.as_slice() && moved <= SAME_REGISTRATION_M && !s.case_changed
+        if c.correction_ids_requested() == s.correction_ids.as_slice()
+            && moved <= SAME_REGISTRATION_M
+            && !s.case_changed
         {
             return;
         }
@@ -487,8 +489,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                                 }
                             }
                             if !cfg.state_file.is_empty() && !s.state_file_refused {
-                                let due = s.state_saved_ns.map_or(true, |t| sample.stamp_ns - t >= STATE_SAVE_PERIOD_NS);
-                                if let Some(state) = s.computer.as_ref().filter(|_| due).and_then(|c| c.saved_state(sample.stamp_ns)) {
+                                let due =
+                                    s.state_saved_ns.map_or(true, |t| sample.stamp_ns - t >= STATE_SAVE_PERIOD_NS);
+                                if let Some(state) =
+                                    s.computer.as_ref().filter(|_| due).and_then(|c| c.saved_state(sample.stamp_ns))
+                                {
                                     s.state_saved_ns = Some(sample.stamp_ns);
                                     let path = cfg.state_file.clone();
                                     // Off the sample path: a slow disk must not delay targets.
