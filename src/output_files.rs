@@ -43,6 +43,17 @@ pub fn refuse_existing(dir: &Path, names: &[&str], overwrite: bool, how_to_repla
     Err(OutputError::Exists { dir: dir.display().to_string(), files: found, how_to_replace: how_to_replace.into() })
 }
 
+/// Writes one file through a temporary name beside it and a rename: a reader, or a restart after a
+/// crash mid-write, sees the old file or the new one, never half of one.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = partial_path(dir, &name);
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// The temporary name of `name` in `dir`: hidden, unique to this process and call, and with
 /// the same ending (writers that choose the format by the ending, `.nii.gz`, still do).
 pub fn partial_path(dir: &Path, name: &str) -> PathBuf {

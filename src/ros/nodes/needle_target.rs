@@ -29,7 +29,6 @@ const NAME: &str = "needle_target";
 struct State {
     newest_sample_ns: Option<i64>,
     newest_source_stamp: r2r::builtin_interfaces::msg::Time,
-    malformed: Vec<u32>,
     registration: Option<msg::LesionRegistration>,
     correction_ids: Vec<u32>,
     case: Option<PlanningCase>,
@@ -51,16 +50,6 @@ struct State {
 
 /// The breathing state is saved this often (tracker time) [ns].
 const STATE_SAVE_PERIOD_NS: i64 = 1_000_000_000;
-
-/// Writes `bytes` to a temporary file beside `path` and renames it over `path`: a reader (or a
-/// restart after a crash mid-write) sees the old file or the new one, never half of one.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
 
 /// The saved breathing state, if `path` holds one. A file that is not one is reported and
 /// never overwritten (second value true): the parameter may point at something of the user's.
@@ -85,7 +74,9 @@ fn read_state_file(path: &str) -> (Option<SavedBreathingState>, bool) {
 }
 
 fn save_state_file(path: &str, state: &SavedBreathingState) {
-    match serde_json::to_vec(state).map(|bytes| write_atomically(std::path::Path::new(path), &bytes)) {
+    match serde_json::to_vec(state)
+        .map(|bytes| crate::output_files::write_file_atomically(std::path::Path::new(path), &bytes))
+    {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(node = NAME, "cannot save the breathing state to {path}: {e}"),
         Err(e) => tracing::warn!(node = NAME, "cannot encode the breathing state: {e}"),
@@ -134,7 +125,9 @@ fn save_baseline_file(path: &str, b: &Baseline) {
         tracing::info!(node = NAME, "baseline_file {path} exists: the new baseline is not saved over it");
         return;
     }
-    match serde_json::to_vec(b).map(|bytes| write_atomically(std::path::Path::new(path), &bytes)) {
+    match serde_json::to_vec(b)
+        .map(|bytes| crate::output_files::write_file_atomically(std::path::Path::new(path), &bytes))
+    {
         Ok(Ok(())) => tracing::info!(node = NAME, "baseline saved to {path}"),
         Ok(Err(e)) => tracing::warn!(node = NAME, "cannot save the baseline to {path}: {e}"),
         Err(e) => tracing::warn!(node = NAME, "cannot encode the baseline: {e}"),
@@ -208,7 +201,6 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig, sample_ns: i64) {
         .computer
         .take()
         .filter(|c| c.correction_ids_requested() == s.correction_ids.as_slice() && c.baseline().is_some());
-    let loaded = if previous.is_none() { load_baseline_file(cfg, &s.correction_ids) } else { None };
     let mut computer = TargetComputer::new(case, plan, s.correction_ids.clone(), target_cfg);
     let resumed = match (previous.is_none(), s.resume.take()) {
         (true, Some(saved)) => match computer.clone().resumed(&saved, sample_ns, cfg.state_max_age_s) {
@@ -235,7 +227,7 @@ fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig, sample_ns: i64) {
     } else if let Some(c) = resumed {
         computer = c;
         s.baseline_saved = true;
-    } else if let Some(b) = loaded {
+    } else if let Some(b) = load_baseline_file(cfg, &s.correction_ids) {
         computer = computer.with_baseline(b);
         s.baseline_saved = true;
     } else {
@@ -448,11 +440,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     let mut s = lock(&state);
                     s.newest_sample_ns = Some(sample.stamp_ns);
                     s.newest_source_stamp = m.header.stamp.clone();
-                    s.malformed = sample.malformed_ids();
                     let gate = target_gate::check(&GateInputs {
                         newest_sample_ns: s.newest_sample_ns,
                         now_ns: now,
-                        malformed_marker_ids: s.malformed.clone(),
+                        // Non-finite samples were refused by the sample checks above.
+                        malformed_marker_ids: Vec::new(),
                         registration: registration_usable(&s.registration),
                         stale_after_s: cfg.stale_after_s(),
                     });
@@ -509,9 +501,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     if s.recent.back().is_some_and(|o| o.stamp_ns >= sample.stamp_ns) {
                         s.recent.clear(); // time went back (a replay restarted): the history is void
                     }
-                    if sample.malformed_ids().is_empty() {
-                        s.recent.push_back(sample.clone());
-                    }
+                    s.recent.push_back(sample.clone());
                     while s.recent.front().is_some_and(|o| sample.stamp_ns - o.stamp_ns > CATCH_UP_NS) {
                         s.recent.pop_front();
                     }
