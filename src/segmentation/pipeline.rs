@@ -53,6 +53,9 @@ pub struct SegmentationOptions {
     pub surface_cell_mm: f64,
     /// Also return the network's labels before the refinement (evaluation).
     pub keep_unrefined: bool,
+    /// Also return the labels refined until nothing changes (no pass limit), from the same
+    /// network output (evaluation: one inference for all three variants).
+    pub keep_unbounded_refinement: bool,
     /// The refinement repeats until nothing changes, but at most this many passes (one voxel
     /// of growth each): enough to bridge the gaps between vessel ends, while in plain CT, whose
     /// blood window overlaps all soft tissue, unbounded growth floods the mediastinum
@@ -77,6 +80,7 @@ impl SegmentationOptions {
             batch: 1,
             surface_cell_mm: 3.0,
             keep_unrefined: false,
+            keep_unbounded_refinement: false,
             refinement_max_passes: DEFAULT_REFINEMENT_PASSES,
             overwrite: false,
             skip_unreadable_slices: false,
@@ -100,6 +104,9 @@ pub struct SegmentationResult {
     /// The network's labels before the refinement, when asked for.
     #[serde(skip)]
     pub unrefined_labels: Option<Volume<u8>>,
+    /// The labels refined without a pass limit, when asked for.
+    #[serde(skip)]
+    pub unbounded_refined_labels: Option<Volume<u8>>,
     pub class_names: Vec<String>,
     pub voxel_counts: Vec<u64>,
     pub volumes_ml: Vec<f64>,
@@ -242,9 +249,14 @@ impl VesselSegmenter {
         let vessel_median_hu = median_hu_of_vessels(&labels, &cropped.data);
         let contrast_enhanced = vessel_median_hu.is_some_and(|m| m >= CONTRAST_MEDIAN_HU);
         let unrefined = options.keep_unrefined.then(|| labels.clone());
+        let windows = self.info.windows(contrast_enhanced);
+        let unbounded = options.keep_unbounded_refinement.then(|| {
+            let mut grown = labels.clone();
+            refine(&mut grown, &cropped.data, dims, &windows, usize::MAX);
+            grown
+        });
         let (mut refined_voxels, mut refinement_passes) = (0, 0);
         if options.hu_refinement {
-            let windows = self.info.windows(contrast_enhanced);
             (refined_voxels, refinement_passes) =
                 refine(&mut labels, &cropped.data, dims, &windows, options.refinement_max_passes);
         }
@@ -254,11 +266,13 @@ impl VesselSegmenter {
         let mut full = Volume::filled(grid.clone(), 0u8);
         paste(&mut full, &Volume { geometry: cropped.geometry.clone(), data: labels }, &body);
         let labels = resample::nearest_labels(&full, &ct.geometry);
-        let unrefined_labels = unrefined.map(|data| {
+        let to_input_grid = |data: Vec<u8>| {
             let mut full = Volume::filled(grid.clone(), 0u8);
             paste(&mut full, &Volume { geometry: cropped.geometry.clone(), data }, &body);
             resample::nearest_labels(&full, &ct.geometry)
-        });
+        };
+        let unrefined_labels = unrefined.map(to_input_grid);
+        let unbounded_refined_labels = unbounded.map(to_input_grid);
         stage("resample back", &mut t);
 
         let (voxel_counts, volumes_ml) = class_volumes(&labels);
@@ -267,6 +281,7 @@ impl VesselSegmenter {
             model: self.model_name.clone(),
             labels,
             unrefined_labels,
+            unbounded_refined_labels,
             class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
             voxel_counts,
             volumes_ml,
