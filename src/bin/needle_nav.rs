@@ -132,9 +132,10 @@ enum Command {
         #[arg(long)]
         skip_unreadable_slices: bool,
     },
-    /// Dice of the vessel segmentation per class against TotalSegmentator's reference labels
-    /// (../shared/data) and digital-patient truth, with and without the HU-window refinement,
-    /// beside the classic threshold-plus-region-growing extraction.
+    /// Real-data gates of the vessel segmentation (chest CTA, plain and contrast abdomen CT,
+    /// plain thorax series in ../shared/data: Dice, labelled fractions, outside-body vessel,
+    /// class volumes, class confusion) and Dice per class on digital patients, each with and
+    /// without the HU-window refinement; prints markdown tables, --json writes every figure.
     EvaluateSegmentation {
         #[arg(long)]
         model: Option<PathBuf>,
@@ -144,10 +145,14 @@ enum Command {
         /// Digital-patient seeds (each scored as contrast and as plain CT); none of the training seeds.
         #[arg(long, value_delimiter = ',', default_values_t = vec![9001u64, 9002])]
         seeds: Vec<u64>,
+        /// Only the real cases (skips the digital patients, which take most of the time).
+        #[arg(long)]
+        real_only: bool,
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        #[arg(long)]
-        out: Option<PathBuf>,
+        /// Write every figure as JSON to this file (atomically: a temporary name, then a rename).
+        #[arg(long, alias = "out")]
+        json: Option<PathBuf>,
     },
     /// Rigid registration with FRE/TRE, JSON on stdin -> JSON on stdout (see core::registration::register_json).
     Register,
@@ -319,7 +324,7 @@ fn main() -> ExitCode {
                 skip_unreadable_slices,
             )
         }
-        Command::EvaluateSegmentation { model, shared_data, seeds, threads, out } => {
+        Command::EvaluateSegmentation { model, shared_data, seeds, real_only, threads, json } => {
             use needle_nav::segmentation::{evaluation, pipeline, OnnxVesselModel, VesselSegmenter};
             let model_path = model.unwrap_or_else(pipeline::default_model_path);
             let shared = shared_data
@@ -333,15 +338,30 @@ fn main() -> ExitCode {
                 }
             };
             let started = std::time::Instant::now();
+            let seeds = if real_only { Vec::new() } else { seeds };
             let report = evaluation::evaluate(&mut segmenter, &model_path.display().to_string(), &shared, &seeds);
             println!("{}", evaluation::markdown(&report));
             for s in &report.skipped {
                 eprintln!("skipped: {s}");
             }
-            eprintln!("evaluation took {:.1} s", started.elapsed().as_secs_f64());
-            if let Some(path) = out {
-                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-                if let Err(e) = std::fs::write(&path, text + "\n") {
+            for c in report.real_cases.iter().filter(|c| c.error.is_some()) {
+                eprintln!("real case {} not scored: {}", c.id, c.error.as_deref().unwrap_or_default());
+            }
+            eprintln!(
+                "evaluation took {:.1} s (real cases {:.1} s, digital patients {:.1} s)",
+                started.elapsed().as_secs_f64(),
+                report.real_case_seconds,
+                report.digital_patient_seconds
+            );
+            if let Some(path) = json {
+                let text = match serde_json::to_string_pretty(&report) {
+                    Ok(t) => t + "\n",
+                    Err(e) => {
+                        eprintln!("cannot serialise the report: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
+                if let Err(e) = needle_nav::output_files::write_file_atomically(&path, text.as_bytes()) {
                     eprintln!("cannot write {}: {e}", path.display());
                     return ExitCode::from(1);
                 }

@@ -1,15 +1,16 @@
-//! Accuracy of the vessel segmentation (`needle_nav evaluate-segmentation`): Dice per class
-//! against TotalSegmentator's reference labels in ../shared/data (agreement with that model,
-//! not clinical truth) and against digital-patient ground truth (contrast and plain CT), each
-//! with and without the HU-window refinement, beside the classic threshold-plus-region-growing
-//! extraction (which only says "vessel or not").
+//! Accuracy of the vessel segmentation (`needle_nav evaluate-segmentation`): the real-data gates
+//! of issue 12 on the real scans in ../shared/data (TotalSegmentator references: agreement with
+//! that model, not clinical truth; see [`super::real_gates`]) and Dice per class against
+//! digital-patient ground truth (contrast and plain CT), each with and without the HU-window
+//! refinement, the latter beside the classic threshold-plus-region-growing extraction (which
+//! only says "vessel or not").
 
 use super::pipeline::{SegmentationOptions, VesselSegmenter};
+use super::real_gates::{self, RealCaseScore, VARIANTS};
 use crate::core::phantom::{MotionState, Phantom, PhantomConfig};
 use crate::core::segmentation::classic::{threshold_region_growing, ClassicOptions};
 use crate::core::segmentation::metrics::{dice, dice_any};
 use crate::core::segmentation::model_info::CLASS_NAMES;
-use crate::imaging::nifti;
 use crate::imaging::volume::Volume;
 use serde::Serialize;
 use std::path::Path;
@@ -42,11 +43,23 @@ pub struct CaseScore {
     pub classic_seconds: f64,
 }
 
+/// Version of the JSON written by `--json` (see README "Evaluation" under vessel segmentation);
+/// raised when a field changes meaning or goes.
+pub const SCHEMA_VERSION: u32 = 2;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SegmentationEvaluation {
+    pub schema_version: u32,
     pub model: String,
-    pub cases: Vec<CaseScore>,
+    pub shared_data: String,
+    /// Digital patients (ground truth), each as contrast and as plain CT; empty with `--real-only`.
+    pub digital_patients: Vec<CaseScore>,
+    /// The real cases with their gates and confusion tables, always in the same order.
+    pub real_cases: Vec<RealCaseScore>,
+    /// Digital patients that could not be made.
     pub skipped: Vec<String>,
+    pub digital_patient_seconds: f64,
+    pub real_case_seconds: f64,
 }
 
 /// One evaluation case: a CT and its reference labels (already mapped to 0..=3) on the same grid.
@@ -68,49 +81,53 @@ pub fn evaluate(
     shared_data: &Path,
     phantom_seeds: &[u64],
 ) -> SegmentationEvaluation {
+    let started = Instant::now();
+    let real_cases = real_gates::evaluate_real(segmenter, shared_data);
+    let real_case_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let mut cases = Vec::new();
     let mut skipped = Vec::new();
     for seed in phantom_seeds {
         for contrast in [true, false] {
             match phantom_case(*seed, contrast) {
-                Ok(c) => cases.push(c),
+                Ok(c) => cases.push(score(segmenter, &c)),
                 Err(e) => skipped.push(format!("digital patient {seed}: {e}")),
             }
         }
     }
-    for loader in [chest_cta_case, abdomen_case] {
-        match loader(shared_data) {
-            Ok(c) => cases.push(c),
-            Err(e) => skipped.push(e),
-        }
+    SegmentationEvaluation {
+        schema_version: SCHEMA_VERSION,
+        model: model_name.into(),
+        shared_data: shared_data.display().to_string(),
+        digital_patients: cases,
+        real_cases,
+        skipped,
+        digital_patient_seconds: started.elapsed().as_secs_f64(),
+        real_case_seconds,
     }
-    let scores = cases.iter().map(|c| score(segmenter, c)).collect();
-    SegmentationEvaluation { model: model_name.into(), cases: scores, skipped }
 }
 
 fn score(segmenter: &mut VesselSegmenter, case: &Case) -> CaseScore {
     let started = Instant::now();
-    let options = SegmentationOptions { keep_unrefined: true, ..SegmentationOptions::new("") };
+    let options =
+        SegmentationOptions { keep_unrefined: true, keep_unbounded_refinement: true, ..SegmentationOptions::new("") };
     let result = segmenter.segment(&case.ct, &options, &mut |_, _, _| {});
     let seconds = started.elapsed().as_secs_f64();
-    let unbounded_options = SegmentationOptions { refinement_max_passes: usize::MAX, ..SegmentationOptions::new("") };
-    let unbounded = segmenter
-        .segment(&case.ct, &unbounded_options, &mut |_, _, _| {})
-        .map(|r| r.labels.data)
-        .unwrap_or_else(|_| vec![0; case.truth.data.len()]);
     let t = Instant::now();
     let dims = case.ct.geometry.dims;
     let classic = threshold_region_growing(&case.ct.data, dims, &ClassicOptions::default());
     let classic_seconds = t.elapsed().as_secs_f64();
-    let (refined, network, detected) = match &result {
+    let empty = || vec![0; case.truth.data.len()];
+    let (refined, network, unbounded, detected) = match result {
         Ok(r) => (
-            r.labels.data.clone(),
-            r.unrefined_labels.as_ref().map(|v| v.data.clone()).unwrap_or_default(),
+            r.labels.data,
+            r.unrefined_labels.map(|v| v.data).unwrap_or_else(empty),
+            r.unbounded_refined_labels.map(|v| v.data).unwrap_or_else(empty),
             r.contrast_enhanced,
         ),
         Err(e) => {
             tracing::error!(case = %case.name, "segmentation failed: {e}");
-            (vec![0; case.truth.data.len()], vec![0; case.truth.data.len()], false)
+            (empty(), empty(), empty(), false)
         }
     };
     let truth = &case.truth.data;
@@ -158,69 +175,109 @@ fn phantom_case(seed: u64, contrast: bool) -> Result<Case, String> {
     })
 }
 
-fn read_pair(
-    shared: &Path,
-    ct: &str,
-    labels: &str,
-    map: impl Fn(f32) -> u8,
-) -> Result<(Volume<f32>, Volume<u8>), String> {
-    let ct_path = shared.join(ct);
-    let lab_path = shared.join(labels);
-    let ct = nifti::read(&ct_path).map_err(|e| format!("{}: {e}", ct_path.display()))?;
-    let lab = nifti::read(&lab_path).map_err(|e| format!("{}: {e}", lab_path.display()))?;
-    if lab.geometry.dims != ct.geometry.dims {
-        return Err(format!("{} and {} have different grids", ct_path.display(), lab_path.display()));
-    }
-    let truth = Volume { geometry: ct.geometry.clone(), data: lab.data.iter().map(|v| map(*v)).collect() };
-    Ok((Volume { geometry: ct.geometry, data: ct.data }, truth))
-}
-
-fn chest_cta_case(shared: &Path) -> Result<Case, String> {
-    let (ct, truth) = read_pair(
-        shared,
-        "chest_cta_pulmonary_artery/ct_cropped.nii.gz",
-        "chest_cta_pulmonary_artery/pulmonary_artery.nii.gz",
-        |v| if v > 0.0 { 1 } else { 0 },
-    )?;
-    Ok(Case {
-        name: "chest CTA (real)".into(),
-        reference: "TotalSegmentator pulmonary artery".into(),
-        contrast_ct: true,
-        ct,
-        truth,
-        scored: vec![1],
-        complete: false,
-    })
-}
-
-fn abdomen_case(shared: &Path) -> Result<Case, String> {
-    // TotalSegmentator v2 ids: 52 aorta, 63 inferior vena cava, 64 portal and splenic vein.
-    let (ct, truth) =
-        read_pair(shared, "abdomen_ct_vessels/example_ct_sm.nii.gz", "abdomen_ct_vessels/example_seg.nii.gz", |v| {
-            match v.round() as i32 {
-                52 => 3,
-                63 | 64 => 2,
-                _ => 0,
-            }
-        })?;
-    Ok(Case {
-        name: "abdomen CT 30 slices, non-contrast (real)".into(),
-        reference: "TotalSegmentator aorta, IVC + portal/splenic vein".into(),
-        contrast_ct: false,
-        ct,
-        truth,
-        scored: vec![2, 3],
-        complete: false,
-    })
-}
-
-/// The table printed by the command and pasted into the README.
+/// The report printed by the command (tables pasted into the README and the training report).
 pub fn markdown(e: &SegmentationEvaluation) -> String {
+    let mut out = real_markdown(&e.real_cases);
+    if !e.digital_patients.is_empty() {
+        out += "\n";
+        out += &digital_patient_markdown(&e.digital_patients);
+    }
+    out
+}
+
+fn format_value(value: Option<f64>, unit: &str) -> String {
+    match value {
+        None => "–".into(),
+        Some(v) if unit == "voxels" => format!("{v:.0}"),
+        Some(v) if unit == "mL" => format!("{v:.1} mL"),
+        Some(v) if unit == "fraction" => format!("{:.1} %", 100.0 * v),
+        Some(v) => format!("{v:.3}"),
+    }
+}
+
+/// Gates, volumes and confusion tables of the real cases.
+pub fn real_markdown(cases: &[RealCaseScore]) -> String {
+    let mut out = String::from("#### Real-data gates\n\n");
+    out += "| case | figure | gate | network | + HU refinement (3 passes) | + HU refinement until stable |\n";
+    out += "|---|---|---|---|---|---|\n";
+    for c in cases.iter().filter(|c| c.error.is_none()) {
+        let Some(first) = c.variants.first() else { continue };
+        for (n, f) in first.figures.iter().enumerate() {
+            let gate = f.gate.as_ref().map_or("–".to_string(), |g| {
+                format!("{} {}", if g.op == ">=" { "≥" } else { "≤" }, format_value(Some(g.threshold), &f.unit))
+            });
+            let cells: Vec<String> = c
+                .variants
+                .iter()
+                .map(|v| {
+                    let f = &v.figures[n];
+                    let mark = match f.passed {
+                        Some(true) => " ✓",
+                        Some(false) => " ✗",
+                        None => "",
+                    };
+                    format!("{}{mark}", format_value(f.value, &f.unit))
+                })
+                .collect();
+            out += &format!("| {} | {} | {gate} | {} |\n", c.name, f.description, cells.join(" | "));
+        }
+    }
+    let failed: Vec<&RealCaseScore> = cases.iter().filter(|c| c.error.is_some()).collect();
+    if !failed.is_empty() {
+        out += "\n| case | not scored |\n|---|---|\n";
+        for c in failed {
+            out += &format!("| {} | {} |\n", c.name, c.error.as_deref().unwrap_or_default().replace('|', "\\|"));
+        }
+    }
+    out += "\n| case | grid | detected phase | artery / vein / aorta, network | + refinement (3 passes) | + until stable | seconds |\n|---|---|---|---|---|---|---|\n";
+    for c in cases.iter().filter(|c| c.error.is_none()) {
+        let grid = c.dims.map_or("–".into(), |d| format!("{}×{}×{}", d[0], d[1], d[2]));
+        let phase = match c.detected_contrast {
+            Some(true) => "contrast",
+            Some(false) => "plain",
+            None => "–",
+        };
+        let volumes: Vec<String> = c
+            .variants
+            .iter()
+            .map(|v| {
+                let ml = &v.label_volumes_ml;
+                format!("{:.1} / {:.1} / {:.1} mL", ml[1], ml[2], ml[3])
+            })
+            .collect();
+        out += &format!("| {} | {grid} | {phase} | {} | {:.1} |\n", c.name, volumes.join(" | "), c.seconds);
+    }
+    out += "\n#### Class confusion (reference voxels by the label they got)\n";
+    for c in cases.iter().filter(|c| c.error.is_none()) {
+        for v in &c.variants {
+            let title = VARIANTS.iter().find(|(id, _)| *id == v.variant).map_or(v.variant.as_str(), |(_, d)| d);
+            out += &format!("\n{}, {title}:\n\n", c.name);
+            out += "| reference | voxels | background | artery | vein | aorta |\n|---|---|---|---|---|---|\n";
+            for r in &v.confusion {
+                let cells: Vec<String> = r
+                    .labelled
+                    .iter()
+                    .map(|n| {
+                        if r.voxels == 0 {
+                            "0".to_string()
+                        } else {
+                            format!("{n} ({:.1} %)", 100.0 * *n as f64 / r.voxels as f64)
+                        }
+                    })
+                    .collect();
+                out += &format!("| {} | {} | {} |\n", r.structure, r.voxels, cells.join(" | "));
+            }
+        }
+    }
+    out
+}
+
+fn digital_patient_markdown(cases: &[CaseScore]) -> String {
     let f = |d: Option<f64>| d.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
     let mut out = String::from(
-        "| case | reference | class | ref. voxels | Dice network | + HU refinement (3 passes) | + HU refinement until stable |\n|---|---|---|---|---|---|---|\n",
+        "#### Digital patients\n\n| case | reference | class | ref. voxels | Dice network | + HU refinement (3 passes) | + HU refinement until stable |\n|---|---|---|---|---|---|---|\n",
     );
-    for c in &e.cases {
+    for c in cases {
         for s in &c.classes {
             out += &format!(
                 "| {} | {} | {} | {} | {} | {} | {} |\n",
@@ -235,7 +292,7 @@ pub fn markdown(e: &SegmentationEvaluation) -> String {
         }
     }
     out += "\n| case | any vessel: network | + refinement (3 passes) | classic threshold + region growing | network s | classic s |\n|---|---|---|---|---|---|\n";
-    for c in e.cases.iter().filter(|c| c.any_vessel_network.is_some()) {
+    for c in cases.iter().filter(|c| c.any_vessel_network.is_some()) {
         out += &format!(
             "| {} | {} | {} | {} | {:.2} | {:.2} |\n",
             c.case,

@@ -5,6 +5,7 @@ pub mod evaluation;
 pub mod onnx_model;
 pub mod outputs;
 pub mod pipeline;
+pub mod real_gates;
 pub mod scheduling;
 pub mod service;
 
