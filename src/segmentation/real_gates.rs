@@ -141,13 +141,16 @@ struct Structure {
     mask: Vec<bool>,
 }
 
+/// The figures of one label map, given the reference structures.
+type FigureFn = Box<dyn Fn(&Volume<u8>, &[Structure]) -> Vec<Figure>>;
+
 /// What a case compares the labels with; computes the figures of one label map.
 struct Reference {
     /// Disjoint structures; the voxels in none of them form the "background" row (when
     /// `background` names it).
     structures: Vec<Structure>,
     background: Option<String>,
-    figures: Box<dyn Fn(&Volume<u8>, &[Structure]) -> Vec<Figure>>,
+    figures: FigureFn,
 }
 
 impl Reference {
