@@ -482,7 +482,8 @@ def side_by_side(path: Path, real: Volume, real_level: str, phantom: Volume, pha
             ax.set_xlabel("mm (patient right on the left)", fontsize=7)
             ax.set_ylabel("mm (anterior up)" if view == "axial" else "mm (superior up)", fontsize=7)
             ax.tick_params(labelsize=7)
-            drawn.append({"volume": vol.name, "level": lvl, "view": view, "position": pos, "window": list(win)})
+            drawn.append({"volume": vol.name, "level": lvl, "view": view, "position": pos, "window": list(win),
+                          "mm_limits": [round(float(t), 1) for t in (*ax.get_xlim(), *ax.get_ylim())]})
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
