@@ -860,14 +860,8 @@ def _metal_streaks(hu, tissue, rng):
 # ------------------------------------------------------------------------------- entry point
 
 
-def render(seed: int, phase: str = "plain", fov: str = "chest", spacing_mm: float = 2.0,
-           acquisition: bool = True) -> Rendered:
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
-    if fov not in FOVS:
-        raise ValueError(f"fov must be one of {FOVS}, not {fov!r}")
-    p = Patient(seed)
-    rng = np.random.default_rng([seed, 12012, PHASES.index(phase), FOVS.index(fov)])
+def _draw_hu_table(rng: np.random.Generator, phase: str) -> dict:
+    """This patient's HU per tissue in this phase (published mean + per-patient spread)."""
     table = {name: rng.normal(m, sd) for name, (m, sd) in PHASE_HU[phase].items()}
     if phase == "pulmonary_arterial":
         # bolus timing: the left heart, aorta and systemic arteries reach 35-105 % of the right side
@@ -878,6 +872,23 @@ def render(seed: int, phase: str = "plain", fov: str = "chest", spacing_mm: floa
     for name, m in table.items():  # keep phase orderings sane
         if name == "fat" or name == "pericardial_fat" or name == "mediastinal_fat":
             table[name] = min(m, -70)
+    return table
+
+
+def phase_hu_table(seed: int, phase: str, fov: str) -> dict:
+    """The HU per tissue that `render(seed, phase, fov)` uses (same draws), without rendering."""
+    return _draw_hu_table(np.random.default_rng([seed, 12012, PHASES.index(phase), FOVS.index(fov)]), phase)
+
+
+def render(seed: int, phase: str = "plain", fov: str = "chest", spacing_mm: float = 2.0,
+           acquisition: bool = True) -> Rendered:
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    if fov not in FOVS:
+        raise ValueError(f"fov must be one of {FOVS}, not {fov!r}")
+    p = Patient(seed)
+    rng = np.random.default_rng([seed, 12012, PHASES.index(phase), FOVS.index(fov)])
+    table = _draw_hu_table(rng, phase)
     if fov == "heart":
         hc = p.heart_c + np.array([-10, 10, 25]) * p.s
         half = np.array([rng.uniform(80, 100), rng.uniform(70, 85), rng.uniform(75, 95)])

@@ -1,183 +1,101 @@
-"""Training report: loss_curve.png, report.json, report.md."""
+"""The training report: models/vessel_unet_report/report.md, composed from what the steps wrote there.
+
+    python -m needle_nav_training.report --dir models/vessel_unet_report
+
+Reads training.json (train_anatomy: settings, runs, history, calibration, held-out digital patients),
+real_gates.md / real_gates.json (`needle_nav evaluate-segmentation --real-only`, the Rust pipeline the
+nodes run) and realism.md (realism.py: real and digital slices side by side, HU per structure).
+"""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from . import CLASS_NAMES
+from .stream import CONTRAST_PHASES, FOV_P
+
+REAL_TRAINED = ("`abdomen_ct_vessels/example_ct_dicom_j2k/` (20-slice contrast abdomen series, portal venous) with "
+                "`example_seg_dicom.nii.gz` (TotalSegmentator 52 aorta → aorta, 63 IVC and 64 portal/splenic vein → "
+                "vein), at 2 mm, in 10 % of the batches (half as contrast, half synthesised non-contrast)")
+REAL_EVAL_ONLY = ("`chest_cta_pulmonary_artery/` (pulmonary artery, heart), `abdomen_ct_vessels/example_ct.nii.gz` "
+                  "with `example_seg_fast_force_split.nii.gz` (aorta, IVC, portal/splenic and iliac vessels), "
+                  "`thorax_ct_dicom/` (no labels)")
 
 
-def _fmt(v):
-    return "–" if v is None else f"{v:.3f}"
+def _fmt(d: dict | None) -> str:
+    if not d:
+        return "–"
+    return " / ".join(f"{d.get(c, float('nan')):.3f}" for c in CLASS_NAMES[1:])
 
 
-def loss_curve(report: dict, path: Path):
-    import matplotlib
+def compose(report_dir: Path) -> str:
+    t = json.loads((report_dir / "training.json").read_text())
+    s = t["settings"]
+    out = ["# vessel_unet training report", ""]
+    out.append(f"Seed {t['seed']}, git {t['git_commit']}, exported {t['date']}, torch {t['torch']} "
+               f"(export), Python {t['python']}. Model: {t['model']['parameters']:,} parameters "
+               f"(base width {t['model']['base']}), ONNX {t['model']['onnx_bytes'] / 1e6:.2f} MB, patch "
+               f"{s['patch']}³ at 2 mm; onnxruntime vs PyTorch on the parity fixture: max |Δp| "
+               f"{t['parity_max_abs_diff']:.1e}.")
+    out += ["", "## Training runs", "",
+            f"One schedule of {s['iterations']} iterations (batch {s['batch']} patches, AdamW, learning rate "
+            f"{s['lr']} with 100 warm-up iterations and polynomial decay, cross-entropy + batch soft Dice), "
+            "resumed from checkpoints across machines; the data stream is a function of seed and iteration only.",
+            "", "| iterations | machine | data workers | wall clock |", "|---|---|---|---|"]
+    for r in t.get("runs", []):
+        out.append(f"| {r['from']}–{r['to']} | {r['machine']} | {r['workers']} | {r['seconds'] / 60:.1f} min |")
+    out += ["", "![loss](loss_curve.png)", ""]
+    out += ["## Data", "",
+            "Every batch is a new digital patient (`anatomy.py`), rendered on the fly: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in FOV_P.items()) + " fields of view; 40 % synthesised non-contrast "
+            "(rendered in a contrast phase, every blood pool lowered by its enhancement with the method's formula), "
+            "20 % rendered non-contrast, 40 % contrast (" + ", ".join(CONTRAST_PHASES) + "): 60 % of the batches "
+            "are plain CT, as the method asks. "
+            f"{s['iterations']} batches = {s['iterations']} training patients (about 10 % of them replaced by the "
+            "real series).", "",
+            f"* **Real scans trained on:** {REAL_TRAINED}.",
+            f"* **Real scans only evaluated on, never trained on:** {REAL_EVAL_ONLY}.",
+            "* **Held-out digital patients:** seeds 30 000 000 + 1000·seed + i, never in the training stream "
+            "(training patients are 10 000 000 + 100 000·seed + k).", ""]
+    cal = t["calibration"]
+    n = cal["normalisation"]
+    out += ["## Calibration", "",
+            f"Normalisation: clip [{n['clip_hu'][0]:.0f}, {n['clip_hu'][1]:.0f}] HU, then (HU − {n['mean_hu']:.1f}) / "
+            f"{n['std_hu']:.1f} (body voxels, lungs included, of 12 calibration patients). HU windows of the "
+            "refinement (p1–p99 of each class one voxel inside): contrast "
+            + ", ".join(f"{k} [{v[0]:.0f}, {v[1]:.0f}]" for k, v in cal["windows"]["contrast"].items())
+            + "; plain " + ", ".join(f"{k} [{v[0]:.0f}, {v[1]:.0f}]" for k, v in cal["windows"]["plain"].items())
+            + ".", ""]
+    out += ["## Held-out digital patients (network only, whole volumes, onnxruntime)", "",
+            "Dice artery / vein / aorta, pooled per kind:", "", "| kind | artery / vein / aorta |", "|---|---|"]
+    for kind, d in t["validation_summary"].items():
+        out.append(f"| {kind} | {_fmt(d)} |")
+    out += ["", "| case | kind | artery / vein / aorta |", "|---|---|---|"]
+    for c in t["validation_cases"]:
+        out.append(f"| {c['name']} | {c['kind']} | {_fmt(c['dice'])} |")
+    out.append("")
+    gates = report_dir / "real_gates.md"
+    if gates.is_file():
+        out += ["## Real scans (Rust pipeline, `needle_nav evaluate-segmentation --real-only`)", "",
+                "Agreement with TotalSegmentator, not clinical accuracy. Recorded figures: `real_gates.json` "
+                "(the regression test compares against them).", ""]
+        out.append(gates.read_text().replace("\n# ", "\n### ").replace("\n## ", "\n### "))
+    realism = report_dir / "realism.md"
+    if realism.is_file():
+        out += ["", "## Does the digital patient look like CT?", ""]
+        body = realism.read_text().split("\n", 1)[1] if realism.read_text().startswith("# ") else realism.read_text()
+        out.append(body.replace("\n## ", "\n### "))
+    return "\n".join(out) + "\n"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    h = report["history"]
-    it = np.array(h["iteration"])
-    loss = np.array(h["loss"])
-    k = max(1, len(loss) // 100)
-    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    a1.plot(it, loss, color="0.8", lw=0.6, label="loss per iteration")
-    a1.plot(it[k - 1:], smooth, color="C0", lw=1.5, label=f"running mean ({k} it)")
-    a1.plot(it, h["ce"], color="C1", lw=0.4, alpha=0.5, label="cross-entropy part")
-    a1.set_xlabel("iteration")
-    a1.set_ylabel("Dice + cross-entropy")
-    a1.set_title("training loss")
-    a1.legend()
-    a1.grid(alpha=0.3)
-    vit = [v["iteration"] for v in h["val"]]
-    for ci, name in enumerate(CLASS_NAMES[1:]):
-        for kind, ls in (("contrast", "-"), ("plain", "--")):
-            ys = [np.nan if v[kind][name] is None else v[kind][name] for v in h["val"]]
-            a2.plot(vit, ys, ls, color=f"C{ci}", marker=".", label=f"{name} ({kind})")
-    a2.set_ylim(0, 1)
-    a2.set_xlabel("iteration")
-    a2.set_ylabel("Dice")
-    a2.set_title("validation Dice on fixed held-out patches")
-    a2.legend(fontsize=8, ncol=2)
-    a2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dir", type=Path, required=True)
+    a = p.parse_args(argv)
+    (a.dir / "report.md").write_text(compose(a.dir))
+    print(f"wrote {a.dir / 'report.md'}")
 
 
-def write_report(report: dict, out: Path):
-    out.mkdir(parents=True, exist_ok=True)
-    loss_curve(report, out / "loss_curve.png")
-    slim = dict(report)
-    h = report["history"]
-    # Keep report.json small: per-iteration losses as a list, validation entries as they are.
-    slim["history"] = {"iteration_count": len(h["iteration"]), "loss": h["loss"], "val": h["val"]}
-    (out / "report.json").write_text(json.dumps(slim, indent=1) + "\n")
-    (out / "report.md").write_text(markdown(report))
-
-
-def markdown(r: dict) -> str:
-    d, t, m = r["data"], r["training"], r["model"]
-    vs = r["validation"]["summary"]
-    lines = [
-        "# vessel_unet training report",
-        "",
-        f"Generated by `scripts/train-model.sh` (seed {r['seed']}) on {r['date']}, git {r['git_commit']}, "
-        f"torch {r['torch']}, Python {r['python']}, CPU only ({r['threads']} threads).",
-        "",
-        "## Validation Dice (held-out digital patients)",
-        "",
-        f"Seeds {d['val_seeds']} were never trained on. Each is evaluated as contrast CT and as the digital "
-        "patient's own plain (non-contrast) rendering (`--plain`), whole volume, sliding window at the "
-        "patch size with 50 % overlap and Gaussian blending, argmax, **no HU-window refinement**. "
-        "Dice pooled over the cases (sum of overlaps / sum of sizes); mean over cases in brackets.",
-        "",
-        "| class | contrast | non-contrast (plain rendering) |",
-        "|---|---|---|",
-    ]
-    for n in CLASS_NAMES[1:]:
-        lines.append(f"| {n} | {_fmt(vs['contrast']['pooled'][n])} ({_fmt(vs['contrast']['mean_over_cases'][n])}) "
-                     f"| {_fmt(vs['plain']['pooled'][n])} ({_fmt(vs['plain']['mean_over_cases'][n])}) |")
-    lines += ["", "Per case:", "", "| case | artery | vein | aorta | seconds |", "|---|---|---|---|---|"]
-    for c in r["validation"]["cases"]:
-        lines.append(f"| {c['name']} | " + " | ".join(_fmt(c["dice"][n]) for n in CLASS_NAMES[1:]) + f" | {c['seconds']} |")
-    lines += ["", "## Held-out real data (agreement with TotalSegmentator, not clinical accuracy)", ""]
-    if r.get("heldout_real"):
-        lines += ["| case | reference labels | Dice | reference voxels | predicted voxels |", "|---|---|---|---|---|"]
-        for e in r["heldout_real"]:
-            lines.append(f"| {e['case']} | {e['labels']} | "
-                         + ", ".join(f"{k} {_fmt(v)}" for k, v in e["dice"].items())
-                         + f" | {e['voxels_true']} | {e['voxels_pred']} |")
-        lines += ["", "The real references label only some vessels (pulmonary artery only in the chest CTA; "
-                  "aorta, IVC, portal/splenic vein in the abdomen), so every other vessel the network finds counts "
-                  "as a false positive there; the digital-patient numbers above are the primary measure."]
-    else:
-        lines.append(f"not evaluated: {r.get('heldout_real_error')}")
-    lines += [
-        "",
-        "## Data split",
-        "",
-        f"* **Training**: digital patients seeds {d['train_seeds'][0]}–{d['train_seeds'][-1]} "
-        f"({len(d['train_seeds'])}); seeds {d['contrast_seeds']} as contrast CT, seeds {d['synth_plain_seeds']} "
-        "as synthesised non-contrast CT (from their contrast rendering; the `--plain` rendering is never used "
-        "for training).",
-        "* **Training, real**: `../shared/data/abdomen_ct_vessels/example_ct_dicom_j2k/` (20-slice JPEG 2000 "
-        "contrast abdomen series) with `example_seg_dicom.nii.gz` (TotalSegmentator v2: 52 aorta → aorta, "
-        "63 inferior vena cava → vein, 64 portal/splenic vein → vein, all else background), used as contrast "
-        "and as synthesised non-contrast. "
-        + (f"Skipped: {d['real_note']}" if d.get("real_note") else
-           f"TotalSegmentator ids present: {d['real_training_case']['totalseg_ids_present']}."),
-        f"* Training mix: {sum(e['kind'] == 'contrast' for e in d['entries'])} contrast and "
-        f"{sum(e['kind'] == 'synth_plain' for e in d['entries'])} synthesised non-contrast volumes; patches drawn "
-        f"over the volumes, {r['settings'].get('real_fraction', 0):.0%} of them from the real series and the rest "
-        "uniformly from the digital patients.",
-        f"* **Validation**: digital patients seeds {d['val_seeds']}, contrast and real `--plain` renderings.",
-        "* **Held out, evaluation only (never trained on)**: `chest_cta_pulmonary_artery/` and "
-        "`abdomen_ct_vessels/example_ct.nii.gz` (with `example_seg.nii.gz`, which lies on its top 30 slices).",
-        "",
-        "## Preprocessing",
-        "",
-        f"* Orientation: every image reoriented to LPS (nibabel axcodes L, P, S); tensors are [Z, Y, X].",
-        f"* Spacing: per-axis median of the training cases' spacings = {d['spacing_xyz']} mm "
-        "(trilinear for HU, nearest for labels); crop to the body bounding box (HU > -500, 4-voxel margin).",
-        f"* Normalisation: clip to {d['normalisation']['clip_hu']} HU, then (HU − ({d['normalisation']['mean_hu']})) / "
-        f"{d['normalisation']['std_hu']}. Statistics from {d['normalisation']['definition']}.",
-        f"* HU windows (p1–p99 of each class's deep voxels, i.e. eroded by one voxel): contrast from the "
-        f"contrast training volumes {d['contrast_windows']['windows']}, plain from the synthesised non-contrast "
-        f"volumes {d['plain_windows']['windows']}.",
-        "* Non-contrast synthesis (`synthesis.py`, same formula as `src/core/segmentation/synthesis.rs`): per class, "
-        "m = mean HU of the class inside its contrast window, enhancement e = m − 40, spread scale "
-        "s = min(1, 70 / window width); hu' = 40 + s (hu − m). Additions: noise of the image's own level restored "
-        "(σ·√(1 − s²)); partial-volume voxels (one-voxel shell, labelled voxels below the window) lowered by f·e "
-        "with f the blood fraction against the local background.",
-        "* Synthesis check on the validation seeds (synthesised vs the digital patient's real plain rendering, "
-        "mean |ΔHU| on vessel voxels; for comparison the contrast CT's): "
-        + "; ".join(f"seed {f['seed']}: {f['mae_hu_vessel_voxels']} (contrast {f['mae_hu_contrast_vs_plain_vessel_voxels']}), "
-                    f"shell {f['mae_hu_shell_voxels']}" for f in d["synthesis_fidelity_val"]) + ".",
-        "* Augmentation: rotation 0–45° (half about Z, in-plane, half about a random axis), isotropic scale "
-        "0.85–1.15, Gaussian noise σ 0–15 HU, brightness ±20 HU, contrast ×0.9–1.1 about 40 HU (so the classes' "
-        "HU differences survive); contrast level (p 0.7, contrast volumes only): the vessels' enhancement "
-        "(contrast − synthesised plain) scaled by a dose factor 0.5–1.6 times a per-class jitter 0.9–1.1; "
-        "patches centred on a "
-        "vessel voxel (class chosen uniformly) with probability 0.67.",
-        "",
-        "## Network and training",
-        "",
-        f"* 3-D U-Net, base {m['base']} channels, 3 poolings, transformer bottleneck width {m['bottleneck']}, "
-        f"{m['heads']} heads, {m['depth']} block(s), CBAM on every skip; {m['parameters']:,} parameters; ONNX "
-        f"{m['onnx_bytes'] / 1e6:.2f} MB, opset {m['opset']}, output softmax.",
-        f"* Patches {r['settings']['patch']}³ voxels, batch {r['settings']['batch']}, AdamW lr {r['settings']['lr']} "
-        f"(50-iteration warm-up, poly 0.9 decay), weight decay 1e-4, loss = cross-entropy + batch soft Dice over "
-        f"the vessel classes; {t['iterations_done']} iterations"
-        + (f" (**stopped early: {t['stopped_early']}**)" if t.get("stopped_early") else "") + ".",
-        f"* Timings: data {r['timings_s']['data']:.0f} s, training {r['timings_s']['train']:.0f} s "
-        f"(of which patch sampling {t['seconds_sampling']:.0f} s), evaluation {r['timings_s']['evaluate']:.0f} s, "
-        f"export {r['timings_s']['export']:.0f} s, total {r['timings_s']['total']:.0f} s.",
-        f"* Parity: onnxruntime vs PyTorch on the 32³ fixture, max |Δp| = {r['parity']['max_abs_diff']:.2e}.",
-        "",
-        "## Limitations",
-        "",
-    ]
-    weak = [f"{n} ({kind} {vs[kind]['pooled'][n]:.2f})" for kind in ("contrast", "plain") for n in CLASS_NAMES[1:]
-            if vs[kind]["pooled"][n] is not None and vs[kind]["pooled"][n] < 0.5]
-    if weak:
-        lines.append(f"* Weak classes on the held-out digital patients (Dice < 0.5): {', '.join(weak)}. "
-                     "Pulmonary veins and arteries look alike locally; when the network cannot tell them apart "
-                     "it labels both trees artery.")
-    lines += [
-        f"* Trained for {r['timings_s']['train'] / 60:.0f} min on {r['threads']} CPU cores: far from converged; a "
-        "longer schedule (or a GPU) is the first thing to try for better numbers.",
-        "* Apart from one 20-slice abdomen series, all training data are digital patients; Dice on the held-out "
-        "real scans is far below the digital-patient Dice (domain gap: anatomy, enhancement, noise).",
-        "* The HU windows come from the training data and so mostly from the digital patients (e.g. their "
-        "arteries are rendered at about 380 HU, real CTA arteries are often brighter); the runtime uses them only "
-        "for the refinement of voxels next to labelled ones.",
-        "",
-        "![loss curve](loss_curve.png)",
-        "",
-    ]
-    return "\n".join(lines)
+if __name__ == "__main__":
+    main()

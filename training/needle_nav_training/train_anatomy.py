@@ -197,6 +197,9 @@ def train(args, cal, device):
                 f"run the same command again to go on")
             break
     state["seconds"] = base_seconds + time.time() - t0
+    machine = (torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {args.threads} threads")
+    state.setdefault("runs", []).append({"from": start, "to": state["iteration"], "machine": machine,
+                                         "workers": args.workers, "seconds": round(time.time() - t0, 1)})
     save()
     return net.cpu().eval(), state
 
@@ -289,6 +292,7 @@ def export_and_report(args, net, state, cal):
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "model": {**net.config, "parameters": parameter_count(net), "onnx_bytes": args.model_out.stat().st_size},
         "calibration": cal, "iterations": state["iteration"], "seconds_trained": round(state["seconds"], 1),
+        "runs": state.get("runs", []),
         "history": state["history"], "validation_summary": summary, "validation_cases": per_case,
         "parity_max_abs_diff": diff, "seconds_export_and_eval": round(time.time() - t, 1),
     }

@@ -118,10 +118,19 @@ def test_phantom_lung_parenchyma_and_fat_have_published_hu():
 
 
 @needs_data
-def test_phantom_contrast_pulmonary_artery_within_the_real_cta():
-    ref = stats_of("cta", "pulmonary artery")
-    got = stats_of("cta", "pulmonary artery", "phantom")["median"]
-    assert ref["p5"] <= got <= ref["p95"], f"phantom PA median {got} outside the real CTA's {ref['p5']}..{ref['p95']}"
+def test_real_cta_pulmonary_artery_lies_inside_the_phantom_population():
+    """Contrast level is a per-patient draw (bolus timing, dose), so one seed may be low or high; the
+    real CTA's pulmonary artery must lie inside the digital patients' 5-95 % range (300 patients, the
+    same draws as render), and the rendered seed must reproduce its drawn value."""
+    from needle_nav_training.anatomy import T, phase_hu_table
+
+    real_median = stats_of("cta", "pulmonary artery")["median"]
+    drawn = np.array([phase_hu_table(s, "pulmonary_arterial", "heart")["pulmonary_artery"] for s in range(300)])
+    lo, hi = np.percentile(drawn, [5, 95])
+    assert lo <= real_median <= hi, f"real CTA PA median {real_median} outside the phantom population {lo:.0f}..{hi:.0f}"
+    v = phantom("pulmonary_arterial", "heart")
+    rendered = float(np.median(v.hu[v.tissue == T["pulmonary_artery"]]))
+    assert abs(rendered - drawn[SEED]) < 30, (rendered, drawn[SEED])
 
 
 # ------------------------------------------------------------------ the writer
