@@ -29,6 +29,9 @@ cargo test --locked --no-default-features --lib
 step "fuzz smoke: every fuzz target runs its seeds and regression inputs, then fuzzes 3 s (scripts/fuzz.sh)"
 bash scripts/fuzz.sh --smoke 3
 
+step "digital patient for the vessel network (training/tests/test_anatomy.py; numpy/scipy only: the torch part runs in .venv-training)"
+PYTHONPATH=training python -m pytest -q -p no:cacheprovider --noconftest training/tests/test_anatomy.py
+
 step "rclpy graph and interop tests"
 NEEDLE_NAV_TEST_DOMAIN=$(( NEEDLE_NAV_TEST_DOMAIN + 1 )) python -m pytest -q -p no:cacheprovider tests/python
 
