@@ -86,6 +86,9 @@ def compose(report_dir: Path) -> str:
         out += ["", "## Does the digital patient look like CT?", ""]
         body = realism.read_text().split("\n", 1)[1] if realism.read_text().startswith("# ") else realism.read_text()
         out.append(body.replace("\n## ", "\n### "))
+    notes = report_dir / "notes.md"
+    if notes.is_file():  # hand-written notes on the run (what the logs alone do not say)
+        out += ["", notes.read_text()]
     return "\n".join(out) + "\n"
 
 
