@@ -12,7 +12,7 @@ Mix per batch (documented in the report):
     blood pool lowered by its enhancement as the method says), 20 % rendered non-contrast, 40 %
     contrast (pulmonary arterial, systemic arterial, portal venous): 60 % of all batches plain.
   * fields of view: chest 35 %, heart crop 20 %, abdomen 30 %, pelvis 15 %.
-Patches: 5 of 8 centred on a vessel voxel of a class drawn uniformly among those present, 3 anywhere in
+Patches: 5/8 of each batch centred on a vessel voxel of a class drawn uniformly among those present, 3 anywhere in
 the body box; a global HU offset (+-10 HU) and scale (0.95-1.05).
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import anatomy as A
+from .export import normalise
 from .synthesis import synthesise_plain
 
 AIR_HU = -1024.0
@@ -36,13 +37,6 @@ def blood_labels(r: A.Rendered) -> np.ndarray:
     lab[r.tissue == A.T["heart_blood_right"]] = 1
     lab[r.tissue == A.T["heart_blood_left"]] = 3
     return lab
-
-
-def normalise(hu, norm):
-    """Same as export.normalise (kept here so the stream needs no ONNX packages)."""
-    lo, hi = norm["clip_hu"]
-    x = np.clip(hu.astype(np.float32), np.float32(lo), np.float32(hi))
-    return ((x - np.float32(norm["mean_hu"])) / np.float32(norm["std_hu"])).astype(np.float32)
 
 
 def draw_case(seed: int, k: int, windows: dict, real: dict | None, real_fraction: float = 0.1):
