@@ -60,7 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--prepare-real", action="store_true", help="write --real-npz from ../shared/data and exit")
     p.add_argument("--export-now", action="store_true", help="export the current checkpoint even if not done")
     p.add_argument("--train-only", action="store_true", help="never export (e.g. on a GPU machine)")
-    p.add_argument("--val-seeds", type=int, default=2)
+    p.add_argument("--val-seeds", type=int, default=3)
     p.add_argument("--model-out", type=Path, default=REPO / "models" / "vessel_unet.onnx")
     p.add_argument("--report-dir", type=Path, default=REPO / "models" / "vessel_unet_report")
     p.add_argument("--fixture-dir", type=Path, default=REPO / "tests" / "fixtures" / "vessel_unet_parity")
