@@ -13,6 +13,7 @@
 //! recorded models/vessel_unet_report/real_gates.json.
 
 use super::pipeline::{class_volumes, load_input, SegmentationOptions, VesselSegmenter};
+use crate::core::segmentation::metrics::{dice_against_mask, fraction_labelled};
 use crate::core::segmentation::model_info::CLASS_NAMES;
 use crate::core::segmentation::preprocess::BODY_HU;
 use crate::core::segmentation_request::SegmentationInput;
@@ -182,30 +183,6 @@ impl Reference {
         }
         rows
     }
-}
-
-/// Dice of label `class` against a reference mask; None when both are empty.
-pub fn dice_mask(labels: &[u8], class: u8, reference: &[bool]) -> Option<f64> {
-    let (mut both, mut p, mut t) = (0u64, 0u64, 0u64);
-    for (l, r) in labels.iter().zip(reference) {
-        let x = *l == class;
-        both += u64::from(x && *r);
-        p += u64::from(x);
-        t += u64::from(*r);
-    }
-    (p + t > 0).then(|| 2.0 * both as f64 / (p + t) as f64)
-}
-
-/// Fraction of the reference voxels labelled with any of `classes`; None for an empty reference.
-pub fn fraction_labelled(labels: &[u8], classes: &[u8], reference: &[bool]) -> Option<f64> {
-    let (mut hit, mut t) = (0u64, 0u64);
-    for (l, r) in labels.iter().zip(reference) {
-        if *r {
-            t += 1;
-            hit += u64::from(classes.contains(l));
-        }
-    }
-    (t > 0).then(|| hit as f64 / t as f64)
 }
 
 fn union(structures: &[Structure], names: &[&str]) -> Vec<bool> {
@@ -466,7 +443,7 @@ fn chest_cta_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference, Str
                 figure(
                     "pulmonary_artery_dice",
                     "Dice of label artery vs the pulmonary artery",
-                    dice_mask(l, 1, &s[0].mask),
+                    dice_against_mask(l, 1, &s[0].mask),
                     "dice",
                     Some(Better::Higher),
                     Gate::at_least(0.70),
@@ -519,7 +496,7 @@ fn abdomen_plain_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference,
                 figure(
                     "aorta_dice",
                     "Dice of label aorta vs id 52",
-                    dice_mask(l, 3, &s[0].mask),
+                    dice_against_mask(l, 3, &s[0].mask),
                     "dice",
                     Some(Better::Higher),
                     Gate::at_least(0.70),
@@ -543,7 +520,7 @@ fn abdomen_plain_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference,
                 figure(
                     "vein_dice",
                     "Dice of label vein vs ids 63, 64, 67, 68",
-                    dice_mask(l, 2, &veins),
+                    dice_against_mask(l, 2, &veins),
                     "dice",
                     Some(Better::Higher),
                     None,
@@ -551,7 +528,7 @@ fn abdomen_plain_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference,
                 figure(
                     "artery_dice",
                     "Dice of label artery vs ids 65, 66",
-                    dice_mask(l, 1, &iliac_artery),
+                    dice_against_mask(l, 1, &iliac_artery),
                     "dice",
                     Some(Better::Higher),
                     None,
@@ -582,7 +559,7 @@ fn abdomen_contrast_reference(shared: &Path, ct: &Volume<f32>) -> Result<Referen
                 figure(
                     "aorta_dice",
                     "Dice of label aorta vs id 52",
-                    dice_mask(l, 3, &s[0].mask),
+                    dice_against_mask(l, 3, &s[0].mask),
                     "dice",
                     Some(Better::Higher),
                     Gate::at_least(0.70),
@@ -598,7 +575,7 @@ fn abdomen_contrast_reference(shared: &Path, ct: &Volume<f32>) -> Result<Referen
                 figure(
                     "vein_dice",
                     "Dice of label vein vs ids 63, 64",
-                    dice_mask(l, 2, &veins),
+                    dice_against_mask(l, 2, &veins),
                     "dice",
                     Some(Better::Higher),
                     None,
@@ -678,9 +655,9 @@ mod tests {
         let labels = [0, 1, 1, 2, 3, 0];
         let reference = [false, true, false, true, true, true];
         // label 1: predicted {1, 2}, reference {1, 3, 4, 5}: 2 * 1 / 6
-        assert_eq!(dice_mask(&labels, 1, &reference), Some(2.0 / 6.0));
-        assert_eq!(dice_mask(&labels, 1, &[false; 6]), Some(0.0));
-        assert_eq!(dice_mask(&[0; 6], 1, &[false; 6]), None);
+        assert_eq!(dice_against_mask(&labels, 1, &reference), Some(2.0 / 6.0));
+        assert_eq!(dice_against_mask(&labels, 1, &[false; 6]), Some(0.0));
+        assert_eq!(dice_against_mask(&[0; 6], 1, &[false; 6]), None);
         assert_eq!(fraction_labelled(&labels, &[1, 2, 3], &reference), Some(0.75));
         assert_eq!(fraction_labelled(&labels, &[2], &reference), Some(0.25));
         assert_eq!(fraction_labelled(&labels, &[2], &[false; 6]), None);

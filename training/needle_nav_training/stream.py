@@ -67,12 +67,14 @@ def sample_patches(hu, labels, n, n_vessel, patch, rng):
     zz, yy, xx = np.nonzero(body[::4, ::4, ::4])
     lo = np.array([zz.min(), yy.min(), xx.min()]) * 4 if len(zz) else np.zeros(3, int)
     hi = np.array([zz.max(), yy.max(), xx.max()]) * 4 + 1 if len(zz) else shape
-    present = [c for c in (1, 2, 3) if (labels == c).any()]
+    flat = labels.ravel()
+    voxels = {c: idx for c in (1, 2, 3) if len(idx := np.flatnonzero(flat == c))}
+    present = list(voxels)
     xs, ys = [], []
     for i in range(n):
         if i < n_vessel and present:
             c = present[int(rng.integers(0, len(present)))]
-            idx = np.flatnonzero(labels.ravel() == c)
+            idx = voxels[c]
             centre = np.array(np.unravel_index(idx[int(rng.integers(0, len(idx)))], hu.shape))
             centre = centre + rng.integers(-patch // 4, patch // 4 + 1, 3)
         else:

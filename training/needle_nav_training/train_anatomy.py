@@ -97,20 +97,20 @@ def calibrate(seed: int) -> dict:
         fov = ("chest", "heart", "abdomen", "pelvis")[i % 4]
         phase = ("pulmonary_arterial", "systemic_arterial", "portal_venous")[i % 3]
         renders.append(A.render(20_000_000 + seed * 1000 + i, phase, fov))
-    for r in renders:
+    deep = [{c: ndimage.binary_erosion(r.labels == c) for c in (1, 2, 3)} for r in renders]
+    for r, d in zip(renders, deep):
         for c in (1, 2, 3):
-            deep = ndimage.binary_erosion(r.labels == c)
-            contrast[c].append(r.hu[deep])
+            contrast[c].append(r.hu[d[c]])
     cw = {CLASS_NAMES[c]: [float(np.percentile(np.concatenate(v), 1)), float(np.percentile(np.concatenate(v), 99))]
           for c, v in contrast.items()}
     plain = {c: [] for c in (1, 2, 3)}
     outside = (A.T["air"], A.T["table"])
-    for r in renders:
+    for r, d in zip(renders, deep):
         syn, _ = synthesise_plain(r.hu, blood_labels(r), cw, rng)
         body = ~np.isin(r.tissue, outside)
         samples.append(rng.choice(syn[body], 100_000))
         for c in (1, 2, 3):
-            plain[c].append(syn[ndimage.binary_erosion(r.labels == c)])
+            plain[c].append(syn[d[c]])
         samples.append(rng.choice(r.hu[body], 100_000))
     pw = {CLASS_NAMES[c]: [float(np.percentile(np.concatenate(v), 1)), float(np.percentile(np.concatenate(v), 99))]
           for c, v in plain.items()}

@@ -10,14 +10,36 @@ pub fn dice_any(predicted: &[u8], truth: &[u8]) -> Option<f64> {
     dice_by(predicted, truth, |l| l > 0)
 }
 
+/// Dice of label `class` against a reference mask (a structure of a reference label image that
+/// has no class of its own); None when both are empty.
+pub fn dice_against_mask(predicted: &[u8], class: u8, reference: &[bool]) -> Option<f64> {
+    assert_eq!(predicted.len(), reference.len());
+    dice_of(predicted.iter().zip(reference).map(|(l, r)| (*l == class, *r)))
+}
+
+/// Fraction of the reference voxels labelled with any of `classes`; None for an empty reference.
+pub fn fraction_labelled(predicted: &[u8], classes: &[u8], reference: &[bool]) -> Option<f64> {
+    assert_eq!(predicted.len(), reference.len());
+    let (mut hit, mut total) = (0u64, 0u64);
+    for (l, _) in predicted.iter().zip(reference).filter(|(_, r)| **r) {
+        total += 1;
+        hit += u64::from(classes.contains(l));
+    }
+    (total > 0).then(|| hit as f64 / total as f64)
+}
+
 fn dice_by(predicted: &[u8], truth: &[u8], is: impl Fn(u8) -> bool) -> Option<f64> {
     assert_eq!(predicted.len(), truth.len());
-    let (mut both, mut p, mut t) = (0usize, 0usize, 0usize);
-    for (a, b) in predicted.iter().zip(truth) {
-        let (x, y) = (is(*a), is(*b));
-        both += usize::from(x && y);
-        p += usize::from(x);
-        t += usize::from(y);
+    dice_of(predicted.iter().zip(truth).map(|(a, b)| (is(*a), is(*b))))
+}
+
+/// Dice from (predicted, reference) membership pairs.
+fn dice_of(pairs: impl Iterator<Item = (bool, bool)>) -> Option<f64> {
+    let (mut both, mut p, mut t) = (0u64, 0u64, 0u64);
+    for (x, y) in pairs {
+        both += u64::from(x && y);
+        p += u64::from(x);
+        t += u64::from(y);
     }
     (p + t > 0).then(|| 2.0 * both as f64 / (p + t) as f64)
 }
