@@ -8,6 +8,8 @@ use crate::imaging::volume::{Geometry, Volume};
 use nalgebra::{Point3, Vector3};
 use std::collections::VecDeque;
 
+pub mod obstacles;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannerOptions {
     pub safety_margin_mm: f64,
