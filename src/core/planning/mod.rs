@@ -8,7 +8,9 @@ use crate::imaging::volume::{Geometry, Volume};
 use nalgebra::{Point3, Vector3};
 use std::collections::VecDeque;
 
+pub mod morphology;
 pub mod obstacles;
+pub mod vesselness;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannerOptions {
