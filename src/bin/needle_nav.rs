@@ -206,6 +206,13 @@ enum Command {
         /// Judge only the path from the target through this point out to the skin (a proposed entry), mm: X,Y,Z.
         #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
         entry_mm: Option<[f64; 3]>,
+        /// Preferred direction from the target out to the skin, CT frame (LPS), e.g. 0,1,0 for a
+        /// posterior entry (prone patient); overrides the parameter file's approach_direction.
+        #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
+        approach: Option<[f64; 3]>,
+        /// Largest angle from the approach direction [deg]; overrides max_angle_deg.
+        #[arg(long)]
+        max_angle_deg: Option<f64>,
         /// Also print plan.json on stdout.
         #[arg(long)]
         json: bool,
@@ -487,6 +494,8 @@ fn main() -> ExitCode {
             model,
             config,
             entry_mm,
+            approach,
+            max_angle_deg,
             json,
             threads,
         } => plan_command(PlanArgs {
@@ -500,6 +509,8 @@ fn main() -> ExitCode {
             model,
             config,
             entry_mm,
+            approach,
+            max_angle_deg,
             json,
             threads,
         }),
@@ -707,6 +718,8 @@ struct PlanArgs {
     model: Option<PathBuf>,
     config: Option<PathBuf>,
     entry_mm: Option<[f64; 3]>,
+    approach: Option<[f64; 3]>,
+    max_angle_deg: Option<f64>,
     json: bool,
     threads: usize,
 }
@@ -745,8 +758,22 @@ fn plan_command(a: PlanArgs) -> ExitCode {
         ct_path: a.ct.as_ref().map(|c| c.display().to_string()).unwrap_or_default(),
         target_point_m: a.target_mm.map(|t| t.iter().map(|v| v / 1000.0).collect()).unwrap_or(vec![0.0; 3]),
         lesion_radius_m: a.lesion_radius_mm / 1000.0,
+        approach_direction: match a.approach {
+            Some(d) => {
+                let n = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+                if n < 1e-9 {
+                    return fail(format!("--approach {d:?} has no direction"));
+                }
+                d.iter().map(|v| v / n).collect()
+            }
+            None => cfg.approach_direction.clone(),
+        },
+        max_angle_deg: a.max_angle_deg.unwrap_or(cfg.max_angle_deg),
         ..cfg
     };
+    if let Err(e) = needle_nav::config::Validate::validate(&cfg) {
+        return fail(format!("planner parameter `{}`: {}", e.key, e.reason));
+    }
     let input = match planning::planning_input(&cfg) {
         Ok(Some(i)) => i,
         Ok(None) => return fail("give --case DIR, or --ct PATH with --target-mm X,Y,Z".into()),
