@@ -15,5 +15,7 @@ echo "=== vessel segmentation, real thorax series (Rust vs Python onnxruntime vs
 python bench/bench_segmentation.py
 echo "=== guidance deadlines while a segmentation runs (none / normal / SCHED_IDLE) ==="
 python bench/bench_segmentation_contention.py
+echo "=== path planning on the real thorax series (Rust vs scipy distance transforms) ==="
+python bench/bench_planning.py
 echo "=== bag reading (needle_nav bag-info vs rosbags) ==="
 python bench/bench_bags.py

@@ -23,9 +23,24 @@ pub struct PlanningInput {
     pub target_mm: Point3<f64>,
     /// Lesion radius around the target [mm] (0: a point target).
     pub lesion_radius_mm: f64,
+    /// The case's own approach (case.json `planning.approach_direction`, unit, LPS, target -> skin),
+    /// e.g. posterior for a lesion planned with the patient prone; None: the parameters'.
+    pub approach_direction: Option<Vector3<f64>>,
+    /// The case's own cone (case.json `planning.max_angle_deg`).
+    pub max_angle_deg: Option<f64>,
 }
 
 impl PlanningInput {
+    /// The planner options with this input's lesion radius and the case's own approach, if any.
+    pub fn options(&self, options: &PlannerOptions) -> PlannerOptions {
+        PlannerOptions {
+            lesion_radius_mm: self.lesion_radius_mm,
+            approach_direction: self.approach_direction.unwrap_or(options.approach_direction),
+            max_angle_deg: self.max_angle_deg.unwrap_or(options.max_angle_deg),
+            ..options.clone()
+        }
+    }
+
     /// Without `ignore_vessel_labels_in_lesion` the planner sees a point target: every label is an obstacle.
     fn with_lesion_rule(self, cfg: &TrajectoryPlannerConfig) -> PlanningInput {
         let lesion_radius_mm = if cfg.ignore_vessel_labels_in_lesion { self.lesion_radius_mm } else { 0.0 };
@@ -47,12 +62,28 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
             .filter(|v| v.len() == 3)
             .ok_or_else(|| format!("{}: no reference.lesion_centre_mm", dir.join("case.json").display()))?;
         let ct_dir = case["files"]["ct_dicom_dir"].as_str().unwrap_or("ct");
+        let approach = match case["planning"]["approach_direction"].as_array() {
+            None => None,
+            Some(a) => {
+                let v: Vec<f64> = a.iter().filter_map(|x| x.as_f64()).collect();
+                let d = (v.len() == 3).then(|| Vector3::new(v[0], v[1], v[2])).filter(|d| d.norm().is_finite() && d.norm() > 1e-9);
+                Some(d.ok_or_else(|| format!("{}: planning.approach_direction must be [x, y, z]", dir.join("case.json").display()))?.normalize())
+            }
+        };
+        let max_angle = match &case["planning"]["max_angle_deg"] {
+            serde_json::Value::Null => None,
+            v => Some(v.as_f64().filter(|a| (0.0..=90.0).contains(a)).ok_or_else(|| {
+                format!("{}: planning.max_angle_deg must be a number in [0, 90]", dir.join("case.json").display())
+            })?),
+        };
         let radius = case["reference"]["lesion_radius_mm"].as_f64().filter(|r| r.is_finite() && *r >= 0.0);
         return Ok(Some(
             PlanningInput {
                 ct_path: dir.join(ct_dir),
                 target_mm: Point3::new(lesion[0], lesion[1], lesion[2]),
                 lesion_radius_mm: radius.unwrap_or(0.0),
+                approach_direction: approach,
+                max_angle_deg: max_angle,
             }
             .with_lesion_rule(cfg),
         ));
@@ -66,6 +97,8 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
             ct_path: PathBuf::from(&cfg.ct_path),
             target_mm: Point3::new(t[0] * 1000.0, t[1] * 1000.0, t[2] * 1000.0),
             lesion_radius_mm: cfg.lesion_radius_m * 1000.0,
+            approach_direction: None,
+            max_angle_deg: None,
         }
         .with_lesion_rule(cfg),
     ))
@@ -191,7 +224,7 @@ pub fn plan_from_files(
     output_dir: Option<&Path>,
 ) -> Result<PlanningRun, String> {
     let (ct, labels) = load_ct_and_labels(&input.ct_path, labels_path, max_voxels)?;
-    let options = PlannerOptions { lesion_radius_mm: input.lesion_radius_mm, ..options.clone() };
+    let options = input.options(options);
     let planning = plan_on_ct(&ct, &labels, input.target_mm, &options);
     let layer_files = match output_dir {
         Some(dir) => write_layers(dir, &ct.geometry, &planning.anatomy)?,
@@ -392,6 +425,20 @@ mod tests {
         let err =
             planning_input(&TrajectoryPlannerConfig { ct_case_dir: dir.display().to_string(), ..Default::default() });
         assert!(err.unwrap_err().contains("lesion_centre_mm"));
+        // A case's own approach (a posterior lesion, patient prone) overrides the parameters'.
+        let case = |planning: &str| {
+            std::fs::write(
+                dir.join("case.json"),
+                format!(r#"{{"reference": {{"lesion_centre_mm": [1, 2, 3]}}, "planning": {planning}}}"#),
+            )
+            .unwrap();
+            planning_input(&TrajectoryPlannerConfig { ct_case_dir: dir.display().to_string(), ..Default::default() })
+        };
+        let input = case(r#"{"approach_direction": [0, 2, 0], "max_angle_deg": 60}"#).unwrap().unwrap();
+        let o = input.options(&PlannerOptions::default());
+        assert_eq!((o.approach_direction, o.max_angle_deg), (Vector3::new(0.0, 1.0, 0.0), 60.0));
+        assert!(case(r#"{"approach_direction": [0, 0]}"#).unwrap_err().contains("approach_direction"));
+        assert!(case(r#"{"max_angle_deg": 120}"#).unwrap_err().contains("max_angle_deg"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -779,6 +779,12 @@ fn plan_command(a: PlanArgs) -> ExitCode {
         Ok(None) => return fail("give --case DIR, or --ct PATH with --target-mm X,Y,Z".into()),
         Err(e) => return fail(e),
     };
+    // Command-line flags win over the case's own approach.
+    let input = planning::PlanningInput {
+        approach_direction: if a.approach.is_some() { None } else { input.approach_direction },
+        max_angle_deg: if a.max_angle_deg.is_some() { None } else { input.max_angle_deg },
+        ..input
+    };
     if let Err(e) = std::fs::create_dir_all(&a.out) {
         return fail(format!("cannot create {}: {e}", a.out.display()));
     }
@@ -825,7 +831,7 @@ fn plan_command(a: PlanArgs) -> ExitCode {
     };
     timing.push(("planning", t.elapsed().as_secs_f64()));
     timing.push(("total", started.elapsed().as_secs_f64()));
-    let options = needle_nav::core::planning::PlannerOptions { lesion_radius_mm: input.lesion_radius_mm, ..options };
+    let options = input.options(&options);
     let doc = planning::plan_json(&run, &input, labels_path.as_deref(), &options, &a.out, &timing);
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     let path = a.out.join("plan.json");

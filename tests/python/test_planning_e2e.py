@@ -6,6 +6,7 @@ published path, numpy counts the lesion's labelled voxels and the vessel volumes
 import json
 import math
 import subprocess
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -103,3 +104,41 @@ def test_the_plan_keeps_the_clearance_it_reports(processes, peer, tmp_path):
     assert np.allclose(ends[0], entry, atol=1e-6) and np.allclose(ends[1], target, atol=1e-6)
     vessel_ids = {m.id for m in markers if m.ns == "vessels"}
     assert vessel_ids == {label for label in (1, 2, 3) if np.any(labels == label)}
+
+
+def test_the_stack_plans_the_real_thorax_case_as_the_command_line_does(processes, peer, tmp_path):
+    """The real non-contrast thorax series (cases/thorax_ct_lung_lesion, its lesion posterior in the
+    right lung, so the case asks for a posterior approach): segmentation service and planner through ROS give the same
+    plan as `needle_nav plan` on the same labels and parameters, with every risk term filled and
+    every layer written."""
+    from conftest import ROOT
+    case = ROOT / "cases" / "thorax_ct_lung_lesion"
+    plans = []
+    peer.create_subscription(NeedlePlan, "/needle_nav/plan", plans.append, LATCHED)
+    processes.start("needle_nav_stack", "--only", "vessel_segmentation,trajectory_planner", "--ros-args",
+                    "-p", f"trajectory_planner:ct_case_dir:={case}",
+                    "-p", f"trajectory_planner:output_dir:={tmp_path / 'ros'}")
+    wait_until(lambda: plans and plans[-1].status != NeedlePlan.STATUS_PENDING, 400, peer, "a finished plan")
+    p = plans[-1]
+    assert p.status == NeedlePlan.STATUS_OK, p.status_message
+    # The command line on the same inputs (the service's label map): the same code must give the same plan.
+    cli = subprocess.run([executable("needle_nav"), "plan", "--case", str(case), "--out", str(tmp_path / "cli"),
+                          "--labels", p.label_map_path],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    doc = json.loads((tmp_path / "cli" / "plan.json").read_text())
+    chosen = doc["chosen"]
+    entry = np.array([p.entry_point.x, p.entry_point.y, p.entry_point.z]) * 1e3
+    assert np.allclose(entry, chosen["entry_mm"], atol=1e-6)
+    c = p.chosen
+    assert math.isclose(c.lung_length * 1e3, chosen["lung_length_mm"], abs_tol=1e-9)
+    assert c.pleural_crossings == chosen["pleural_crossings"] == 1  # a lung lesion entered once
+    assert math.isclose(math.degrees(c.pleural_angle), chosen["pleural_angle_deg"], abs_tol=1e-6)
+    assert c.pleural_angle <= math.radians(60.0) and c.rib_clearance * 1e3 >= 4.0 - 1e-9
+    for name, reported, margin, path in zip(p.obstacle_layers, c.layer_clearances, p.layer_margins,
+                                            p.obstacle_layer_paths):
+        expected = chosen["clearance_mm"][name]
+        assert (math.isinf(reported) and expected is None) or math.isclose(reported * 1e3, expected, abs_tol=1e-6)
+        assert reported >= margin - 1e-9 and (tmp_path / "ros" / "layers" / f"{name}.nii.gz") == Path(path)
+    assert len(p.alternatives) == len(doc["alternatives"]) and all(a.passes for a in p.alternatives)
+    assert p.instrument_length == 0.15 and p.path_length <= p.instrument_length
