@@ -3,10 +3,13 @@
 //! the vessel labels the service wrote, and the path search of `core::planning`.
 
 use crate::config::TrajectoryPlannerConfig;
-use crate::core::planning::{plan_path, PlanError, PlannedPath, PlannerOptions};
+use crate::core::planning::{
+    plan_on_ct, CostWeights, CtAnatomy, HardLimits, LayerMargins, ObstacleOptions, PathTerms, PlanError,
+    PlannerOptions, Planning,
+};
 use crate::core::segmentation_request;
 use crate::imaging::nifti;
-use crate::imaging::volume::Volume;
+use crate::imaging::volume::{Geometry, Volume};
 use crate::segmentation::outputs::{surface_points, VesselPoint};
 use crate::segmentation::pipeline::load_input;
 use nalgebra::{Point3, Vector3};
@@ -71,14 +74,51 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
 pub fn planner_options(cfg: &TrajectoryPlannerConfig) -> PlannerOptions {
     let r = &cfg.entry_region_m;
     let d = &cfg.approach_direction;
+    let m = &cfg.margins;
+    let l = &cfg.limits;
+    let w = &cfg.weights;
+    let ob = &cfg.obstacles;
     PlannerOptions {
-        safety_margin_mm: cfg.safety_margin_m * 1000.0,
-        max_depth_mm: cfg.max_depth_m * 1000.0,
+        obstacles: ObstacleOptions {
+            bone_hu: cfg.bone_hu as f32,
+            lung_hu: ob.lung_hu as f32,
+            lung_vessel_min_diameter_mm: ob.lung_vessel_min_diameter_m * 1000.0,
+            lung_vessel_max_diameter_mm: ob.lung_vessel_max_diameter_m * 1000.0,
+            lung_vessel_vesselness: ob.lung_vessel_vesselness,
+            airway_min_diameter_mm: ob.airway_min_diameter_m * 1000.0,
+            contrast_vessel_hu: [ob.contrast_vessel_hu[0] as f32, ob.contrast_vessel_hu[1] as f32],
+            detect_fissures: ob.detect_fissures,
+            ..ObstacleOptions::default()
+        },
+        margins: LayerMargins {
+            network_vessels_mm: cfg.safety_margin_m * 1000.0,
+            contrast_vessels_mm: cfg.safety_margin_m * 1000.0,
+            bone_mm: m.bone_m * 1000.0,
+            mediastinum_mm: m.mediastinum_m * 1000.0,
+            lung_vessels_mm: m.lung_vessels_m * 1000.0,
+            airways_mm: m.airways_m * 1000.0,
+        },
+        limits: HardLimits {
+            instrument_length_mm: cfg.instrument_length_m * 1000.0,
+            max_pleural_crossings: l.max_pleural_crossings,
+            refuse_fissure_crossings: l.refuse_fissure_crossings,
+            max_pleural_angle_deg: l.max_pleural_angle_deg,
+            rib_margin_mm: l.rib_margin_m * 1000.0,
+            chest_wall_depth_mm: l.chest_wall_depth_m * 1000.0,
+        },
+        weights: CostWeights {
+            clearance: w.clearance,
+            comfortable_clearance_mm: w.comfortable_clearance_m * 1000.0,
+            lung_length_per_10mm: w.lung_length_per_cm,
+            pleural_angle_per_90deg: w.pleural_angle,
+            length_per_100mm: w.length_per_10cm,
+            approach_angle_per_90deg: w.approach_angle,
+        },
         max_angle_deg: cfg.max_angle_deg,
         approach_direction: Vector3::new(d[0], d[1], d[2]),
-        bone_hu: cfg.bone_hu as f32,
         directions: cfg.directions as usize,
         entry_region_mm: Some([r[0], r[1], r[2], r[3], r[4], r[5]].map(|v| v * 1000.0)),
+        alternatives: cfg.alternatives as usize,
         ..PlannerOptions::default()
     }
 }
@@ -86,23 +126,29 @@ pub fn planner_options(cfg: &TrajectoryPlannerConfig) -> PlannerOptions {
 /// Side of the cubes the vessel surface is thinned to for display [mm].
 pub const DISPLAY_CELL_MM: f64 = 4.0;
 
-/// A planning run on loaded inputs: the plan (or why there is none) and the vessel surface the
-/// plan avoided, thinned for display.
+/// A planning run on loaded inputs: the layers and the plan (or why there is none), where the
+/// layers were written, and the vessel surface the plan avoided, thinned for display.
 #[derive(Debug)]
 pub struct PlanningRun {
-    pub result: Result<PlannedPath, PlanError>,
+    pub planning: Planning,
+    /// Layer name -> NIfTI written (empty when no output folder was given).
+    pub layer_files: Vec<(String, PathBuf)>,
     pub vessel_points: Vec<VesselPoint>,
+    pub ct_geometry: Geometry,
 }
 
-/// The CT and its vessel labels on the CT's grid.
+/// The CT and its vessel labels on the CT's grid. No labels file: no network labels (all zero).
 pub fn load_ct_and_labels(
     ct_path: &Path,
-    labels_path: &Path,
+    labels_path: Option<&Path>,
     max_voxels: u64,
 ) -> Result<(Volume<f32>, Volume<u8>), String> {
     let request = segmentation_request::input_kind(&ct_path.display().to_string()).map_err(|e| e.to_string())?;
     let (ct, _, _) = load_input(&request, max_voxels, &Default::default())
         .map_err(|e| format!("cannot load the planning CT: {e}"))?;
+    let Some(labels_path) = labels_path else {
+        return Ok((ct.clone(), Volume::filled(ct.geometry.clone(), 0u8)));
+    };
     let labels = nifti::read(labels_path).map_err(|e| e.to_string())?;
     if labels.geometry.dims != ct.geometry.dims {
         return Err(format!(
@@ -116,17 +162,200 @@ pub fn load_ct_and_labels(
     Ok((ct, labels))
 }
 
-/// Loads the CT and the labels (which must share its grid) and plans. Err: the inputs could not be used.
+/// Writes every layer and the lung masks as uint8 NIfTI on the CT's grid into `dir/layers/`.
+pub fn write_layers(dir: &Path, geometry: &Geometry, anatomy: &CtAnatomy) -> Result<Vec<(String, PathBuf)>, String> {
+    let layers_dir = dir.join("layers");
+    std::fs::create_dir_all(&layers_dir).map_err(|e| format!("{}: {e}", layers_dir.display()))?;
+    let mut masks: Vec<(&str, &[bool])> = anatomy.layers.iter().map(|l| (l.layer.name(), l.mask.as_slice())).collect();
+    masks.push(("aerated_lung", &anatomy.aerated_lung));
+    masks.push(("lung_region", &anatomy.lung_region));
+    masks.push(("fissures", &anatomy.fissures));
+    let mut written = Vec::new();
+    for (name, mask) in masks {
+        let path = layers_dir.join(format!("{name}.nii.gz"));
+        let data: Vec<u8> = mask.iter().map(|m| u8::from(*m)).collect();
+        nifti::write(&path, geometry, &data, &format!("needle_nav obstacle layer {name}"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push((name.to_string(), path));
+    }
+    Ok(written)
+}
+
+/// Loads the CT and the labels (which must share its grid; None: no network labels), plans, and
+/// writes the layers into `output_dir` when given. Err: the inputs could not be used.
 pub fn plan_from_files(
     input: &PlanningInput,
-    labels_path: &Path,
+    labels_path: Option<&Path>,
     options: &PlannerOptions,
     max_voxels: u64,
+    output_dir: Option<&Path>,
 ) -> Result<PlanningRun, String> {
     let (ct, labels) = load_ct_and_labels(&input.ct_path, labels_path, max_voxels)?;
     let options = PlannerOptions { lesion_radius_mm: input.lesion_radius_mm, ..options.clone() };
-    let result = plan_path(&ct, &labels, input.target_mm, &options);
-    Ok(PlanningRun { result, vessel_points: surface_points(&labels, DISPLAY_CELL_MM) })
+    let planning = plan_on_ct(&ct, &labels, input.target_mm, &options);
+    let layer_files = match output_dir {
+        Some(dir) => write_layers(dir, &ct.geometry, &planning.anatomy)?,
+        None => Vec::new(),
+    };
+    Ok(PlanningRun {
+        planning,
+        layer_files,
+        vessel_points: surface_points(&labels, DISPLAY_CELL_MM),
+        ct_geometry: ct.geometry.clone(),
+    })
+}
+
+/// plan.json: everything the plan used and found, in millimetres (the human-facing record; the
+/// ROS message carries the same in SI units).
+pub fn plan_json(
+    run: &PlanningRun,
+    input: &PlanningInput,
+    label_map_path: Option<&Path>,
+    options: &PlannerOptions,
+    output_dir: &Path,
+    timing_s: &[(&str, f64)],
+) -> serde_json::Value {
+    use serde_json::json;
+    let rel = |p: &Path| p.strip_prefix(output_dir).unwrap_or(p).display().to_string();
+    let file_of = |name: &str| run.layer_files.iter().find(|(n, _)| n == name).map(|(_, p)| rel(p));
+    let layers: Vec<serde_json::Value> = run
+        .planning
+        .layers
+        .iter()
+        .map(|l| {
+            json!({"name": l.layer.name(), "path": file_of(l.layer.name()), "voxels": l.voxels,
+                   "volume_ml": l.volume_ml, "margin_mm": l.margin_mm, "lesion_voxels_ignored": l.lesion_voxels_ignored})
+        })
+        .collect();
+    let (status, reason, chosen, alternatives, best_refused, counts) = match &run.planning.result {
+        Ok(plan) => (
+            "ok",
+            format!(
+                "best of {} passing paths ({} reaching the skin or the image edge, {} tried)",
+                plan.passing, plan.reachable, plan.candidates
+            ),
+            Some(candidate_json(&plan.chosen)),
+            plan.alternatives.iter().map(candidate_json).collect::<Vec<_>>(),
+            None,
+            Vec::new(),
+        ),
+        Err(e) => {
+            let (best, counts) = match e {
+                PlanError::NoSafePath { best, counts, .. } => (Some(candidate_json(best)), counts.clone()),
+                _ => (None, Vec::new()),
+            };
+            ("refused", e.to_string(), None, Vec::new(), best, counts)
+        }
+    };
+    let refused_layer = run.planning.result.as_ref().err().and_then(|e| e.refused_layer()).map(|l| l.name());
+    json!({
+        "status": status,
+        "reason": reason,
+        "refused_layer": refused_layer,
+        "ct_path": input.ct_path.display().to_string(),
+        "label_map_path": label_map_path.map(|p| p.display().to_string()),
+        "target_mm": [input.target_mm.x, input.target_mm.y, input.target_mm.z],
+        "lesion_radius_mm": input.lesion_radius_mm,
+        "step_mm": options.step_mm,
+        "layers": layers,
+        "lung": {"aerated_path": file_of("aerated_lung"), "region_path": file_of("lung_region"),
+                 "fissures_path": file_of("fissures"), "fissures_detected": run.planning.anatomy.fissures_detected},
+        "chosen": chosen,
+        "alternatives": alternatives,
+        "best_refused": best_refused,
+        "refusal_counts": counts.iter().map(|(k, n)| json!({"limit": k, "paths": n})).collect::<Vec<_>>(),
+        "limits": options.limits,
+        "margins": options.margins,
+        "weights": options.weights,
+        "obstacles": options.obstacles,
+        "search": {"max_angle_deg": options.max_angle_deg, "directions": options.directions,
+                   "approach_direction": [options.approach_direction.x, options.approach_direction.y, options.approach_direction.z],
+                   "entry_region_mm": options.entry_region_mm, "proposed_entry_mm": options.proposed_entry_mm},
+        "timing_s": timing_s.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// A human-readable account of the plan (millimetres and degrees).
+pub fn plan_summary(run: &PlanningRun) -> String {
+    let mut out = String::new();
+    for l in &run.planning.layers {
+        out += &format!(
+            "layer {:<17} {:>9} voxels {:>8.1} ml, margin {:.1} mm{}\n",
+            l.layer.name(),
+            l.voxels,
+            l.volume_ml,
+            l.margin_mm,
+            if l.lesion_voxels_ignored > 0 {
+                format!(", {} inside the lesion ignored", l.lesion_voxels_ignored)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let line = |tag: &str, p: &PathTerms| {
+        let clear: Vec<String> =
+            p.clearance_mm.iter().filter(|(_, c)| c.is_finite()).map(|(l, c)| format!("{} {c:.1}", l.name())).collect();
+        format!(
+            "{tag}: entry [{:.1}, {:.1}, {:.1}] mm, {:.1} mm long, lung {:.1} mm, {} pleural crossing(s), pleural angle {}, \
+             rib clearance {:.1} mm, cost {:.3}; clearance mm: {}{}\n",
+            p.entry_mm[0],
+            p.entry_mm[1],
+            p.entry_mm[2],
+            p.length_mm,
+            p.lung_length_mm,
+            p.pleural_crossings,
+            p.pleural_angle_deg.map_or("-".into(), |a| format!("{a:.0}°")),
+            p.rib_clearance_mm,
+            p.cost,
+            clear.join(", "),
+            if p.passes() {
+                String::new()
+            } else {
+                format!("; refused: {}", p.refusals.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "))
+            }
+        )
+    };
+    match &run.planning.result {
+        Ok(plan) => {
+            out += &line("chosen", &plan.chosen);
+            for (i, a) in plan.alternatives.iter().enumerate() {
+                out += &line(&format!("alternative {}", i + 1), a);
+            }
+        }
+        Err(e) => {
+            out += &format!("refused: {e}\n");
+            if let PlanError::NoSafePath { best, .. } = e {
+                out += &line("best refused", best);
+            }
+        }
+    }
+    out
+}
+
+fn finite_or_null(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!(v)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+pub fn candidate_json(p: &PathTerms) -> serde_json::Value {
+    use serde_json::json;
+    let clearance: serde_json::Map<String, serde_json::Value> =
+        p.clearance_mm.iter().map(|(l, c)| (l.name().to_string(), finite_or_null(*c))).collect();
+    json!({
+        "entry_mm": p.entry_mm, "target_mm": p.target_mm, "direction": p.direction,
+        "length_mm": p.length_mm, "approach_angle_deg": p.approach_angle_deg,
+        "clearance_mm": clearance, "min_clearance_mm": finite_or_null(p.min_clearance_mm),
+        "nearest_layer": p.nearest_layer.map(|l| l.name()),
+        "lung_length_mm": p.lung_length_mm, "pleural_crossings": p.pleural_crossings,
+        "fissure_crossings": p.fissure_crossings, "pleural_angle_deg": p.pleural_angle_deg,
+        "rib_clearance_mm": finite_or_null(p.rib_clearance_mm), "reaches_skin": p.reaches_skin,
+        "cost": if p.passes() { json!(p.cost) } else { serde_json::Value::Null },
+        "refusals": p.refusals.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "refused_layer": p.refused_layer().map(|l| l.name()),
+    })
 }
 
 #[cfg(test)]

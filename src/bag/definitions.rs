@@ -21,6 +21,7 @@ fn own_definition(name: &str) -> Option<&'static str> {
         "LesionRegistration" => include_str!("../../msg/LesionRegistration.msg"),
         "NeedleTarget" => include_str!("../../msg/NeedleTarget.msg"),
         "NeedlePlan" => include_str!("../../msg/NeedlePlan.msg"),
+        "NeedlePathCandidate" => include_str!("../../msg/NeedlePathCandidate.msg"),
         "PhantomGroundTruth" => include_str!("../../msg/PhantomGroundTruth.msg"),
         _ => return None,
     })

@@ -172,6 +172,58 @@ enum Command {
         /// Parameter file (config/<node>.yaml format).
         file: PathBuf,
     },
+    /// Plan a straight needle path without ROS, with the same code as the trajectory_planner node:
+    /// segment the CT with the vessel network (or take --labels, or --no-network), derive the
+    /// obstacle layers from the CT, judge every path, and write plan.json and layers/*.nii.gz to --out.
+    /// Exit status 0: a safe plan; 3: refused (plan.json says why); 2: unusable input.
+    Plan {
+        /// Case folder with case.json (its CT and lesion centre and radius).
+        #[arg(long, conflicts_with_all = ["ct", "target_mm"])]
+        case: Option<PathBuf>,
+        /// Planning CT: DICOM series folder or NIfTI (with --target-mm).
+        #[arg(long, requires = "target_mm")]
+        ct: Option<PathBuf>,
+        /// Target, CT patient coordinates (LPS) in mm: X,Y,Z.
+        #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
+        target_mm: Option<[f64; 3]>,
+        /// Lesion radius around the target [mm] (with --ct; a case gives its own).
+        #[arg(long, default_value_t = 0.0)]
+        lesion_radius_mm: f64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Vessel labels on the CT's grid (instead of running the network).
+        #[arg(long, conflicts_with = "no_network")]
+        labels: Option<PathBuf>,
+        /// No network labels: the CT-derived layers only.
+        #[arg(long)]
+        no_network: bool,
+        /// ONNX model for the network (default: the shipped one).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Planner parameters (config/trajectory_planner.yaml format; default: the installed file).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Judge only the path from the target through this point out to the skin (a proposed entry), mm: X,Y,Z.
+        #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
+        entry_mm: Option<[f64; 3]>,
+        /// Also print plan.json on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Inference threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+fn parse_point(s: &str) -> Result<[f64; 3], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f64>().map_err(|_| format!("`{p}` in `{s}` is not a number")))
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([*x, *y, *z]),
+        _ => Err(format!("`{s}`: expected three finite numbers X,Y,Z")),
+    }
 }
 
 fn parse_triple<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
@@ -424,6 +476,33 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             ExitCode::SUCCESS
         }
+        Command::Plan {
+            case,
+            ct,
+            target_mm,
+            lesion_radius_mm,
+            out,
+            labels,
+            no_network,
+            model,
+            config,
+            entry_mm,
+            json,
+            threads,
+        } => plan_command(PlanArgs {
+            case,
+            ct,
+            target_mm,
+            lesion_radius_mm,
+            out,
+            labels,
+            no_network,
+            model,
+            config,
+            entry_mm,
+            json,
+            threads,
+        }),
         Command::CheckConfig { file } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
@@ -615,4 +694,124 @@ fn classic_command(
     );
     println!("wrote {}", path.display());
     ExitCode::SUCCESS
+}
+
+struct PlanArgs {
+    case: Option<PathBuf>,
+    ct: Option<PathBuf>,
+    target_mm: Option<[f64; 3]>,
+    lesion_radius_mm: f64,
+    out: PathBuf,
+    labels: Option<PathBuf>,
+    no_network: bool,
+    model: Option<PathBuf>,
+    config: Option<PathBuf>,
+    entry_mm: Option<[f64; 3]>,
+    json: bool,
+    threads: usize,
+}
+
+fn plan_command(a: PlanArgs) -> ExitCode {
+    use needle_nav::config::{self as cfgmod, TrajectoryPlannerConfig};
+    use needle_nav::planning;
+    let started = std::time::Instant::now();
+    let fail = |m: String| {
+        eprintln!("{m}");
+        ExitCode::from(2)
+    };
+    let cfg: TrajectoryPlannerConfig = match &a.config {
+        Some(file) => {
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
+            };
+            let section = match cfgmod::node_section(&text, "trajectory_planner") {
+                Ok(s) => s,
+                Err(e) => return fail(format!("{}: {e}", file.display())),
+            };
+            match cfgmod::build_config("trajectory_planner", section, &Vec::new()) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("{}: {e}", file.display())),
+            }
+        }
+        None => match cfgmod::load::<TrajectoryPlannerConfig>("trajectory_planner", &Vec::new()) {
+            Ok((c, _)) => c,
+            Err(e) => return fail(e.to_string()),
+        },
+    };
+    // The same case / explicit-target rules as the node.
+    let cfg = TrajectoryPlannerConfig {
+        ct_case_dir: a.case.as_ref().map(|c| c.display().to_string()).unwrap_or_default(),
+        ct_path: a.ct.as_ref().map(|c| c.display().to_string()).unwrap_or_default(),
+        target_point_m: a.target_mm.map(|t| t.iter().map(|v| v / 1000.0).collect()).unwrap_or(vec![0.0; 3]),
+        lesion_radius_m: a.lesion_radius_mm / 1000.0,
+        ..cfg
+    };
+    let input = match planning::planning_input(&cfg) {
+        Ok(Some(i)) => i,
+        Ok(None) => return fail("give --case DIR, or --ct PATH with --target-mm X,Y,Z".into()),
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = std::fs::create_dir_all(&a.out) {
+        return fail(format!("cannot create {}: {e}", a.out.display()));
+    }
+    let mut timing: Vec<(&str, f64)> = Vec::new();
+    let labels_path = if a.no_network {
+        None
+    } else if let Some(l) = a.labels.clone() {
+        Some(l)
+    } else {
+        use needle_nav::segmentation::{pipeline, OnnxVesselModel, SegmentationOptions, VesselSegmenter};
+        let t = std::time::Instant::now();
+        let request = match needle_nav::core::segmentation_request::validate(
+            &input.ct_path.display().to_string(),
+            &a.out.display().to_string(),
+            0.0,
+        ) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("bad CT: {e}")),
+        };
+        let options = SegmentationOptions { write_surface: false, overwrite: true, ..SegmentationOptions::new(&a.out) };
+        let model_path = a.model.clone().unwrap_or_else(pipeline::default_model_path);
+        let model = match OnnxVesselModel::load(&model_path, a.threads) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut segmenter = VesselSegmenter::new(model);
+        match segmenter.run(&request, &options, &mut |_: &str, _: usize, _: usize| {}) {
+            Ok(r) => {
+                timing.push(("segmentation", t.elapsed().as_secs_f64()));
+                Some(r.label_map_path)
+            }
+            Err(e) => return fail(format!("segmentation failed: {e}")),
+        }
+    };
+    let options =
+        needle_nav::core::planning::PlannerOptions { proposed_entry_mm: a.entry_mm, ..planning::planner_options(&cfg) };
+    let t = std::time::Instant::now();
+    let run = match planning::plan_from_files(&input, labels_path.as_deref(), &options, 1 << 31, Some(&a.out)) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    timing.push(("planning", t.elapsed().as_secs_f64()));
+    timing.push(("total", started.elapsed().as_secs_f64()));
+    let options = needle_nav::core::planning::PlannerOptions { lesion_radius_mm: input.lesion_radius_mm, ..options };
+    let doc = planning::plan_json(&run, &input, labels_path.as_deref(), &options, &a.out, &timing);
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    let path = a.out.join("plan.json");
+    if let Err(e) = std::fs::write(&path, &text) {
+        return fail(format!("cannot write {}: {e}", path.display()));
+    }
+    if a.json {
+        println!("{text}");
+    }
+    eprintln!("{}", planning::plan_summary(&run));
+    eprintln!("written: {}", path.display());
+    match run.planning.result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(3),
+    }
 }

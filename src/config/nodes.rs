@@ -589,8 +589,10 @@ pub struct TrajectoryPlannerConfig {
     pub output_dir: String,
     pub image_frame_id: String,
     pub service_timeout_s: f64,
+    /// Clearance from vessels (the network's and contrast-enhanced ones) [m].
     pub safety_margin_m: f64,
-    pub max_depth_m: f64,
+    /// Usable needle length [m]: a longer skin-to-target path is refused.
+    pub instrument_length_m: f64,
     pub max_angle_deg: f64,
     /// Preferred approach direction in CT coordinates (unit vector, LPS), from the target towards the skin.
     pub approach_direction: Vec<f64>,
@@ -600,6 +602,112 @@ pub struct TrajectoryPlannerConfig {
     pub bone_hu: f64,
     /// Straight paths tried inside the cone around approach_direction.
     pub directions: u32,
+    /// Other passing paths reported with the chosen one.
+    pub alternatives: u32,
+    pub margins: PlannerMargins,
+    pub limits: PlannerLimits,
+    pub weights: PlannerWeights,
+    pub obstacles: PlannerObstacles,
+}
+
+/// Clearances from the CT-derived layers [m] (vessels: safety_margin_m).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerMargins {
+    pub bone_m: f64,
+    pub mediastinum_m: f64,
+    pub lung_vessels_m: f64,
+    pub airways_m: f64,
+}
+
+impl Default for PlannerMargins {
+    fn default() -> Self {
+        let d = crate::core::planning::LayerMargins::default();
+        PlannerMargins {
+            bone_m: d.bone_mm / 1000.0,
+            mediastinum_m: d.mediastinum_mm / 1000.0,
+            lung_vessels_m: d.lung_vessels_mm / 1000.0,
+            airways_m: d.airways_mm / 1000.0,
+        }
+    }
+}
+
+/// Hard limits besides the clearances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerLimits {
+    pub max_pleural_crossings: u32,
+    pub refuse_fissure_crossings: bool,
+    pub max_pleural_angle_deg: f64,
+    pub rib_margin_m: f64,
+    pub chest_wall_depth_m: f64,
+}
+
+impl Default for PlannerLimits {
+    fn default() -> Self {
+        let d = crate::core::planning::HardLimits::default();
+        PlannerLimits {
+            max_pleural_crossings: d.max_pleural_crossings,
+            refuse_fissure_crossings: d.refuse_fissure_crossings,
+            max_pleural_angle_deg: d.max_pleural_angle_deg,
+            rib_margin_m: d.rib_margin_mm / 1000.0,
+            chest_wall_depth_m: d.chest_wall_depth_mm / 1000.0,
+        }
+    }
+}
+
+/// Weights of the cost among the paths that pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerWeights {
+    pub clearance: f64,
+    pub comfortable_clearance_m: f64,
+    pub lung_length_per_cm: f64,
+    pub pleural_angle: f64,
+    pub length_per_10cm: f64,
+    pub approach_angle: f64,
+}
+
+impl Default for PlannerWeights {
+    fn default() -> Self {
+        let d = crate::core::planning::CostWeights::default();
+        PlannerWeights {
+            clearance: d.clearance,
+            comfortable_clearance_m: d.comfortable_clearance_mm / 1000.0,
+            lung_length_per_cm: d.lung_length_per_10mm,
+            pleural_angle: d.pleural_angle_per_90deg,
+            length_per_10cm: d.length_per_100mm,
+            approach_angle: d.approach_angle_per_90deg,
+        }
+    }
+}
+
+/// How the obstacle layers are found in the CT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerObstacles {
+    pub lung_hu: f64,
+    pub lung_vessel_min_diameter_m: f64,
+    pub lung_vessel_max_diameter_m: f64,
+    pub lung_vessel_vesselness: f64,
+    pub airway_min_diameter_m: f64,
+    pub contrast_vessel_hu: Vec<f64>,
+    pub detect_fissures: bool,
+}
+
+impl Default for PlannerObstacles {
+    fn default() -> Self {
+        let d = crate::core::planning::ObstacleOptions::default();
+        PlannerObstacles {
+            lung_hu: d.lung_hu as f64,
+            lung_vessel_min_diameter_m: d.lung_vessel_min_diameter_mm / 1000.0,
+            lung_vessel_max_diameter_m: d.lung_vessel_max_diameter_mm / 1000.0,
+            lung_vessel_vesselness: d.lung_vessel_vesselness,
+            airway_min_diameter_m: d.airway_min_diameter_mm / 1000.0,
+            contrast_vessel_hu: d.contrast_vessel_hu.iter().map(|v| *v as f64).collect(),
+            detect_fissures: d.detect_fissures,
+        }
+    }
 }
 
 impl Default for TrajectoryPlannerConfig {
@@ -614,12 +722,17 @@ impl Default for TrajectoryPlannerConfig {
             image_frame_id: crate::interfaces::frames::CT.into(),
             service_timeout_s: 300.0,
             safety_margin_m: 5.0e-3,
-            max_depth_m: 0.15,
+            instrument_length_m: 0.15,
             max_angle_deg: 45.0,
             approach_direction: vec![0.0, -1.0, 0.0],
             entry_region_m: vec![-10.0, 10.0, -10.0, 10.0, -10.0, 10.0],
             bone_hu: 300.0,
             directions: 3000,
+            alternatives: 4,
+            margins: Default::default(),
+            limits: Default::default(),
+            weights: Default::default(),
+            obstacles: Default::default(),
         }
     }
 }
@@ -629,7 +742,51 @@ impl Validate for TrajectoryPlannerConfig {
         non_empty("image_frame_id", &self.image_frame_id)?;
         positive("service_timeout_s", self.service_timeout_s, 3600.0, "s")?;
         in_range("safety_margin_m", self.safety_margin_m, 0.0, 0.05, "m")?;
-        positive("max_depth_m", self.max_depth_m, 0.5, "m")?;
+        positive("instrument_length_m", self.instrument_length_m, 0.5, "m")?;
+        let m = &self.margins;
+        for (key, v) in [
+            ("margins.bone_m", m.bone_m),
+            ("margins.mediastinum_m", m.mediastinum_m),
+            ("margins.lung_vessels_m", m.lung_vessels_m),
+            ("margins.airways_m", m.airways_m),
+        ] {
+            in_range(key, v, 0.0, 0.05, "m")?;
+        }
+        let l = &self.limits;
+        check(l.max_pleural_crossings <= 10, "limits.max_pleural_crossings", || {
+            format!("{} is outside 0..=10", l.max_pleural_crossings)
+        })?;
+        in_range("limits.max_pleural_angle_deg", l.max_pleural_angle_deg, 0.0, 90.0, "deg")?;
+        in_range("limits.rib_margin_m", l.rib_margin_m, 0.0, 0.05, "m")?;
+        positive("limits.chest_wall_depth_m", l.chest_wall_depth_m, 0.2, "m")?;
+        let w = &self.weights;
+        for (key, v) in [
+            ("weights.clearance", w.clearance),
+            ("weights.lung_length_per_cm", w.lung_length_per_cm),
+            ("weights.pleural_angle", w.pleural_angle),
+            ("weights.length_per_10cm", w.length_per_10cm),
+            ("weights.approach_angle", w.approach_angle),
+        ] {
+            in_range(key, v, 0.0, 100.0, "")?;
+        }
+        positive("weights.comfortable_clearance_m", w.comfortable_clearance_m, 0.1, "m")?;
+        let o = &self.obstacles;
+        in_range("obstacles.lung_hu", o.lung_hu, -1000.0, 0.0, "HU")?;
+        positive("obstacles.lung_vessel_min_diameter_m", o.lung_vessel_min_diameter_m, 0.05, "m")?;
+        check(
+            o.lung_vessel_max_diameter_m.is_finite()
+                && o.lung_vessel_max_diameter_m >= o.lung_vessel_min_diameter_m
+                && o.lung_vessel_max_diameter_m <= 0.05,
+            "obstacles.lung_vessel_max_diameter_m",
+            || format!("{} must be >= lung_vessel_min_diameter_m and <= 0.05 m", o.lung_vessel_max_diameter_m),
+        )?;
+        in_range("obstacles.lung_vessel_vesselness", o.lung_vessel_vesselness, 0.0, 1.0, "")?;
+        positive("obstacles.airway_min_diameter_m", o.airway_min_diameter_m, 0.05, "m")?;
+        let h = &o.contrast_vessel_hu;
+        check(h.len() == 2 && h.iter().all(|v| v.is_finite()) && h[0] < h[1], "obstacles.contrast_vessel_hu", || {
+            format!("{h:?} must be [low, high] HU with low < high")
+        })?;
+        check(self.alternatives <= 20, "alternatives", || format!("{} is outside 0..=20", self.alternatives))?;
         in_range("max_angle_deg", self.max_angle_deg, 0.0, 90.0, "deg")?;
         let d = &self.approach_direction;
         let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt();

@@ -314,7 +314,7 @@ impl Monitor {
             Some(p) if !p.ct_path.is_empty() && !p.label_map_path.is_empty() => {
                 let (ct, labels) = crate::planning::load_ct_and_labels(
                     std::path::Path::new(&p.ct_path),
-                    std::path::Path::new(&p.label_map_path),
+                    Some(std::path::Path::new(&p.label_map_path)),
                     1 << 31,
                 )?;
                 // Tracked markers into the CT with the registration (tracker -> CT is its inverse).

@@ -26,8 +26,14 @@ pub enum Layer {
 }
 
 impl Layer {
-    pub const ALL: [Layer; 6] =
-        [Layer::NetworkVessels, Layer::Bone, Layer::Mediastinum, Layer::LungVessels, Layer::Airways, Layer::ContrastVessels];
+    pub const ALL: [Layer; 6] = [
+        Layer::NetworkVessels,
+        Layer::Bone,
+        Layer::Mediastinum,
+        Layer::LungVessels,
+        Layer::Airways,
+        Layer::ContrastVessels,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

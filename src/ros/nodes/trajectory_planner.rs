@@ -5,7 +5,7 @@
 
 use super::{config, publisher};
 use crate::config::TrajectoryPlannerConfig;
-use crate::core::planning::PlanError;
+use crate::core::planning::{Layer, LayerSummary, PathTerms, PlanError};
 use crate::interfaces::{PLAN, SEGMENT_VESSELS, VIZ_PLAN};
 use crate::planning::{plan_from_files, planner_options, planning_input, DISPLAY_CELL_MM};
 use crate::ros::convert;
@@ -13,6 +13,7 @@ use crate::ros::msg;
 use crate::ros::qos;
 use crate::ros::runtime::{NodeContext, NodeError, RosContext};
 use crate::ros::srv::SegmentVessels;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const NAME: &str = "trajectory_planner";
@@ -93,9 +94,13 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         };
         let options = planner_options(&cfg);
         let labels = std::path::PathBuf::from(&response.label_map_path);
+        let layers_dir = std::path::PathBuf::from(&cfg.output_dir);
         let planned = {
             let input = input.clone();
-            tokio::task::spawn_blocking(move || plan_from_files(&input, &labels, &options, 1 << 31)).await
+            tokio::task::spawn_blocking(move || {
+                plan_from_files(&input, Some(&labels), &options, 1 << 31, Some(&layers_dir))
+            })
+            .await
         };
         let mut p = plan(cx2.now_ns(), msg::NeedlePlan::STATUS_OK as u8, String::new());
         p.lesion_radius = input.lesion_radius_mm / 1000.0;
@@ -103,13 +108,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         p.label_map_path = response.label_map_path.clone();
         p.vessel_classes = response.class_names.clone();
         p.vessel_volumes = response.volumes_ml.iter().map(|ml| ml * 1e-6).collect();
-        let fill = |p: &mut msg::NeedlePlan, path: &crate::core::planning::PlannedPath| {
-            p.entry_point = convert::point_msg(&(nalgebra::Point3::from(path.entry_mm) / 1000.0));
-            p.target_point = convert::point_msg(&(nalgebra::Point3::from(path.target_mm) / 1000.0));
-            p.minimum_clearance = path.min_clearance_mm / 1000.0;
-            p.path_length = path.length_mm / 1000.0;
-            p.lesion_voxels_ignored = path.lesion_voxels_ignored as u64;
-        };
+        p.instrument_length = cfg.instrument_length_m;
         let mut vessel_points = Vec::new();
         match planned {
             Err(e) => {
@@ -122,28 +121,40 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             }
             Ok(Ok(run)) => {
                 vessel_points = run.vessel_points;
-                match run.result {
+                fill_layers(&mut p, &run.planning.layers, &run.layer_files, run.planning.anatomy.fissures_detected);
+                let network = run.planning.layers.iter().find(|l| l.layer == Layer::NetworkVessels);
+                p.lesion_voxels_ignored = network.map_or(0, |l| l.lesion_voxels_ignored as u64);
+                match run.planning.result {
                     Err(e) => {
-                        p.status = msg::NeedlePlan::STATUS_NO_SAFE_PATH as u8;
+                        p.status = match e {
+                            PlanError::TargetInObstacle(_) => msg::NeedlePlan::STATUS_TARGET_IN_OBSTACLE as u8,
+                            PlanError::TargetOutsideImage(_) | PlanError::TargetOutsideBody(_) => {
+                                msg::NeedlePlan::STATUS_NO_CT as u8
+                            }
+                            _ => msg::NeedlePlan::STATUS_NO_SAFE_PATH as u8,
+                        };
                         p.status_message = e.to_string();
+                        p.refused_layer = e.refused_layer().map(|l| l.name().to_string()).unwrap_or_default();
                         // The best path found is reported for the user, with the refusing status.
                         if let PlanError::NoSafePath { best, .. } = &e {
-                            fill(&mut p, best);
+                            fill_path(&mut p, best);
                         }
                     }
-                    Ok(path) => {
-                        fill(&mut p, &path);
+                    Ok(plan) => {
+                        fill_path(&mut p, &plan.chosen);
+                        p.alternatives = plan.alternatives.iter().map(candidate_msg).collect();
+                        let c = &plan.chosen;
                         p.status_message = format!(
-                            "path of {:.1} mm at {:.0}° from the approach direction, {:.1} mm from the nearest vessel \
-                             or bone (best of {} reachable of {} tried; {} vessel-labelled voxels inside the {:.1} mm \
-                             lesion ignored)",
-                            path.length_mm,
-                            path.angle_deg,
-                            path.min_clearance_mm,
-                            path.reachable,
-                            path.candidates,
-                            path.lesion_voxels_ignored,
-                            input.lesion_radius_mm
+                            "path of {:.1} mm at {:.0}° from the approach direction, {:.1} mm from the nearest obstacle \
+                             ({}), {:.1} mm of lung, {} pleural crossing(s); best of {} passing of {} tried",
+                            c.length_mm,
+                            c.approach_angle_deg,
+                            c.min_clearance_mm,
+                            c.nearest_layer.map_or("none", |l| l.name()),
+                            c.lung_length_mm,
+                            c.pleural_crossings,
+                            plan.passing,
+                            plan.candidates,
                         );
                     }
                 }
@@ -170,4 +181,47 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         publish(p);
     });
     Ok(())
+}
+
+/// The layers the plan was checked against, in SI units.
+fn fill_layers(p: &mut msg::NeedlePlan, layers: &[LayerSummary], files: &[(String, PathBuf)], fissures_detected: bool) {
+    for l in layers {
+        let name = l.layer.name();
+        p.obstacle_layers.push(name.to_string());
+        let file = files.iter().find(|(n, _)| n == name).map(|(_, f)| f.display().to_string());
+        p.obstacle_layer_paths.push(file.unwrap_or_default());
+        p.obstacle_volumes.push(l.volume_ml * 1e-6);
+        p.layer_margins.push(l.margin_mm / 1000.0);
+    }
+    p.fissures_detected = fissures_detected;
+}
+
+/// The chosen (or best refused) path into the plan's own fields.
+fn fill_path(p: &mut msg::NeedlePlan, path: &PathTerms) {
+    p.entry_point = convert::point_msg(&(nalgebra::Point3::from(path.entry_mm) / 1000.0));
+    p.target_point = convert::point_msg(&(nalgebra::Point3::from(path.target_mm) / 1000.0));
+    p.minimum_clearance = path.min_clearance_mm / 1000.0;
+    p.path_length = path.length_mm / 1000.0;
+    p.chosen = candidate_msg(path);
+}
+
+fn candidate_msg(path: &PathTerms) -> msg::NeedlePathCandidate {
+    let d = path.direction;
+    msg::NeedlePathCandidate {
+        entry_point: convert::point_msg(&(nalgebra::Point3::from(path.entry_mm) / 1000.0)),
+        direction: r2r::geometry_msgs::msg::Vector3 { x: d[0], y: d[1], z: d[2] },
+        path_length: path.length_mm / 1000.0,
+        approach_angle: path.approach_angle_deg.to_radians(),
+        layer_clearances: path.clearance_mm.iter().map(|(_, c)| c / 1000.0).collect(),
+        lung_length: path.lung_length_mm / 1000.0,
+        pleural_crossings: path.pleural_crossings,
+        fissure_crossings: path.fissure_crossings,
+        pleural_angle: path.pleural_angle_deg.map_or(f64::NAN, f64::to_radians),
+        rib_clearance: path.rib_clearance_mm / 1000.0,
+        reaches_skin: path.reaches_skin,
+        cost: if path.passes() { path.cost } else { f64::NAN },
+        passes: path.passes(),
+        refusals: path.refusals.iter().map(|r| r.to_string()).collect(),
+        refused_layer: path.refused_layer().map(|l| l.name().to_string()).unwrap_or_default(),
+    }
 }
