@@ -10,6 +10,7 @@ pub mod guidance;
 pub mod phantom;
 pub mod planning;
 pub mod registration;
+pub mod run_timeline;
 pub mod sample_validation;
 pub mod segmentation;
 pub mod segmentation_request;

@@ -1,15 +1,17 @@
 //! A listener that records what the stack publishes and reports it in human units
 //! (`needle_nav_stack --summary`).
 
+use crate::core::run_timeline::{secs, ClockStart, RunClock, TargetCounts, TargetTally};
 use crate::interfaces::{CLASSIFICATION, GROUND_TRUTH, MARKERS, PLAN, REGISTRATION, TARGET};
 use crate::ros::convert::time_to_ns;
 use crate::ros::msg;
 use crate::ros::nodes::{lock, subscription};
 use crate::ros::runtime::{NodeContext, NodeError};
 use futures::StreamExt;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 struct Seen {
@@ -22,8 +24,14 @@ struct Seen {
     classification: Option<msg::MarkerClassification>,
     registration: Option<msg::LesionRegistration>,
     plan: Option<msg::NeedlePlan>,
-    targets_valid: u64,
-    targets_invalid: BTreeMap<String, u64>,
+    /// When things first happened, after the stack started (the summary's timeline).
+    classified_at: Option<Duration>,
+    plan_done_at: Option<Duration>,
+    registered_at: Option<Duration>,
+    first_valid_target_at: Option<Duration>,
+    stopped_at: Option<Duration>,
+    /// Targets before and after the first usable registration.
+    targets: TargetTally,
     /// Receive time minus tracker-sample stamp of each target [ns].
     target_latency_ns: Vec<i64>,
     /// Simulator truth (lesion in the tracker frame) by sample stamp, oldest first, recent only.
@@ -39,6 +47,9 @@ struct Seen {
 
 pub struct Monitor {
     seen: Arc<Mutex<Seen>>,
+    /// When the stack started, and its stop rule (for the timeline).
+    started: Instant,
+    clock: RunClock,
 }
 
 /// The truth at `t_ns`, linearly interpolated between the two samples around it (at most
@@ -90,7 +101,12 @@ fn percentile(sorted: &[i64], q: f64) -> f64 {
 }
 
 impl Monitor {
-    pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<Monitor, NodeError> {
+    pub fn start(
+        node: &mut r2r::Node,
+        cx: &NodeContext,
+        started: Instant,
+        clock: RunClock,
+    ) -> Result<Monitor, NodeError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
         let mut classes = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
@@ -128,19 +144,29 @@ impl Monitor {
         let s = seen.clone();
         cx.spawn(async move {
             while let Some(m) = classes.next().await {
-                lock(&s).classification = Some(m);
+                let mut g = lock(&s);
+                g.classified_at.get_or_insert(started.elapsed());
+                g.classification = Some(m);
             }
         });
         let s = seen.clone();
         cx.spawn(async move {
             while let Some(m) = regs.next().await {
-                lock(&s).registration = Some(m);
+                let mut g = lock(&s);
+                if crate::ros::convert::registration_usable(&m) {
+                    g.registered_at.get_or_insert(started.elapsed());
+                }
+                g.registration = Some(m);
             }
         });
         let s = seen.clone();
         cx.spawn(async move {
             while let Some(m) = plans.next().await {
-                lock(&s).plan = Some(m);
+                let mut g = lock(&s);
+                if m.status != msg::NeedlePlan::STATUS_PENDING as u8 {
+                    g.plan_done_at.get_or_insert(started.elapsed());
+                }
+                g.plan = Some(m);
             }
         });
         let s = seen.clone();
@@ -149,8 +175,10 @@ impl Monitor {
             while let Some(m) = targets.next().await {
                 let now = cx2.now_ns();
                 let mut g = lock(&s);
+                let registered = g.registered_at.is_some();
+                g.targets.add(registered, m.valid, &m.reason);
                 if m.valid {
-                    g.targets_valid += 1;
+                    g.first_valid_target_at.get_or_insert(started.elapsed());
                     // Scored against the truth at the time the target is for, once that has come.
                     let horizon_ns = if m.prediction_horizon.is_finite() { m.prediction_horizon * 1e9 } else { 0.0 };
                     let due = time_to_ns(&m.source_stamp) + horizon_ns.round() as i64;
@@ -160,8 +188,6 @@ impl Monitor {
                         g.pending.pop_front();
                     }
                     g.score_due_targets();
-                } else {
-                    *g.targets_invalid.entry(reason_kind(&m.reason)).or_default() += 1;
                 }
                 let source = time_to_ns(&m.source_stamp);
                 if source > 0 {
@@ -169,13 +195,19 @@ impl Monitor {
                 }
             }
         });
-        Ok(Monitor { seen })
+        Ok(Monitor { seen, started, clock })
+    }
+
+    /// Notes that the stack was asked to stop (the timeline's end; the report comes after shutdown).
+    pub fn mark_stopped(&self) {
+        lock(&self.seen).stopped_at.get_or_insert(self.started.elapsed());
     }
 
     /// Human-readable summary (millimetres, milliseconds).
     pub fn report(&self) -> String {
         let g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::from("\n=== needle_nav stack summary ===\n");
+        out += &timeline(&g, self.clock, g.stopped_at.unwrap_or_else(|| self.started.elapsed()));
         let rate = match (g.first_sample_ns, g.last_sample_ns) {
             (Some(a), Some(b)) if b > a && g.samples > 1 => (g.samples - 1) as f64 / ((b - a) as f64 * 1e-9),
             _ => f64::NAN,
@@ -205,25 +237,7 @@ impl Monitor {
                 let _ = writeln!(out, "classification : none yet (window not filled)");
             }
         }
-        match &g.registration {
-            Some(r) if crate::ros::convert::registration_usable(r) => {
-                let _ = writeln!(
-                    out,
-                    "registration   : {} (markers {:?}), FRE {:.2} mm, predicted TRE lesion {:.2} mm, entry {:.2} mm",
-                    r.status_message,
-                    r.marker_ids_used,
-                    r.fre_rms * 1e3,
-                    r.predicted_tre_lesion * 1e3,
-                    r.predicted_tre_entry * 1e3
-                );
-            }
-            Some(r) => {
-                let _ = writeln!(out, "registration   : status {} - {}", r.status, r.status_message);
-            }
-            None => {
-                let _ = writeln!(out, "registration   : nothing received");
-            }
-        }
+        out += &planning_status(&g, self.clock);
         match &g.plan {
             Some(p) => {
                 let _ = writeln!(out, "plan           : status {} - {}", p.status, p.status_message);
@@ -253,11 +267,29 @@ impl Monitor {
                 let _ = writeln!(out, "plan           : nothing received");
             }
         }
-        let invalid: u64 = g.targets_invalid.values().sum();
-        let _ = writeln!(out, "targets        : {} valid, {} invalid", g.targets_valid, invalid);
-        for (reason, n) in &g.targets_invalid {
-            let _ = writeln!(out, "                 {n:>6} x {reason}");
+        match &g.registration {
+            Some(r) if crate::ros::convert::registration_usable(r) => {
+                if let Some(t) = g.registered_at {
+                    let _ = writeln!(out, "registration   : first usable {} after the start", secs(t));
+                }
+                let _ = writeln!(
+                    out,
+                    "                 {} (markers {:?}), FRE {:.2} mm, predicted TRE lesion {:.2} mm, entry {:.2} mm",
+                    r.status_message,
+                    r.marker_ids_used,
+                    r.fre_rms * 1e3,
+                    r.predicted_tre_lesion * 1e3,
+                    r.predicted_tre_entry * 1e3
+                );
+            }
+            Some(r) => {
+                let _ = writeln!(out, "registration   : status {} - {}", r.status, r.status_message);
+            }
+            None => {
+                let _ = writeln!(out, "registration   : nothing received");
+            }
         }
+        out += &targets_section(&g.targets, g.registered_at);
         // RMS, p95, max [mm] and count.
         let stats = |v: &[f64]| -> String {
             if v.is_empty() {
@@ -377,14 +409,132 @@ impl Monitor {
     }
 }
 
-/// Groups reasons that differ only in numbers ("stale ... 0.031 s" and "stale ... 0.032 s").
-fn reason_kind(reason: &str) -> String {
-    reason.split(':').next().unwrap_or(reason).trim().to_string()
+/// What happened when, in seconds after the stack started, oldest first.
+fn timeline(g: &Seen, clock: RunClock, now: Duration) -> String {
+    let mut events: Vec<(Duration, String)> = vec![(Duration::ZERO, "stack started".into())];
+    if let Some(t) = g.classified_at {
+        events.push((t, "markers classified".into()));
+    }
+    match (g.plan_done_at, &g.plan) {
+        (Some(t), Some(p)) => events.push((t, format!("plan published (status {})", p.status))),
+        _ => events.push((now, "planning not finished".into())),
+    }
+    match (clock.run_for, clock.start(now, g.plan_done_at)) {
+        (Some(run_for), Some(ClockStart::PlanFinished(t))) => {
+            events.push((t, format!("guidance run time starts: {} after the plan (--plan-wait)", secs(run_for))))
+        }
+        (Some(run_for), Some(ClockStart::PlanWaitOver(t))) => events.push((
+            t,
+            format!("--plan-wait ran out without a finished plan: guidance run time of {} starts", secs(run_for)),
+        )),
+        _ => {}
+    }
+    if let Some(t) = g.registered_at {
+        events.push((t, "registration first usable".into()));
+    }
+    if let Some(t) = g.first_valid_target_at {
+        events.push((t, "first valid target".into()));
+    }
+    events.push((now, "end".into()));
+    // Stable: events at the same time keep the order above (cause before effect).
+    events.sort_by_key(|(t, _)| *t);
+    let mut out = String::from("timeline       : seconds after the stack started\n");
+    for (t, what) in events {
+        let _ = writeln!(out, "                 {:>6.1}  {what}", t.as_secs_f64());
+    }
+    out
+}
+
+/// The planning line: when the plan was finished, or that it was not.
+fn planning_status(g: &Seen, clock: RunClock) -> String {
+    match (g.plan_done_at, clock.plan_wait) {
+        (Some(t), _) => format!("planning       : finished {} after the start\n", secs(t)),
+        (None, Some(wait)) => format!(
+            "planning       : NOT finished (--plan-wait {} ran out; the guidance ran without a plan)\n",
+            secs(wait)
+        ),
+        (None, None) => "planning       : NOT finished when the stack stopped\n".into(),
+    }
+}
+
+/// Targets in all, then after and before the first usable registration with their invalid reasons.
+fn targets_section(t: &TargetTally, registered_at: Option<Duration>) -> String {
+    let percent = |c: &TargetCounts| c.valid_percent().map(|p| format!(" ({p:.1} %)")).unwrap_or_default();
+    let reasons = |out: &mut String, c: &TargetCounts| {
+        for (reason, n) in c.reasons() {
+            let _ = writeln!(out, "                   {n:>6} x {reason}");
+        }
+    };
+    let all = t.all();
+    let mut out = format!("targets        : {} in all, {} valid{}\n", all.total(), all.valid, percent(&all));
+    let after = &t.after_registration;
+    match registered_at {
+        Some(at) => {
+            let _ = writeln!(
+                out,
+                "                 after the first usable registration ({}): {}, {} valid{}",
+                secs(at),
+                after.total(),
+                after.valid,
+                percent(after)
+            );
+            reasons(&mut out, after);
+        }
+        None => {
+            let _ = writeln!(out, "                 no usable registration: no target could be valid");
+        }
+    }
+    let before = &t.before_registration;
+    if before.total() > 0 {
+        let _ = writeln!(out, "                 before it: {}, {} valid", before.total(), before.valid);
+        reasons(&mut out, before);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_timeline_and_the_targets_read_in_order() {
+        let s = |x: f64| Duration::from_secs_f64(x);
+        let mut g = Seen {
+            classified_at: Some(s(10.2)),
+            plan_done_at: Some(s(25.0)),
+            registered_at: Some(s(25.1)),
+            first_valid_target_at: Some(s(35.2)),
+            plan: Some(msg::NeedlePlan::default()),
+            ..Default::default()
+        };
+        let clock = RunClock { run_for: Some(s(45.0)), plan_wait: Some(s(120.0)) };
+        let text = timeline(&g, clock, s(70.0));
+        let order = [
+            "stack started",
+            "markers classified",
+            "plan published",
+            "run time starts",
+            "registration",
+            "first valid",
+            "end",
+        ];
+        let at: Vec<usize> = order.iter().map(|w| text.find(w).unwrap_or_else(|| panic!("{w} in {text}"))).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(planning_status(&g, clock).contains("finished 25.0 s"));
+        g.plan_done_at = None;
+        assert!(planning_status(&g, clock).contains("NOT finished (--plan-wait 120.0 s ran out"));
+        assert!(timeline(&g, clock, s(130.0)).contains("--plan-wait ran out"));
+
+        for _ in 0..3 {
+            g.targets.add(false, false, "no usable registration");
+        }
+        g.targets.add(true, false, "no calm-breathing baseline recorded yet");
+        g.targets.add(true, true, "");
+        let text = targets_section(&g.targets, g.registered_at);
+        assert!(text.starts_with("targets        : 5 in all, 1 valid (20.0 %)"), "{text}");
+        assert!(text.contains("after the first usable registration (25.1 s): 2, 1 valid (50.0 %)"), "{text}");
+        assert!(text.contains("before it: 3, 0 valid\n                        3 x no usable registration"), "{text}");
+    }
 
     #[test]
     fn truth_is_interpolated_between_its_samples_and_absent_outside_or_across_a_gap() {

@@ -2,12 +2,13 @@
 //! per node, node tasks on a tokio runtime, and clean shutdown on SIGINT/SIGTERM.
 
 use crate::config::ConfigError;
+use crate::core::run_timeline::{secs, ClockStart, RunClock};
 use crate::interfaces::NodeKind;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,9 @@ impl NodeContext {
 pub struct RunOptions {
     /// Stop by itself after this long (demos, tests).
     pub run_for: Option<Duration>,
+    /// Start the `run_for` clock only when the trajectory planner has published its finished plan,
+    /// waiting at most this long for it (the demo: guidance is judged after planning).
+    pub plan_wait: Option<Duration>,
     /// Also run a monitor and print what the stack did at the end.
     pub summary: bool,
     /// Host only these nodes (all-in-one executable; empty list: only the monitor).
@@ -102,6 +106,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             run_for: None,
+            plan_wait: None,
             summary: false,
             only: None,
             record: None,
@@ -131,6 +136,14 @@ impl RunOptions {
                         return Err(format!("--run-for: {s} must be > 0"));
                     }
                     opts.run_for = Some(Duration::from_secs_f64(s));
+                }
+                "--plan-wait" => {
+                    let v = it.next().ok_or("--plan-wait needs seconds")?;
+                    let s: f64 = v.parse().map_err(|_| format!("--plan-wait: `{v}` is not a number of seconds"))?;
+                    if !(s.is_finite() && s > 0.0) {
+                        return Err(format!("--plan-wait: {s} must be > 0"));
+                    }
+                    opts.plan_wait = Some(Duration::from_secs_f64(s));
                 }
                 "--summary" => opts.summary = true,
                 "--only" => {
@@ -181,7 +194,15 @@ impl RunOptions {
                 other => return Err(format!("unknown option `{other}`")),
             }
         }
+        if opts.plan_wait.is_some() && opts.run_for.is_none() {
+            return Err("--plan-wait needs --run-for (it delays when the --run-for clock starts)".into());
+        }
         Ok(opts)
+    }
+
+    /// The run's stop rule.
+    pub fn clock(&self) -> RunClock {
+        RunClock { run_for: self.run_for, plan_wait: self.plan_wait }
     }
 }
 
@@ -189,7 +210,7 @@ pub use crate::logging::init_tracing;
 
 fn usage(program: &str) -> String {
     format!(
-        "usage: {program} [--run-for SECONDS] [--summary [--report DIR]] [--only NODE,NODE|none]\n\
+        "usage: {program} [--run-for SECONDS [--plan-wait SECONDS]] [--summary [--report DIR]] [--only NODE,NODE|none]\n\
          \x20      [--record NEW_BAG_DIR [--record-topics T,T]] [--play BAG_DIR [--rate R] [--clock] [--lockstep] [--topics T,T] [--linger SECONDS]]\n\
          \x20      [--ros-args --params-file FILE -p key:=value ...]\n\
          Parameters default to config/<node>.yaml ($NEEDLE_NAV_CONFIG_DIR or the installed share/needle_nav/config).\n\
@@ -197,7 +218,8 @@ fn usage(program: &str) -> String {
          messages with their recorded spacing (/clock with --clock: run the nodes with -p use_sim_time:=true)\n\
          and stops the process --linger seconds (default 2) after its last message. --lockstep publishes each\n\
          tracker sample only after needle_target answered the previous one (lossless replay under load; exit 1\n\
-         when an answer does not come within 30 s)."
+         when an answer does not come within 30 s). --plan-wait W starts the --run-for clock when the trajectory\n\
+         planner has published its finished plan (any status but pending), or after W seconds without one."
     )
 }
 
@@ -261,7 +283,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Watches SIGINT/SIGTERM and the run time limit on a thread of its own and asks the process to
 /// stop; a second signal ends the process at once (exit 1), and so does a shutdown that takes
 /// longer than [`SHUTDOWN_GRACE`].
-fn start_stop_watch(stop_tx: watch::Sender<bool>, run_for: Option<Duration>) -> Result<(), NodeError> {
+fn start_stop_watch(
+    stop_tx: watch::Sender<bool>,
+    clock: RunClock,
+    started: Instant,
+    plan_done: Arc<OnceLock<Duration>>,
+) -> Result<(), NodeError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let signalled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let requested = Arc::new(AtomicBool::new(false));
@@ -272,10 +299,10 @@ fn start_stop_watch(stop_tx: watch::Sender<bool>, run_for: Option<Duration>) -> 
             .and_then(|_| signal_hook::flag::register(sig, requested.clone()))
             .map_err(|e| NodeError::Runtime(format!("cannot install SIGINT/SIGTERM handlers: {e}")))?;
     }
-    let started = std::time::Instant::now();
     std::thread::Builder::new()
         .name("needle_nav_stop".into())
         .spawn(move || {
+            let mut clock_started = false;
             loop {
                 if requested.load(Ordering::SeqCst) {
                     match signalled.load(Ordering::SeqCst) as i32 {
@@ -285,7 +312,22 @@ fn start_stop_watch(stop_tx: watch::Sender<bool>, run_for: Option<Duration>) -> 
                     }
                     break;
                 }
-                if run_for.is_some_and(|d| started.elapsed() >= d) {
+                let (elapsed, plan) = (started.elapsed(), plan_done.get().copied());
+                if !clock_started && clock.plan_wait.is_some() {
+                    // Said once, so that the log shows when the judged run time began.
+                    match clock.start(elapsed, plan) {
+                        Some(ClockStart::PlanFinished(t)) => {
+                            tracing::info!("plan published after {}: the run time starts now", secs(t));
+                            clock_started = true;
+                        }
+                        Some(ClockStart::PlanWaitOver(t)) => {
+                            tracing::warn!("no finished plan within --plan-wait {}: the run time starts now", secs(t));
+                            clock_started = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if clock.over(elapsed, plan) {
                     tracing::info!("run time over: shutting down");
                     requested.store(true, Ordering::SeqCst);
                     break;
@@ -326,7 +368,10 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     // Signals and the optional run time limit both end the process the same way. They are
     // watched by a plain thread, not a task: a stop must work even when every runtime worker is
     // stuck, and a stop that does not finish within SHUTDOWN_GRACE ends the process anyway.
-    start_stop_watch(stop_tx.clone(), opts.run_for)?;
+    let started = Instant::now();
+    // When the finished plan was seen (for --plan-wait), relative to `started`.
+    let plan_done: Arc<OnceLock<Duration>> = Arc::new(OnceLock::new());
+    start_stop_watch(stop_tx.clone(), opts.clock(), started, plan_done.clone())?;
 
     let mut spinners = Vec::new();
     let mut monitor = None;
@@ -392,9 +437,14 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         tracing::info!(node = kind.name(), "started");
         nodes_to_spin.push((kind.name().to_string(), node));
     }
+    if opts.plan_wait.is_some() {
+        let (mut node, cx) = make_node("needle_nav_run_clock")?;
+        watch_plan(&mut node, &cx, started, plan_done)?;
+        nodes_to_spin.push(("needle_nav_run_clock".into(), node));
+    }
     if opts.summary {
         let (mut node, cx) = make_node("needle_nav_monitor")?;
-        monitor = Some(super::monitor::Monitor::start(&mut node, &cx)?);
+        monitor = Some(super::monitor::Monitor::start(&mut node, &cx, started, opts.clock())?);
         nodes_to_spin.push(("needle_nav_monitor".into(), node));
     }
     // One spin thread per node: a message for one node never waits behind another's.
@@ -416,6 +466,9 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     rt.block_on(async move {
         let _ = wait.wait_for(|stop| *stop).await;
     });
+    if let Some(m) = &monitor {
+        m.mark_stopped();
+    }
     stop_flag.store(true, Ordering::Relaxed);
     for h in spinners {
         let _ = h.join();
@@ -454,6 +507,26 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         Some(problem) => Err(NodeError::Runtime(problem)),
         None => Ok(()),
     }
+}
+
+/// Notes when the first finished plan (any status but pending) arrives, for `--plan-wait`.
+fn watch_plan(
+    node: &mut r2r::Node,
+    cx: &NodeContext,
+    started: Instant,
+    plan_done: Arc<OnceLock<Duration>>,
+) -> Result<(), NodeError> {
+    use futures::StreamExt;
+    let mut plans = super::nodes::subscription::<super::msg::NeedlePlan>(node, crate::interfaces::PLAN)?;
+    cx.spawn(async move {
+        while let Some(p) = plans.next().await {
+            if p.status != super::msg::NeedlePlan::STATUS_PENDING as u8 {
+                let _ = plan_done.set(started.elapsed());
+                break;
+            }
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -495,5 +568,13 @@ mod tests {
         assert_eq!(RunOptions::parse(&args(&["x", "--ros-args", "--run-for", "x"])).unwrap(), RunOptions::default());
         assert!(RunOptions::parse(&args(&["x", "--run-for", "-1"])).is_err());
         assert!(RunOptions::parse(&args(&["x", "--bogus"])).is_err());
+        let o = RunOptions::parse(&args(&["x", "--run-for", "45", "--plan-wait", "120"])).unwrap();
+        assert_eq!(
+            o.clock(),
+            RunClock { run_for: Some(Duration::from_secs(45)), plan_wait: Some(Duration::from_secs(120)) }
+        );
+        assert_eq!(RunOptions::default().plan_wait, None, "--run-for alone starts at once, as before");
+        assert!(RunOptions::parse(&args(&["x", "--plan-wait", "120"])).is_err(), "nothing to delay");
+        assert!(RunOptions::parse(&args(&["x", "--run-for", "4", "--plan-wait", "0"])).is_err());
     }
 }

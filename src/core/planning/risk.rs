@@ -232,6 +232,8 @@ pub struct Judging<'a> {
     /// path is reported as such rather than silently missing).
     pub max_march_mm: f64,
     pub entry_region_mm: Option<[f64; 6]>,
+    /// Samples this close to the target are the lesion: they do not count for pleural crossings [mm].
+    pub lesion_radius_mm: f64,
 }
 
 /// Severity order of the layers when several are too close: the worst to hit first.
@@ -286,7 +288,10 @@ pub fn judge_path(field: &Field, target: &Point3<f64>, direction: &Vector3<f64>,
 
     let lung_length_mm = voxels[1..].iter().filter(|v| a.aerated_lung[**v]).count() as f64 * j.step_mm;
     // Walking in from the skin: every change between outside and inside the pleura is a crossing.
-    let inside: Vec<bool> = voxels.iter().rev().map(|v| a.lung_region[*v]).collect();
+    // The lesion's own samples do not count: a solid lesion is not aerated lung, but entering it from
+    // the lung is no pleural crossing.
+    let first_kept = if j.lesion_radius_mm > 0.0 { (j.lesion_radius_mm / j.step_mm).floor() as usize + 1 } else { 0 };
+    let inside: Vec<bool> = voxels[first_kept.min(last)..].iter().rev().map(|v| a.lung_region[*v]).collect();
     let pleural_crossings = inside.windows(2).filter(|w| w[0] != w[1]).count() as u32;
     let first_lung = inside.iter().position(|x| *x);
     let fissure_crossings = if a.fissures_detected {

@@ -205,6 +205,7 @@ fn search(hu: &Volume<f32>, anatomy: &CtAnatomy, target: Point3<f64>, o: &Planne
         step_mm: o.step_mm,
         max_march_mm: (o.limits.instrument_length_mm * 2.0).max(300.0),
         entry_region_mm: o.entry_region_mm,
+        lesion_radius_mm: o.lesion_radius_mm,
     };
     let judged: Vec<PathTerms> = directions.iter().filter_map(|d| judge_path(&field, &target, d, &judging)).collect();
     if judged.is_empty() {
@@ -415,6 +416,10 @@ mod tests {
                     let v = g.offset(i, j, k);
                     if (p.x * p.x + p.y * p.y).sqrt() <= 95.0 {
                         hu.data[v] = if p.coords.norm() <= 40.0 { -850.0 } else { 40.0 };
+                        // A solid nodule, radius 6 mm, at (0, 0, 20): a lung lesion.
+                        if (p - Point3::new(0.0, 0.0, 20.0)).norm() <= 6.0 {
+                            hu.data[v] = 30.0;
+                        }
                     }
                 }
             }
@@ -435,6 +440,10 @@ mod tests {
         assert!((c.lung_length_mm - 40.0).abs() <= 2.5, "{c:?}");
         assert!(c.pleural_angle_deg.unwrap() < 20.0, "{c:?}");
         assert!((c.length_mm - 95.0).abs() < 3.0, "{c:?}");
+        // The nodule as the target: leaving it into the lung is no pleural crossing.
+        let nodule = PlannerOptions { lesion_radius_mm: 8.0, ..o.clone() };
+        let c = plan_on_ct(&hu, &lab, Point3::new(0.0, 0.0, 20.0), &nodule).result.unwrap().chosen;
+        assert_eq!(c.pleural_crossings, 1, "{c:?}");
         // A target beyond the lung, reached through it, crosses the pleura twice: refused.
         let beyond = PlannerOptions { proposed_entry_mm: Some([0.0, -95.0, 0.0]), ..o.clone() };
         let behind = Point3::new(0.0, 60.0, 0.0);
