@@ -5,8 +5,8 @@
   with --entry-mm must be refused by the layer they cross.
 - The free plan on the thorax lesion reports every term, and the terms are recomputed here from the
   written layers and the CT (nibabel, pydicom, scipy's exact Euclidean distance transform) following
-  the sampling rule of the plan command: clearance per layer, lung length, pleural crossings, the
-  entry on the skin. The bone layer must be CT >= 300 HU exactly (the series read with pydicom), the
+  the sampling rule of the plan command: clearance per layer, lung length, pleural crossings (every
+  change into or out of the lung region, the lesion's own samples left out), the entry on the skin. The bone layer must be CT >= 300 HU exactly (the series read with pydicom), the
   aerated lung must agree with a lung mask made here.
 - The chest CTA is cropped around the heart (no skin in the field of view): the plan says so.
 Skipped only when the shared data folder is missing."""
@@ -201,9 +201,12 @@ def test_the_thorax_plan_terms_recomputed_from_the_layers_and_the_ct(thorax_plan
     region, _, _ = layer_on_grid(out / p["lung"]["region_path"])
     lung_length = step * np.count_nonzero(aerated[tuple(ijk[1:].T)])
     assert abs(lung_length - c["lung_length_mm"]) <= step + 1e-9, (lung_length, c["lung_length_mm"])
-    inside = region[tuple(ijk[::-1].T)]  # from the skin inwards
-    entries = int(np.count_nonzero(~inside[:-1] & inside[1:]))
-    assert entries == c["pleural_crossings"], (entries, c["pleural_crossings"])
+    # Pleural crossings: every change into or out of the lung region walking in from the skin, the
+    # lesion's own samples (s <= its radius) left out (the planner's documented rule).
+    kept = int(math.floor(p["lesion_radius_mm"] / step)) + 1 if p["lesion_radius_mm"] > 0 else 0
+    inside = region[tuple(ijk[min(kept, n):][::-1].T)]
+    changes = int(np.count_nonzero(inside[:-1] != inside[1:]))
+    assert changes == c["pleural_crossings"], (changes, c["pleural_crossings"])
 
     # The CT read independently (pydicom), on the layers' grid.
     hu_dicom, ct_affine = load_ct(ct)
