@@ -251,6 +251,25 @@ impl Monitor {
                         p.minimum_clearance * 1e3,
                         p.safety_margin * 1e3
                     );
+                    let c = &p.chosen;
+                    let clearances: Vec<String> = p
+                        .obstacle_layers
+                        .iter()
+                        .zip(&c.layer_clearances)
+                        .filter(|(_, d)| d.is_finite())
+                        .map(|(l, d)| format!("{l} {:.1}", d * 1e3))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "                 lung {:.1} mm, {} pleural crossing(s), pleural angle {}, rib clearance {:.1} mm; \
+                         clearance mm: {}; {} alternative(s)",
+                        c.lung_length * 1e3,
+                        c.pleural_crossings,
+                        if c.pleural_angle.is_finite() { format!("{:.0}°", c.pleural_angle.to_degrees()) } else { "-".into() },
+                        c.rib_clearance * 1e3,
+                        clearances.join(", "),
+                        p.alternatives.len()
+                    );
                 }
                 if !p.vessel_classes.is_empty() {
                     let volumes: Vec<String> = p

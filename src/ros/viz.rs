@@ -61,6 +61,8 @@ pub struct PlanView {
     /// A path that keeps the safety margin is drawn green, a refused best path red.
     pub safe: bool,
     pub status: String,
+    /// Entries of the runner-up paths (drawn thin and grey, so the chosen one stands out).
+    pub alternatives: Vec<Point3<f64>>,
 }
 
 /// The plan: vessel surface per class (cube lists), lesion, entry, target, needle path and status.
@@ -95,6 +97,12 @@ pub fn plan(stamp_ns: i64, frame: &str, view: &PlanView, vessels: &[VesselPoint]
         let mut path = base(stamp_ns, frame, "needle_path", 0, Marker::LINE_STRIP as i32, rgb);
         path.scale.x = 0.002;
         path.points = vec![convert::point_msg(entry), convert::point_msg(&view.target)];
+        out.push(path);
+    }
+    for (i, alt) in view.alternatives.iter().enumerate() {
+        let mut path = base(stamp_ns, frame, "alternative_paths", i as i32, Marker::LINE_STRIP as i32, [0.6, 0.6, 0.6]);
+        path.scale.x = 0.001;
+        path.points = vec![convert::point_msg(alt), convert::point_msg(&view.target)];
         out.push(path);
     }
     let above = view.target + nalgebra::Vector3::new(0.0, 0.0, 0.03);
@@ -134,8 +142,11 @@ mod tests {
             lesion_radius_m: 0.01,
             safe: true,
             status: "ok".into(),
+            alternatives: vec![Point3::new(0.01, -0.08, 0.05)],
         };
         let a = plan(1, "ct", &view, &vessels, 0.004);
+        let alt = a.markers.iter().filter(|m| m.ns == "alternative_paths").collect::<Vec<_>>();
+        assert_eq!((alt.len(), alt[0].points[0].x, alt[0].points[1].z), (1, 0.01, 0.05));
         assert_eq!(a.markers[0].action, Marker::DELETEALL as i32);
         let by_ns = |ns: &str| a.markers.iter().filter(|m| m.ns == ns).collect::<Vec<_>>();
         let v = by_ns("vessels");
@@ -146,7 +157,7 @@ mod tests {
         assert_eq!(path[0].points.len(), 2);
         assert_eq!((path[0].points[0].y, path[0].points[1].z), (-0.08, 0.05));
         assert!((by_ns("lesion")[0].scale.x - 0.02).abs() < 1e-12);
-        let refused = plan(1, "ct", &PlanView { entry: None, safe: false, ..view }, &[], 0.004);
-        assert!(refused.markers.iter().all(|m| m.ns != "needle_path" && m.ns != "vessels"));
+        let refused = plan(1, "ct", &PlanView { entry: None, safe: false, alternatives: vec![], ..view }, &[], 0.004);
+        assert!(refused.markers.iter().all(|m| m.ns != "needle_path" && m.ns != "vessels" && m.ns != "alternative_paths"));
     }
 }

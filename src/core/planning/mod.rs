@@ -8,9 +8,11 @@ use crate::imaging::volume::{Geometry, Volume};
 use nalgebra::{Point3, Vector3};
 use std::collections::VecDeque;
 
+pub mod morphology;
 pub mod obstacles;
 pub mod risk;
 pub mod search;
+pub mod vesselness;
 
 pub use obstacles::{CtAnatomy, Layer, ObstacleOptions};
 pub use risk::{CostWeights, HardLimits, LayerMargins, PathTerms, Refusal};

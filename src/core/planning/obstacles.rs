@@ -4,8 +4,14 @@
 //!
 //! (Interface first; the CT-derived layers are filled in below.)
 
+use super::morphology::{
+    bounding_box, close_mm, convex_hull_slice, crop, dilate_mm, erode_mm, fill_holes_per_slice, flood_slice,
+    label_components, open_mm, uncrop,
+};
 use super::outside_body;
-use crate::imaging::volume::Volume;
+use super::vesselness::{multiscale_shape, sigma_for_diameter};
+use crate::imaging::volume::{Geometry, Volume};
+use std::time::Instant;
 
 /// One obstacle layer: what blocked a path is reported by this name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -72,6 +78,17 @@ pub struct ObstacleOptions {
     pub contrast_vessel_hu: [f32; 2],
     /// Look for lung fissures (plate-like sheets inside the lung); a path crossing one is refused.
     pub detect_fissures: bool,
+    /// Lung vessels are denser than aerated lung: HU above this.
+    pub lung_vessel_min_hu: f32,
+    /// Airway lumen: grown from the trachea through voxels darker than this [HU] (and 60 HU darker
+    /// than the median parenchyma); tightened step by step while the tree leaks.
+    pub airway_lumen_hu: f32,
+    /// A grown airway tree larger than this [ml] has leaked into the lung.
+    pub max_airway_volume_ml: f64,
+    /// Fissures: sheet measure (0..1) at least this ...
+    pub fissure_sheetness: f64,
+    /// ... in connected sheets of at least this volume [ml].
+    pub min_fissure_volume_ml: f64,
 }
 
 impl Default for ObstacleOptions {
@@ -87,6 +104,11 @@ impl Default for ObstacleOptions {
             airway_min_diameter_mm: 4.0,
             contrast_vessel_hu: [150.0, 700.0],
             detect_fissures: true,
+            lung_vessel_min_hu: -600.0,
+            airway_lumen_hu: -950.0,
+            max_airway_volume_ml: 300.0,
+            fissure_sheetness: 0.5,
+            min_fissure_volume_ml: 2.0,
         }
     }
 }
@@ -124,23 +146,816 @@ impl CtAnatomy {
 /// Derives the body, lungs and every obstacle layer from the CT (`hu`) and the network's labels
 /// (same grid, vessels > 0).
 pub fn ct_anatomy(hu: &Volume<f32>, network_labels: &Volume<u8>, o: &ObstacleOptions) -> CtAnatomy {
-    let outside = outside_body(hu, o.body_hu);
-    let aerated_lung: Vec<bool> = hu.data.iter().zip(&outside).map(|(h, out)| !out && *h < o.lung_hu).collect();
+    ct_anatomy_timed(hu, network_labels, o).0
+}
+
+/// [`ct_anatomy`] with the seconds each step took, in order (for benchmarks and logs).
+pub fn ct_anatomy_timed(
+    hu: &Volume<f32>,
+    network_labels: &Volume<u8>,
+    o: &ObstacleOptions,
+) -> (CtAnatomy, Vec<(&'static str, f64)>) {
+    let g = &hu.geometry;
+    let dims = g.dims;
     let n = hu.data.len();
+    let mut timings = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
+        timings.push((name, clock.elapsed().as_secs_f64()));
+        clock = Instant::now();
+    };
+
+    let outside = outside_air(hu, o.body_hu);
+    let low: Vec<bool> = hu.data.iter().zip(&outside).map(|(h, out)| !out && *h < o.lung_hu).collect();
+    lap("body", &mut timings);
+
+    let lumen = airway_lumen(hu, &outside, &low, o).unwrap_or_else(|| vec![false; n]);
+    let airways = airway_layer(&lumen, g, o.airway_min_diameter_mm);
+    lap("airways", &mut timings);
+
+    let lungs = find_lungs(hu, &low, &lumen, o);
+    let aerated_lung: Vec<bool> = lungs.labels.iter().map(|l| *l > 0).collect();
+    let (lung_region, region_labels) = lung_region(&lungs, g);
+    lap("lungs", &mut timings);
+
+    let mediastinum = mediastinum(&lungs, &region_labels, &outside, g);
+    lap("mediastinum", &mut timings);
+
+    let shapes = lung_shapes(hu, &lung_region, &outside, o);
+    let lung_vessels = shapes.as_ref().map_or_else(|| vec![false; n], |s| s.vessels.clone());
+    lap("lung_vessels", &mut timings);
+
+    let fissures = match (&shapes, o.detect_fissures) {
+        (Some(s), true) => fissures(s, hu, &lung_region, &lung_vessels, g, o),
+        _ => vec![false; n],
+    };
+    let fissures_detected = fissures.iter().any(|f| *f);
+    lap("fissures", &mut timings);
+
+    let network: Vec<bool> = network_labels.data.iter().map(|l| *l > 0).collect();
+    let contrast = contrast_vessels(hu, &network, dims, o.contrast_vessel_hu);
+    let bone: Vec<bool> = hu.data.iter().map(|h| *h >= o.bone_hu).collect();
+    lap("contrast_vessels_and_bone", &mut timings);
+
     let layers = vec![
-        ObstacleLayer { layer: Layer::NetworkVessels, mask: network_labels.data.iter().map(|l| *l > 0).collect() },
-        ObstacleLayer { layer: Layer::Bone, mask: hu.data.iter().map(|h| *h >= o.bone_hu).collect() },
-        ObstacleLayer { layer: Layer::Mediastinum, mask: vec![false; n] },
-        ObstacleLayer { layer: Layer::LungVessels, mask: vec![false; n] },
-        ObstacleLayer { layer: Layer::Airways, mask: vec![false; n] },
-        ObstacleLayer { layer: Layer::ContrastVessels, mask: vec![false; n] },
+        ObstacleLayer { layer: Layer::NetworkVessels, mask: network },
+        ObstacleLayer { layer: Layer::Bone, mask: bone },
+        ObstacleLayer { layer: Layer::Mediastinum, mask: mediastinum },
+        ObstacleLayer { layer: Layer::LungVessels, mask: lung_vessels },
+        ObstacleLayer { layer: Layer::Airways, mask: airways },
+        ObstacleLayer { layer: Layer::ContrastVessels, mask: contrast },
     ];
-    CtAnatomy {
-        outside,
-        lung_region: aerated_lung.clone(),
-        aerated_lung,
-        fissures: vec![false; n],
-        fissures_detected: false,
-        layers,
+    let anatomy = CtAnatomy { outside, aerated_lung, lung_region, fissures, fissures_detected, layers };
+    (anatomy, timings)
+}
+
+/// Median parenchyma-like air is near -850 HU; air outside the patient is near -1000 HU. A
+/// region connected to the slice border whose median is above this is lung cut by the field
+/// of view (a CT cropped around the heart), not outside air.
+const OUTSIDE_AIR_MEDIAN_HU: f32 = -950.0;
+/// Components of air with a mean below this are gas (stomach, bowel), not aerated lung.
+const GAS_MEAN_HU: f64 = -960.0;
+
+/// [`outside_body`], except that per slice a border-connected region of lung density (median
+/// above [`OUTSIDE_AIR_MEDIAN_HU`]) stays inside: on a CT cropped through the lungs, they touch
+/// the edge of the image.
+pub fn outside_air(hu: &Volume<f32>, body_hu: f32) -> Vec<bool> {
+    let [nx, ny, _] = hu.geometry.dims;
+    let mut outside = outside_body(hu, body_hu);
+    for (slice_hu, slice_out) in hu.data.chunks_exact(nx * ny).zip(outside.chunks_exact_mut(nx * ny)) {
+        let mut seen = vec![false; nx * ny];
+        for start in 0..nx * ny {
+            if !slice_out[start] || seen[start] {
+                continue;
+            }
+            let region = flood_slice(slice_out, nx, ny, [start]);
+            let mut values: Vec<f32> =
+                region.iter().zip(slice_hu).filter(|(r, _)| **r).map(|(_, h)| *h).collect();
+            for (s, r) in seen.iter_mut().zip(&region) {
+                *s |= *r;
+            }
+            let mid = values.len() / 2;
+            let median = *values.select_nth_unstable_by(mid, f32::total_cmp).1;
+            if median > OUTSIDE_AIR_MEDIAN_HU {
+                for (out, r) in slice_out.iter_mut().zip(&region) {
+                    if *r {
+                        *out = false;
+                    }
+                }
+            }
+        }
+    }
+    outside
+}
+
+fn voxel_volume_ml(g: &Geometry) -> f64 {
+    g.spacing_mm.iter().product::<f64>() / 1000.0
+}
+
+/// Rank of slice k from inferior (0) to superior.
+fn superior_rank(g: &Geometry, k: usize) -> usize {
+    let nz = g.dims[2];
+    let up = g.index_to_patient([0.0, 0.0, 1.0]).z > g.index_to_patient([0.0, 0.0, 0.0]).z;
+    if up {
+        k
+    } else {
+        nz - 1 - k
+    }
+}
+
+/// The airway lumen grown from the trachea, or None when no trachea is found or every
+/// threshold leaks.
+fn airway_lumen(hu: &Volume<f32>, outside: &[bool], low: &[bool], o: &ObstacleOptions) -> Option<Vec<bool>> {
+    let g = &hu.geometry;
+    let [nx, ny, nz] = g.dims;
+    let plane = nx * ny;
+    let pixel_mm2 = g.spacing_mm[0] * g.spacing_mm[1];
+    // Darker than the parenchyma: 60 HU below the median of the body's air.
+    let median_low = median_hu(hu.data.iter().zip(low).filter(|(_, l)| **l).map(|(h, _)| *h))?;
+    let start_hu = o.airway_lumen_hu.min(median_low - 60.0);
+    // Slices holding lung-sized air, most superior first.
+    let mut lung_slices: Vec<usize> = (0..nz)
+        .filter(|&k| low[k * plane..(k + 1) * plane].iter().filter(|l| **l).count() as f64 * pixel_mm2 >= 500.0)
+        .collect();
+    lung_slices.sort_by_key(|&k| std::cmp::Reverse(superior_rank(g, k)));
+    let search = lung_slices.len().div_ceil(3).max(1);
+    let max_voxels = (o.max_airway_volume_ml / voxel_volume_ml(g)) as usize;
+    let mut tried = 0;
+    for &k in lung_slices.iter().take(search) {
+        let Some(seed) = trachea_in_slice(hu, outside, k, start_hu) else { continue };
+        tried += 1;
+        // Tighten the lumen threshold until the tree stays airway-sized.
+        let mut threshold = start_hu;
+        while threshold >= -1010.0 {
+            if let Some(lumen) = grow(&hu.data, outside, g.dims, &seed, threshold, max_voxels) {
+                if lumen.iter().filter(|l| **l).count() as f64 * voxel_volume_ml(g) >= 1.0 {
+                    return Some(lumen);
+                }
+                break;
+            }
+            threshold -= 20.0;
+        }
+        if tried >= 5 {
+            break;
+        }
+    }
+    None
+}
+
+fn median_hu(values: impl Iterator<Item = f32>) -> Option<f32> {
+    // Histogram in 1 HU bins over the air range: exact enough, no sort of millions.
+    let mut hist = vec![0usize; 1200];
+    let mut count = 0;
+    for v in values {
+        hist[((v + 1100.0).clamp(0.0, 1199.0)) as usize] += 1;
+        count += 1;
+    }
+    let mut seen = 0;
+    for (bin, c) in hist.iter().enumerate() {
+        seen += c;
+        if seen * 2 >= count && count > 0 {
+            return Some(bin as f32 - 1100.0);
+        }
+    }
+    None
+}
+
+/// Trachea candidate in slice k: a dark, roundish, trachea-sized region near the body's
+/// midline, not touching the slice edge. Returns its voxels.
+fn trachea_in_slice(hu: &Volume<f32>, outside: &[bool], k: usize, lumen_hu: f32) -> Option<Vec<usize>> {
+    let g = &hu.geometry;
+    let [nx, ny, _] = g.dims;
+    let plane = nx * ny;
+    let base = k * plane;
+    let [sx, sy, _] = g.spacing_mm;
+    let body: Vec<usize> = (0..plane).filter(|p| !outside[base + p]).collect();
+    if body.is_empty() {
+        return None;
+    }
+    let body_cx = body.iter().map(|p| (p % nx) as f64).sum::<f64>() / body.len() as f64;
+    let dark: Vec<bool> = (0..plane).map(|p| !outside[base + p] && hu.data[base + p] < lumen_hu).collect();
+    let mut seen = vec![false; plane];
+    let mut best: Option<(f64, Vec<usize>)> = None;
+    for start in 0..plane {
+        if !dark[start] || seen[start] {
+            continue;
+        }
+        let region = flood_slice(&dark, nx, ny, [start]);
+        let pixels: Vec<usize> = region.iter().enumerate().filter(|(_, r)| **r).map(|(p, _)| p).collect();
+        for &p in &pixels {
+            seen[p] = true;
+        }
+        let area = pixels.len() as f64 * sx * sy;
+        let (mut i0, mut i1, mut j0, mut j1) = (nx, 0, ny, 0);
+        for &p in &pixels {
+            i0 = i0.min(p % nx);
+            i1 = i1.max(p % nx);
+            j0 = j0.min(p / nx);
+            j1 = j1.max(p / nx);
+        }
+        let box_area = ((i1 - i0 + 1) as f64 * sx) * ((j1 - j0 + 1) as f64 * sy);
+        let touches_edge = i0 == 0 || j0 == 0 || i1 + 1 == nx || j1 + 1 == ny;
+        let cx = pixels.iter().map(|p| (p % nx) as f64).sum::<f64>() / pixels.len() as f64;
+        let off_midline_mm = (cx - body_cx).abs() * sx;
+        // Trachea: 10-30 mm across (80-700 mm²), round (fills most of its box), on the midline.
+        if (50.0..=800.0).contains(&area) && area >= 0.45 * box_area && !touches_edge && off_midline_mm <= 30.0 {
+            if best.as_ref().map_or(true, |(d, _)| off_midline_mm < *d) {
+                best = Some((off_midline_mm, pixels.iter().map(|p| base + p).collect()));
+            }
+        }
+    }
+    best.map(|(_, v)| v)
+}
+
+/// 6-connected region growing from `seed` through body voxels darker than `threshold`; None
+/// when it passes `max_voxels` (leakage).
+fn grow(hu: &[f32], outside: &[bool], dims: [usize; 3], seed: &[usize], threshold: f32, max_voxels: usize) -> Option<Vec<bool>> {
+    let [nx, ny, nz] = dims;
+    let plane = nx * ny;
+    let passable = |v: usize| !outside[v] && hu[v] < threshold;
+    let mut inside = vec![false; hu.len()];
+    let mut stack: Vec<usize> = seed.iter().copied().filter(|&v| passable(v)).collect();
+    for &v in &stack {
+        inside[v] = true;
+    }
+    let mut count = stack.len();
+    while let Some(v) = stack.pop() {
+        let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
+        let neighbours = [
+            (i > 0).then(|| v - 1),
+            (i + 1 < nx).then(|| v + 1),
+            (j > 0).then(|| v - nx),
+            (j + 1 < ny).then(|| v + nx),
+            (k > 0).then(|| v - plane),
+            (k + 1 < nz).then(|| v + plane),
+        ];
+        for w in neighbours.into_iter().flatten() {
+            if !inside[w] && passable(w) {
+                inside[w] = true;
+                count += 1;
+                if count > max_voxels {
+                    return None;
+                }
+                stack.push(w);
+            }
+        }
+    }
+    Some(inside)
+}
+
+/// The lumen where a ball of `min_diameter_mm` fits (opening), computed in the lumen's box.
+fn airway_layer(lumen: &[bool], g: &Geometry, min_diameter_mm: f64) -> Vec<bool> {
+    let dims = g.dims;
+    let Some(b) = bounding_box(lumen, dims) else { return vec![false; lumen.len()] };
+    let b = b.grown([2, 2, 2], dims);
+    let cropped = crop(lumen, dims, &b);
+    let opened = open_mm(&cropped, b.dims(), g.spacing_mm, min_diameter_mm / 2.0);
+    uncrop(&opened, dims, &b, false)
+}
+
+/// Aerated lungs: one label per lung (1..), and which side each is on.
+struct Lungs {
+    labels: Vec<u8>,
+    /// Per label (index label - 1): true for the patient's right lung (smaller LPS x).
+    right: Vec<bool>,
+}
+
+fn find_lungs(hu: &Volume<f32>, low: &[bool], lumen: &[bool], o: &ObstacleOptions) -> Lungs {
+    let g = &hu.geometry;
+    let [nx, ny, _] = g.dims;
+    let air: Vec<bool> = low.iter().zip(lumen).map(|(l, a)| *l && !*a).collect();
+    let (labels, sizes) = label_components(&air, g.dims);
+    let min_voxels = (o.min_lung_volume_ml / voxel_volume_ml(g)).ceil() as usize;
+    let mut hu_sum = vec![0.0f64; sizes.len()];
+    let mut x_sum = vec![0.0f64; sizes.len()];
+    for (v, l) in labels.iter().enumerate().filter(|(_, l)| **l > 0) {
+        let l = *l as usize;
+        if sizes[l] >= min_voxels {
+            hu_sum[l] += hu.data[v] as f64;
+            x_sum[l] += g.index_to_patient([(v % nx) as f64, ((v / nx) % ny) as f64, 0.0]).x;
+        }
+    }
+    let mut kept: Vec<(usize, f64)> = (1..sizes.len())
+        .filter(|&l| sizes[l] >= min_voxels && hu_sum[l] / sizes[l] as f64 > GAS_MEAN_HU)
+        .map(|l| (l, x_sum[l] / sizes[l] as f64))
+        .collect();
+    // At most 255 lungs in a u8: the largest.
+    kept.sort_by_key(|(l, _)| std::cmp::Reverse(sizes[*l]));
+    kept.truncate(255);
+    let total: f64 = kept.iter().map(|(l, _)| sizes[*l] as f64).sum();
+    let midline = kept.iter().map(|(l, x)| x * sizes[*l] as f64).sum::<f64>() / total.max(1.0);
+    let mut new_label = vec![0u8; sizes.len()];
+    for (n, (l, _)) in kept.iter().enumerate() {
+        new_label[*l] = (n + 1) as u8;
+    }
+    // One lung only: its side from where it lies in the image (LPS x < image centre: right).
+    let centre_x = g.index_to_patient([(nx as f64 - 1.0) / 2.0, 0.0, 0.0]).x;
+    let right = kept.iter().map(|(_, x)| if kept.len() > 1 { *x < midline } else { *x < centre_x }).collect();
+    Lungs { labels: labels.iter().map(|l| new_label[*l as usize]).collect(), right }
+}
+
+/// Closing radius that seals vessel indentations at the lung surface [mm].
+const LUNG_CLOSING_MM: f64 = 3.0;
+
+/// Each lung with its enclosed vessels and nodules filled in (per-slice holes, a small closing,
+/// holes again), in its own box; then voxels added to one lung that touch another lung are
+/// dropped, so the lungs stay separate. Returns the union and the per-voxel lung label.
+fn lung_region(lungs: &Lungs, g: &Geometry) -> (Vec<bool>, Vec<u8>) {
+    let dims = g.dims;
+    let [nx, ny, nz] = dims;
+    let plane = nx * ny;
+    let n = lungs.labels.len();
+    let mut owner = lungs.labels.clone();
+    // 255: claimed by more than one lung's filling.
+    const CONTESTED: u8 = 255;
+    let mut added = vec![false; n];
+    let margin = [0, 1, 2].map(|a| (LUNG_CLOSING_MM / g.spacing_mm[a]).ceil() as usize + 1);
+    for label in 1..=lungs.right.len() as u8 {
+        let mask: Vec<bool> = lungs.labels.iter().map(|l| *l == label).collect();
+        let Some(b) = bounding_box(&mask, dims) else { continue };
+        let b = b.grown(margin, dims);
+        let cropped = crop(&mask, dims, &b);
+        let filled = fill_holes_per_slice(&cropped, b.dims());
+        let closed = close_mm(&filled, b.dims(), g.spacing_mm, LUNG_CLOSING_MM);
+        let region = fill_holes_per_slice(&closed, b.dims());
+        let full = uncrop(&region, dims, &b, false);
+        for v in 0..n {
+            if full[v] && lungs.labels[v] == 0 {
+                if added[v] && owner[v] != label {
+                    owner[v] = CONTESTED;
+                } else {
+                    owner[v] = label;
+                    added[v] = true;
+                }
+            }
+        }
+    }
+    let mut labels = owner.clone();
+    for v in 0..n {
+        if !added[v] {
+            continue;
+        }
+        let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
+        let neighbours = [
+            (i > 0).then(|| v - 1),
+            (i + 1 < nx).then(|| v + 1),
+            (j > 0).then(|| v - nx),
+            (j + 1 < ny).then(|| v + nx),
+            (k > 0).then(|| v - plane),
+            (k + 1 < nz).then(|| v + plane),
+        ];
+        let touches_other = neighbours.into_iter().flatten().any(|w| owner[w] != 0 && owner[w] != owner[v]);
+        if owner[v] == CONTESTED || touches_other {
+            labels[v] = 0;
+        }
+    }
+    (labels.iter().map(|l| *l > 0).collect(), labels)
+}
+
+/// The mediastinum per axial slice: the convex hull of the lungs' regions, minus the lungs,
+/// inside the body; below the right lung's largest cross-section, the part of the right lung's
+/// own hull with right lung above it in its column (the liver dome under the lung's crescent)
+/// is left out.
+fn mediastinum(lungs: &Lungs, region_labels: &[u8], outside: &[bool], g: &Geometry) -> Vec<bool> {
+    let [nx, ny, nz] = g.dims;
+    let plane = nx * ny;
+    let is_right = |l: u8| l > 0 && lungs.right.get(l as usize - 1).copied().unwrap_or(false);
+    // Per column, the most superior slice rank holding right lung; per slice, its right lung area.
+    let mut top_right: Vec<Option<usize>> = vec![None; plane];
+    let mut right_area = vec![0usize; nz];
+    for (v, l) in lungs.labels.iter().enumerate() {
+        if is_right(*l) {
+            let (p, k) = (v % plane, v / plane);
+            let rank = superior_rank(g, k);
+            top_right[p] = Some(top_right[p].map_or(rank, |t: usize| t.max(rank)));
+            right_area[k] += 1;
+        }
+    }
+    let widest_right_rank =
+        (0..nz).max_by_key(|&k| right_area[k]).filter(|&k| right_area[k] > 0).map(|k| superior_rank(g, k));
+    let mut out = vec![false; region_labels.len()];
+    for k in 0..nz {
+        let labels = &region_labels[k * plane..(k + 1) * plane];
+        let any: Vec<bool> = labels.iter().map(|l| *l > 0).collect();
+        if !any.iter().any(|a| *a) {
+            continue;
+        }
+        let hull = convex_hull_slice(&any, nx, ny);
+        let rank = superior_rank(g, k);
+        let dome_rule = widest_right_rank.is_some_and(|w| rank < w);
+        let right_hull = if dome_rule {
+            let right: Vec<bool> = labels.iter().map(|l| is_right(*l)).collect();
+            convex_hull_slice(&right, nx, ny)
+        } else {
+            Vec::new()
+        };
+        for p in 0..plane {
+            let v = k * plane + p;
+            if !hull[p] || any[p] || outside[v] {
+                continue;
+            }
+            let under_right_lung = dome_rule && right_hull[p] && top_right[p].is_some_and(|t| t > rank);
+            out[v] = !under_right_lung;
+        }
+    }
+    out
+}
+
+/// Hessian shape measures in the lungs' box.
+struct LungShapes {
+    /// Lung vessel flags on the full grid.
+    vessels: Vec<bool>,
+    /// Sheet measure on the full grid (0 where not computed).
+    sheet: Vec<f32>,
+}
+
+/// Where lung vessels may lie: lung region grown by this [mm] (hilar vessels at its edge).
+const VESSEL_SEARCH_MARGIN_MM: f64 = 5.0;
+/// Scales searched between the smallest and largest vessel diameter.
+const VESSEL_SCALES: usize = 4;
+/// Fissures are fainter than vessels (a sub-millimetre sheet in 2 mm voxels): sheet candidates
+/// from this HU up.
+const FISSURE_MIN_HU: f32 = -800.0;
+/// ... and below this: a fissure is never solid tissue in such voxels, while the bright side of
+/// an edge (the diaphragm under a lung filled around it) is sheet-like too.
+const FISSURE_MAX_HU: f32 = -300.0;
+
+fn lung_shapes(hu: &Volume<f32>, lung_region: &[bool], outside: &[bool], o: &ObstacleOptions) -> Option<LungShapes> {
+    let g = &hu.geometry;
+    let dims = g.dims;
+    let d_min = o.lung_vessel_min_diameter_mm.max(0.1);
+    let d_max = o.lung_vessel_max_diameter_mm.max(d_min);
+    let sigmas: Vec<f64> = (0..VESSEL_SCALES)
+        .map(|s| sigma_for_diameter(d_min * (d_max / d_min).powf(s as f64 / (VESSEL_SCALES - 1) as f64)))
+        .collect();
+    let sigma_max = sigmas.iter().copied().fold(0.0, f64::max);
+    let margin_mm = VESSEL_SEARCH_MARGIN_MM + 3.0 * sigma_max;
+    let b = bounding_box(lung_region, dims)?.grown([0, 1, 2].map(|a| (margin_mm / g.spacing_mm[a]).ceil() as usize), dims);
+    let cd = b.dims();
+    let region = crop(lung_region, dims, &b);
+    let search = dilate_mm(&region, cd, g.spacing_mm, VESSEL_SEARCH_MARGIN_MM);
+    let values = crop(&hu.data, dims, &b);
+    let out_crop = crop(outside, dims, &b);
+    let floor = if o.detect_fissures { o.lung_vessel_min_hu.min(FISSURE_MIN_HU) } else { o.lung_vessel_min_hu };
+    let candidates: Vec<usize> =
+        (0..values.len()).filter(|&v| search[v] && !out_crop[v] && values[v] > floor).collect();
+    // The probe scale catches tubes thinner than the smallest diameter asked for.
+    let probe = sigma_for_diameter(d_min) / std::f64::consts::SQRT_2;
+    let shapes = multiscale_shape(&values, cd, g.spacing_mm, &sigmas, Some(probe), &candidates);
+    let mut vessels = vec![false; values.len()];
+    let mut sheet = vec![0.0f32; values.len()];
+    for (c, &v) in candidates.iter().enumerate() {
+        vessels[v] = values[v] > o.lung_vessel_min_hu && f64::from(shapes.tube[c]) >= o.lung_vessel_vesselness;
+        sheet[v] = shapes.sheet[c];
+    }
+    Some(LungShapes { vessels: uncrop(&vessels, dims, &b, false), sheet: uncrop(&sheet, dims, &b, 0.0) })
+}
+
+/// Fissures stay this far [mm] inside the lung region (the pleura is a sheet-like edge too) and
+/// this far from lung vessels (a wide vessel's wall is sheet-like at the smallest scale).
+const FISSURE_PLEURA_MARGIN_MM: f64 = 4.0;
+const FISSURE_VESSEL_MARGIN_MM: f64 = 2.0;
+
+fn fissures(
+    shapes: &LungShapes,
+    hu: &Volume<f32>,
+    lung_region: &[bool],
+    lung_vessels: &[bool],
+    g: &Geometry,
+    o: &ObstacleOptions,
+) -> Vec<bool> {
+    let dims = g.dims;
+    let n = lung_region.len();
+    let Some(b) = bounding_box(lung_region, dims) else { return vec![false; n] };
+    let b = b.grown([1, 1, 1], dims);
+    let cd = b.dims();
+    let inner = erode_mm(&crop(lung_region, dims, &b), cd, g.spacing_mm, FISSURE_PLEURA_MARGIN_MM);
+    let near_vessel = dilate_mm(&crop(lung_vessels, dims, &b), cd, g.spacing_mm, FISSURE_VESSEL_MARGIN_MM);
+    let sheet = crop(&shapes.sheet, dims, &b);
+    let values = crop(&hu.data, dims, &b);
+    let candidate: Vec<bool> = (0..sheet.len())
+        .map(|v| {
+            let partial_volume = values[v] > FISSURE_MIN_HU && values[v] < FISSURE_MAX_HU;
+            inner[v] && !near_vessel[v] && partial_volume && f64::from(sheet[v]) >= o.fissure_sheetness
+        })
+        .collect();
+    // A fissure is a large connected sheet; scattered plate-like voxels are not.
+    let (labels, sizes) = label_components(&candidate, cd);
+    let min_voxels = (o.min_fissure_volume_ml / voxel_volume_ml(g)).ceil() as usize;
+    let kept: Vec<bool> = labels.iter().map(|l| *l > 0 && sizes[*l as usize] >= min_voxels).collect();
+    uncrop(&kept, dims, &b, false)
+}
+
+/// Voxels in the HU window 6-connected, through the window, to the network's vessel voxels.
+fn contrast_vessels(hu: &Volume<f32>, network: &[bool], dims: [usize; 3], window: [f32; 2]) -> Vec<bool> {
+    let [nx, ny, nz] = dims;
+    let plane = nx * ny;
+    let in_window = |v: usize| hu.data[v] >= window[0] && hu.data[v] <= window[1];
+    let mut reached = vec![false; network.len()];
+    let neighbours = |v: usize| {
+        let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
+        [
+            (i > 0).then(|| v - 1),
+            (i + 1 < nx).then(|| v + 1),
+            (j > 0).then(|| v - nx),
+            (j + 1 < ny).then(|| v + nx),
+            (k > 0).then(|| v - plane),
+            (k + 1 < nz).then(|| v + plane),
+        ]
+    };
+    // Seeds: window voxels that are, or touch, a network vessel voxel.
+    let mut stack: Vec<usize> = (0..network.len())
+        .filter(|&v| in_window(v) && (network[v] || neighbours(v).into_iter().flatten().any(|w| network[w])))
+        .collect();
+    for &v in &stack {
+        reached[v] = true;
+    }
+    while let Some(v) = stack.pop() {
+        for w in neighbours(v).into_iter().flatten() {
+            if !reached[w] && in_window(w) {
+                reached[w] = true;
+                stack.push(w);
+            }
+        }
+    }
+    reached
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::{Point3, Vector3};
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+
+    const TISSUE_HU: f32 = 40.0;
+    const LUNG_HU: f32 = -850.0;
+
+    /// Fraction of a voxel (supersampled 3x3x3) for which `inside` holds.
+    fn coverage(g: &Geometry, i: usize, j: usize, k: usize, inside: &dyn Fn(Point3<f64>) -> bool) -> f32 {
+        let mut hits = 0;
+        for a in [-1.0, 0.0, 1.0] {
+            for b in [-1.0, 0.0, 1.0] {
+                for c in [-1.0, 0.0, 1.0] {
+                    let p = g.index_to_patient([i as f64 + a / 3.0, j as f64 + b / 3.0, k as f64 + c / 3.0]);
+                    hits += inside(p) as usize;
+                }
+            }
+        }
+        hits as f32 / 27.0
+    }
+
+    fn in_right_lung(p: Point3<f64>) -> bool {
+        ((p.x + 45.0) / 33.0).powi(2) + (p.y / 42.0).powi(2) <= 1.0
+    }
+    fn in_left_lung(p: Point3<f64>) -> bool {
+        ((p.x - 45.0) / 33.0).powi(2) + (p.y / 42.0).powi(2) <= 1.0
+    }
+
+    /// Distance from p to the line through `a` along unit `d`.
+    fn line_distance(p: Point3<f64>, a: Point3<f64>, d: Vector3<f64>) -> f64 {
+        let v = p - a;
+        (v - d * v.dot(&d)).norm()
+    }
+
+    /// A torso (elliptic body, 40 HU) with two lungs (-850 HU) either side of a soft-tissue
+    /// mediastinum, seeded noise of 15 HU, and extra structures painted with partial volume:
+    /// each (inside test, HU) replaces the voxel value by its covered fraction.
+    fn torso(structures: &[(&dyn Fn(Point3<f64>) -> bool, f32)]) -> Volume<f32> {
+        let g = Geometry::axial_centred([180, 120, 40], [1.0, 1.0, 1.5], [0.0, 0.0, 0.0]);
+        let mut hu = Volume::filled(g.clone(), -1000.0f32);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let noise = Normal::new(0.0f32, 15.0).unwrap();
+        for k in 0..40 {
+            for j in 0..120 {
+                for i in 0..180 {
+                    let p = g.index_to_patient([i as f64, j as f64, k as f64]);
+                    let v = g.offset(i, j, k);
+                    if (p.x / 85.0).powi(2) + (p.y / 55.0).powi(2) > 1.0 {
+                        continue;
+                    }
+                    let mut value = if in_right_lung(p) || in_left_lung(p) { LUNG_HU } else { TISSUE_HU };
+                    for (inside, target) in structures {
+                        let f = coverage(&g, i, j, k, *inside);
+                        if f > 0.0 {
+                            value = value * (1.0 - f) + target * f;
+                        }
+                    }
+                    hu.data[v] = value + noise.sample(&mut rng);
+                }
+            }
+        }
+        hu
+    }
+
+    fn no_labels(hu: &Volume<f32>) -> Volume<u8> {
+        Volume::filled(hu.geometry.clone(), 0u8)
+    }
+
+    fn mask_of<'a>(a: &'a CtAnatomy, layer: Layer) -> &'a [bool] {
+        &a.layer(layer).expect("every layer is present").mask
+    }
+
+    /// Fraction of the voxels where `region` holds that are flagged in `mask`.
+    fn fraction_flagged(g: &Geometry, mask: &[bool], region: &dyn Fn(Point3<f64>) -> bool) -> (f64, usize) {
+        let [nx, ny, nz] = g.dims;
+        let (mut total, mut hit) = (0usize, 0usize);
+        for k in 0..nz {
+            for j in 0..ny {
+                for i in 0..nx {
+                    if region(g.index_to_patient([i as f64, j as f64, k as f64])) {
+                        total += 1;
+                        hit += mask[g.offset(i, j, k)] as usize;
+                    }
+                }
+            }
+        }
+        (hit as f64 / total.max(1) as f64, total)
+    }
+
+    #[test]
+    fn tubes_above_the_minimum_diameter_are_lung_vessels_thin_tubes_blobs_and_sheets_are_not() {
+        let dir = Vector3::new(0.25, 0.15, 1.0).normalize();
+        let wide_axis = Point3::new(-40.0, 15.0, 0.0);
+        let thin_axis = Point3::new(-50.0, -20.0, 0.0);
+        let wide = move |p: Point3<f64>| in_right_lung(p) && line_distance(p, wide_axis, dir) <= 3.0;
+        let thin = move |p: Point3<f64>| in_right_lung(p) && line_distance(p, thin_axis, dir) <= 0.75;
+        let nodule_centre = Point3::new(45.0, -15.0, 0.0);
+        let nodule = move |p: Point3<f64>| (p - nodule_centre).norm() <= 6.0;
+        let normal = Vector3::new(0.2, 1.0, 0.3).normalize();
+        let sheet_point = Point3::new(45.0, 20.0, 0.0);
+        let sheet = move |p: Point3<f64>| in_left_lung(p) && (p - sheet_point).dot(&normal).abs() <= 0.75;
+        let hu = torso(&[(&wide, TISSUE_HU), (&thin, TISSUE_HU), (&nodule, TISSUE_HU), (&sheet, -500.0)]);
+        let g = hu.geometry.clone();
+        let o = ObstacleOptions::default();
+        let a = ct_anatomy(&hu, &no_labels(&hu), &o);
+        let vessels = mask_of(&a, Layer::LungVessels);
+        // Along the wide tube's axis (6 mm > 3 mm minimum), away from the volume's ends.
+        let axis_core = move |p: Point3<f64>| p.z.abs() < 20.0 && line_distance(p, wide_axis, dir) <= 1.0;
+        let (wide_found, n_wide) = fraction_flagged(&g, vessels, &axis_core);
+        let thin_core = move |p: Point3<f64>| p.z.abs() < 20.0 && line_distance(p, thin_axis, dir) <= 0.5;
+        let (thin_found, n_thin) = fraction_flagged(&g, vessels, &thin_core);
+        let (nodule_found, n_nodule) = fraction_flagged(&g, vessels, &nodule);
+        // The sheet away from the pleura (where it meets the chest wall it forms a crease).
+        let sheet_inner = move |p: Point3<f64>| {
+            sheet(p) && ((p.x - 45.0) / 25.0).powi(2) + (p.y / 34.0).powi(2) <= 1.0 && p.z.abs() < 20.0
+        };
+        let (sheet_found, n_sheet) = fraction_flagged(&g, vessels, &sheet_inner);
+        eprintln!(
+            "wide {wide_found:.3} of {n_wide}, thin {thin_found:.3} of {n_thin}, nodule {nodule_found:.3} of \
+             {n_nodule}, sheet {sheet_found:.3} of {n_sheet}"
+        );
+        assert!(n_wide > 50 && wide_found >= 0.9, "wide tube found on {wide_found}");
+        assert!(n_thin > 10 && thin_found <= 0.2, "thin tube flagged on {thin_found}");
+        assert!(n_nodule > 300 && nodule_found <= 0.1, "nodule flagged on {nodule_found}");
+        assert!(n_sheet > 300 && sheet_found <= 0.1, "sheet flagged on {sheet_found}");
+        // The tube and the nodule are inside the lung's pleura: no hole in the lung region.
+        let (tube_in_region, _) = fraction_flagged(&g, &a.lung_region, &wide);
+        let (nodule_in_region, _) = fraction_flagged(&g, &a.lung_region, &nodule);
+        assert!(tube_in_region > 0.99 && nodule_in_region > 0.99, "{tube_in_region} {nodule_in_region}");
+        let (tube_aerated, _) = fraction_flagged(&g, &a.aerated_lung, &axis_core);
+        assert!(tube_aerated < 0.01, "the vessel is not aerated lung: {tube_aerated}");
+        // The sheet is a fissure; the tube's surroundings are not.
+        let (fissure_on_sheet, _) = fraction_flagged(&g, &a.fissures, &sheet_inner);
+        eprintln!("fissure on sheet {fissure_on_sheet:.3}, detected {}", a.fissures_detected);
+        assert!(a.fissures_detected && fissure_on_sheet > 0.5, "fissure found on {fissure_on_sheet}");
+        let (fissure_on_tube, _) = fraction_flagged(&g, &a.fissures, &wide);
+        assert!(fissure_on_tube < 0.05);
+    }
+
+    #[test]
+    fn the_mediastinum_fills_the_space_between_the_lungs_and_the_lungs_stay_two() {
+        let hu = torso(&[]);
+        let g = hu.geometry.clone();
+        let a = ct_anatomy(&hu, &no_labels(&hu), &ObstacleOptions::default());
+        let med = mask_of(&a, Layer::Mediastinum);
+        let (block, n_block) = fraction_flagged(&g, med, &|p| p.x.abs() < 8.0 && p.y.abs() < 30.0);
+        assert!(n_block > 1000 && block >= 0.95, "block covered {block}");
+        assert!(med.iter().zip(&a.lung_region).all(|(m, l)| !(*m && *l)), "mediastinum overlaps the lung");
+        // Chest wall lateral to the right lung, and the air outside, are not mediastinum.
+        let (wall, _) = fraction_flagged(&g, med, &|p| p.x < -80.0 && p.y.abs() < 10.0);
+        assert_eq!(wall, 0.0);
+        assert!(med.iter().zip(&a.outside).all(|(m, o)| !(*m && *o)));
+        // Two separate lungs of the modelled volume: 2 ellipses 33 x 42 mm over 60 mm each.
+        let (_, sizes) = label_components(&a.lung_region, g.dims);
+        assert_eq!(sizes.len() - 1, 2, "{sizes:?}");
+        let ml = a.aerated_lung.iter().filter(|l| **l).count() as f64 * voxel_volume_ml(&g);
+        let expected = 2.0 * std::f64::consts::PI * 33.0 * 42.0 * 60.0 / 1000.0;
+        assert!((ml - expected).abs() < 0.05 * expected, "{ml} ml vs {expected}");
+        // The pleura is sheet-like at its edge, but no fissure is found in fissure-free lungs.
+        assert!(!a.fissures_detected && !a.fissures.iter().any(|f| *f));
+        // Bone is a bare threshold; no bone here.
+        assert!(!mask_of(&a, Layer::Bone).iter().any(|b| *b));
+    }
+
+    #[test]
+    fn the_liver_dome_under_the_right_lung_is_not_mediastinum_the_heart_between_the_lungs_is() {
+        // Lower half: a dome (sphere) rising into the right lung from below, so the right lung's
+        // lowest slices are a crescent around it.
+        // Its centre lies medial to the lung's, so the crescent opens medially as in a patient.
+        let dome_centre = Point3::new(-35.0, 0.0, -40.0);
+        let dome = move |p: Point3<f64>| in_right_lung(p) && (p - dome_centre).norm() <= 28.0;
+        let hu = torso(&[(&dome, TISSUE_HU)]);
+        let g = hu.geometry.clone();
+        let a = ct_anatomy(&hu, &no_labels(&hu), &ObstacleOptions::default());
+        let med = mask_of(&a, Layer::Mediastinum);
+        // The dome's core, inside the crescent, in slices where the right lung is a crescent.
+        let core = move |p: Point3<f64>| p.z < -15.0 && (p - dome_centre).norm() <= 24.0 && in_right_lung(p);
+        let (dome_med, n_dome) = fraction_flagged(&g, med, &core);
+        let (block, _) = fraction_flagged(&g, med, &|p| p.x.abs() < 8.0 && p.y.abs() < 30.0);
+        eprintln!("dome as mediastinum {dome_med:.3} of {n_dome}, block {block:.3}");
+        assert!(n_dome > 500 && dome_med < 0.05, "dome {dome_med}");
+        assert!(block >= 0.95, "block {block}");
+        // The dome's surface is an edge, not a fissure.
+        assert!(!a.fissures_detected);
+    }
+
+    /// The torso with a vertical air tube on the midline (the trachea), diameter `d` mm, and a
+    /// thin side branch of 2.5 mm.
+    fn torso_with_trachea(d: f64) -> Volume<f32> {
+        let trachea = move |p: Point3<f64>| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= d / 2.0;
+        // Anterior (-y) through the mediastinum, 25 mm long, centred on a slice (z = 0.75 mm).
+        let branch = move |p: Point3<f64>| {
+            p.y <= -10.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 1.25
+        };
+        torso(&[(&trachea, -1000.0), (&branch, -1000.0)])
+    }
+
+    #[test]
+    fn an_air_tube_in_the_mediastinum_is_an_airway_when_wide_enough() {
+        let hu = torso_with_trachea(14.0);
+        let g = hu.geometry.clone();
+        let a = ct_anatomy(&hu, &no_labels(&hu), &ObstacleOptions::default());
+        let airways = mask_of(&a, Layer::Airways);
+        let (core, n_core) = fraction_flagged(&g, airways, &|p| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 5.0);
+        assert!(n_core > 1000 && core > 0.99, "trachea core {core}");
+        // The 2.5 mm branch, beyond 4 mm from the trachea wall, is below the 4 mm minimum.
+        // Beyond 4 mm from the trachea's wall (radius 7 mm at y = -10).
+        let branch_far =
+            |p: Point3<f64>| p.y <= -21.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 2.0;
+        let (flagged, n_branch) = fraction_flagged(&g, airways, &branch_far);
+        assert!(n_branch > 50 && flagged == 0.0, "thin branch flagged on {flagged} of {n_branch}");
+        // It is air and was grown as lumen (the opening, not the growing, leaves it out): the
+        // same CT with a 1 mm minimum keeps it.
+        let fine = ObstacleOptions { airway_min_diameter_mm: 1.0, ..ObstacleOptions::default() };
+        let f = ct_anatomy(&hu, &no_labels(&hu), &fine);
+        let (kept, _) = fraction_flagged(&g, mask_of(&f, Layer::Airways), &|p| {
+            p.y <= -21.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 0.5
+        });
+        assert!(kept > 0.9, "branch kept on {kept} with a 1 mm minimum");
+        // The trachea is not lung, and the lungs do not count it.
+        assert!(airways.iter().zip(&a.aerated_lung).all(|(w, l)| !(*w && *l)));
+        // Narrower than the minimum: no airway.
+        let narrow = torso_with_trachea(3.0);
+        let b = ct_anatomy(&narrow, &no_labels(&narrow), &ObstacleOptions::default());
+        assert!(!mask_of(&b, Layer::Airways).iter().any(|w| *w));
+    }
+
+    #[test]
+    fn contrast_vessels_grow_from_network_voxels_within_the_window_only() {
+        let g = Geometry::axial([20, 5, 5], [1.0; 3], [0.0; 3]);
+        let mut hu = Volume::filled(g.clone(), 40.0f32);
+        let mut labels = Volume::filled(g.clone(), 0u8);
+        // A bright rod along x at (j, k) = (2, 2): enhancing from i = 0 to 12, then a gap, then 14..20.
+        for i in 0..20 {
+            if i != 13 {
+                hu.data[g.offset(i, 2, 2)] = 300.0;
+            }
+        }
+        labels.data[g.offset(0, 2, 2)] = 1;
+        let network: Vec<bool> = labels.data.iter().map(|l| *l > 0).collect();
+        let grown = contrast_vessels(&hu, &network, g.dims, [150.0, 700.0]);
+        assert_eq!(grown.iter().filter(|x| **x).count(), 13);
+        assert!(grown[g.offset(12, 2, 2)] && !grown[g.offset(14, 2, 2)]);
+    }
+
+    #[test]
+    fn layer_order_and_outside_air_on_a_crop_through_the_lungs() {
+        let hu = torso(&[]);
+        let a = ct_anatomy(&hu, &no_labels(&hu), &ObstacleOptions::default());
+        let order: Vec<Layer> = a.layers.iter().map(|l| l.layer).collect();
+        assert_eq!(order, Layer::ALL.to_vec());
+        // Crop through both lungs (x from -70 to 70 mm): the lungs reach the image edge, yet stay
+        // inside the body and are still found.
+        let g = &hu.geometry;
+        let b = VoxelBoxFor::x_range(g, -70.0, 70.0);
+        let cropped = Volume { geometry: b.0, data: crop(&hu.data, g.dims, &b.1) };
+        let c = ct_anatomy(&cropped, &no_labels(&cropped), &ObstacleOptions::default());
+        let (_, sizes) = label_components(&c.lung_region, cropped.geometry.dims);
+        assert_eq!(sizes.len() - 1, 2);
+        let lung_outside = c.outside.iter().zip(&cropped.data).filter(|(o, h)| **o && **h > -900.0).count();
+        assert_eq!(lung_outside, 0);
+    }
+
+    struct VoxelBoxFor;
+    impl VoxelBoxFor {
+        /// Geometry and box of the columns with x in [x0, x1] mm.
+        fn x_range(g: &Geometry, x0: f64, x1: f64) -> (Geometry, super::super::morphology::VoxelBox) {
+            let i0 = g.patient_to_index(&Point3::new(x0, 0.0, 0.0))[0].ceil() as usize;
+            let i1 = g.patient_to_index(&Point3::new(x1, 0.0, 0.0))[0].floor() as usize + 1;
+            let b = super::super::morphology::VoxelBox { lo: [i0, 0, 0], hi: [i1, g.dims[1], g.dims[2]] };
+            let origin = g.index_to_patient([i0 as f64, 0.0, 0.0]);
+            (Geometry::axial(b.dims(), g.spacing_mm, [origin.x, origin.y, origin.z]), b)
+        }
     }
 }

@@ -167,6 +167,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             lesion_radius_m: p.lesion_radius,
             safe: p.status == msg::NeedlePlan::STATUS_OK as u8,
             status: p.status_message.clone(),
+            alternatives: p.alternatives.iter().map(|a| convert::point_from_msg(&a.entry_point)).collect(),
         };
         let viz = crate::ros::viz::plan(
             convert::time_to_ns(&p.header.stamp),
