@@ -150,10 +150,10 @@ def main():
                 plt.Line2D([], [], color="#fde68a", lw=0.9, ls="--", label="alternatives"),
                 plt.Line2D([], [], color="#7dd3fc", lw=0.5, label="lung region"),
                 plt.Line2D([], [], color="#00ff66", marker="+", ls="", label="target, lesion radius")]
-    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
     verdict = plan["status"] + (f" ({plan['refused_layer']})" if plan.get("refused_layer") else "")
     fig.suptitle(textwrap.fill(f"{a.title} needle_nav plan: {verdict}. {plan['reason']}", 170), fontsize=8)
-    plt.tight_layout(rect=(0, 0.05, 1, 0.93))
+    plt.tight_layout(rect=(0, 0.07, 1, 0.93))
     out = a.out or a.plan_dir / "plan.png"
     plt.savefig(out, dpi=80)
     print("wrote", out)
