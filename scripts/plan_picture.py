@@ -92,7 +92,7 @@ def draw(ax, ct, ct_affine, layers, affine, origin, u, v, su, sv, paths, target,
         ax.add_patch(plt.Circle((tx, ty), radius, fill=False, color="#00ff66", lw=1.0))
     ax.set_xlim(su[0], su[-1])
     ax.set_ylim(sv[-1], sv[0])
-    ax.set_title(title, fontsize=8)
+    ax.set_title(textwrap.fill(title, 80), fontsize=8)
     ax.tick_params(labelsize=6)
     return shown
 
@@ -123,7 +123,7 @@ def main():
     chosen = plan.get("chosen") or plan.get("best_refused")
     paths = ([chosen] if chosen else []) + list(plan.get("alternatives") or [])
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.8))
     # Wide enough for the whole chosen path.
     half = min(max(HALF_WIDTH_MM, (chosen["length_mm"] + 15.0) if chosen else 0.0), 200.0)
     s = np.arange(-half, half, RES_MM)
@@ -153,7 +153,7 @@ def main():
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
     verdict = plan["status"] + (f" ({plan['refused_layer']})" if plan.get("refused_layer") else "")
     fig.suptitle(textwrap.fill(f"{a.title} needle_nav plan: {verdict}. {plan['reason']}", 170), fontsize=8)
-    plt.tight_layout(rect=(0, 0.07, 1, 0.93))
+    plt.tight_layout(rect=(0, 0.1, 1, 0.92))
     out = a.out or a.plan_dir / "plan.png"
     plt.savefig(out, dpi=80)
     print("wrote", out)
