@@ -227,10 +227,11 @@ def test_the_thorax_plan_terms_recomputed_from_the_layers_and_the_ct(thorax_plan
     assert np.array_equal(bone & ~in_lesion, ct_bone & ~in_lesion), np.count_nonzero((bone ^ ct_bone) & ~in_lesion)
     assert not (bone & ~ct_bone).any()
 
-    # Aerated lung against a mask made here (threshold, per-slice outside, components >= 100 ml).
+    # Aerated lung against a mask made here (threshold, per-slice outside, components >= 100 ml):
+    # the same definition written independently, so they should agree closely.
     mine = own_lung_mask(hu, spacing)
     dice = 2.0 * np.count_nonzero(mine & aerated) / (np.count_nonzero(mine) + np.count_nonzero(aerated))
-    assert dice > 0.95, dice
+    assert dice > 0.99, dice  # 0.998 measured on 2026-11-30
     # The lung region holds the aerated lung and the lesion's centre (a lung lesion).
     assert np.count_nonzero(aerated & ~region) <= 0.01 * np.count_nonzero(aerated)
     assert region[tuple(ijk[0])]
