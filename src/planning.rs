@@ -120,6 +120,7 @@ pub fn planner_options(cfg: &TrajectoryPlannerConfig) -> PlannerOptions {
             lung_vessel_vesselness: ob.lung_vessel_vesselness,
             airway_min_diameter_mm: ob.airway_min_diameter_m * 1000.0,
             contrast_vessel_hu: [ob.contrast_vessel_hu[0] as f32, ob.contrast_vessel_hu[1] as f32],
+            contrast_vessel_max_growth_mm: ob.contrast_vessel_max_growth_m * 1000.0,
             detect_fissures: ob.detect_fissures,
             ..ObstacleOptions::default()
         },

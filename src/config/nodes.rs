@@ -692,6 +692,7 @@ pub struct PlannerObstacles {
     pub lung_vessel_vesselness: f64,
     pub airway_min_diameter_m: f64,
     pub contrast_vessel_hu: Vec<f64>,
+    pub contrast_vessel_max_growth_m: f64,
     pub detect_fissures: bool,
 }
 
@@ -705,6 +706,7 @@ impl Default for PlannerObstacles {
             lung_vessel_vesselness: d.lung_vessel_vesselness,
             airway_min_diameter_m: d.airway_min_diameter_mm / 1000.0,
             contrast_vessel_hu: d.contrast_vessel_hu.iter().map(|v| *v as f64).collect(),
+            contrast_vessel_max_growth_m: d.contrast_vessel_max_growth_mm / 1000.0,
             detect_fissures: d.detect_fissures,
         }
     }
@@ -786,6 +788,7 @@ impl Validate for TrajectoryPlannerConfig {
         check(h.len() == 2 && h.iter().all(|v| v.is_finite()) && h[0] < h[1], "obstacles.contrast_vessel_hu", || {
             format!("{h:?} must be [low, high] HU with low < high")
         })?;
+        positive("obstacles.contrast_vessel_max_growth_m", o.contrast_vessel_max_growth_m, 0.1, "m")?;
         check(self.alternatives <= 20, "alternatives", || format!("{} is outside 0..=20", self.alternatives))?;
         in_range("max_angle_deg", self.max_angle_deg, 0.0, 90.0, "deg")?;
         let d = &self.approach_direction;

@@ -76,6 +76,8 @@ pub struct ObstacleOptions {
     pub airway_min_diameter_mm: f64,
     /// Contrast vessels: HU window [low, high] grown from the network's vessel voxels.
     pub contrast_vessel_hu: [f32; 2],
+    /// ... at most this far from the network's voxels [mm].
+    pub contrast_vessel_max_growth_mm: f64,
     /// Look for lung fissures (plate-like sheets inside the lung); a path crossing one is refused.
     pub detect_fissures: bool,
     /// Lung vessels are denser than aerated lung: HU above this.
@@ -103,6 +105,7 @@ impl Default for ObstacleOptions {
             lung_vessel_vesselness: 0.1,
             airway_min_diameter_mm: 4.0,
             contrast_vessel_hu: [150.0, 700.0],
+            contrast_vessel_max_growth_mm: 10.0,
             detect_fissures: true,
             lung_vessel_min_hu: -600.0,
             airway_lumen_hu: -950.0,
@@ -193,7 +196,7 @@ pub fn ct_anatomy_timed(
     lap("fissures", &mut timings);
 
     let network: Vec<bool> = network_labels.data.iter().map(|l| *l > 0).collect();
-    let contrast = contrast_vessels(hu, &network, dims, o.contrast_vessel_hu);
+    let contrast = contrast_vessels(hu, &network, dims, o.contrast_vessel_hu, o.contrast_vessel_max_growth_mm);
     let bone: Vec<bool> = hu.data.iter().map(|h| *h >= o.bone_hu).collect();
     lap("contrast_vessels_and_bone", &mut timings);
 
@@ -646,12 +649,24 @@ fn fissures(
     uncrop(&kept, dims, &b, false)
 }
 
-/// Voxels in the HU window 6-connected, through the window, to the network's vessel voxels.
-fn contrast_vessels(hu: &Volume<f32>, network: &[bool], dims: [usize; 3], window: [f32; 2]) -> Vec<bool> {
+/// Voxels in the HU window 6-connected, through the window, to the network's vessel voxels, at most
+/// `max_growth_mm` from where they start (a bound, so that the growth cannot follow trabecular bone,
+/// which shares the window, along the spine or the ribs). Empty when the network's vessels are not
+/// enhanced (median HU below the window): on plain CT there is no contrast blood to find.
+fn contrast_vessels(hu: &Volume<f32>, network: &[bool], dims: [usize; 3], window: [f32; 2], max_growth_mm: f64) -> Vec<bool> {
     let [nx, ny, nz] = dims;
     let plane = nx * ny;
     let in_window = |v: usize| hu.data[v] >= window[0] && hu.data[v] <= window[1];
     let mut reached = vec![false; network.len()];
+    let mut vessel_hu: Vec<f32> = (0..network.len()).filter(|&v| network[v]).map(|v| hu.data[v]).collect();
+    if vessel_hu.is_empty() {
+        return reached;
+    }
+    let mid = vessel_hu.len() / 2;
+    let (_, median, _) = vessel_hu.select_nth_unstable_by(mid, f32::total_cmp);
+    if *median < window[0] {
+        return reached;
+    }
     let neighbours = |v: usize| {
         let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
         [
@@ -663,20 +678,29 @@ fn contrast_vessels(hu: &Volume<f32>, network: &[bool], dims: [usize; 3], window
             (k + 1 < nz).then(|| v + plane),
         ]
     };
-    // Seeds: window voxels that are, or touch, a network vessel voxel.
-    let mut stack: Vec<usize> = (0..network.len())
+    let min_spacing = hu.geometry.spacing_mm.iter().copied().fold(f64::INFINITY, f64::min).max(1e-6);
+    let max_steps = (max_growth_mm / min_spacing).floor() as usize;
+    // Seeds: window voxels that are, or touch, a network vessel voxel; then breadth first, step by step.
+    let mut front: Vec<usize> = (0..network.len())
         .filter(|&v| in_window(v) && (network[v] || neighbours(v).into_iter().flatten().any(|w| network[w])))
         .collect();
-    for &v in &stack {
+    for &v in &front {
         reached[v] = true;
     }
-    while let Some(v) = stack.pop() {
-        for w in neighbours(v).into_iter().flatten() {
-            if !reached[w] && in_window(w) {
-                reached[w] = true;
-                stack.push(w);
+    for _ in 0..max_steps {
+        let mut next = Vec::new();
+        for &v in &front {
+            for w in neighbours(v).into_iter().flatten() {
+                if !reached[w] && in_window(w) {
+                    reached[w] = true;
+                    next.push(w);
+                }
             }
         }
+        if next.is_empty() {
+            break;
+        }
+        front = next;
     }
     reached
 }
@@ -924,9 +948,17 @@ mod tests {
         }
         labels.data[g.offset(0, 2, 2)] = 1;
         let network: Vec<bool> = labels.data.iter().map(|l| *l > 0).collect();
-        let grown = contrast_vessels(&hu, &network, g.dims, [150.0, 700.0]);
+        let grown = contrast_vessels(&hu, &network, g.dims, [150.0, 700.0], 20.0);
         assert_eq!(grown.iter().filter(|x| **x).count(), 13);
         assert!(grown[g.offset(12, 2, 2)] && !grown[g.offset(14, 2, 2)]);
+        // The growth is bounded: seeds i = 0 (labelled) and i = 1 (touching it), then 5 steps of 1 mm.
+        let bounded = contrast_vessels(&hu, &network, g.dims, [150.0, 700.0], 5.0);
+        assert_eq!(bounded.iter().filter(|x| **x).count(), 7);
+        // Plain CT: the network's vessel voxel is not enhanced, so nothing is contrast blood.
+        hu.data[g.offset(0, 2, 2)] = 40.0;
+        hu.data[g.offset(1, 2, 2)] = 40.0;
+        let plain = contrast_vessels(&hu, &network, g.dims, [150.0, 700.0], 20.0);
+        assert!(!plain.iter().any(|x| *x));
     }
 
     #[test]
