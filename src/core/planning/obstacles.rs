@@ -6,10 +6,10 @@
 
 use super::morphology::{
     bounding_box, close_mm, convex_hull_slice, crop, dilate_mm, erode_mm, fill_holes_per_slice, flood_slice,
-    label_components, open_mm, uncrop,
+    label_components, uncrop,
 };
 use super::outside_body;
-use super::vesselness::{multiscale_shape, sigma_for_diameter};
+use super::vesselness::{gaussian_blur, multiscale_shape, sigma_for_diameter};
 use crate::imaging::volume::{Geometry, Volume};
 use std::time::Instant;
 
@@ -74,8 +74,9 @@ pub struct ObstacleOptions {
     pub detect_fissures: bool,
     /// Lung vessels are denser than aerated lung: HU above this.
     pub lung_vessel_min_hu: f32,
-    /// Airway lumen: grown from the trachea through voxels darker than this [HU] (and 60 HU darker
-    /// than the median parenchyma); tightened step by step while the tree leaks.
+    /// Airway lumen [HU], typical: the lumen is grown from the trachea through voxels darker than
+    /// a threshold that starts 60 HU below the parenchyma's median and is tightened, while the
+    /// tree leaks, down to 50 HU below this.
     pub airway_lumen_hu: f32,
     /// A grown airway tree larger than this [ml] has leaked into the lung.
     pub max_airway_volume_ml: f64,
@@ -167,7 +168,8 @@ pub fn ct_anatomy_timed(
     let airways = airway_layer(&lumen, g, o.airway_min_diameter_mm);
     lap("airways", &mut timings);
 
-    let lungs = find_lungs(hu, &low, &lumen, o);
+    let airway_and_wall = airway_wall(&lumen, g);
+    let lungs = find_lungs(hu, &low, &airway_and_wall, o);
     let aerated_lung: Vec<bool> = lungs.labels.iter().map(|l| *l > 0).collect();
     let (lung_region, region_labels) = lung_region(&lungs, g);
     lap("lungs", &mut timings);
@@ -257,41 +259,70 @@ fn superior_rank(g: &Geometry, k: usize) -> usize {
     }
 }
 
+/// Smoothing before the airway search [mm]: lumen noise on a low-dose scan is ~50 HU per voxel
+/// (halved by this), while a 3 mm lumen keeps its centre near -1000 HU.
+const AIRWAY_SMOOTHING_MM: f64 = 0.6;
+/// The airway wall's partial-volume rim [mm] around the grown lumen: removed from the lungs
+/// with the lumen, else it joins the two lungs along the trachea and main bronchi.
+const AIRWAY_WALL_MM: f64 = 2.0;
+/// Threshold ladder step [HU] when the grown tree leaks.
+const AIRWAY_THRESHOLD_STEP_HU: f32 = 15.0;
+
 /// The airway lumen grown from the trachea, or None when no trachea is found or every
-/// threshold leaks.
+/// threshold leaks. Works on the box of the body's air, smoothed by [`AIRWAY_SMOOTHING_MM`].
+/// The lumen threshold starts 60 HU below the parenchyma's median (darker than parenchyma) and
+/// steps down to 50 HU below `airway_lumen_hu` while the tree grows past
+/// `max_airway_volume_ml` (leakage into the lung).
 fn airway_lumen(hu: &Volume<f32>, outside: &[bool], low: &[bool], o: &ObstacleOptions) -> Option<Vec<bool>> {
+    let g = &hu.geometry;
+    let b = bounding_box(low, g.dims)?.grown([3, 3, 3], g.dims);
+    let origin = g.index_to_patient(b.lo.map(|x| x as f64));
+    let cg = Geometry { dims: b.dims(), origin_mm: [origin.x, origin.y, origin.z], ..g.clone() };
+    let smoothed = gaussian_blur(&crop(&hu.data, g.dims, &b), cg.dims, cg.spacing_mm, AIRWAY_SMOOTHING_MM);
+    let ct = Volume { geometry: cg, data: smoothed };
+    let out_c = crop(outside, g.dims, &b);
+    let low_c = crop(low, g.dims, &b);
+    let lumen = airway_lumen_in_box(&ct, &out_c, &low_c, o)?;
+    Some(uncrop(&lumen, g.dims, &b, false))
+}
+
+fn airway_lumen_in_box(hu: &Volume<f32>, outside: &[bool], low: &[bool], o: &ObstacleOptions) -> Option<Vec<bool>> {
     let g = &hu.geometry;
     let [nx, ny, nz] = g.dims;
     let plane = nx * ny;
     let pixel_mm2 = g.spacing_mm[0] * g.spacing_mm[1];
-    // Darker than the parenchyma: 60 HU below the median of the body's air.
     let median_low = median_hu(hu.data.iter().zip(low).filter(|(_, l)| **l).map(|(h, _)| *h))?;
-    let start_hu = o.airway_lumen_hu.min(median_low - 60.0);
-    // Slices holding lung-sized air, most superior first.
+    let start_hu = median_low - 60.0;
+    let floor_hu = o.airway_lumen_hu - 50.0;
+    // Slices holding lung-sized air, most superior first; the trachea is searched in the top third.
     let mut lung_slices: Vec<usize> = (0..nz)
         .filter(|&k| low[k * plane..(k + 1) * plane].iter().filter(|l| **l).count() as f64 * pixel_mm2 >= 500.0)
         .collect();
     lung_slices.sort_by_key(|&k| std::cmp::Reverse(superior_rank(g, k)));
     let search = lung_slices.len().div_ceil(3).max(1);
     let max_voxels = (o.max_airway_volume_ml / voxel_volume_ml(g)) as usize;
-    let mut tried = 0;
-    for &k in lung_slices.iter().take(search) {
-        let Some(seed) = trachea_in_slice(hu, outside, k, start_hu) else { continue };
-        tried += 1;
-        // Tighten the lumen threshold until the tree stays airway-sized.
-        let mut threshold = start_hu;
-        while threshold >= -1010.0 {
-            if let Some(lumen) = grow(&hu.data, outside, g.dims, &seed, threshold, max_voxels) {
-                if lumen.iter().filter(|l| **l).count() as f64 * voxel_volume_ml(g) >= 1.0 {
-                    return Some(lumen);
+    let mut threshold = start_hu;
+    while threshold >= floor_hu {
+        let mut leaked = false;
+        for &k in lung_slices.iter().take(search) {
+            let Some(seed) = trachea_in_slice(hu, outside, k, threshold) else { continue };
+            match grow(&hu.data, outside, g.dims, &seed, threshold, max_voxels) {
+                // A tree of at least 1 ml (a few cm of trachea); smaller: try a lower slice.
+                Some(lumen) if lumen.iter().filter(|l| **l).count() as f64 * voxel_volume_ml(g) >= 1.0 => {
+                    return Some(lumen)
                 }
-                break;
+                Some(_) => continue,
+                None => {
+                    leaked = true;
+                    break;
+                }
             }
-            threshold -= 20.0;
         }
-        if tried >= 5 {
-            break;
+        if !leaked {
+            // No trachea at this threshold; a darker one will not find one either.
+            return None;
         }
+        threshold -= AIRWAY_THRESHOLD_STEP_HU;
     }
     None
 }
@@ -397,13 +428,29 @@ fn grow(hu: &[f32], outside: &[bool], dims: [usize; 3], seed: &[usize], threshol
     Some(inside)
 }
 
+/// The lumen and its wall's partial-volume rim ([`AIRWAY_WALL_MM`]), in the lumen's box.
+fn airway_wall(lumen: &[bool], g: &Geometry) -> Vec<bool> {
+    let dims = g.dims;
+    let Some(b) = bounding_box(lumen, dims) else { return vec![false; lumen.len()] };
+    let b = b.grown([0, 1, 2].map(|a| (AIRWAY_WALL_MM / g.spacing_mm[a]).ceil() as usize + 1), dims);
+    let grown = dilate_mm(&crop(lumen, dims, &b), b.dims(), g.spacing_mm, AIRWAY_WALL_MM);
+    uncrop(&grown, dims, &b, false)
+}
+
 /// The lumen where a ball of `min_diameter_mm` fits (opening), computed in the lumen's box.
 fn airway_layer(lumen: &[bool], g: &Geometry, min_diameter_mm: f64) -> Vec<bool> {
     let dims = g.dims;
     let Some(b) = bounding_box(lumen, dims) else { return vec![false; lumen.len()] };
     let b = b.grown([2, 2, 2], dims);
     let cropped = crop(lumen, dims, &b);
-    let opened = open_mm(&cropped, b.dims(), g.spacing_mm, min_diameter_mm / 2.0);
+    // Ball centres at least the radius less half a voxel from the nearest non-lumen voxel centre:
+    // the lumen's surface lies about half a voxel beyond its outermost voxel centres, and the
+    // smoothed threshold already runs inside the wall's partial volume.
+    let half_voxel = 0.5 * g.spacing_mm.iter().copied().fold(f64::INFINITY, f64::min);
+    let radius = min_diameter_mm / 2.0;
+    let centres = erode_mm(&cropped, b.dims(), g.spacing_mm, (radius - half_voxel).max(0.0));
+    let balls = dilate_mm(&centres, b.dims(), g.spacing_mm, radius);
+    let opened: Vec<bool> = balls.iter().zip(&cropped).map(|(ball, lumen)| *ball && *lumen).collect();
     uncrop(&opened, dims, &b, false)
 }
 
@@ -565,6 +612,9 @@ struct LungShapes {
 
 /// Where lung vessels may lie: lung region grown by this [mm] (hilar vessels at its edge).
 const VESSEL_SEARCH_MARGIN_MM: f64 = 5.0;
+/// A tubular component counts as lung vessels when at least this fraction of it lies in the lung
+/// region (hilar trunks reach out of it; ribs along the pleura do not reach in).
+const VESSEL_INSIDE_FRACTION: f64 = 0.3;
 /// Scales searched between the smallest and largest vessel diameter.
 const VESSEL_SCALES: usize = 4;
 /// Fissures are fainter than vessels (a sub-millimetre sheet in 2 mm voxels): sheet candidates
@@ -596,12 +646,25 @@ fn lung_shapes(hu: &Volume<f32>, lung_region: &[bool], outside: &[bool], o: &Obs
     // The probe scale catches tubes thinner than the smallest diameter asked for.
     let probe = sigma_for_diameter(d_min) / std::f64::consts::SQRT_2;
     let shapes = multiscale_shape(&values, cd, g.spacing_mm, &sigmas, Some(probe), &candidates);
-    let mut vessels = vec![false; values.len()];
+    let mut tubular = vec![false; values.len()];
     let mut sheet = vec![0.0f32; values.len()];
     for (c, &v) in candidates.iter().enumerate() {
-        vessels[v] = values[v] > o.lung_vessel_min_hu && f64::from(shapes.tube[c]) >= o.lung_vessel_vesselness;
+        tubular[v] = values[v] > o.lung_vessel_min_hu && f64::from(shapes.tube[c]) >= o.lung_vessel_vesselness;
         sheet[v] = shapes.sheet[c];
     }
+    // Lung vessels branch inside the lung: a tubular structure outside it (a rib along the
+    // pleura, a mediastinal edge) is kept only as part of a tree that reaches well into it.
+    let (labels, sizes) = label_components(&tubular, cd);
+    let mut inside = vec![0usize; sizes.len()];
+    for (l, r) in labels.iter().zip(&region) {
+        if *l > 0 && *r {
+            inside[*l as usize] += 1;
+        }
+    }
+    let vessels: Vec<bool> = labels
+        .iter()
+        .map(|l| *l > 0 && inside[*l as usize] as f64 >= VESSEL_INSIDE_FRACTION * sizes[*l as usize] as f64)
+        .collect();
     Some(LungShapes { vessels: uncrop(&vessels, dims, &b, false), sheet: uncrop(&sheet, dims, &b, 0.0) })
 }
 
@@ -864,45 +927,46 @@ mod tests {
         assert!(!a.fissures_detected);
     }
 
-    /// The torso with a vertical air tube on the midline (the trachea), diameter `d` mm, and a
-    /// thin side branch of 2.5 mm.
+    /// The torso with a vertical air tube on the midline (the trachea), diameter `d` mm, and an
+    /// anterior side branch 6 mm across.
     fn torso_with_trachea(d: f64) -> Volume<f32> {
         let trachea = move |p: Point3<f64>| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= d / 2.0;
         // Anterior (-y) through the mediastinum, 25 mm long, centred on a slice (z = 0.75 mm).
-        let branch = move |p: Point3<f64>| {
-            p.y <= -10.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 1.25
-        };
+        let branch =
+            move |p: Point3<f64>| p.y <= -10.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 3.0;
         torso(&[(&trachea, -1000.0), (&branch, -1000.0)])
     }
 
     #[test]
-    fn an_air_tube_in_the_mediastinum_is_an_airway_when_wide_enough() {
+    fn air_tubes_in_the_mediastinum_are_airways_when_a_ball_of_the_minimum_diameter_fits() {
         let hu = torso_with_trachea(14.0);
         let g = hu.geometry.clone();
-        let a = ct_anatomy(&hu, &no_labels(&hu), &ObstacleOptions::default());
-        let airways = mask_of(&a, Layer::Airways);
-        let (core, n_core) = fraction_flagged(&g, airways, &|p| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 5.0);
-        assert!(n_core > 1000 && core > 0.99, "trachea core {core}");
-        // The 2.5 mm branch, beyond 4 mm from the trachea wall, is below the 4 mm minimum.
-        // Beyond 4 mm from the trachea's wall (radius 7 mm at y = -10).
-        let branch_far =
-            |p: Point3<f64>| p.y <= -21.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 2.0;
-        let (flagged, n_branch) = fraction_flagged(&g, airways, &branch_far);
-        assert!(n_branch > 50 && flagged == 0.0, "thin branch flagged on {flagged} of {n_branch}");
-        // It is air and was grown as lumen (the opening, not the growing, leaves it out): the
-        // same CT with a 1 mm minimum keeps it.
-        let fine = ObstacleOptions { airway_min_diameter_mm: 1.0, ..ObstacleOptions::default() };
-        let f = ct_anatomy(&hu, &no_labels(&hu), &fine);
-        let (kept, _) = fraction_flagged(&g, mask_of(&f, Layer::Airways), &|p| {
-            p.y <= -21.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 0.5
-        });
-        assert!(kept > 0.9, "branch kept on {kept} with a 1 mm minimum");
-        // The trachea is not lung, and the lungs do not count it.
-        assert!(airways.iter().zip(&a.aerated_lung).all(|(w, l)| !(*w && *l)));
-        // Narrower than the minimum: no airway.
+        let trachea_core = |p: Point3<f64>| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 5.0;
+        // The branch's core beyond 4 mm from the trachea's wall (radius 7 mm at y = -10).
+        let branch_core =
+            |p: Point3<f64>| p.y <= -21.0 && p.y >= -33.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 1.0;
+        let with_min = |d: f64| {
+            let o = ObstacleOptions { airway_min_diameter_mm: d, ..ObstacleOptions::default() };
+            let a = ct_anatomy(&hu, &no_labels(&hu), &o);
+            let (trachea, n_trachea) = fraction_flagged(&g, mask_of(&a, Layer::Airways), &trachea_core);
+            let (branch, n_branch) = fraction_flagged(&g, mask_of(&a, Layer::Airways), &branch_core);
+            assert!(n_trachea > 1000 && n_branch > 10);
+            assert!(mask_of(&a, Layer::Airways).iter().zip(&a.aerated_lung).all(|(w, l)| !(*w && *l)));
+            (trachea, branch)
+        };
+        // 4 mm minimum: both the 14 mm trachea and the 6 mm branch are airways.
+        let (trachea, branch) = with_min(4.0);
+        assert!(trachea > 0.99 && branch > 0.9, "trachea {trachea}, branch {branch}");
+        // 8 mm minimum: the trachea still is, the 6 mm branch is not.
+        let (trachea, branch) = with_min(8.0);
+        assert!(trachea > 0.99 && branch == 0.0, "trachea {trachea}, branch {branch}");
+        // A 3 mm "trachea" alone is below the minimum: no airway at all.
         let narrow = torso_with_trachea(3.0);
         let b = ct_anatomy(&narrow, &no_labels(&narrow), &ObstacleOptions::default());
-        assert!(!mask_of(&b, Layer::Airways).iter().any(|w| *w));
+        let (narrow_core, _) = fraction_flagged(&g, mask_of(&b, Layer::Airways), &|p| {
+            (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 1.0
+        });
+        assert_eq!(narrow_core, 0.0);
     }
 
     #[test]
