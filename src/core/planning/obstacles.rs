@@ -459,6 +459,8 @@ struct Lungs {
     labels: Vec<u8>,
     /// Per label (index label - 1): true for the patient's right lung (smaller LPS x).
     right: Vec<bool>,
+    /// LPS x [mm] between the lungs (the volume-weighted mean of their centroids).
+    midline_x: f64,
 }
 
 fn find_lungs(hu: &Volume<f32>, low: &[bool], lumen: &[bool], o: &ObstacleOptions) -> Lungs {
@@ -492,7 +494,8 @@ fn find_lungs(hu: &Volume<f32>, low: &[bool], lumen: &[bool], o: &ObstacleOption
     // One lung only: its side from where it lies in the image (LPS x < image centre: right).
     let centre_x = g.index_to_patient([(nx as f64 - 1.0) / 2.0, 0.0, 0.0]).x;
     let right = kept.iter().map(|(_, x)| if kept.len() > 1 { *x < midline } else { *x < centre_x }).collect();
-    Lungs { labels: labels.iter().map(|l| new_label[*l as usize]).collect(), right }
+    let midline_x = if kept.len() > 1 { midline } else { centre_x };
+    Lungs { labels: labels.iter().map(|l| new_label[*l as usize]).collect(), right, midline_x }
 }
 
 /// Closing radius that seals vessel indentations at the lung surface [mm].
@@ -553,27 +556,34 @@ fn lung_region(lungs: &Lungs, g: &Geometry) -> (Vec<bool>, Vec<u8>) {
     (labels.iter().map(|l| *l > 0).collect(), labels)
 }
 
+/// How far above a voxel [mm] the right lung may lie for the voxel to count as the liver dome
+/// under it.
+const DOME_REACH_MM: f64 = 50.0;
+
 /// The mediastinum per axial slice: the convex hull of the lungs' regions, minus the lungs,
-/// inside the body; below the right lung's largest cross-section, the part of the right lung's
-/// own hull with right lung above it in its column (the liver dome under the lung's crescent)
-/// is left out.
+/// inside the body. Below the right lung's largest cross-section, the part on the patient's
+/// right (in the right lung's own hull, or right of the midline between the lungs) with right
+/// lung above it in its column within [`DOME_REACH_MM`] is left out: the liver dome under the
+/// lung's crescent.
 fn mediastinum(lungs: &Lungs, region_labels: &[u8], outside: &[bool], g: &Geometry) -> Vec<bool> {
     let [nx, ny, nz] = g.dims;
     let plane = nx * ny;
     let is_right = |l: u8| l > 0 && lungs.right.get(l as usize - 1).copied().unwrap_or(false);
-    // Per column, the most superior slice rank holding right lung; per slice, its right lung area.
-    let mut top_right: Vec<Option<usize>> = vec![None; plane];
     let mut right_area = vec![0usize; nz];
     for (v, l) in lungs.labels.iter().enumerate() {
         if is_right(*l) {
-            let (p, k) = (v % plane, v / plane);
-            let rank = superior_rank(g, k);
-            top_right[p] = Some(top_right[p].map_or(rank, |t: usize| t.max(rank)));
-            right_area[k] += 1;
+            right_area[v / plane] += 1;
         }
     }
     let widest_right_rank =
         (0..nz).max_by_key(|&k| right_area[k]).filter(|&k| right_area[k] > 0).map(|k| superior_rank(g, k));
+    // Slice index of the slice `steps` above k, if inside the volume.
+    let up = g.index_to_patient([0.0, 0.0, 1.0]).z > g.index_to_patient([0.0, 0.0, 0.0]).z;
+    let above = |k: usize, steps: usize| if up { (k + steps < nz).then(|| k + steps) } else { k.checked_sub(steps) };
+    let reach = (DOME_REACH_MM / g.spacing_mm[2]).round() as usize;
+    let right_lung_above = |p: usize, k: usize| {
+        (1..=reach).filter_map(|s| above(k, s)).any(|kk| is_right(lungs.labels[kk * plane + p]))
+    };
     let mut out = vec![false; region_labels.len()];
     for k in 0..nz {
         let labels = &region_labels[k * plane..(k + 1) * plane];
@@ -595,7 +605,10 @@ fn mediastinum(lungs: &Lungs, region_labels: &[u8], outside: &[bool], g: &Geomet
             if !hull[p] || any[p] || outside[v] {
                 continue;
             }
-            let under_right_lung = dome_rule && right_hull[p] && top_right[p].is_some_and(|t| t > rank);
+            let under_right_lung = dome_rule && {
+                let x = g.index_to_patient([(p % nx) as f64, (p / nx) as f64, k as f64]).x;
+                (right_hull[p] || x < lungs.midline_x) && right_lung_above(p, k)
+            };
             out[v] = !under_right_lung;
         }
     }
