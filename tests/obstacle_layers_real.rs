@@ -20,7 +20,7 @@ fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
 }
 
-fn layer<'a>(a: &'a CtAnatomy, l: Layer) -> &'a [bool] {
+fn layer(a: &CtAnatomy, l: Layer) -> &[bool] {
     &a.layer(l).expect("every layer is present").mask
 }
 

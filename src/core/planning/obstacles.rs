@@ -1,8 +1,51 @@
 //! Obstacle layers computed from the CT itself, on its own grid, independent of the vessel
 //! network's recall. The planner takes their union with the network's labels: the network can
 //! add obstacles, never remove them. Each layer is kept apart so a refusal names the layer.
+//! Slices are assumed axial (k along the patient's z); superior and patient-right are read from
+//! the geometry, not assumed from the index order.
 //!
-//! (Interface first; the CT-derived layers are filled in below.)
+//! How each part is found:
+//! - **Outside**: [`outside_body`] (per-slice air connected to the border), except that a
+//!   border-connected region of lung density (median above -950 HU) stays inside: on a CT
+//!   cropped through the chest the lungs touch the image edge ([`outside_air`]).
+//! - **Airways**: the trachea is a dark, round, 50-800 mm² region within 30 mm of the body's
+//!   midline in the top third of the slices holding lung-sized air. From it the lumen is grown
+//!   (6-connected) on the CT smoothed by 0.6 mm, through voxels below a threshold that starts
+//!   60 HU below the parenchyma's median and steps down by 15 HU while the tree exceeds
+//!   `max_airway_volume_ml` (leakage into the lung), to 50 HU below `airway_lumen_hu`. The layer
+//!   keeps the lumen where a ball of `airway_min_diameter_mm` fits (opening by two distance
+//!   transforms, to within half a voxel).
+//! - **Aerated lung**: body voxels below `lung_hu`, minus the airway lumen and a 2 mm rim of its
+//!   wall (else the rim joins the lungs along the trachea), in 6-connected components of at least
+//!   `min_lung_volume_ml` whose mean is above -960 HU (pure gas is stomach or bowel).
+//! - **Lung region**: per lung, holes filled per axial slice, a 3 mm closing, holes again; voxels
+//!   one lung's filling adds that touch another lung are dropped, so the lungs stay separate.
+//! - **Mediastinum**: per axial slice, the convex hull of the lung regions minus the lungs,
+//!   inside the body. Below the right lung's largest cross-section, hull voxels on the patient's
+//!   right (in the right lung's own hull or right of the midline between the lungs) with right
+//!   lung above them in their column within 50 mm are left out: the liver dome under the lung's
+//!   crescent. Known limits: the same is not done on the left (it would cut the heart under the
+//!   lingula and in the cardiac notch), so the stomach fundus and spleen under the left dome
+//!   become mediastinum (no-go, conservative); the spine and paravertebral tissue between the
+//!   lungs' posterior edges are inside the hull; a slice with one lung only gets that lung's
+//!   concavities; the anterior chord between the lungs' front tips cuts the heart where it
+//!   touches the chest wall in front of the chord.
+//! - **Lung vessels**: Frangi vesselness for bright tubes ([`super::vesselness`]) at four
+//!   scales (sigma = d / (2 sqrt 2) for d from the smallest to the largest diameter), with an
+//!   along-axis gradient penalty that rejects the shells of blobs, and a probe scale below the
+//!   smallest: where the tube answers most strongly at the probe, it is thinner than the
+//!   minimum and not counted. Voxels above `lung_vessel_min_hu`, within 5 mm of the lung region,
+//!   at or above `lung_vessel_vesselness`; kept as 6-connected components with at least 30 % of
+//!   their voxels in the lung region (ribs along the pleura do not reach in).
+//! - **Fissures**: the sheet measure (one large negative eigenvalue) at the smallest scale, in
+//!   partial-volume voxels (-800..-300 HU) at least 4 mm inside the lung region and 2 mm from lung
+//!   vessels, kept as connected sheets of at least `min_fissure_volume_ml`. On the real plain
+//!   thorax (2 mm slices) none is found: the fissures there are too faint at this resolution.
+//! - **Contrast vessels**: voxels in the HU window 6-connected, through the window, to the
+//!   network's vessel voxels.
+//!
+//! Everything expensive (distance transforms, smoothing, Hessians) runs in the box of the
+//! structure it concerns; smoothing and Hessians use two threads.
 
 use super::morphology::{
     bounding_box, close_mm, convex_hull_slice, crop, dilate_mm, erode_mm, fill_holes_per_slice, flood_slice,
@@ -32,8 +75,14 @@ pub enum Layer {
 }
 
 impl Layer {
-    pub const ALL: [Layer; 6] =
-        [Layer::NetworkVessels, Layer::Bone, Layer::Mediastinum, Layer::LungVessels, Layer::Airways, Layer::ContrastVessels];
+    pub const ALL: [Layer; 6] = [
+        Layer::NetworkVessels,
+        Layer::Bone,
+        Layer::Mediastinum,
+        Layer::LungVessels,
+        Layer::Airways,
+        Layer::ContrastVessels,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -225,8 +274,7 @@ pub fn outside_air(hu: &Volume<f32>, body_hu: f32) -> Vec<bool> {
                 continue;
             }
             let region = flood_slice(slice_out, nx, ny, [start]);
-            let mut values: Vec<f32> =
-                region.iter().zip(slice_hu).filter(|(r, _)| **r).map(|(_, h)| *h).collect();
+            let mut values: Vec<f32> = region.iter().zip(slice_hu).filter(|(r, _)| **r).map(|(_, h)| *h).collect();
             for (s, r) in seen.iter_mut().zip(&region) {
                 *s |= *r;
             }
@@ -383,10 +431,10 @@ fn trachea_in_slice(hu: &Volume<f32>, outside: &[bool], k: usize, lumen_hu: f32)
         let cx = pixels.iter().map(|p| (p % nx) as f64).sum::<f64>() / pixels.len() as f64;
         let off_midline_mm = (cx - body_cx).abs() * sx;
         // Trachea: 10-30 mm across (80-700 mm²), round (fills most of its box), on the midline.
-        if (50.0..=800.0).contains(&area) && area >= 0.45 * box_area && !touches_edge && off_midline_mm <= 30.0 {
-            if best.as_ref().map_or(true, |(d, _)| off_midline_mm < *d) {
-                best = Some((off_midline_mm, pixels.iter().map(|p| base + p).collect()));
-            }
+        let trachea_like =
+            (50.0..=800.0).contains(&area) && area >= 0.45 * box_area && !touches_edge && off_midline_mm <= 30.0;
+        if trachea_like && best.as_ref().map_or(true, |(d, _)| off_midline_mm < *d) {
+            best = Some((off_midline_mm, pixels.iter().map(|p| base + p).collect()));
         }
     }
     best.map(|(_, v)| v)
@@ -394,7 +442,14 @@ fn trachea_in_slice(hu: &Volume<f32>, outside: &[bool], k: usize, lumen_hu: f32)
 
 /// 6-connected region growing from `seed` through body voxels darker than `threshold`; None
 /// when it passes `max_voxels` (leakage).
-fn grow(hu: &[f32], outside: &[bool], dims: [usize; 3], seed: &[usize], threshold: f32, max_voxels: usize) -> Option<Vec<bool>> {
+fn grow(
+    hu: &[f32],
+    outside: &[bool],
+    dims: [usize; 3],
+    seed: &[usize],
+    threshold: f32,
+    max_voxels: usize,
+) -> Option<Vec<bool>> {
     let [nx, ny, nz] = dims;
     let plane = nx * ny;
     let passable = |v: usize| !outside[v] && hu[v] < threshold;
@@ -581,9 +636,8 @@ fn mediastinum(lungs: &Lungs, region_labels: &[u8], outside: &[bool], g: &Geomet
     let up = g.index_to_patient([0.0, 0.0, 1.0]).z > g.index_to_patient([0.0, 0.0, 0.0]).z;
     let above = |k: usize, steps: usize| if up { (k + steps < nz).then(|| k + steps) } else { k.checked_sub(steps) };
     let reach = (DOME_REACH_MM / g.spacing_mm[2]).round() as usize;
-    let right_lung_above = |p: usize, k: usize| {
-        (1..=reach).filter_map(|s| above(k, s)).any(|kk| is_right(lungs.labels[kk * plane + p]))
-    };
+    let right_lung_above =
+        |p: usize, k: usize| (1..=reach).filter_map(|s| above(k, s)).any(|kk| is_right(lungs.labels[kk * plane + p]));
     let mut out = vec![false; region_labels.len()];
     for k in 0..nz {
         let labels = &region_labels[k * plane..(k + 1) * plane];
@@ -647,7 +701,8 @@ fn lung_shapes(hu: &Volume<f32>, lung_region: &[bool], outside: &[bool], o: &Obs
         .collect();
     let sigma_max = sigmas.iter().copied().fold(0.0, f64::max);
     let margin_mm = VESSEL_SEARCH_MARGIN_MM + 3.0 * sigma_max;
-    let b = bounding_box(lung_region, dims)?.grown([0, 1, 2].map(|a| (margin_mm / g.spacing_mm[a]).ceil() as usize), dims);
+    let b =
+        bounding_box(lung_region, dims)?.grown([0, 1, 2].map(|a| (margin_mm / g.spacing_mm[a]).ceil() as usize), dims);
     let cd = b.dims();
     let region = crop(lung_region, dims, &b);
     let search = dilate_mm(&region, cd, g.spacing_mm, VESSEL_SEARCH_MARGIN_MM);
@@ -788,10 +843,13 @@ mod tests {
         (v - d * v.dot(&d)).norm()
     }
 
+    /// A region of the patient: does it hold this point [mm]?
+    type Region<'a> = &'a dyn Fn(Point3<f64>) -> bool;
+
     /// A torso (elliptic body, 40 HU) with two lungs (-850 HU) either side of a soft-tissue
     /// mediastinum, seeded noise of 15 HU, and extra structures painted with partial volume:
     /// each (inside test, HU) replaces the voxel value by its covered fraction.
-    fn torso(structures: &[(&dyn Fn(Point3<f64>) -> bool, f32)]) -> Volume<f32> {
+    fn torso(structures: &[(Region, f32)]) -> Volume<f32> {
         let g = Geometry::axial_centred([180, 120, 40], [1.0, 1.0, 1.5], [0.0, 0.0, 0.0]);
         let mut hu = Volume::filled(g.clone(), -1000.0f32);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -822,7 +880,7 @@ mod tests {
         Volume::filled(hu.geometry.clone(), 0u8)
     }
 
-    fn mask_of<'a>(a: &'a CtAnatomy, layer: Layer) -> &'a [bool] {
+    fn mask_of(a: &CtAnatomy, layer: Layer) -> &[bool] {
         &a.layer(layer).expect("every layer is present").mask
     }
 
@@ -976,9 +1034,8 @@ mod tests {
         // A 3 mm "trachea" alone is below the minimum: no airway at all.
         let narrow = torso_with_trachea(3.0);
         let b = ct_anatomy(&narrow, &no_labels(&narrow), &ObstacleOptions::default());
-        let (narrow_core, _) = fraction_flagged(&g, mask_of(&b, Layer::Airways), &|p| {
-            (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 1.0
-        });
+        let (narrow_core, _) =
+            fraction_flagged(&g, mask_of(&b, Layer::Airways), &|p| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 1.0);
         assert_eq!(narrow_core, 0.0);
     }
 
