@@ -26,7 +26,9 @@
 //!   lung above them in their column within 50 mm are left out: the liver dome under the lung's
 //!   crescent. Known limits: the same is not done on the left (it would cut the heart under the
 //!   lingula and in the cardiac notch), so the stomach fundus and spleen under the left dome
-//!   become mediastinum (no-go, conservative); the spine and paravertebral tissue between the
+//!   become mediastinum (no-go, conservative), as does the liver under the heart between the
+//!   lung bases (heart, not lung, above it); the rule stops at the right lung's largest
+//!   cross-section so the right hilum and atrium, under the upper lobe, stay in; the spine and paravertebral tissue between the
 //!   lungs' posterior edges are inside the hull; a slice with one lung only gets that lung's
 //!   concavities; the anterior chord between the lungs' front tips cuts the heart where it
 //!   touches the chest wall in front of the chord.
