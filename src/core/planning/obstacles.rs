@@ -767,9 +767,19 @@ fn fissures(
         })
         .collect();
     // A fissure is a large connected sheet; scattered plate-like voxels are not.
-    let (labels, sizes) = label_components(&candidate, cd);
+    // Oblique sheets on thick slices touch only at edges and corners: components are found on
+    // the candidates grown by one voxel diagonal, sized by the candidates they hold.
+    let bridge_mm = g.spacing_mm.iter().map(|s| s * s).sum::<f64>().sqrt() * 0.5 + 1e-6;
+    let bridged = dilate_mm(&candidate, cd, g.spacing_mm, bridge_mm);
+    let (labels, _) = label_components(&bridged, cd);
+    let mut sizes = vec![0usize; labels.iter().copied().max().unwrap_or(0) as usize + 1];
+    for (l, c) in labels.iter().zip(&candidate) {
+        if *c {
+            sizes[*l as usize] += 1;
+        }
+    }
     let min_voxels = (o.min_fissure_volume_ml / voxel_volume_ml(g)).ceil() as usize;
-    let kept: Vec<bool> = labels.iter().map(|l| *l > 0 && sizes[*l as usize] >= min_voxels).collect();
+    let kept: Vec<bool> = labels.iter().zip(&candidate).map(|(l, c)| *c && sizes[*l as usize] >= min_voxels).collect();
     uncrop(&kept, dims, &b, false)
 }
 
