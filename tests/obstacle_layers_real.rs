@@ -11,9 +11,10 @@
 //! - thorax DICOM (512x512x141 at 0.98x0.98x2 mm): aerated lung 5.26 L, lung region 5.38 L, two
 //!   lungs (2.97 L and 2.41 L); lung vessels 101 ml, 83 % of them inside the lung region (the rest
 //!   hilar, within 5 mm of it); airways 41 ml; mediastinum 3.2 L (it takes in the stomach and
-//!   spleen under the left dome, see the module doc); no fissure found. Seconds per step: body
-//!   1.3, airways 0.7, lungs 2.6, mediastinum 0.3, lung vessels 8.5, fissures 1.5, contrast
-//!   vessels and bone 0.9: 15.9 s in all.
+//!   spleen under the left dome, see the module doc); no fissure found (the largest sheet
+//!   candidate is 168 voxels, 0.3 ml). Seconds per step: body 0.8-1.3, airways 0.7, lungs
+//!   1.9-2.6, mediastinum 0.3, lung vessels 5.5-8.5, fissures 1.5, contrast vessels and bone
+//!   0.2-0.9: 10.9-15.9 s in all, depending on the other jobs on the machine.
 
 use needle_nav::core::planning::morphology::label_components;
 use needle_nav::core::planning::obstacles::{ct_anatomy_timed, CtAnatomy, Layer, ObstacleOptions};
