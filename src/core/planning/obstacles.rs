@@ -539,9 +539,9 @@ fn find_lungs(hu: &Volume<f32>, low: &[bool], lumen: &[bool], o: &ObstacleOption
         .filter(|&l| sizes[l] >= min_voxels && hu_sum[l] / sizes[l] as f64 > GAS_MEAN_HU)
         .map(|l| (l, x_sum[l] / sizes[l] as f64))
         .collect();
-    // At most 255 lungs in a u8: the largest.
+    // At most 254 lungs in a u8 (255 marks contested voxels): the largest.
     kept.sort_by_key(|(l, _)| std::cmp::Reverse(sizes[*l]));
-    kept.truncate(255);
+    kept.truncate(254);
     let total: f64 = kept.iter().map(|(l, _)| sizes[*l] as f64).sum();
     let midline = kept.iter().map(|(l, x)| x * sizes[*l] as f64).sum::<f64>() / total.max(1.0);
     let mut new_label = vec![0u8; sizes.len()];
