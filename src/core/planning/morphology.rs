@@ -308,7 +308,8 @@ mod tests {
         for k in 0..21usize {
             for j in 0..21usize {
                 for i in 0..21usize {
-                    let ball = (i as f64 - 10.0).powi(2) + (j as f64 - 10.0).powi(2) + (k as f64 - 10.0).powi(2) <= 16.0;
+                    let ball =
+                        (i as f64 - 10.0).powi(2) + (j as f64 - 10.0).powi(2) + (k as f64 - 10.0).powi(2) <= 16.0;
                     let rod = j == 3 && k == 3;
                     mask[(k * 21 + j) * 21 + i] = ball || rod;
                 }

@@ -1,15 +1,60 @@
 //! Obstacle layers computed from the CT itself, on its own grid, independent of the vessel
 //! network's recall. The planner takes their union with the network's labels: the network can
 //! add obstacles, never remove them. Each layer is kept apart so a refusal names the layer.
+//! Slices are assumed axial (k along the patient's z); superior and patient-right are read from
+//! the geometry, not assumed from the index order.
 //!
-//! (Interface first; the CT-derived layers are filled in below.)
+//! How each part is found:
+//! - **Outside**: [`outside_body`] (per-slice air connected to the border), except that a
+//!   border-connected region of lung density (median above -950 HU) stays inside: on a CT
+//!   cropped through the chest the lungs touch the image edge ([`outside_air`]).
+//! - **Airways**: the trachea is a dark, round, 50-800 mm² region within 30 mm of the body's
+//!   midline in the top third of the slices holding lung-sized air. From it the lumen is grown
+//!   (6-connected) on the CT smoothed by 0.6 mm, through voxels below a threshold that starts
+//!   60 HU below the parenchyma's median and steps down by 15 HU while the tree exceeds
+//!   `max_airway_volume_ml` (leakage into the lung), to 50 HU below `airway_lumen_hu`. The layer
+//!   keeps the lumen where a ball of `airway_min_diameter_mm` fits (opening by two distance
+//!   transforms, to within half a voxel).
+//! - **Aerated lung**: body voxels below `lung_hu`, minus the airway lumen and a 2 mm rim of its
+//!   wall (else the rim joins the lungs along the trachea), in 6-connected components of at least
+//!   `min_lung_volume_ml` whose mean is above -960 HU (pure gas is stomach or bowel).
+//! - **Lung region**: per lung, holes filled per axial slice, a 3 mm closing, holes again; voxels
+//!   one lung's filling adds that touch another lung are dropped, so the lungs stay separate.
+//! - **Mediastinum**: per axial slice, the convex hull of the lung regions minus the lungs,
+//!   inside the body. Below the right lung's largest cross-section, hull voxels on the patient's
+//!   right (in the right lung's own hull or right of the midline between the lungs) with right
+//!   lung above them in their column within 50 mm are left out: the liver dome under the lung's
+//!   crescent. Known limits: the same is not done on the left (it would cut the heart under the
+//!   lingula and in the cardiac notch), so the stomach fundus and spleen under the left dome
+//!   become mediastinum (no-go, conservative), as does the liver under the heart between the
+//!   lung bases (heart, not lung, above it); the rule stops at the right lung's largest
+//!   cross-section so the right hilum and atrium, under the upper lobe, stay in; the spine and paravertebral tissue between the
+//!   lungs' posterior edges are inside the hull; a slice with one lung only gets that lung's
+//!   concavities; the anterior chord between the lungs' front tips cuts the heart where it
+//!   touches the chest wall in front of the chord.
+//! - **Lung vessels**: Frangi vesselness for bright tubes ([`super::vesselness`]) at four
+//!   scales (sigma = d / (2 sqrt 2) for d from the smallest to the largest diameter), with an
+//!   along-axis gradient penalty that rejects the shells of blobs, and a probe scale below the
+//!   smallest: where the tube answers most strongly at the probe, it is thinner than the
+//!   minimum and not counted. Voxels above `lung_vessel_min_hu`, within 5 mm of the lung region,
+//!   at or above `lung_vessel_vesselness`; kept as 6-connected components with at least 30 % of
+//!   their voxels in the lung region (ribs along the pleura do not reach in).
+//! - **Fissures**: the sheet measure (one large negative eigenvalue) at the smallest scale, in
+//!   partial-volume voxels (-800..-300 HU) at least 4 mm inside the lung region and 2 mm from lung
+//!   vessels, kept as connected sheets of at least `min_fissure_volume_ml`. On the real plain
+//!   thorax (2 mm slices) none is found: the fissures there are too faint at this resolution.
+//! - **Contrast vessels**: voxels in the HU window 6-connected, through the window, to the
+//!   network's vessel voxels.
+//!
+//! Everything expensive (distance transforms, smoothing, Hessians) runs in the box of the
+//! structure it concerns; smoothing and Hessians use two threads.
 
 use super::morphology::{
     bounding_box, close_mm, convex_hull_slice, crop, dilate_mm, erode_mm, fill_holes_per_slice, flood_slice,
-    label_components, open_mm, uncrop,
+    label_components, uncrop,
 };
 use super::outside_body;
-use super::vesselness::{multiscale_shape, sigma_for_diameter};
+use super::vesselness::{gaussian_blur, multiscale_shape, sigma_for_diameter};
 use crate::imaging::volume::{Geometry, Volume};
 use std::time::Instant;
 
@@ -82,8 +127,9 @@ pub struct ObstacleOptions {
     pub detect_fissures: bool,
     /// Lung vessels are denser than aerated lung: HU above this.
     pub lung_vessel_min_hu: f32,
-    /// Airway lumen: grown from the trachea through voxels darker than this [HU] (and 60 HU darker
-    /// than the median parenchyma); tightened step by step while the tree leaks.
+    /// Airway lumen [HU], typical: the lumen is grown from the trachea through voxels darker than
+    /// a threshold that starts 60 HU below the parenchyma's median and is tightened, while the
+    /// tree leaks, down to 50 HU below this.
     pub airway_lumen_hu: f32,
     /// A grown airway tree larger than this [ml] has leaked into the lung.
     pub max_airway_volume_ml: f64,
@@ -176,7 +222,8 @@ pub fn ct_anatomy_timed(
     let airways = airway_layer(&lumen, g, o.airway_min_diameter_mm);
     lap("airways", &mut timings);
 
-    let lungs = find_lungs(hu, &low, &lumen, o);
+    let airway_and_wall = airway_wall(&lumen, g);
+    let lungs = find_lungs(hu, &low, &airway_and_wall, o);
     let aerated_lung: Vec<bool> = lungs.labels.iter().map(|l| *l > 0).collect();
     let (lung_region, region_labels) = lung_region(&lungs, g);
     lap("lungs", &mut timings);
@@ -232,8 +279,7 @@ pub fn outside_air(hu: &Volume<f32>, body_hu: f32) -> Vec<bool> {
                 continue;
             }
             let region = flood_slice(slice_out, nx, ny, [start]);
-            let mut values: Vec<f32> =
-                region.iter().zip(slice_hu).filter(|(r, _)| **r).map(|(_, h)| *h).collect();
+            let mut values: Vec<f32> = region.iter().zip(slice_hu).filter(|(r, _)| **r).map(|(_, h)| *h).collect();
             for (s, r) in seen.iter_mut().zip(&region) {
                 *s |= *r;
             }
@@ -266,41 +312,70 @@ fn superior_rank(g: &Geometry, k: usize) -> usize {
     }
 }
 
+/// Smoothing before the airway search [mm]: lumen noise on a low-dose scan is ~50 HU per voxel
+/// (halved by this), while a 3 mm lumen keeps its centre near -1000 HU.
+const AIRWAY_SMOOTHING_MM: f64 = 0.6;
+/// The airway wall's partial-volume rim [mm] around the grown lumen: removed from the lungs
+/// with the lumen, else it joins the two lungs along the trachea and main bronchi.
+const AIRWAY_WALL_MM: f64 = 2.0;
+/// Threshold ladder step [HU] when the grown tree leaks.
+const AIRWAY_THRESHOLD_STEP_HU: f32 = 15.0;
+
 /// The airway lumen grown from the trachea, or None when no trachea is found or every
-/// threshold leaks.
+/// threshold leaks. Works on the box of the body's air, smoothed by [`AIRWAY_SMOOTHING_MM`].
+/// The lumen threshold starts 60 HU below the parenchyma's median (darker than parenchyma) and
+/// steps down to 50 HU below `airway_lumen_hu` while the tree grows past
+/// `max_airway_volume_ml` (leakage into the lung).
 fn airway_lumen(hu: &Volume<f32>, outside: &[bool], low: &[bool], o: &ObstacleOptions) -> Option<Vec<bool>> {
+    let g = &hu.geometry;
+    let b = bounding_box(low, g.dims)?.grown([3, 3, 3], g.dims);
+    let origin = g.index_to_patient(b.lo.map(|x| x as f64));
+    let cg = Geometry { dims: b.dims(), origin_mm: [origin.x, origin.y, origin.z], ..g.clone() };
+    let smoothed = gaussian_blur(&crop(&hu.data, g.dims, &b), cg.dims, cg.spacing_mm, AIRWAY_SMOOTHING_MM);
+    let ct = Volume { geometry: cg, data: smoothed };
+    let out_c = crop(outside, g.dims, &b);
+    let low_c = crop(low, g.dims, &b);
+    let lumen = airway_lumen_in_box(&ct, &out_c, &low_c, o)?;
+    Some(uncrop(&lumen, g.dims, &b, false))
+}
+
+fn airway_lumen_in_box(hu: &Volume<f32>, outside: &[bool], low: &[bool], o: &ObstacleOptions) -> Option<Vec<bool>> {
     let g = &hu.geometry;
     let [nx, ny, nz] = g.dims;
     let plane = nx * ny;
     let pixel_mm2 = g.spacing_mm[0] * g.spacing_mm[1];
-    // Darker than the parenchyma: 60 HU below the median of the body's air.
     let median_low = median_hu(hu.data.iter().zip(low).filter(|(_, l)| **l).map(|(h, _)| *h))?;
-    let start_hu = o.airway_lumen_hu.min(median_low - 60.0);
-    // Slices holding lung-sized air, most superior first.
+    let start_hu = median_low - 60.0;
+    let floor_hu = o.airway_lumen_hu - 50.0;
+    // Slices holding lung-sized air, most superior first; the trachea is searched in the top third.
     let mut lung_slices: Vec<usize> = (0..nz)
         .filter(|&k| low[k * plane..(k + 1) * plane].iter().filter(|l| **l).count() as f64 * pixel_mm2 >= 500.0)
         .collect();
     lung_slices.sort_by_key(|&k| std::cmp::Reverse(superior_rank(g, k)));
     let search = lung_slices.len().div_ceil(3).max(1);
     let max_voxels = (o.max_airway_volume_ml / voxel_volume_ml(g)) as usize;
-    let mut tried = 0;
-    for &k in lung_slices.iter().take(search) {
-        let Some(seed) = trachea_in_slice(hu, outside, k, start_hu) else { continue };
-        tried += 1;
-        // Tighten the lumen threshold until the tree stays airway-sized.
-        let mut threshold = start_hu;
-        while threshold >= -1010.0 {
-            if let Some(lumen) = grow(&hu.data, outside, g.dims, &seed, threshold, max_voxels) {
-                if lumen.iter().filter(|l| **l).count() as f64 * voxel_volume_ml(g) >= 1.0 {
-                    return Some(lumen);
+    let mut threshold = start_hu;
+    while threshold >= floor_hu {
+        let mut leaked = false;
+        for &k in lung_slices.iter().take(search) {
+            let Some(seed) = trachea_in_slice(hu, outside, k, threshold) else { continue };
+            match grow(&hu.data, outside, g.dims, &seed, threshold, max_voxels) {
+                // A tree of at least 1 ml (a few cm of trachea); smaller: try a lower slice.
+                Some(lumen) if lumen.iter().filter(|l| **l).count() as f64 * voxel_volume_ml(g) >= 1.0 => {
+                    return Some(lumen)
                 }
-                break;
+                Some(_) => continue,
+                None => {
+                    leaked = true;
+                    break;
+                }
             }
-            threshold -= 20.0;
         }
-        if tried >= 5 {
-            break;
+        if !leaked {
+            // No trachea at this threshold; a darker one will not find one either.
+            return None;
         }
+        threshold -= AIRWAY_THRESHOLD_STEP_HU;
     }
     None
 }
@@ -361,10 +436,10 @@ fn trachea_in_slice(hu: &Volume<f32>, outside: &[bool], k: usize, lumen_hu: f32)
         let cx = pixels.iter().map(|p| (p % nx) as f64).sum::<f64>() / pixels.len() as f64;
         let off_midline_mm = (cx - body_cx).abs() * sx;
         // Trachea: 10-30 mm across (80-700 mm²), round (fills most of its box), on the midline.
-        if (50.0..=800.0).contains(&area) && area >= 0.45 * box_area && !touches_edge && off_midline_mm <= 30.0 {
-            if best.as_ref().map_or(true, |(d, _)| off_midline_mm < *d) {
-                best = Some((off_midline_mm, pixels.iter().map(|p| base + p).collect()));
-            }
+        let trachea_like =
+            (50.0..=800.0).contains(&area) && area >= 0.45 * box_area && !touches_edge && off_midline_mm <= 30.0;
+        if trachea_like && best.as_ref().map_or(true, |(d, _)| off_midline_mm < *d) {
+            best = Some((off_midline_mm, pixels.iter().map(|p| base + p).collect()));
         }
     }
     best.map(|(_, v)| v)
@@ -372,7 +447,14 @@ fn trachea_in_slice(hu: &Volume<f32>, outside: &[bool], k: usize, lumen_hu: f32)
 
 /// 6-connected region growing from `seed` through body voxels darker than `threshold`; None
 /// when it passes `max_voxels` (leakage).
-fn grow(hu: &[f32], outside: &[bool], dims: [usize; 3], seed: &[usize], threshold: f32, max_voxels: usize) -> Option<Vec<bool>> {
+fn grow(
+    hu: &[f32],
+    outside: &[bool],
+    dims: [usize; 3],
+    seed: &[usize],
+    threshold: f32,
+    max_voxels: usize,
+) -> Option<Vec<bool>> {
     let [nx, ny, nz] = dims;
     let plane = nx * ny;
     let passable = |v: usize| !outside[v] && hu[v] < threshold;
@@ -406,13 +488,29 @@ fn grow(hu: &[f32], outside: &[bool], dims: [usize; 3], seed: &[usize], threshol
     Some(inside)
 }
 
+/// The lumen and its wall's partial-volume rim ([`AIRWAY_WALL_MM`]), in the lumen's box.
+fn airway_wall(lumen: &[bool], g: &Geometry) -> Vec<bool> {
+    let dims = g.dims;
+    let Some(b) = bounding_box(lumen, dims) else { return vec![false; lumen.len()] };
+    let b = b.grown([0, 1, 2].map(|a| (AIRWAY_WALL_MM / g.spacing_mm[a]).ceil() as usize + 1), dims);
+    let grown = dilate_mm(&crop(lumen, dims, &b), b.dims(), g.spacing_mm, AIRWAY_WALL_MM);
+    uncrop(&grown, dims, &b, false)
+}
+
 /// The lumen where a ball of `min_diameter_mm` fits (opening), computed in the lumen's box.
 fn airway_layer(lumen: &[bool], g: &Geometry, min_diameter_mm: f64) -> Vec<bool> {
     let dims = g.dims;
     let Some(b) = bounding_box(lumen, dims) else { return vec![false; lumen.len()] };
     let b = b.grown([2, 2, 2], dims);
     let cropped = crop(lumen, dims, &b);
-    let opened = open_mm(&cropped, b.dims(), g.spacing_mm, min_diameter_mm / 2.0);
+    // Ball centres at least the radius less half a voxel from the nearest non-lumen voxel centre:
+    // the lumen's surface lies about half a voxel beyond its outermost voxel centres, and the
+    // smoothed threshold already runs inside the wall's partial volume.
+    let half_voxel = 0.5 * g.spacing_mm.iter().copied().fold(f64::INFINITY, f64::min);
+    let radius = min_diameter_mm / 2.0;
+    let centres = erode_mm(&cropped, b.dims(), g.spacing_mm, (radius - half_voxel).max(0.0));
+    let balls = dilate_mm(&centres, b.dims(), g.spacing_mm, radius);
+    let opened: Vec<bool> = balls.iter().zip(&cropped).map(|(ball, lumen)| *ball && *lumen).collect();
     uncrop(&opened, dims, &b, false)
 }
 
@@ -421,6 +519,8 @@ struct Lungs {
     labels: Vec<u8>,
     /// Per label (index label - 1): true for the patient's right lung (smaller LPS x).
     right: Vec<bool>,
+    /// LPS x [mm] between the lungs (the volume-weighted mean of their centroids).
+    midline_x: f64,
 }
 
 fn find_lungs(hu: &Volume<f32>, low: &[bool], lumen: &[bool], o: &ObstacleOptions) -> Lungs {
@@ -442,9 +542,9 @@ fn find_lungs(hu: &Volume<f32>, low: &[bool], lumen: &[bool], o: &ObstacleOption
         .filter(|&l| sizes[l] >= min_voxels && hu_sum[l] / sizes[l] as f64 > GAS_MEAN_HU)
         .map(|l| (l, x_sum[l] / sizes[l] as f64))
         .collect();
-    // At most 255 lungs in a u8: the largest.
+    // At most 254 lungs in a u8 (255 marks contested voxels): the largest.
     kept.sort_by_key(|(l, _)| std::cmp::Reverse(sizes[*l]));
-    kept.truncate(255);
+    kept.truncate(254);
     let total: f64 = kept.iter().map(|(l, _)| sizes[*l] as f64).sum();
     let midline = kept.iter().map(|(l, x)| x * sizes[*l] as f64).sum::<f64>() / total.max(1.0);
     let mut new_label = vec![0u8; sizes.len()];
@@ -454,7 +554,8 @@ fn find_lungs(hu: &Volume<f32>, low: &[bool], lumen: &[bool], o: &ObstacleOption
     // One lung only: its side from where it lies in the image (LPS x < image centre: right).
     let centre_x = g.index_to_patient([(nx as f64 - 1.0) / 2.0, 0.0, 0.0]).x;
     let right = kept.iter().map(|(_, x)| if kept.len() > 1 { *x < midline } else { *x < centre_x }).collect();
-    Lungs { labels: labels.iter().map(|l| new_label[*l as usize]).collect(), right }
+    let midline_x = if kept.len() > 1 { midline } else { centre_x };
+    Lungs { labels: labels.iter().map(|l| new_label[*l as usize]).collect(), right, midline_x }
 }
 
 /// Closing radius that seals vessel indentations at the lung surface [mm].
@@ -515,27 +616,33 @@ fn lung_region(lungs: &Lungs, g: &Geometry) -> (Vec<bool>, Vec<u8>) {
     (labels.iter().map(|l| *l > 0).collect(), labels)
 }
 
+/// How far above a voxel [mm] the right lung may lie for the voxel to count as the liver dome
+/// under it.
+const DOME_REACH_MM: f64 = 50.0;
+
 /// The mediastinum per axial slice: the convex hull of the lungs' regions, minus the lungs,
-/// inside the body; below the right lung's largest cross-section, the part of the right lung's
-/// own hull with right lung above it in its column (the liver dome under the lung's crescent)
-/// is left out.
+/// inside the body. Below the right lung's largest cross-section, the part on the patient's
+/// right (in the right lung's own hull, or right of the midline between the lungs) with right
+/// lung above it in its column within [`DOME_REACH_MM`] is left out: the liver dome under the
+/// lung's crescent.
 fn mediastinum(lungs: &Lungs, region_labels: &[u8], outside: &[bool], g: &Geometry) -> Vec<bool> {
     let [nx, ny, nz] = g.dims;
     let plane = nx * ny;
     let is_right = |l: u8| l > 0 && lungs.right.get(l as usize - 1).copied().unwrap_or(false);
-    // Per column, the most superior slice rank holding right lung; per slice, its right lung area.
-    let mut top_right: Vec<Option<usize>> = vec![None; plane];
     let mut right_area = vec![0usize; nz];
     for (v, l) in lungs.labels.iter().enumerate() {
         if is_right(*l) {
-            let (p, k) = (v % plane, v / plane);
-            let rank = superior_rank(g, k);
-            top_right[p] = Some(top_right[p].map_or(rank, |t: usize| t.max(rank)));
-            right_area[k] += 1;
+            right_area[v / plane] += 1;
         }
     }
     let widest_right_rank =
         (0..nz).max_by_key(|&k| right_area[k]).filter(|&k| right_area[k] > 0).map(|k| superior_rank(g, k));
+    // Slice index of the slice `steps` above k, if inside the volume.
+    let up = g.index_to_patient([0.0, 0.0, 1.0]).z > g.index_to_patient([0.0, 0.0, 0.0]).z;
+    let above = |k: usize, steps: usize| if up { (k + steps < nz).then(|| k + steps) } else { k.checked_sub(steps) };
+    let reach = (DOME_REACH_MM / g.spacing_mm[2]).round() as usize;
+    let right_lung_above =
+        |p: usize, k: usize| (1..=reach).filter_map(|s| above(k, s)).any(|kk| is_right(lungs.labels[kk * plane + p]));
     let mut out = vec![false; region_labels.len()];
     for k in 0..nz {
         let labels = &region_labels[k * plane..(k + 1) * plane];
@@ -557,7 +664,10 @@ fn mediastinum(lungs: &Lungs, region_labels: &[u8], outside: &[bool], g: &Geomet
             if !hull[p] || any[p] || outside[v] {
                 continue;
             }
-            let under_right_lung = dome_rule && right_hull[p] && top_right[p].is_some_and(|t| t > rank);
+            let under_right_lung = dome_rule && {
+                let x = g.index_to_patient([(p % nx) as f64, (p / nx) as f64, k as f64]).x;
+                (right_hull[p] || x < lungs.midline_x) && right_lung_above(p, k)
+            };
             out[v] = !under_right_lung;
         }
     }
@@ -574,6 +684,9 @@ struct LungShapes {
 
 /// Where lung vessels may lie: lung region grown by this [mm] (hilar vessels at its edge).
 const VESSEL_SEARCH_MARGIN_MM: f64 = 5.0;
+/// A tubular component counts as lung vessels when at least this fraction of it lies in the lung
+/// region (hilar trunks reach out of it; ribs along the pleura do not reach in).
+const VESSEL_INSIDE_FRACTION: f64 = 0.3;
 /// Scales searched between the smallest and largest vessel diameter.
 const VESSEL_SCALES: usize = 4;
 /// Fissures are fainter than vessels (a sub-millimetre sheet in 2 mm voxels): sheet candidates
@@ -593,7 +706,8 @@ fn lung_shapes(hu: &Volume<f32>, lung_region: &[bool], outside: &[bool], o: &Obs
         .collect();
     let sigma_max = sigmas.iter().copied().fold(0.0, f64::max);
     let margin_mm = VESSEL_SEARCH_MARGIN_MM + 3.0 * sigma_max;
-    let b = bounding_box(lung_region, dims)?.grown([0, 1, 2].map(|a| (margin_mm / g.spacing_mm[a]).ceil() as usize), dims);
+    let b =
+        bounding_box(lung_region, dims)?.grown([0, 1, 2].map(|a| (margin_mm / g.spacing_mm[a]).ceil() as usize), dims);
     let cd = b.dims();
     let region = crop(lung_region, dims, &b);
     let search = dilate_mm(&region, cd, g.spacing_mm, VESSEL_SEARCH_MARGIN_MM);
@@ -605,12 +719,25 @@ fn lung_shapes(hu: &Volume<f32>, lung_region: &[bool], outside: &[bool], o: &Obs
     // The probe scale catches tubes thinner than the smallest diameter asked for.
     let probe = sigma_for_diameter(d_min) / std::f64::consts::SQRT_2;
     let shapes = multiscale_shape(&values, cd, g.spacing_mm, &sigmas, Some(probe), &candidates);
-    let mut vessels = vec![false; values.len()];
+    let mut tubular = vec![false; values.len()];
     let mut sheet = vec![0.0f32; values.len()];
     for (c, &v) in candidates.iter().enumerate() {
-        vessels[v] = values[v] > o.lung_vessel_min_hu && f64::from(shapes.tube[c]) >= o.lung_vessel_vesselness;
+        tubular[v] = values[v] > o.lung_vessel_min_hu && f64::from(shapes.tube[c]) >= o.lung_vessel_vesselness;
         sheet[v] = shapes.sheet[c];
     }
+    // Lung vessels branch inside the lung: a tubular structure outside it (a rib along the
+    // pleura, a mediastinal edge) is kept only as part of a tree that reaches well into it.
+    let (labels, sizes) = label_components(&tubular, cd);
+    let mut inside = vec![0usize; sizes.len()];
+    for (l, r) in labels.iter().zip(&region) {
+        if *l > 0 && *r {
+            inside[*l as usize] += 1;
+        }
+    }
+    let vessels: Vec<bool> = labels
+        .iter()
+        .map(|l| *l > 0 && inside[*l as usize] as f64 >= VESSEL_INSIDE_FRACTION * sizes[*l as usize] as f64)
+        .collect();
     Some(LungShapes { vessels: uncrop(&vessels, dims, &b, false), sheet: uncrop(&sheet, dims, &b, 0.0) })
 }
 
@@ -643,9 +770,19 @@ fn fissures(
         })
         .collect();
     // A fissure is a large connected sheet; scattered plate-like voxels are not.
-    let (labels, sizes) = label_components(&candidate, cd);
+    // Oblique sheets on thick slices touch only at edges and corners: components are found on
+    // the candidates grown by one voxel diagonal, sized by the candidates they hold.
+    let bridge_mm = g.spacing_mm.iter().map(|s| s * s).sum::<f64>().sqrt() * 0.5 + 1e-6;
+    let bridged = dilate_mm(&candidate, cd, g.spacing_mm, bridge_mm);
+    let (labels, _) = label_components(&bridged, cd);
+    let mut sizes = vec![0usize; labels.iter().copied().max().unwrap_or(0) as usize + 1];
+    for (l, c) in labels.iter().zip(&candidate) {
+        if *c {
+            sizes[*l as usize] += 1;
+        }
+    }
     let min_voxels = (o.min_fissure_volume_ml / voxel_volume_ml(g)).ceil() as usize;
-    let kept: Vec<bool> = labels.iter().map(|l| *l > 0 && sizes[*l as usize] >= min_voxels).collect();
+    let kept: Vec<bool> = labels.iter().zip(&candidate).map(|(l, c)| *c && sizes[*l as usize] >= min_voxels).collect();
     uncrop(&kept, dims, &b, false)
 }
 
@@ -742,10 +879,13 @@ mod tests {
         (v - d * v.dot(&d)).norm()
     }
 
+    /// A region of the patient: does it hold this point [mm]?
+    type Region<'a> = &'a dyn Fn(Point3<f64>) -> bool;
+
     /// A torso (elliptic body, 40 HU) with two lungs (-850 HU) either side of a soft-tissue
     /// mediastinum, seeded noise of 15 HU, and extra structures painted with partial volume:
     /// each (inside test, HU) replaces the voxel value by its covered fraction.
-    fn torso(structures: &[(&dyn Fn(Point3<f64>) -> bool, f32)]) -> Volume<f32> {
+    fn torso(structures: &[(Region, f32)]) -> Volume<f32> {
         let g = Geometry::axial_centred([180, 120, 40], [1.0, 1.0, 1.5], [0.0, 0.0, 0.0]);
         let mut hu = Volume::filled(g.clone(), -1000.0f32);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -776,7 +916,7 @@ mod tests {
         Volume::filled(hu.geometry.clone(), 0u8)
     }
 
-    fn mask_of<'a>(a: &'a CtAnatomy, layer: Layer) -> &'a [bool] {
+    fn mask_of(a: &CtAnatomy, layer: Layer) -> &[bool] {
         &a.layer(layer).expect("every layer is present").mask
     }
 
@@ -894,45 +1034,45 @@ mod tests {
         assert!(!a.fissures_detected);
     }
 
-    /// The torso with a vertical air tube on the midline (the trachea), diameter `d` mm, and a
-    /// thin side branch of 2.5 mm.
+    /// The torso with a vertical air tube on the midline (the trachea), diameter `d` mm, and an
+    /// anterior side branch 6 mm across.
     fn torso_with_trachea(d: f64) -> Volume<f32> {
         let trachea = move |p: Point3<f64>| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= d / 2.0;
         // Anterior (-y) through the mediastinum, 25 mm long, centred on a slice (z = 0.75 mm).
-        let branch = move |p: Point3<f64>| {
-            p.y <= -10.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 1.25
-        };
+        let branch =
+            move |p: Point3<f64>| p.y <= -10.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 3.0;
         torso(&[(&trachea, -1000.0), (&branch, -1000.0)])
     }
 
     #[test]
-    fn an_air_tube_in_the_mediastinum_is_an_airway_when_wide_enough() {
+    fn air_tubes_in_the_mediastinum_are_airways_when_a_ball_of_the_minimum_diameter_fits() {
         let hu = torso_with_trachea(14.0);
         let g = hu.geometry.clone();
-        let a = ct_anatomy(&hu, &no_labels(&hu), &ObstacleOptions::default());
-        let airways = mask_of(&a, Layer::Airways);
-        let (core, n_core) = fraction_flagged(&g, airways, &|p| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 5.0);
-        assert!(n_core > 1000 && core > 0.99, "trachea core {core}");
-        // The 2.5 mm branch, beyond 4 mm from the trachea wall, is below the 4 mm minimum.
-        // Beyond 4 mm from the trachea's wall (radius 7 mm at y = -10).
-        let branch_far =
-            |p: Point3<f64>| p.y <= -21.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 2.0;
-        let (flagged, n_branch) = fraction_flagged(&g, airways, &branch_far);
-        assert!(n_branch > 50 && flagged == 0.0, "thin branch flagged on {flagged} of {n_branch}");
-        // It is air and was grown as lumen (the opening, not the growing, leaves it out): the
-        // same CT with a 1 mm minimum keeps it.
-        let fine = ObstacleOptions { airway_min_diameter_mm: 1.0, ..ObstacleOptions::default() };
-        let f = ct_anatomy(&hu, &no_labels(&hu), &fine);
-        let (kept, _) = fraction_flagged(&g, mask_of(&f, Layer::Airways), &|p| {
-            p.y <= -21.0 && p.y >= -35.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 0.5
-        });
-        assert!(kept > 0.9, "branch kept on {kept} with a 1 mm minimum");
-        // The trachea is not lung, and the lungs do not count it.
-        assert!(airways.iter().zip(&a.aerated_lung).all(|(w, l)| !(*w && *l)));
-        // Narrower than the minimum: no airway.
+        let trachea_core = |p: Point3<f64>| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 5.0;
+        // The branch's core beyond 4 mm from the trachea's wall (radius 7 mm at y = -10).
+        let branch_core =
+            |p: Point3<f64>| p.y <= -21.0 && p.y >= -33.0 && (p.x * p.x + (p.z - 0.75).powi(2)).sqrt() <= 1.0;
+        let with_min = |d: f64| {
+            let o = ObstacleOptions { airway_min_diameter_mm: d, ..ObstacleOptions::default() };
+            let a = ct_anatomy(&hu, &no_labels(&hu), &o);
+            let (trachea, n_trachea) = fraction_flagged(&g, mask_of(&a, Layer::Airways), &trachea_core);
+            let (branch, n_branch) = fraction_flagged(&g, mask_of(&a, Layer::Airways), &branch_core);
+            assert!(n_trachea > 1000 && n_branch > 10);
+            assert!(mask_of(&a, Layer::Airways).iter().zip(&a.aerated_lung).all(|(w, l)| !(*w && *l)));
+            (trachea, branch)
+        };
+        // 4 mm minimum: both the 14 mm trachea and the 6 mm branch are airways.
+        let (trachea, branch) = with_min(4.0);
+        assert!(trachea > 0.99 && branch > 0.9, "trachea {trachea}, branch {branch}");
+        // 8 mm minimum: the trachea still is, the 6 mm branch is not.
+        let (trachea, branch) = with_min(8.0);
+        assert!(trachea > 0.99 && branch == 0.0, "trachea {trachea}, branch {branch}");
+        // A 3 mm "trachea" alone is below the minimum: no airway at all.
         let narrow = torso_with_trachea(3.0);
         let b = ct_anatomy(&narrow, &no_labels(&narrow), &ObstacleOptions::default());
-        assert!(!mask_of(&b, Layer::Airways).iter().any(|w| *w));
+        let (narrow_core, _) =
+            fraction_flagged(&g, mask_of(&b, Layer::Airways), &|p| (p.x * p.x + (p.y + 10.0).powi(2)).sqrt() <= 1.0);
+        assert_eq!(narrow_core, 0.0);
     }
 
     #[test]

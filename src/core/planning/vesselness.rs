@@ -58,7 +58,8 @@ pub fn gaussian_blur(data: &[f32], dims: [usize; 3], spacing_mm: [f64; 3], sigma
         for j in 0..ny {
             let row = &src[j * nx..(j + 1) * nx];
             for i in 0..nx {
-                out[j * nx + i] = kx.iter().enumerate().map(|(t, w)| w * row[clamp(i as i64 + t as i64 - rx, nx)]).sum();
+                out[j * nx + i] =
+                    kx.iter().enumerate().map(|(t, w)| w * row[clamp(i as i64 + t as i64 - rx, nx)]).sum();
             }
         }
     });
@@ -122,7 +123,8 @@ pub fn symmetric_eigenvalues(h: [f64; 6]) -> [f64; 3] {
 pub fn eigenvector(h: [f64; 6], l: f64) -> Option<[f64; 3]> {
     let [a, d, f, b, c, e] = h;
     let rows = [[a - l, b, c], [b, d - l, e], [c, e, f - l]];
-    let cross = |u: [f64; 3], v: [f64; 3]| [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]];
+    let cross =
+        |u: [f64; 3], v: [f64; 3]| [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]];
     let norm = |u: [f64; 3]| (u[0] * u[0] + u[1] * u[1] + u[2] * u[2]).sqrt();
     let best = [cross(rows[0], rows[1]), cross(rows[0], rows[2]), cross(rows[1], rows[2])]
         .into_iter()
@@ -155,7 +157,8 @@ pub fn shape(l: [f64; 3], axial_gradient: f64) -> HessianShape {
     let strength = 1.0 - (-s * s / (2.0 * FRANGI_C_HU * FRANGI_C_HU)).exp();
     let sheet = if l3 < 0.0 {
         let r_plate = l2.abs() / l3.abs();
-        (-r_plate * r_plate / (2.0 * FRANGI_ALPHA * FRANGI_ALPHA)).exp() * (1.0 - (-s * s / (2.0 * SHEET_C_HU * SHEET_C_HU)).exp())
+        (-r_plate * r_plate / (2.0 * FRANGI_ALPHA * FRANGI_ALPHA)).exp()
+            * (1.0 - (-s * s / (2.0 * SHEET_C_HU * SHEET_C_HU)).exp())
     } else {
         0.0
     };
@@ -301,6 +304,9 @@ mod tests {
         // Along x at 2 mm (one sigma) the value falls by exp(-1/2); along z one voxel is 2 mm too.
         let ratio_x = b[centre + 2] / b[centre];
         let ratio_z = b[centre + 31 * 31] / b[centre];
-        assert!((ratio_x - (-0.5f32).exp()).abs() < 0.01 && (ratio_z - (-0.5f32).exp()).abs() < 0.02, "{ratio_x} {ratio_z}");
+        assert!(
+            (ratio_x - (-0.5f32).exp()).abs() < 0.01 && (ratio_z - (-0.5f32).exp()).abs() < 0.02,
+            "{ratio_x} {ratio_z}"
+        );
     }
 }
