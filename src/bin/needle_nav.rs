@@ -176,50 +176,7 @@ enum Command {
     /// segment the CT with the vessel network (or take --labels, or --no-network), derive the
     /// obstacle layers from the CT, judge every path, and write plan.json and layers/*.nii.gz to --out.
     /// Exit status 0: a safe plan; 3: refused (plan.json says why); 2: unusable input.
-    Plan {
-        /// Case folder with case.json (its CT and lesion centre and radius).
-        #[arg(long, conflicts_with_all = ["ct", "target_mm"])]
-        case: Option<PathBuf>,
-        /// Planning CT: DICOM series folder or NIfTI (with --target-mm).
-        #[arg(long, requires = "target_mm")]
-        ct: Option<PathBuf>,
-        /// Target, CT patient coordinates (LPS) in mm: X,Y,Z.
-        #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
-        target_mm: Option<[f64; 3]>,
-        /// Lesion radius around the target [mm] (with --ct; a case gives its own).
-        #[arg(long, default_value_t = 0.0)]
-        lesion_radius_mm: f64,
-        #[arg(long)]
-        out: PathBuf,
-        /// Vessel labels on the CT's grid (instead of running the network).
-        #[arg(long, conflicts_with = "no_network")]
-        labels: Option<PathBuf>,
-        /// No network labels: the CT-derived layers only.
-        #[arg(long)]
-        no_network: bool,
-        /// ONNX model for the network (default: the shipped one).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Planner parameters (config/trajectory_planner.yaml format; default: the installed file).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Judge only the path from the target through this point out to the skin (a proposed entry), mm: X,Y,Z.
-        #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
-        entry_mm: Option<[f64; 3]>,
-        /// Preferred direction from the target out to the skin, CT frame (LPS), e.g. 0,1,0 for a
-        /// posterior entry (prone patient); overrides the parameter file's approach_direction.
-        #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
-        approach: Option<[f64; 3]>,
-        /// Largest angle from the approach direction [deg]; overrides max_angle_deg.
-        #[arg(long)]
-        max_angle_deg: Option<f64>,
-        /// Also print plan.json on stdout.
-        #[arg(long)]
-        json: bool,
-        /// Inference threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-    },
+    Plan(PlanArgs),
 }
 
 fn parse_point(s: &str) -> Result<[f64; 3], String> {
@@ -483,37 +440,7 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Command::Plan {
-            case,
-            ct,
-            target_mm,
-            lesion_radius_mm,
-            out,
-            labels,
-            no_network,
-            model,
-            config,
-            entry_mm,
-            approach,
-            max_angle_deg,
-            json,
-            threads,
-        } => plan_command(PlanArgs {
-            case,
-            ct,
-            target_mm,
-            lesion_radius_mm,
-            out,
-            labels,
-            no_network,
-            model,
-            config,
-            entry_mm,
-            approach,
-            max_angle_deg,
-            json,
-            threads,
-        }),
+        Command::Plan(args) => plan_command(args),
         Command::CheckConfig { file } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
@@ -707,20 +634,49 @@ fn classic_command(
     ExitCode::SUCCESS
 }
 
+#[derive(clap::Args)]
 struct PlanArgs {
+    /// Case folder with case.json (its CT and lesion centre and radius).
+    #[arg(long, conflicts_with_all = ["ct", "target_mm"])]
     case: Option<PathBuf>,
+    /// Planning CT: DICOM series folder or NIfTI (with --target-mm).
+    #[arg(long, requires = "target_mm")]
     ct: Option<PathBuf>,
+    /// Target, CT patient coordinates (LPS) in mm: X,Y,Z.
+    #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
     target_mm: Option<[f64; 3]>,
+    /// Lesion radius around the target [mm] (with --ct; a case gives its own).
+    #[arg(long, default_value_t = 0.0)]
     lesion_radius_mm: f64,
+    #[arg(long)]
     out: PathBuf,
+    /// Vessel labels on the CT's grid (instead of running the network).
+    #[arg(long, conflicts_with = "no_network")]
     labels: Option<PathBuf>,
+    /// No network labels: the CT-derived layers only.
+    #[arg(long)]
     no_network: bool,
+    /// ONNX model for the network (default: the shipped one).
+    #[arg(long)]
     model: Option<PathBuf>,
+    /// Planner parameters (config/trajectory_planner.yaml format; default: the installed file).
+    #[arg(long)]
     config: Option<PathBuf>,
+    /// Judge only the path from the target through this point out to the skin (a proposed entry), mm: X,Y,Z.
+    #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
     entry_mm: Option<[f64; 3]>,
+    /// Preferred direction from the target out to the skin, CT frame (LPS), e.g. 0,1,0 for a
+    /// posterior entry (prone patient); overrides the parameter file's approach_direction.
+    #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
     approach: Option<[f64; 3]>,
+    /// Largest angle from the approach direction [deg]; overrides max_angle_deg.
+    #[arg(long)]
     max_angle_deg: Option<f64>,
+    /// Also print plan.json on stdout.
+    #[arg(long)]
     json: bool,
+    /// Inference threads.
+    #[arg(long, default_value_t = 2)]
     threads: usize,
 }
 

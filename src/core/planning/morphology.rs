@@ -69,11 +69,24 @@ pub fn uncrop<T: Copy>(cropped: &[T], dims: [usize; 3], b: &VoxelBox, fill: T) -
     out
 }
 
+/// The up to six face neighbours of voxel `v` (x fastest) inside the grid.
+pub fn face_neighbours(v: usize, dims: [usize; 3]) -> [Option<usize>; 6] {
+    let [nx, ny, nz] = dims;
+    let plane = nx * ny;
+    let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
+    [
+        (i > 0).then(|| v - 1),
+        (i + 1 < nx).then(|| v + 1),
+        (j > 0).then(|| v - nx),
+        (j + 1 < ny).then(|| v + nx),
+        (k > 0).then(|| v - plane),
+        (k + 1 < nz).then(|| v + plane),
+    ]
+}
+
 /// 6-connected components of `mask`: a label per voxel (0: not in the mask, else 1..) and the
 /// voxel count of each label (index 0 unused).
 pub fn label_components(mask: &[bool], dims: [usize; 3]) -> (Vec<u32>, Vec<usize>) {
-    let [nx, ny, nz] = dims;
-    let plane = nx * ny;
     let mut labels = vec![0u32; mask.len()];
     let mut sizes = vec![0usize];
     let mut stack = Vec::new();
@@ -87,30 +100,11 @@ pub fn label_components(mask: &[bool], dims: [usize; 3]) -> (Vec<u32>, Vec<usize
         stack.push(seed);
         while let Some(v) = stack.pop() {
             size += 1;
-            let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
-            let mut visit = |w: usize| {
+            for w in face_neighbours(v, dims).into_iter().flatten() {
                 if mask[w] && labels[w] == 0 {
                     labels[w] = label;
                     stack.push(w);
                 }
-            };
-            if i > 0 {
-                visit(v - 1);
-            }
-            if i + 1 < nx {
-                visit(v + 1);
-            }
-            if j > 0 {
-                visit(v - nx);
-            }
-            if j + 1 < ny {
-                visit(v + nx);
-            }
-            if k > 0 {
-                visit(v - plane);
-            }
-            if k + 1 < nz {
-                visit(v + plane);
             }
         }
         sizes.push(size);

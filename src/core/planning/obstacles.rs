@@ -50,6 +50,7 @@
 //! structure it concerns; smoothing and Hessians use two threads.
 
 use super::morphology::{
+    face_neighbours,
     bounding_box, close_mm, convex_hull_slice, crop, dilate_mm, erode_mm, fill_holes_per_slice, flood_slice,
     label_components, uncrop,
 };
@@ -465,15 +466,7 @@ fn grow(
     }
     let mut count = stack.len();
     while let Some(v) = stack.pop() {
-        let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
-        let neighbours = [
-            (i > 0).then(|| v - 1),
-            (i + 1 < nx).then(|| v + 1),
-            (j > 0).then(|| v - nx),
-            (j + 1 < ny).then(|| v + nx),
-            (k > 0).then(|| v - plane),
-            (k + 1 < nz).then(|| v + plane),
-        ];
+        let neighbours = face_neighbours(v, dims);
         for w in neighbours.into_iter().flatten() {
             if !inside[w] && passable(w) {
                 inside[w] = true;
@@ -599,15 +592,7 @@ fn lung_region(lungs: &Lungs, g: &Geometry) -> (Vec<bool>, Vec<u8>) {
         if !added[v] {
             continue;
         }
-        let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
-        let neighbours = [
-            (i > 0).then(|| v - 1),
-            (i + 1 < nx).then(|| v + 1),
-            (j > 0).then(|| v - nx),
-            (j + 1 < ny).then(|| v + nx),
-            (k > 0).then(|| v - plane),
-            (k + 1 < nz).then(|| v + plane),
-        ];
+        let neighbours = face_neighbours(v, dims);
         let touches_other = neighbours.into_iter().flatten().any(|w| owner[w] != 0 && owner[w] != owner[v]);
         if owner[v] == CONTESTED || touches_other {
             labels[v] = 0;
@@ -804,17 +789,7 @@ fn contrast_vessels(hu: &Volume<f32>, network: &[bool], dims: [usize; 3], window
     if *median < window[0] {
         return reached;
     }
-    let neighbours = |v: usize| {
-        let (i, j, k) = (v % nx, (v / nx) % ny, v / plane);
-        [
-            (i > 0).then(|| v - 1),
-            (i + 1 < nx).then(|| v + 1),
-            (j > 0).then(|| v - nx),
-            (j + 1 < ny).then(|| v + nx),
-            (k > 0).then(|| v - plane),
-            (k + 1 < nz).then(|| v + plane),
-        ]
-    };
+    let neighbours = |v: usize| face_neighbours(v, dims);
     let min_spacing = hu.geometry.spacing_mm.iter().copied().fold(f64::INFINITY, f64::min).max(1e-6);
     let max_steps = (max_growth_mm / min_spacing).floor() as usize;
     // Seeds: window voxels that are, or touch, a network vessel voxel; then breadth first, step by step.

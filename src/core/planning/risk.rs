@@ -237,7 +237,7 @@ pub struct Judging<'a> {
 }
 
 /// Severity order of the layers when several are too close: the worst to hit first.
-const SEVERITY: [Layer; 6] = [
+pub(crate) const SEVERITY: [Layer; 6] = [
     Layer::Mediastinum,
     Layer::NetworkVessels,
     Layer::ContrastVessels,

@@ -4,7 +4,7 @@
 //! the lowest weighted cost wins, and the best few others (entries apart) are reported with it.
 
 use super::obstacles::{ct_anatomy, CtAnatomy, Layer, ObstacleOptions};
-use super::risk::{judge_path, CostWeights, Field, HardLimits, Judging, LayerMargins, PathTerms};
+use super::risk::{judge_path, SEVERITY, CostWeights, Field, HardLimits, Judging, LayerMargins, PathTerms};
 use super::{cone_directions, nearest_voxel, squared_distance_mm2};
 use crate::imaging::volume::Volume;
 use nalgebra::{Point3, Vector3};
@@ -174,14 +174,7 @@ fn search(hu: &Volume<f32>, anatomy: &CtAnatomy, target: Point3<f64>, o: &Planne
         return Err(PlanError::TargetOutsideBody(t));
     }
     // Worst layer first, as the refusals order them.
-    for layer in [
-        Layer::Mediastinum,
-        Layer::NetworkVessels,
-        Layer::ContrastVessels,
-        Layer::LungVessels,
-        Layer::Airways,
-        Layer::Bone,
-    ] {
+    for layer in SEVERITY {
         if anatomy.layer(layer).is_some_and(|l| l.mask[target_voxel]) {
             return Err(PlanError::TargetInObstacle(layer));
         }
