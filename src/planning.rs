@@ -66,8 +66,15 @@ pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningIn
             None => None,
             Some(a) => {
                 let v: Vec<f64> = a.iter().filter_map(|x| x.as_f64()).collect();
-                let d = (v.len() == 3).then(|| Vector3::new(v[0], v[1], v[2])).filter(|d| d.norm().is_finite() && d.norm() > 1e-9);
-                Some(d.ok_or_else(|| format!("{}: planning.approach_direction must be [x, y, z]", dir.join("case.json").display()))?.normalize())
+                let d = (v.len() == 3)
+                    .then(|| Vector3::new(v[0], v[1], v[2]))
+                    .filter(|d| d.norm().is_finite() && d.norm() > 1e-9);
+                Some(
+                    d.ok_or_else(|| {
+                        format!("{}: planning.approach_direction must be [x, y, z]", dir.join("case.json").display())
+                    })?
+                    .normalize(),
+                )
             }
         };
         let max_angle = match &case["planning"]["max_angle_deg"] {

@@ -158,6 +158,9 @@ mod tests {
         assert_eq!((path[0].points[0].y, path[0].points[1].z), (-0.08, 0.05));
         assert!((by_ns("lesion")[0].scale.x - 0.02).abs() < 1e-12);
         let refused = plan(1, "ct", &PlanView { entry: None, safe: false, alternatives: vec![], ..view }, &[], 0.004);
-        assert!(refused.markers.iter().all(|m| m.ns != "needle_path" && m.ns != "vessels" && m.ns != "alternative_paths"));
+        assert!(refused
+            .markers
+            .iter()
+            .all(|m| m.ns != "needle_path" && m.ns != "vessels" && m.ns != "alternative_paths"));
     }
 }

@@ -50,9 +50,8 @@
 //! structure it concerns; smoothing and Hessians use two threads.
 
 use super::morphology::{
-    face_neighbours,
-    bounding_box, close_mm, convex_hull_slice, crop, dilate_mm, erode_mm, fill_holes_per_slice, flood_slice,
-    label_components, uncrop,
+    bounding_box, close_mm, convex_hull_slice, crop, dilate_mm, erode_mm, face_neighbours, fill_holes_per_slice,
+    flood_slice, label_components, uncrop,
 };
 use super::outside_body;
 use super::vesselness::{gaussian_blur, multiscale_shape, sigma_for_diameter};
@@ -456,8 +455,6 @@ fn grow(
     threshold: f32,
     max_voxels: usize,
 ) -> Option<Vec<bool>> {
-    let [nx, ny, nz] = dims;
-    let plane = nx * ny;
     let passable = |v: usize| !outside[v] && hu[v] < threshold;
     let mut inside = vec![false; hu.len()];
     let mut stack: Vec<usize> = seed.iter().copied().filter(|&v| passable(v)).collect();
@@ -559,8 +556,6 @@ const LUNG_CLOSING_MM: f64 = 3.0;
 /// dropped, so the lungs stay separate. Returns the union and the per-voxel lung label.
 fn lung_region(lungs: &Lungs, g: &Geometry) -> (Vec<bool>, Vec<u8>) {
     let dims = g.dims;
-    let [nx, ny, nz] = dims;
-    let plane = nx * ny;
     let n = lungs.labels.len();
     let mut owner = lungs.labels.clone();
     // 255: claimed by more than one lung's filling.
@@ -775,9 +770,13 @@ fn fissures(
 /// `max_growth_mm` from where they start (a bound, so that the growth cannot follow trabecular bone,
 /// which shares the window, along the spine or the ribs). Empty when the network's vessels are not
 /// enhanced (median HU below the window): on plain CT there is no contrast blood to find.
-fn contrast_vessels(hu: &Volume<f32>, network: &[bool], dims: [usize; 3], window: [f32; 2], max_growth_mm: f64) -> Vec<bool> {
-    let [nx, ny, nz] = dims;
-    let plane = nx * ny;
+fn contrast_vessels(
+    hu: &Volume<f32>,
+    network: &[bool],
+    dims: [usize; 3],
+    window: [f32; 2],
+    max_growth_mm: f64,
+) -> Vec<bool> {
     let in_window = |v: usize| hu.data[v] >= window[0] && hu.data[v] <= window[1];
     let mut reached = vec![false; network.len()];
     let mut vessel_hu: Vec<f32> = (0..network.len()).filter(|&v| network[v]).map(|v| hu.data[v]).collect();

@@ -4,7 +4,7 @@
 //! the lowest weighted cost wins, and the best few others (entries apart) are reported with it.
 
 use super::obstacles::{ct_anatomy, CtAnatomy, Layer, ObstacleOptions};
-use super::risk::{judge_path, SEVERITY, CostWeights, Field, HardLimits, Judging, LayerMargins, PathTerms};
+use super::risk::{judge_path, CostWeights, Field, HardLimits, Judging, LayerMargins, PathTerms, SEVERITY};
 use super::{cone_directions, nearest_voxel, squared_distance_mm2};
 use crate::imaging::volume::Volume;
 use nalgebra::{Point3, Vector3};
