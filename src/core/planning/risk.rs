@@ -341,7 +341,7 @@ pub fn judge_path(field: &Field, target: &Point3<f64>, direction: &Vector3<f64>,
     if let Some(angle) = pleural_angle_deg.filter(|a| *a > j.limits.max_pleural_angle_deg) {
         refusals.push(Refusal::PleuralAngle { angle_deg: angle, max_deg: j.limits.max_pleural_angle_deg });
     }
-    let in_region = j.entry_region_mm.is_none_or(|r| {
+    let in_region = j.entry_region_mm.map_or(true, |r| {
         entry.x >= r[0] && entry.x <= r[1] && entry.y >= r[2] && entry.y <= r[3] && entry.z >= r[4] && entry.z <= r[5]
     });
     if !in_region {
