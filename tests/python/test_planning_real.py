@@ -252,3 +252,21 @@ def test_the_cropped_cta_cannot_reach_the_skin(tmp_path):
         assert rc == 3 and not c["reaches_skin"], c
         assert any("skin" in r or "field of view" in r for r in c["refusals"]), c["refusals"]
     assert np.allclose(p["target_mm"], spec["reference"]["lesion_centre_mm"])
+
+
+def test_a_target_inside_the_pulmonary_trunk_is_refused_naming_the_layer(tmp_path):
+    """A target deep inside TotalSegmentator's pulmonary artery label of the chest CTA (the label
+    voxel farthest from its surface, found here with scipy) lies in the heart and great vessels:
+    refused without the network's labels, naming the mediastinum layer."""
+    _, ct = case_spec(CTA)
+    label = nib.load(ct.parent / "pulmonary_artery.nii.gz")
+    mask = np.asarray(label.dataobj) > 0
+    depth = ndimage.distance_transform_edt(mask, sampling=np.sqrt((label.affine[:3, :3] ** 2).sum(axis=0)))
+    deepest = np.unravel_index(np.argmax(depth), depth.shape)
+    assert depth[deepest] > 8.0  # mm inside the trunk
+    target_lps = (label.affine[:3, :3] @ np.array(deepest) + label.affine[:3, 3]) * np.array([-1.0, -1.0, 1.0])
+    status, p = plan(tmp_path, "--ct", str(ct), "--target-mm", ",".join(f"{v:.3f}" for v in target_lps),
+                     "--no-network")
+    assert status == 3 and p["status"] == "refused"
+    assert p["refused_layer"] == "mediastinum" and "inside the mediastinum layer" in p["reason"], p["reason"]
+    assert p["chosen"] is None and p["best_refused"] is None
