@@ -744,6 +744,8 @@ fn plan_command(a: PlanArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&a.out) {
         return fail(format!("cannot create {}: {e}", a.out.display()));
     }
+    // An earlier run's plan must not outlive a run that fails before writing its own.
+    let _ = std::fs::remove_file(a.out.join("plan.json"));
     let mut timing: Vec<(&str, f64)> = Vec::new();
     let labels_path = if a.no_network {
         None

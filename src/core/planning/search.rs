@@ -249,7 +249,9 @@ fn clearance_maps(anatomy: &CtAnatomy, dims: [usize; 3], spacing: [f64; 3]) -> V
     for pair in anatomy.layers.chunks(2) {
         let maps: Vec<Option<Vec<f32>>> = std::thread::scope(|s| {
             let handles: Vec<_> = pair.iter().map(|l| s.spawn(|| one(&l.mask))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(None)).collect()
+            // A failed transform must not read as an empty layer (infinite clearance): pass the panic on,
+            // so the caller reports planning as failed instead of vouching for a path.
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
         });
         for (l, m) in pair.iter().zip(maps) {
             out.push((l.layer, m));
