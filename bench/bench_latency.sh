@@ -17,7 +17,7 @@ ARGS=(--ros-args -p marker_tracker:latency_s:=0.0 -p marker_tracker:rate_hz:=250
 summary() { grep -E "^(tracker|targets|latency) " || echo "(no summary: the run failed)"; }
 
 echo "=== one process (needle_nav_stack), ${SECONDS_RUN} s ==="
-# Hard time limits: a stuck process must not hang the benchmark (see README, known issues).
+# Hard time limits: a stuck process must not hang the benchmark (see docs/known-issues.md).
 LIMIT=$(( SECONDS_RUN + 30 ))
 timeout -k 5 "$LIMIT" "$BIN/needle_nav_stack" --run-for "$SECONDS_RUN" --summary "${ARGS[@]}" 2>/dev/null | summary
 

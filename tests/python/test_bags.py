@@ -187,7 +187,7 @@ def check_replay(live, again, rate, lockstep):
         samples = {ns(m.header.stamp) for topic, _, m in live if topic == "/needle_nav/markers"}
         answered = [ns(m.source_stamp) for topic, _, m in again if topic == "/needle_nav/target"]
         assert samples <= set(answered), (rate, len(samples - set(answered)), "samples without an answer")
-        # Every live target comes again (the baseline's start may move by a sample, see the README).
+        # Every live target comes again (the baseline's start may move by a sample, see docs/bags.md, "Deterministic replay").
         assert len(common) >= len(expected) - 3, (rate, len(common), len(expected), len(got))
     else:
         # The targets of the live run come again, for the same tracker samples ...
