@@ -31,7 +31,8 @@ echo "[demo]           the summary's timeline says when each step happened"
 # A hard limit besides --run-for and --plan-wait, so the demo always ends.
 # The stack runs as a child (not exec) so that the summary of a complete run can be written to
 # docs/results/demo.md afterwards; Ctrl-C and SIGTERM are passed on to it, and its exit status is ours.
-STARTED="$(mktemp "$ROOT/.setup/.demo_started.XXXXXX")"   # only a summary newer than this is this run's
+STARTED="$(mktemp)"   # only a summary newer than this is this run's
+trap 'rm -f "$STARTED"' EXIT
 timeout -k 5 "$(( SECONDS_TO_RUN + PLAN_WAIT + 30 ))" ./target/release/needle_nav_stack \
   --run-for "$SECONDS_TO_RUN" --plan-wait "$PLAN_WAIT" --summary \
   --record "$BAG" --report "$ROOT/.setup/demo_report" \
@@ -65,5 +66,4 @@ if [[ $STATUS == 0 && $INTERRUPTED == 0 && -f "$SUMMARY" && "$SUMMARY" -nt "$STA
     echo '```'
   } >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS" && echo "[demo] summary written to docs/results/demo.md"
 fi
-rm -f "$STARTED"
 exit "$STATUS"
