@@ -3,7 +3,8 @@
 # into a colcon workspace's src/, `colcon build`, then runs the installed all-in-one executable
 # with parameters found through the installed share/needle_nav/config.
 # Here the ROS 2 underlay is the PyPI one (scripts/setup.sh); the project's own rosidl prefix
-# (.setup/install) is left out so that colcon must build the interfaces itself.
+# (.setup/install) is left out so that colcon must build the interfaces itself: it finds the two
+# ament packages under ros2/ (needle_nav_msgs first, then needle_nav, whose build runs cargo).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
@@ -39,8 +40,10 @@ for exe in marker_tracker marker_classifier lesion_registration needle_target ve
 done
 ls "$PREFIX"/share/needle_nav/launch/*.launch.xml "$PREFIX"/share/needle_nav/config/*.yaml >/dev/null
 # Run the installed stack against the installed interfaces and configuration.
-export AMENT_PREFIX_PATH="$PREFIX:$ROOT/.setup/underlay:$VENV"
-export LD_LIBRARY_PATH="$PREFIX/lib:$LD_LIBRARY_PATH"
+MSGS="$WS/install/needle_nav_msgs"
+[[ -f "$MSGS/share/needle_nav_msgs/msg/NeedleTarget.msg" ]] || { echo "[colcon] needle_nav_msgs was not built as its own package"; exit 1; }
+export AMENT_PREFIX_PATH="$PREFIX:$MSGS:$ROOT/.setup/underlay:$VENV"
+export LD_LIBRARY_PATH="$PREFIX/lib:$MSGS/lib:$LD_LIBRARY_PATH"
 export ROS_DOMAIN_ID="${NEEDLE_NAV_TEST_DOMAIN:-42}" ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 out="$("$PREFIX/lib/needle_nav/needle_nav_stack" --run-for 3 --summary 2>&1)"
 grep -q "configuration from $PREFIX/share/needle_nav/config/marker_tracker.yaml" <<<"$out" \

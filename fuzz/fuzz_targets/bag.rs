@@ -2,7 +2,7 @@
 //! replay read them. Input: metadata.yaml, `FILE_SEPARATOR`, the MCAP bytes (named bag_0.mcap).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use needle_nav::bag;
+use needle_nav_bags as bag;
 use needle_nav_fuzz::{scratch, split_files, write};
 
 fuzz_target!(|data: &[u8]| {

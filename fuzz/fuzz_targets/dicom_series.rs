@@ -2,7 +2,7 @@
 //! `FILE_SEPARATOR`) in one folder, loaded as the planner and the segmentation service do.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use needle_nav::imaging::dicom_read;
+use needle_nav_imaging::dicom_read;
 use needle_nav_fuzz::{scratch, split_files, write};
 
 fuzz_target!(|data: &[u8]| {

@@ -2,9 +2,9 @@
 //! loader (the header size guard, then the full read).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use needle_nav::core::segmentation_request::SegmentationInput;
-use needle_nav::imaging::nifti;
-use needle_nav::segmentation::pipeline::load_input;
+use needle_nav_segmentation::request::SegmentationInput;
+use needle_nav_imaging::nifti;
+use needle_nav_segmentation::pipeline::load_input;
 use needle_nav_fuzz::{scratch, write};
 
 /// The service's default limit is far larger; this keeps one run's memory small.

@@ -8,12 +8,12 @@
 //! are skipped (the fuzzer must not write outside the sandbox).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use needle_nav::core::segmentation::model_info::ModelInfo;
-use needle_nav::core::segmentation::sliding_window::{PatchPredictor, PredictError};
-use needle_nav::imaging::nifti;
-use needle_nav::imaging::volume::Geometry;
-use needle_nav::segmentation::pipeline::VesselSegmenter;
-use needle_nav::segmentation::service::{SegmentRequest, SegmentationService, ServiceLimits};
+use needle_nav_segmentation::model_info::ModelInfo;
+use needle_nav_segmentation::sliding_window::{PatchPredictor, PredictError};
+use needle_nav_imaging::nifti;
+use needle_nav_core::volume::Geometry;
+use needle_nav_segmentation::pipeline::VesselSegmenter;
+use needle_nav_segmentation::service::{SegmentRequest, SegmentationService, ServiceLimits};
 use needle_nav_fuzz::{scratch, write, Bytes};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -75,7 +75,7 @@ fn service() -> &'static SegmentationService {
             // Requests write into a sandbox of scratch folders: replacing an earlier result is fine.
             overwrite_results: true,
             skip_unreadable_slices: false,
-            scheduling: needle_nav::segmentation::scheduling::WorkerScheduling::Normal,
+            scheduling: needle_nav_segmentation::scheduling::WorkerScheduling::Normal,
         };
         SegmentationService::start(limits, || {
             let info = ModelInfo::from_json(MODEL_INFO).map_err(|e| e.to_string())?;

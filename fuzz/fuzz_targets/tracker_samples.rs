@@ -13,13 +13,13 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use nalgebra::{Isometry3, Matrix3, Point3, Vector3};
-use needle_nav::config::MarkerClassifierConfig;
-use needle_nav::core::classification::WindowClassifier;
-use needle_nav::core::correction::PredictionMethod;
-use needle_nav::core::guidance::{CtPhase, PlanningCase, RegisteredPlan, TargetComputer, TargetConfig};
-use needle_nav::core::sample_validation::{SampleChecks, SampleValidator};
-use needle_nav::core::target_gate::{self, GateInputs};
-use needle_nav::core::tracking::{MarkerObservation, TrackerSample};
+use needle_nav_config::MarkerClassifierConfig;
+use needle_nav_core::classification::WindowClassifier;
+use needle_nav_core::correction::PredictionMethod;
+use needle_nav_core::guidance::{CtPhase, PlanningCase, RegisteredPlan, TargetComputer, TargetConfig};
+use needle_nav_core::sample_validation::{SampleChecks, SampleValidator};
+use needle_nav_core::target_gate::{self, GateInputs};
+use needle_nav_core::tracking::{MarkerObservation, TrackerSample};
 use needle_nav_fuzz::Bytes;
 
 /// Ids 1-3 are still (registration) markers, 4-6 breathe (correction); others are strays.

@@ -32,12 +32,17 @@ import rclpy  # noqa: E402  (after conftest set the domain)
 
 BAGS = ROOT / "tests" / "bags"
 SEPARATOR = "=" * 80 + "\n"
+def current(type_name):
+    """The committed bags predate the needle_nav_msgs package: their types are needle_nav/msg/*."""
+    return type_name.replace("needle_nav/msg/", "needle_nav_msgs/msg/")
+
+
 EXPECTED_TYPES = {
-    "/needle_nav/markers": "needle_nav/msg/TrackedMarkerArray",
-    "/needle_nav/debug/ground_truth": "needle_nav/msg/PhantomGroundTruth",
-    "/needle_nav/marker_classification": "needle_nav/msg/MarkerClassification",
-    "/needle_nav/registration": "needle_nav/msg/LesionRegistration",
-    "/needle_nav/target": "needle_nav/msg/NeedleTarget",
+    "/needle_nav/markers": "needle_nav_msgs/msg/TrackedMarkerArray",
+    "/needle_nav/debug/ground_truth": "needle_nav_msgs/msg/PhantomGroundTruth",
+    "/needle_nav/marker_classification": "needle_nav_msgs/msg/MarkerClassification",
+    "/needle_nav/registration": "needle_nav_msgs/msg/LesionRegistration",
+    "/needle_nav/target": "needle_nav_msgs/msg/NeedleTarget",
     "/needle_nav/viz/markers": "visualization_msgs/msg/MarkerArray",
     "/needle_nav/viz/marker_classes": "visualization_msgs/msg/MarkerArray",
 }
@@ -80,7 +85,7 @@ def test_committed_bags_read_back_with_rosbags(name):
         "/needle_nav/markers", "/needle_nav/debug/ground_truth", "/needle_nav/marker_classification",
         "/needle_nav/registration", "/needle_nav/target"}
     for topic, c in by_topic.items():
-        assert c.msgtype == EXPECTED_TYPES[topic]
+        assert current(c.msgtype) == EXPECTED_TYPES[topic]
         assert c.msgcount == sum(1 for m in messages if m[0] == topic), topic
     # QoS as offered: the tracker stream is best effort, the registration latched.
     assert by_topic["/needle_nav/markers"].ext.offered_qos_profiles[0].reliability.name == "BEST_EFFORT"
@@ -284,7 +289,7 @@ def test_bag_info_reports_what_rosbags_reads_in_the_mcap_file(name):
     assert code == 0 and summary["problems"] == [], out.stdout
     assert_bag_info_is_the_mcap(summary, BAGS / name)
     for t in summary["topics"]:
-        assert t["metadata_type_name"] == t["type_name"] == EXPECTED_TYPES[t["name"]], t
+        assert current(t["metadata_type_name"]) == current(t["type_name"]) == EXPECTED_TYPES[t["name"]], t
         assert t["metadata_messages"] == t["messages"], t
 
 
@@ -316,8 +321,8 @@ METADATA_EDITS = {
                    "at 1795267668025587764 ns"),
     "duration": (lambda i: i["duration"].update(nanoseconds=35955921964 + 1),
                  "metadata.yaml says duration 35955921965 ns, the messages in the MCAP file span 35955921964 ns"),
-    "topic_type": (lambda i: markers_entry(i)["topic_metadata"].update(type="needle_nav/msg/NeedleTarget"),
-                   "/needle_nav/markers: metadata.yaml says type needle_nav/msg/NeedleTarget, the MCAP schema says "
+    "topic_type": (lambda i: markers_entry(i)["topic_metadata"].update(type="needle_nav_msgs/msg/NeedleTarget"),
+                   "/needle_nav/markers: metadata.yaml says type needle_nav_msgs/msg/NeedleTarget, the MCAP schema says "
                    "needle_nav/msg/TrackedMarkerArray"),
     "serialization_format": (lambda i: markers_entry(i)["topic_metadata"].update(serialization_format="cbor"),
                              "/needle_nav/markers: metadata.yaml says serialization_format cbor, the MCAP channel's "
@@ -344,7 +349,7 @@ def test_a_metadata_yaml_that_disagrees_with_the_mcap_file_is_refused(edit, peer
     assert_bag_info_is_the_mcap(summary, bag)
     # --play refuses the bag, naming the problem, and publishes nothing; a subscriber of the type the
     # metadata names (the wrong one in `topic_type`) receives nothing (before the fix: 507 messages).
-    from needle_nav.msg import NeedleTarget, TrackedMarkerArray
+    from needle_nav_msgs.msg import NeedleTarget, TrackedMarkerArray
     received = []
     from rclpy.qos import qos_profile_sensor_data
     wrong_or_right = NeedleTarget if edit == "topic_type" else TrackedMarkerArray

@@ -9,13 +9,13 @@ NODES = ["marker_tracker", "marker_classifier", "lesion_registration", "needle_t
 
 # Written out by hand as well, so that a wrong declaration cannot pass by agreeing with itself.
 EXPECTED = {
-    "/needle_nav/markers": "needle_nav/msg/TrackedMarkerArray",
-    "/needle_nav/debug/ground_truth": "needle_nav/msg/PhantomGroundTruth",
-    "/needle_nav/marker_classification": "needle_nav/msg/MarkerClassification",
-    "/needle_nav/registration": "needle_nav/msg/LesionRegistration",
-    "/needle_nav/target": "needle_nav/msg/NeedleTarget",
+    "/needle_nav/markers": "needle_nav_msgs/msg/TrackedMarkerArray",
+    "/needle_nav/debug/ground_truth": "needle_nav_msgs/msg/PhantomGroundTruth",
+    "/needle_nav/marker_classification": "needle_nav_msgs/msg/MarkerClassification",
+    "/needle_nav/registration": "needle_nav_msgs/msg/LesionRegistration",
+    "/needle_nav/target": "needle_nav_msgs/msg/NeedleTarget",
     "/needle_nav/target_pose": "geometry_msgs/msg/PoseStamped",
-    "/needle_nav/plan": "needle_nav/msg/NeedlePlan",
+    "/needle_nav/plan": "needle_nav_msgs/msg/NeedlePlan",
     "/needle_nav/viz/markers": "visualization_msgs/msg/MarkerArray",
     "/needle_nav/viz/target": "visualization_msgs/msg/MarkerArray",
     "/needle_nav/viz/marker_classes": "visualization_msgs/msg/MarkerArray",

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import executable, wait_until
-from needle_nav.msg import LesionRegistration, NeedleTarget, PhantomGroundTruth
+from needle_nav_msgs.msg import LesionRegistration, NeedleTarget, PhantomGroundTruth
 from tf2_msgs.msg import TFMessage
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 

@@ -12,9 +12,9 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Time
 from conftest import wait_until
-from needle_nav.msg import (LesionRegistration, MarkerClassification, NeedlePlan, NeedleTarget,
+from needle_nav_msgs.msg import (LesionRegistration, MarkerClassification, NeedlePlan, NeedleTarget,
                             PhantomGroundTruth, TrackedMarker, TrackedMarkerArray)
-from needle_nav.srv import SegmentVessels
+from needle_nav_msgs.srv import SegmentVessels
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

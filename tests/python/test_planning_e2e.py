@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from conftest import executable, wait_until
-from needle_nav.msg import NeedlePlan
+from needle_nav_msgs.msg import NeedlePlan
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from scipy import ndimage
 from visualization_msgs.msg import Marker, MarkerArray

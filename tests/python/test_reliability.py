@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import executable, wait_until
-from needle_nav.msg import LesionRegistration, MarkerClassification, NeedleTarget, TrackedMarker, TrackedMarkerArray
+from needle_nav_msgs.msg import LesionRegistration, MarkerClassification, NeedleTarget, TrackedMarker, TrackedMarkerArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)

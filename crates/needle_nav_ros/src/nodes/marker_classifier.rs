@@ -1,0 +1,149 @@
+//! marker_classifier: splits markers into registration and correction markers from their
+//! motion over a sliding window; publishes (latched) whenever the split changes.
+
+use super::{config, lock, publisher, subscription, SampleGate};
+use needle_nav_config::ClassificationMethod;
+use needle_nav_config::MarkerClassifierConfig;
+use needle_nav_core::classification::{LogisticModel, MarkerClass, MotionMode, WindowClassifier};
+use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, VIZ_MARKER_CLASSES};
+use crate::convert;
+use crate::msg;
+use crate::runtime::{NodeContext, NodeError};
+use crate::viz::{self, MarkerRole};
+use futures::StreamExt;
+use nalgebra::Matrix3;
+use std::sync::{Arc, Mutex};
+
+const NAME: &str = "marker_classifier";
+/// Re-evaluate the classes at most this often [ns].
+const CLASSIFY_PERIOD_NS: i64 = 100_000_000;
+
+pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
+    let cfg: MarkerClassifierConfig = config(node, NAME)?;
+    let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
+    let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
+    let classification_pub = publisher::<msg::MarkerClassification>(node, CLASSIFICATION)?;
+    let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, VIZ_MARKER_CLASSES)?;
+    let parameters_yaml = serde_yaml::to_string(&cfg).unwrap_or_default();
+    let model = match cfg.method {
+        ClassificationMethod::Learned => {
+            Some(LogisticModel::load(std::path::Path::new(&cfg.model_path)).map_err(|e| {
+                NodeError::Config(needle_nav_config::ConfigError::BadKey {
+                    node: NAME.into(),
+                    key: "model_path".into(),
+                    reason: e.to_string(),
+                })
+            })?)
+        }
+        _ => None,
+    };
+    // Patient axes for motion-mode recognition: configured, else from the latest registration.
+    let configured_axes = (cfg.motion_modes.tracker_to_patient.len() == 9)
+        .then(|| Matrix3::from_row_slice(&cfg.motion_modes.tracker_to_patient));
+    let registered_axes: Arc<Mutex<Option<Matrix3<f64>>>> = Arc::new(Mutex::new(None));
+    {
+        let registered_axes = registered_axes.clone();
+        cx.spawn(async move {
+            while let Some(r) = registrations.next().await {
+                let usable = convert::registration_usable(&r);
+                // image_to_tracker rotates CT (patient) axes into the tracker frame; its inverse maps back.
+                let rotation = convert::transform_from_msg(&r.image_to_tracker).rotation;
+                *lock(&registered_axes) = usable.then(|| rotation.to_rotation_matrix().matrix().transpose());
+            }
+        });
+    }
+    let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
+    let mut classifier = WindowClassifier::new(cfg, model);
+    let cx2 = cx.clone();
+    crate::replay::register(NAME);
+
+    cx.spawn(async move {
+        // Classify once per period of tracker time, on a fixed grid (same instants live and in replay).
+        let mut last_slot = None;
+        while let Some(m) = samples.next().await {
+            crate::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
+            // A refused sample leaves the windows untouched.
+            let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else { continue };
+            let sample = checked.sample;
+            for obs in sample.usable() {
+                classifier.push(obs.id, sample.stamp_ns, obs.position);
+            }
+            let slot = sample.stamp_ns.div_euclid(CLASSIFY_PERIOD_NS);
+            if last_slot == Some(slot) {
+                continue;
+            }
+            last_slot = Some(slot);
+            let axes = configured_axes.or(*lock(&registered_axes));
+            let (results, changed) = classifier.classify(axes.as_ref());
+            // rviz: where each marker is now, coloured by its current class.
+            let frame = if m.header.frame_id.is_empty() { frames::TRACKER } else { &m.header.frame_id };
+            let shown: Vec<_> = sample
+                .usable()
+                .map(|o| {
+                    let role = match results.iter().find(|r| r.id == o.id).and_then(|r| r.class) {
+                        Some(MarkerClass::Registration) => MarkerRole::Registration,
+                        Some(MarkerClass::Correction) => MarkerRole::Correction,
+                        None => MarkerRole::Unclassified,
+                    };
+                    (o.id, o.position, role)
+                })
+                .collect();
+            let _ = viz_pub.publish(&viz::marker_classes(sample.stamp_ns, frame, &shown));
+            if !changed {
+                continue;
+            }
+            let cfg = classifier.config();
+            let mut out = msg::MarkerClassification {
+                header: convert::header(
+                    sample.stamp_ns,
+                    if m.header.frame_id.is_empty() { frames::TRACKER } else { &m.header.frame_id },
+                ),
+                feature: cfg.feature.as_str().into(),
+                method: cfg.method.as_str().into(),
+                threshold: cfg.threshold_m,
+                hysteresis: cfg.hysteresis_m,
+                window_duration: cfg.window_s,
+                parameters_yaml: parameters_yaml.clone(),
+                ..Default::default()
+            };
+            for r in &results {
+                let class = match r.class {
+                    Some(MarkerClass::Registration) => {
+                        out.registration_marker_ids.push(r.id);
+                        msg::MarkerFeature::CLASS_REGISTRATION as u8
+                    }
+                    Some(MarkerClass::Correction) => {
+                        out.correction_marker_ids.push(r.id);
+                        msg::MarkerFeature::CLASS_CORRECTION as u8
+                    }
+                    None => msg::MarkerFeature::CLASS_UNASSIGNED as u8,
+                };
+                out.markers.push(msg::MarkerFeature {
+                    id: r.id,
+                    marker_class: class,
+                    displacement_feature: r.feature,
+                    motion_mode: match r.mode {
+                        MotionMode::None => msg::MarkerFeature::MODE_NONE as u8,
+                        MotionMode::Lateral => msg::MarkerFeature::MODE_LATERAL as u8,
+                        MotionMode::Expansion => msg::MarkerFeature::MODE_EXPANSION as u8,
+                        MotionMode::Longitudinal => msg::MarkerFeature::MODE_LONGITUDINAL as u8,
+                    },
+                    mode_similarity: r.mode_similarity,
+                    body_region: msg::MarkerFeature::REGION_UNKNOWN as u8,
+                    samples_in_window: r.samples as u32,
+                });
+            }
+            tracing::info!(
+                node = NAME,
+                registration = ?out.registration_marker_ids,
+                correction = ?out.correction_marker_ids,
+                "marker classes changed"
+            );
+            if let Err(e) = classification_pub.publish(&out) {
+                tracing::warn!(node = NAME, "publish failed: {e}");
+            }
+            crate::replay::note_shared();
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! vessel_segmentation: serves needle_nav/segment_vessels. The network runs on the service's
+//! worker thread (one request at a time, later ones queued or refused as configured); this
+//! node converts requests and outcomes. Every request gets a response, errors included.
+
+use super::config;
+use needle_nav_config::VesselSegmentationConfig;
+use needle_nav_core::interfaces::SEGMENT_VESSELS;
+use crate::qos;
+use crate::runtime::{NodeContext, NodeError, RosContext};
+use crate::srv::SegmentVessels;
+use needle_nav_segmentation::pipeline::{default_model_path, SegmentationResult};
+use needle_nav_segmentation::service::{Outcome, SegmentRequest, SegmentationService, ServiceLimits};
+use needle_nav_segmentation::{OnnxVesselModel, VesselSegmenter};
+use futures::StreamExt;
+use std::path::PathBuf;
+
+const NAME: &str = "vessel_segmentation";
+
+pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
+    let cfg: VesselSegmentationConfig = config(node, NAME)?;
+    let model_path =
+        if cfg.model_path.trim().is_empty() { default_model_path() } else { PathBuf::from(&cfg.model_path) };
+    let threads = cfg.threads as usize;
+    let limits = ServiceLimits {
+        max_input_voxels: cfg.max_input_voxels,
+        queue_when_busy: cfg.queue_when_busy,
+        max_queue: cfg.max_queue as usize,
+        overwrite_results: cfg.overwrite_results,
+        skip_unreadable_slices: cfg.skip_unreadable_slices,
+        scheduling: cfg.worker_scheduling,
+    };
+    tracing::info!(node = NAME, model = %model_path.display(), "loading the vessel model");
+    let service = SegmentationService::start(limits, move || {
+        OnnxVesselModel::load(&model_path, threads).map(VesselSegmenter::new).map_err(|e| e.to_string())
+    });
+    let mut requests = node
+        .create_service::<SegmentVessels::Service>(SEGMENT_VESSELS.name, qos::profile(SEGMENT_VESSELS.qos))
+        .ros(format!("cannot serve {}", SEGMENT_VESSELS.name))?;
+    cx.spawn(async move {
+        while let Some(req) = requests.next().await {
+            let r = &req.message;
+            let request = SegmentRequest {
+                input_path: r.input_path.clone(),
+                output_dir: r.output_dir.clone(),
+                hu_refinement: r.hu_refinement,
+                write_surface: r.write_surface,
+                patch_overlap: r.patch_overlap,
+            };
+            tracing::info!(node = NAME, input = %request.input_path, pending = service.pending(), "request");
+            match service.submit(request) {
+                Err(refusal) => {
+                    let response = SegmentVessels::Response { message: refusal.to_string(), ..Default::default() };
+                    tracing::warn!(node = NAME, "refused: {}", response.message);
+                    respond(req, response);
+                }
+                Ok(outcome) => {
+                    // Answer when the worker is done, without holding up later requests.
+                    tokio::spawn(async move {
+                        let outcome: Outcome =
+                            outcome.await.unwrap_or_else(|_| Err("the segmentation worker stopped".into()));
+                        respond(req, to_response(outcome));
+                    });
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn respond(req: r2r::ServiceRequest<SegmentVessels::Service>, response: SegmentVessels::Response) {
+    if let Err(e) = req.respond(response) {
+        tracing::warn!(node = NAME, "could not send the response: {e}");
+    }
+}
+
+fn to_response(outcome: Outcome) -> SegmentVessels::Response {
+    match outcome {
+        Err(message) => {
+            tracing::warn!(node = NAME, "segmentation failed: {message}");
+            SegmentVessels::Response { message, ..Default::default() }
+        }
+        Ok(r) => {
+            let message = summary_message(&r);
+            tracing::info!(node = NAME, "{message}");
+            let path = |p: &std::path::Path| p.display().to_string();
+            SegmentVessels::Response {
+                success: true,
+                message,
+                label_map_path: path(&r.label_map_path),
+                summary_json_path: path(&r.summary_json_path),
+                surface_path: r.surface_path.as_deref().map(path).unwrap_or_default(),
+                class_names: r.class_names.clone(),
+                voxel_counts: r.voxel_counts.clone(),
+                volumes_ml: r.volumes_ml.clone(),
+                stage_names: r.stages.iter().map(|s| s.stage.clone()).collect(),
+                stage_seconds: r.stages.iter().map(|s| s.seconds).collect(),
+                total_seconds: r.total_seconds,
+            }
+        }
+    }
+}
+
+fn summary_message(r: &SegmentationResult) -> String {
+    let volumes: Vec<String> =
+        r.class_names.iter().zip(&r.volumes_ml).skip(1).map(|(n, v)| format!("{n} {v:.1} ml")).collect();
+    let mut m = format!(
+        "segmented {} in {:.1} s: {}; {} phase; refinement relabelled {} voxels",
+        r.input,
+        r.total_seconds,
+        volumes.join(", "),
+        if r.contrast_enhanced { "contrast" } else { "plain" },
+        r.refined_voxels
+    );
+    for w in &r.warnings {
+        m.push_str("; warning: ");
+        m.push_str(w);
+    }
+    m
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Checks the workspace's layering from cargo's own dependency graph (normal dependencies only):
+# each crate may use only the crates below it, and heavy dependencies stay where they are used.
+# A violation names the crate and the dependency it must not have.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+fail=0
+# crate: dependencies it must not have (directly or through others)
+rules=(
+  "needle_nav_core: r2r ort dicom-object dicom-pixeldata mcap needle_nav_imaging needle_nav_sim needle_nav_segmentation needle_nav_planning needle_nav_config needle_nav_bags needle_nav_ros"
+  "needle_nav_imaging: r2r ort mcap needle_nav_sim needle_nav_segmentation needle_nav_planning needle_nav_config needle_nav_ros"
+  "needle_nav_sim: r2r ort mcap needle_nav_segmentation needle_nav_planning needle_nav_config needle_nav_ros"
+  "needle_nav_segmentation: r2r mcap needle_nav_planning needle_nav_config needle_nav_ros"
+  "needle_nav_planning: r2r mcap needle_nav_config needle_nav_ros"
+  "needle_nav_config: r2r mcap needle_nav_ros"
+  "needle_nav_bags: r2r ort dicom-object needle_nav_core needle_nav_ros"
+  "needle_nav: r2r needle_nav_ros"
+)
+for rule in "${rules[@]}"; do
+  crate="${rule%%:*}"
+  deps="$(cargo tree --offline --locked -e normal -p "$crate" --prefix none --format '{p}' | awk '{print $1}' | sort -u)"
+  for banned in ${rule#*:}; do
+    if grep -qx "$banned" <<<"$deps"; then
+      echo "[layers] $crate depends on $banned (not allowed: see ARCHITECTURE.md)"
+      cargo tree --offline --locked -e normal -p "$crate" -i "$banned" 2>/dev/null | head -8
+      fail=1
+    fi
+  done
+done
+if [[ $fail == 0 ]]; then echo "[layers] every crate uses only the layers below it"; echo "layers: ${#rules[@]} passed, 0 failed"; fi
+exit $fail

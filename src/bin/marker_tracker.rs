@@ -1,4 +1,0 @@
-//! The `marker_tracker` node as its own executable.
-fn main() -> std::process::ExitCode {
-    needle_nav::ros::runtime::main_single(needle_nav::interfaces::NodeKind::MarkerTracker)
-}

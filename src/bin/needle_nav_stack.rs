@@ -1,6 +1,0 @@
-//! All six nodes in one process (like a component container): no serialisation between
-//! them, lowest latency. `--run-for S --summary` stops after S seconds and prints what the
-//! stack did.
-fn main() -> std::process::ExitCode {
-    needle_nav::ros::runtime::main_nodes(&needle_nav::interfaces::NodeKind::ALL)
-}
