@@ -23,7 +23,7 @@ EXPECTED = {
     "/tf_static": "tf2_msgs/msg/TFMessage",
     "/tf": "tf2_msgs/msg/TFMessage",
 }
-EXPECTED_SERVICES = {"/needle_nav/segment_vessels": "needle_nav/srv/SegmentVessels"}
+EXPECTED_SERVICES = {"/needle_nav/segment_vessels": "needle_nav_msgs/srv/SegmentVessels"}
 
 QOS = {
     "sensor_data": (ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE),

@@ -100,7 +100,7 @@ pub const TF: Endpoint = Endpoint { name: "/tf", type_name: "tf2_msgs/msg/TFMess
 /// Simulated time, published by the bag player (`--play BAG --clock`); nodes follow it with use_sim_time:=true.
 pub const CLOCK: Endpoint = Endpoint { name: "/clock", type_name: "rosgraph_msgs/msg/Clock", qos: QosKind::SensorData };
 pub const SEGMENT_VESSELS: Endpoint =
-    Endpoint { name: "needle_nav/segment_vessels", type_name: "needle_nav/srv/SegmentVessels", qos: QosKind::Service };
+    Endpoint { name: "needle_nav/segment_vessels", type_name: "needle_nav_msgs/srv/SegmentVessels", qos: QosKind::Service };
 
 /// The six nodes. The executable and the default node name are the same string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
