@@ -7,6 +7,7 @@ pub mod correspondence;
 pub mod ct_markers;
 pub mod extmarker;
 pub mod guidance;
+pub mod nodes;
 pub mod phantom;
 pub mod planning;
 pub mod registration;
