@@ -11,7 +11,7 @@ use crate::core::classification::MarkerClass;
 use crate::core::correction::{PredictionMethod, Predictor};
 use crate::core::extmarker;
 use crate::core::guidance::{CtPhase, PlanningCase, RegisteredPlan, Target};
-use crate::core::nodes::lesion_registration::{run_update, LesionRegistrationMachine};
+use crate::core::nodes::lesion_registration::{run_update, LesionRegistrationMachine, NoRegistration};
 use crate::core::nodes::marker_classifier::MarkerClassifierMachine;
 use crate::core::nodes::needle_target::{BaselineFile, NeedleTargetMachine, StateFile, TargetRegistration};
 use crate::core::phantom::{MotionState, Phantom, PhantomConfig};
@@ -123,6 +123,8 @@ pub struct RegistrationStudy {
     pub simulated_fle_mm: f64,
     pub predicted_tre_with_simulated_fle_rms_mm: f64,
     pub observed_over_predicted_with_simulated_fle: f64,
+    /// Marker observations the node's sample checks dropped (jumps: the simulated tracker's id swaps).
+    pub markers_dropped_by_sample_checks: usize,
 }
 
 /// Registration study: predicted versus observed TRE at the lesion over `trials` patients. Each
@@ -135,7 +137,7 @@ fn registration_study(o: &EvaluationOptions) -> RegistrationStudy {
     // The FLE actually simulated: CT localisation error plus the tracker's, averaged over the
     // end-exhale samples (15 % of 500).
     let true_fle_m = ((o.ct_fle_mm * 1e-3).powi(2) + 0.25e-3f64.powi(2) / 75.0).sqrt();
-    let mut failures = 0;
+    let (mut failures, mut dropped) = (0, 0);
     for trial in 0..o.trials {
         let seed = o.seed + trial as u64;
         let Ok(phantom) = Phantom::new(PhantomConfig { seed, dims: [16, 16, 16], ..Default::default() }) else {
@@ -162,6 +164,7 @@ fn registration_study(o: &EvaluationOptions) -> RegistrationStudy {
             let sample = sim.sample(t, (t * 1e9).round() as i64).0;
             newest = sample.stamp_ns;
             if let Ok(c) = checked(&mut validator, &sample) {
+                dropped += c.dropped.len();
                 node.on_sample(c, "");
             }
         }
@@ -193,6 +196,7 @@ fn registration_study(o: &EvaluationOptions) -> RegistrationStudy {
         simulated_fle_mm: true_fle_m * 1e3,
         predicted_tre_with_simulated_fle_rms_mm: rms(&predicted_true) * 1e3,
         observed_over_predicted_with_simulated_fle: rms(&observed) / rms(&predicted_true),
+        markers_dropped_by_sample_checks: dropped,
     }
 }
 
@@ -223,8 +227,8 @@ pub struct TrackingStudy {
     pub classification_accuracy: f64,
     /// Registrations published (status OK or outliers excluded), over all trials.
     pub registrations: usize,
-    /// Registration updates that gave none (published as a status), over all trials.
-    pub registration_refusals: usize,
+    /// Registration updates that gave none (published as a status), by reason, over all trials.
+    pub registration_refusals: std::collections::BTreeMap<String, usize>,
     pub valid_targets: usize,
     pub invalid_targets: std::collections::BTreeMap<String, usize>,
 }
@@ -243,7 +247,7 @@ struct NodeGraph {
     case: Result<PlanningCase, String>,
     last_classes: Vec<crate::core::classification::MarkerResult>,
     registrations: usize,
-    refusals: usize,
+    refusals: std::collections::BTreeMap<String, usize>,
 }
 
 impl NodeGraph {
@@ -279,7 +283,7 @@ impl NodeGraph {
             case: Ok(case),
             last_classes: Vec::new(),
             registrations: 0,
-            refusals: 0,
+            refusals: Default::default(),
         }
     }
 
@@ -318,7 +322,15 @@ impl NodeGraph {
                         Ok(plan)
                     }
                     Err(e) => {
-                        self.refusals += 1;
+                        let kind = match &e {
+                            NoRegistration::NoCase(_) => "no planning case".to_string(),
+                            NoRegistration::WaitingForMarkers => "waiting for markers and classes".into(),
+                            NoRegistration::NoPlanEntry => "no plan entry".into(),
+                            NoRegistration::Failed(g) => {
+                                format!("{g:?}").split([' ', '(', '{']).next().unwrap_or("").into()
+                            }
+                        };
+                        *self.refusals.entry(kind).or_default() += 1;
                         self.classifier.on_registration(None);
                         Err(e.to_string())
                     }
@@ -338,7 +350,8 @@ impl NodeGraph {
 fn tracking_study(o: &EvaluationOptions) -> TrackingStudy {
     let (mut none, mut corrected, mut late, mut predicted) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut class_right, mut class_total) = (0usize, 0usize);
-    let (mut registrations, mut refusals) = (0usize, 0usize);
+    let mut registrations = 0usize;
+    let mut refusals = std::collections::BTreeMap::<String, usize>::new();
     let mut invalid = std::collections::BTreeMap::<String, usize>::new();
     let mut valid = 0usize;
     let rate = 50.0;
@@ -404,7 +417,9 @@ fn tracking_study(o: &EvaluationOptions) -> TrackingStudy {
             class_right += usize::from(r.class == Some(expected));
         }
         registrations += graph.registrations;
-        refusals += graph.refusals;
+        for (k, n) in graph.refusals {
+            *refusals.entry(k).or_default() += n;
+        }
     }
     TrackingStudy {
         trials: o.tracking_trials,
