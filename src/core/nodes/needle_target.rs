@@ -54,7 +54,7 @@ pub enum StateFile {
     /// Configured, nothing there yet.
     Absent,
     /// A breathing state saved before a restart: tried once, on the first target computer.
-    Saved(SavedBreathingState),
+    Saved(Box<SavedBreathingState>),
     /// Something that is not ours (unreadable, or not a saved state): never overwritten.
     NotOurs,
 }
@@ -198,7 +198,7 @@ impl NeedleTargetMachine {
         let (resume, state_saving) = match state_file {
             StateFile::Off | StateFile::NotOurs => (None, false),
             StateFile::Absent => (None, true),
-            StateFile::Saved(s) => (Some(s), true),
+            StateFile::Saved(s) => (Some(*s), true),
         };
         NeedleTargetMachine {
             cfg,
@@ -700,12 +700,12 @@ mod tests {
         let outcomes = feed(&mut first, 0..(6 * 32));
         let saved = outcomes.iter().rev().find_map(|(_, o)| o.save_state.clone()).expect("saved");
 
-        let mut m = ready(StateFile::Saved(saved.clone()));
+        let mut m = ready(StateFile::Saved(Box::new(saved.clone())));
         let outcomes = feed(&mut m, (7 * 32)..(7 * 32 + 1));
         assert!(matches!(&outcomes[0].1.events[..], [NeedleTargetEvent::Resumed { .. }]), "{:?}", outcomes[0].1.events);
         assert!(m.computer().is_some_and(|c| c.baseline().is_some()));
 
-        let mut m = NeedleTargetMachine::new(cfg(), BaselineFile::Off, StateFile::Saved(saved));
+        let mut m = NeedleTargetMachine::new(cfg(), BaselineFile::Off, StateFile::Saved(Box::new(saved)));
         m.on_classification(vec![1, 2, 3]);
         m.on_registration(registration(0, 2e-3));
         let outcomes = feed(&mut m, (7 * 32)..(7 * 32 + 1));

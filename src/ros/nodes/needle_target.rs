@@ -231,7 +231,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     } else {
         match read_state_file(&cfg.state_file) {
             (_, true) => StateFile::NotOurs,
-            (Some(saved), false) => StateFile::Saved(saved),
+            (Some(saved), false) => StateFile::Saved(Box::new(saved)),
             (None, false) => StateFile::Absent,
         }
     };
