@@ -3,7 +3,7 @@
 //! the whole document before it reads the CT; the folder has no CT, so it stops there).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use needle_nav_config::TrajectoryPlannerConfig;
+use needle_nav_nodes::config::TrajectoryPlannerConfig;
 use needle_nav_core::ct_markers::MarkerDetectionConfig;
 use needle_nav_core::guidance::{PlanningCase, SelectionConfig};
 use needle_nav_fuzz::{scratch, write};

@@ -2,7 +2,7 @@
 //! (every node's section, merged and validated), plus a command-line style override.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use needle_nav_config::{self as config, check_node_config};
+use needle_nav_nodes::config::{self, check_node_config};
 use needle_nav_core::interfaces::NodeKind;
 
 fuzz_target!(|data: &[u8]| {

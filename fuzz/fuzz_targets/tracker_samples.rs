@@ -13,7 +13,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use nalgebra::{Isometry3, Matrix3, Point3, Vector3};
-use needle_nav_config::MarkerClassifierConfig;
+use needle_nav_nodes::config::MarkerClassifierConfig;
 use needle_nav_core::classification::WindowClassifier;
 use needle_nav_core::correction::PredictionMethod;
 use needle_nav_core::guidance::{CtPhase, PlanningCase, RegisteredPlan, TargetComputer, TargetConfig};

@@ -1,6 +1,6 @@
 //! The planner's configuration as the `trajectory_planner` node and `needle_nav plan` read it
 //! (ROS 2 parameter-file format, SI units); `plan_files::planner_options` turns it into the
-//! search's options. Validation lives with the other node configurations (`needle_nav_config`).
+//! search's options. Validation lives with the other node configurations (`needle_nav_nodes`).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! ROS parameters (from `--ros-args --params-file F -p k:=v`) as configuration overrides.
 
-use needle_nav_config::{self as config, ConfigError, ConfigSource, Overrides, Validate};
+use needle_nav_nodes::config::{self, ConfigError, ConfigSource, Overrides, Validate};
 use r2r::ParameterValue;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;

@@ -1,7 +1,7 @@
 //! Process plumbing shared by every executable: logging, the ROS context, one spin thread
 //! per node, node tasks on a tokio runtime, and clean shutdown on SIGINT/SIGTERM.
 
-use needle_nav_config::ConfigError;
+use needle_nav_nodes::config::ConfigError;
 use needle_nav_core::run_timeline::{secs, ClockStart, RunClock};
 use needle_nav_core::interfaces::NodeKind;
 use std::future::Future;
@@ -206,7 +206,7 @@ impl RunOptions {
     }
 }
 
-pub use needle_nav_config::logging::init_tracing;
+pub use needle_nav_nodes::logging::init_tracing;
 
 fn usage(program: &str) -> String {
     format!(
@@ -236,7 +236,7 @@ pub fn main_nodes(kinds: &[NodeKind]) -> ExitCode {
     let opts = match RunOptions::parse(&args) {
         Ok(o) => o,
         Err(msg) if msg.is_empty() => {
-            needle_nav_config::logging::print_line(&usage(&program));
+            needle_nav_nodes::logging::print_line(&usage(&program));
             return ExitCode::SUCCESS;
         }
         Err(msg) => {
@@ -360,7 +360,7 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         .map_err(|e| NodeError::Runtime(format!("cannot start the tokio runtime: {e}")))?;
     let args: Vec<String> = std::env::args().collect();
     let our_nodes: Vec<&str> = NodeKind::ALL.iter().map(|k| k.name()).collect();
-    needle_nav_config::ros_args::check(&args, &our_nodes)?;
+    needle_nav_nodes::config::ros_args::check(&args, &our_nodes)?;
     let ctx = create_context()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_flag = Arc::new(AtomicBool::new(false));
@@ -477,7 +477,7 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         match r.finish() {
             Ok((dir, counts)) => {
                 let total: u64 = counts.values().sum();
-                needle_nav_config::logging::print_line(&format!(
+                needle_nav_nodes::logging::print_line(&format!(
                     "bag            : {total} messages on {} topics in {}",
                     counts.len(),
                     dir.display()
@@ -488,10 +488,10 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     }
     if let Some(m) = monitor {
         let text = m.report();
-        needle_nav_config::logging::print_line(&text);
+        needle_nav_nodes::logging::print_line(&text);
         if let Some(dir) = &opts.report {
             match m.write_report(dir, &text) {
-                Ok(files) => needle_nav_config::logging::print_line(&format!("report         : {}", files.join(", "))),
+                Ok(files) => needle_nav_nodes::logging::print_line(&format!("report         : {}", files.join(", "))),
                 Err(e) => tracing::error!("the report could not be written to {}: {e}", dir.display()),
             }
         }

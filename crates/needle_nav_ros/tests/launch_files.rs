@@ -3,7 +3,7 @@
 //! and validate for their node, inline parameters are known keys with valid values,
 //! remapped topics are topics the node really uses, included files exist.
 
-use needle_nav_config::{check_node_config, node_section, Overrides};
+use needle_nav_nodes::config::{check_node_config, node_section, Overrides};
 use needle_nav_core::interfaces::{NodeKind, ALL_IN_ONE_EXECUTABLE};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

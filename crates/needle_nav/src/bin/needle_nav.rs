@@ -2,7 +2,7 @@
 //! Needs no ROS installation.
 
 use clap::{Parser, Subcommand};
-use needle_nav_config::{self as config, check_node_config};
+use needle_nav_nodes::config::{self, check_node_config};
 use needle_nav_core::interfaces::{NodeKind, ALL_IN_ONE_EXECUTABLE};
 use needle_nav_sim::patient_case::{self, CaseConfig};
 use std::path::PathBuf;
@@ -200,7 +200,7 @@ fn parse_triple<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
 }
 
 fn main() -> ExitCode {
-    let _log = needle_nav_config::logging::init_tracing();
+    let _log = needle_nav_nodes::logging::init_tracing();
     match Cli::parse().command {
         Command::Phantom { out, seed, contrast: _, plain, phases, dims, spacing, config, max_voxels, overwrite } => {
             let mut case = match config {
@@ -681,7 +681,7 @@ struct PlanArgs {
 }
 
 fn plan_command(a: PlanArgs) -> ExitCode {
-    use needle_nav_config::{self as cfgmod, TrajectoryPlannerConfig};
+    use needle_nav_nodes::config::{self as cfgmod, TrajectoryPlannerConfig};
     use needle_nav_planning::plan_files;
     let started = std::time::Instant::now();
     let fail = |m: String| {
@@ -727,7 +727,7 @@ fn plan_command(a: PlanArgs) -> ExitCode {
         max_angle_deg: a.max_angle_deg.unwrap_or(cfg.max_angle_deg),
         ..cfg
     };
-    if let Err(e) = needle_nav_config::Validate::validate(&cfg) {
+    if let Err(e) = needle_nav_nodes::config::Validate::validate(&cfg) {
         return fail(format!("planner parameter `{}`: {}", e.key, e.reason));
     }
     let input = match plan_files::planning_input(&cfg) {

@@ -4,11 +4,13 @@
 //! entry in the tracker frame (latched). Every failure is published as a status with its reason.
 
 use super::{config, lock, publisher, subscription, SampleGate};
-use needle_nav_config::{EntrySource, LesionRegistrationConfig};
+use needle_nav_nodes::config::LesionRegistrationConfig;
 use needle_nav_core::ct_markers::MarkerDetectionConfig;
-use needle_nav_core::guidance::{positions_at_ct_phase, register_case, CaseRegistration, GuidanceError, PlanningCase};
+use needle_nav_core::guidance::{CaseRegistration, GuidanceError, PlanningCase};
+use needle_nav_nodes::lesion_registration::{
+    run_update, LesionRegistrationMachine, NoRegistration, Registered, UpdateInputs,
+};
 use needle_nav_core::registration::RegistrationError;
-use needle_nav_core::tracking::TrackerSample;
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, PLAN, REGISTRATION, TF_STATIC};
 use crate::convert;
 use crate::msg;
@@ -17,57 +19,35 @@ use futures::StreamExt;
 use nalgebra::Point3;
 use r2r::geometry_msgs::msg::TransformStamped;
 use r2r::tf2_msgs::msg::TFMessage;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const NAME: &str = "lesion_registration";
 
-#[derive(Default)]
-struct State {
+/// The node's state: the machine holding every rule, the planning case once loaded (or why it
+/// did not load), and when the newest sample arrived (wall clock: without samples a slow timer
+/// reports the state).
+struct Shell {
+    machine: LesionRegistrationMachine,
     case: Option<Result<PlanningCase, String>>,
-    registration_ids: Vec<u32>,
-    correction_ids: Vec<u32>,
-    window: VecDeque<TrackerSample>,
-    frame_id: String,
-    plan_entry_ct: Option<Point3<f64>>,
-    /// Update slot (tracker time / update period) of the last registration update. Updates follow
-    /// the samples' own clock on a fixed grid, so that a bag replayed at any rate registers at the
-    /// same instants as the live run, whenever either started.
-    last_update_slot: Option<i64>,
-    /// When the newest sample arrived (wall clock): without samples a slow timer reports the state.
     last_sample_at: Option<std::time::Instant>,
 }
 
-/// What one registration update works on, taken when its sample arrived.
-struct UpdateInputs {
-    /// Header stamp of the sample that started this update (none from the timer).
+/// An update asked for by the machine, with the header stamp of the sample that started it (none
+/// from the timer): that sample counts as taken once the update is published (lockstep replay).
+struct Update {
     sample: Option<i64>,
-    now_ns: i64,
-    window: Vec<TrackerSample>,
-    registration_ids: Vec<u32>,
-    correction_ids: Vec<u32>,
-    frame_id: String,
-    plan_entry_ct: Option<Point3<f64>>,
+    inputs: UpdateInputs,
 }
 
-impl State {
-    fn inputs(&self, now_ns: i64) -> UpdateInputs {
-        UpdateInputs {
-            sample: None,
-            now_ns,
-            window: self.window.iter().cloned().collect(),
-            registration_ids: self.registration_ids.clone(),
-            correction_ids: self.correction_ids.clone(),
-            frame_id: self.frame_id.clone(),
-            plan_entry_ct: self.plan_entry_ct,
+/// The status a refused update is published with.
+fn refusal_status(e: &NoRegistration) -> u8 {
+    match e {
+        NoRegistration::NoCase(_) => msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
+        NoRegistration::WaitingForMarkers | NoRegistration::NoPlanEntry => {
+            msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8
         }
-    }
-}
-
-impl UpdateInputs {
-    fn with_sample(self, header_stamp: i64) -> UpdateInputs {
-        UpdateInputs { sample: Some(header_stamp), ..self }
+        NoRegistration::Failed(e) => status_of(e),
     }
 }
 
@@ -135,7 +115,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut plans = subscription::<msg::NeedlePlan>(node, PLAN)?;
     let registration_pub = publisher::<msg::LesionRegistration>(node, REGISTRATION)?;
     let tf_pub = publisher::<TFMessage>(node, TF_STATIC)?;
-    let state = Arc::new(Mutex::new(State { frame_id: frames::TRACKER.into(), ..Default::default() }));
+    let state = Arc::new(Mutex::new(Shell {
+        machine: LesionRegistrationMachine::new(cfg.clone(), frames::TRACKER),
+        case: None,
+        last_sample_at: None,
+    }));
     let publish = {
         let registration_pub = registration_pub.clone();
         let last = Arc::new(Mutex::new(String::new()));
@@ -201,19 +185,16 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let state = state.clone();
         cx.spawn(async move {
             while let Some(c) = classifications.next().await {
-                let mut s = lock(&state);
-                s.registration_ids = c.registration_marker_ids.clone();
-                s.correction_ids = c.correction_marker_ids.clone();
+                lock(&state)
+                    .machine
+                    .on_classification(c.registration_marker_ids.clone(), c.correction_marker_ids.clone());
             }
         });
     }
-    let (updates_tx, mut updates) = tokio::sync::mpsc::unbounded_channel::<UpdateInputs>();
+    let (updates_tx, mut updates) = tokio::sync::mpsc::unbounded_channel::<Update>();
     {
-        let (state, window_ns) = (state.clone(), (cfg.window_s * 1e9) as i64);
-        let period_ns = (cfg.update_period_s * 1e9) as i64;
+        let state = state.clone();
         let (mut gate, cx2) = (SampleGate::new(NAME, cfg.sample_checks.clone()), cx.clone());
-        // A sample that starts an update counts as taken once the update is published (lockstep replay).
-        let updates_run = !cfg.ct_case_dir.trim().is_empty();
         crate::replay::register(NAME);
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
@@ -223,38 +204,23 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     crate::replay::note_taken(NAME, header_stamp);
                     continue;
                 };
-                let sample = checked.sample;
-                let stamp = sample.stamp_ns;
                 let mut s = lock(&state);
-                if checked.time_restarted {
-                    s.window.clear();
-                }
-                if !m.header.frame_id.is_empty() {
-                    s.frame_id = m.header.frame_id.clone();
-                }
-                s.window.push_back(sample);
-                while s.window.front().zip(s.window.back()).is_some_and(|(a, b)| b.stamp_ns - a.stamp_ns > window_ns) {
-                    s.window.pop_front();
-                }
                 s.last_sample_at = Some(std::time::Instant::now());
-                let slot = stamp.div_euclid(period_ns.max(1));
-                if s.last_update_slot != Some(slot) && updates_run {
-                    s.last_update_slot = Some(slot);
-                    let _ = updates_tx.send(s.inputs(stamp).with_sample(header_stamp));
-                } else {
-                    s.last_update_slot = Some(slot);
-                    crate::replay::note_taken(NAME, header_stamp);
+                match s.machine.on_sample(checked, &m.header.frame_id) {
+                    Some(inputs) => {
+                        let _ = updates_tx.send(Update { sample: Some(header_stamp), inputs });
+                    }
+                    None => crate::replay::note_taken(NAME, header_stamp),
                 }
             }
         });
     }
     {
-        let (state, cfg) = (state.clone(), cfg.clone());
+        let state = state.clone();
         cx.spawn(async move {
             while let Some(p) = plans.next().await {
-                if p.status == msg::NeedlePlan::STATUS_OK as u8 && cfg.entry_source == EntrySource::Plan {
-                    lock(&state).plan_entry_ct = Some(convert::point_from_msg(&p.entry_point));
-                }
+                let ok = p.status == msg::NeedlePlan::STATUS_OK as u8;
+                lock(&state).machine.on_plan(ok, convert::point_from_msg(&p.entry_point));
             }
         });
     }
@@ -267,77 +233,30 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let mut tick = tokio::time::interval(period);
         loop {
             // Updates come with the samples (tracker time); the timer only speaks while none arrive.
-            let mut inputs = tokio::select! {
-                Some(inputs) = updates.recv() => inputs,
+            let Update { sample, inputs } = tokio::select! {
+                Some(update) = updates.recv() => update,
                 _ = tick.tick() => {
                     let s = lock(&state);
                     if s.last_sample_at.is_some_and(|t| t.elapsed() < 2 * period) {
                         continue;
                     }
-                    s.inputs(cx2.now_ns())
+                    Update { sample: None, inputs: s.machine.inputs(cx2.now_ns()) }
                 }
             };
-            let _taken = inputs.sample.take().map(|stamp| crate::replay::TakenOnDrop(NAME, stamp));
-            let UpdateInputs {
-                sample: _,
-                now_ns: now,
-                window,
-                registration_ids: reg_ids,
-                correction_ids: cor_ids,
-                frame_id: frame,
-                plan_entry_ct: plan_entry,
-            } = inputs;
+            let _taken = sample.map(|stamp| crate::replay::TakenOnDrop(NAME, stamp));
             // An update that came while the case was loading waits for it rather than being skipped,
             // so registrations happen at the same tracker instants however long loading takes.
             if lock(&state).case.is_none() && case_loaded.wait_for(|loaded| *loaded).await.is_err() {
                 continue;
             }
             let case = lock(&state).case.clone();
-            let case = match case {
-                None => continue, // the loader is gone
-                Some(Err(e)) => {
-                    publish(status_msg(
-                        now,
-                        &frame,
-                        msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
-                        format!("planning case: {e}"),
-                    ));
-                    continue;
-                }
-                Some(Ok(c)) => c,
-            };
-            if reg_ids.is_empty() || window.is_empty() {
-                publish(status_msg(
-                    now,
-                    &frame,
-                    msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8,
-                    "waiting for tracked markers and their classification".into(),
-                ));
-                continue;
-            }
-            let tracked = positions_at_ct_phase(&window, &reg_ids, &cor_ids);
-            let stamp = window.last().map(|s| s.stamp_ns).unwrap_or(now);
-            match register_case(&case, &tracked, &cfg.registration(), cfg.correspondence_tolerance_m) {
-                Ok(r) => {
-                    let entry_ct = match cfg.entry_source {
-                        EntrySource::Preset => Some(case.entry_m),
-                        EntrySource::Plan => plan_entry,
-                        EntrySource::Manual => {
-                            let m = &cfg.manual_entry_ct_m;
-                            Some(Point3::new(m[0], m[1], m[2]))
-                        }
-                    };
-                    let Some(entry_ct) = entry_ct else {
-                        publish(status_msg(
-                            stamp,
-                            &frame,
-                            msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8,
-                            "entry_source is plan but no valid plan has arrived".into(),
-                        ));
-                        continue;
-                    };
-                    let (entry_tracker, tre_entry) = r.entry_in_tracker(&case, &entry_ct, cfg.fle_rms_m);
-                    publish(registration_msg(&r, &cfg, stamp, &frame, entry_tracker, tre_entry));
+            let Some(case) = case else { continue }; // the loader is gone
+            let update = run_update(&cfg, &case, inputs);
+            let frame = update.frame_id;
+            match update.result {
+                Ok(Registered { registration: r, entry_tracker, tre_entry_m }) => {
+                    let stamp = update.stamp_ns;
+                    publish(registration_msg(&r, &cfg, stamp, &frame, entry_tracker, tre_entry_m));
                     // The same transform for tf users (rviz, the arm's planners): pose of the CT frame in the tracker frame.
                     let tf = TFMessage {
                         transforms: vec![TransformStamped {
@@ -350,7 +269,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                         tracing::warn!(node = NAME, "tf publish failed: {e}");
                     }
                 }
-                Err(e) => publish(status_msg(stamp, &frame, status_of(&e), e.to_string())),
+                Err(e) => publish(status_msg(update.stamp_ns, &frame, refusal_status(&e), e.to_string())),
             }
         }
     });

@@ -2,21 +2,19 @@
 //! motion over a sliding window; publishes (latched) whenever the split changes.
 
 use super::{config, lock, publisher, subscription, SampleGate};
-use needle_nav_config::ClassificationMethod;
-use needle_nav_config::MarkerClassifierConfig;
-use needle_nav_core::classification::{LogisticModel, MarkerClass, MotionMode, WindowClassifier};
+use needle_nav_nodes::config::ClassificationMethod;
+use needle_nav_nodes::config::MarkerClassifierConfig;
+use needle_nav_core::classification::{LogisticModel, MarkerClass, MotionMode};
+use needle_nav_nodes::marker_classifier::{Classified, MarkerClassifierMachine};
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, VIZ_MARKER_CLASSES};
 use crate::convert;
 use crate::msg;
 use crate::runtime::{NodeContext, NodeError};
 use crate::viz::{self, MarkerRole};
 use futures::StreamExt;
-use nalgebra::Matrix3;
 use std::sync::{Arc, Mutex};
 
 const NAME: &str = "marker_classifier";
-/// Re-evaluate the classes at most this often [ns].
-const CLASSIFY_PERIOD_NS: i64 = 100_000_000;
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: MarkerClassifierConfig = config(node, NAME)?;
@@ -28,7 +26,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let model = match cfg.method {
         ClassificationMethod::Learned => {
             Some(LogisticModel::load(std::path::Path::new(&cfg.model_path)).map_err(|e| {
-                NodeError::Config(needle_nav_config::ConfigError::BadKey {
+                NodeError::Config(needle_nav_nodes::config::ConfigError::BadKey {
                     node: NAME.into(),
                     key: "model_path".into(),
                     reason: e.to_string(),
@@ -37,44 +35,29 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         }
         _ => None,
     };
-    // Patient axes for motion-mode recognition: configured, else from the latest registration.
-    let configured_axes = (cfg.motion_modes.tracker_to_patient.len() == 9)
-        .then(|| Matrix3::from_row_slice(&cfg.motion_modes.tracker_to_patient));
-    let registered_axes: Arc<Mutex<Option<Matrix3<f64>>>> = Arc::new(Mutex::new(None));
+    let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
+    let machine = Arc::new(Mutex::new(MarkerClassifierMachine::new(cfg, model)));
     {
-        let registered_axes = registered_axes.clone();
+        let machine = machine.clone();
         cx.spawn(async move {
             while let Some(r) = registrations.next().await {
                 let usable = convert::registration_usable(&r);
-                // image_to_tracker rotates CT (patient) axes into the tracker frame; its inverse maps back.
                 let rotation = convert::transform_from_msg(&r.image_to_tracker).rotation;
-                *lock(&registered_axes) = usable.then(|| rotation.to_rotation_matrix().matrix().transpose());
+                lock(&machine).on_registration(usable.then_some(rotation));
             }
         });
     }
-    let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
-    let mut classifier = WindowClassifier::new(cfg, model);
     let cx2 = cx.clone();
     crate::replay::register(NAME);
 
     cx.spawn(async move {
-        // Classify once per period of tracker time, on a fixed grid (same instants live and in replay).
-        let mut last_slot = None;
         while let Some(m) = samples.next().await {
             crate::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
             // A refused sample leaves the windows untouched.
             let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else { continue };
+            // Classified once per period of tracker time, on a fixed grid (same instants live and in replay).
+            let Some(Classified { results, changed }) = lock(&machine).on_sample(&checked) else { continue };
             let sample = checked.sample;
-            for obs in sample.usable() {
-                classifier.push(obs.id, sample.stamp_ns, obs.position);
-            }
-            let slot = sample.stamp_ns.div_euclid(CLASSIFY_PERIOD_NS);
-            if last_slot == Some(slot) {
-                continue;
-            }
-            last_slot = Some(slot);
-            let axes = configured_axes.or(*lock(&registered_axes));
-            let (results, changed) = classifier.classify(axes.as_ref());
             // rviz: where each marker is now, coloured by its current class.
             let frame = if m.header.frame_id.is_empty() { frames::TRACKER } else { &m.header.frame_id };
             let shown: Vec<_> = sample
@@ -92,7 +75,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             if !changed {
                 continue;
             }
-            let cfg = classifier.config();
+            let cfg = lock(&machine).config().clone();
             let mut out = msg::MarkerClassification {
                 header: convert::header(
                     sample.stamp_ns,

@@ -1,7 +1,7 @@
 //! marker_tracker: publishes tracked marker positions at the configured rate.
 
 use super::{config, log_publish_error, publisher};
-use needle_nav_config::{MarkerTrackerConfig, TrackerSource};
+use needle_nav_nodes::config::{MarkerTrackerConfig, TrackerSource};
 use needle_nav_sim::breathing::BreathingSignal;
 use needle_nav_sim::phantom::{Phantom, PhantomConfig};
 use needle_nav_sim::tracker_sim::SimulatedTracker;
@@ -25,7 +25,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let viz_pub = if cfg.publish_visualization { Some(publisher::<MarkerArray>(node, VIZ_MARKERS)?) } else { None };
 
     let invalid = |key: &str, e: String| {
-        NodeError::Config(needle_nav_config::ConfigError::BadKey { node: NAME.into(), key: key.into(), reason: e })
+        NodeError::Config(needle_nav_nodes::config::ConfigError::BadKey { node: NAME.into(), key: key.into(), reason: e })
     };
     let phantom = Phantom::new(PhantomConfig { seed: cfg.seed, ..Default::default() })
         .map_err(|e| invalid("seed", e.to_string()))?;

@@ -49,7 +49,7 @@ pub(crate) fn subscription<T: r2r::WrappedTypesupport + 'static>(
 /// Loads the node's configuration and logs where it came from.
 pub(crate) fn config<T>(node: &r2r::Node, name: &str) -> Result<T, NodeError>
 where
-    T: serde::de::DeserializeOwned + needle_nav_config::Validate + std::fmt::Debug,
+    T: serde::de::DeserializeOwned + needle_nav_nodes::config::Validate + std::fmt::Debug,
 {
     let (cfg, source) = super::params::load_config::<T>(node, name)?;
     tracing::info!(node = name, "configuration from {source} and ROS parameters: {cfg:?}");

@@ -4,13 +4,14 @@
 //! STALE when the tracker stops, so an old target is never left standing as valid.
 
 use super::{config, lock, publisher, subscription, SampleGate};
-use needle_nav_config::NeedleTargetConfig;
+use needle_nav_nodes::config::NeedleTargetConfig;
 use needle_nav_core::correction::Baseline;
 use needle_nav_core::ct_markers::MarkerDetectionConfig;
-use needle_nav_core::guidance::{
-    PlanningCase, RegisteredPlan, SavedBreathingState, Target, TargetComputer, TargetConfig, SAME_REGISTRATION_M,
+use needle_nav_core::guidance::{PlanningCase, RegisteredPlan, SavedBreathingState, Target};
+use needle_nav_nodes::needle_target::{
+    BaselineFile, Level, NeedleTargetEvent, NeedleTargetMachine, StateFile, TargetRegistration,
 };
-use needle_nav_core::target_gate::{self, GateInputs, InvalidReason};
+use needle_nav_core::target_gate::InvalidReason;
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, TF, VIZ_TARGET};
 use crate::convert;
 use crate::msg;
@@ -24,32 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const NAME: &str = "needle_target";
-
-#[derive(Default)]
-struct State {
-    newest_sample_ns: Option<i64>,
-    newest_source_stamp: r2r::builtin_interfaces::msg::Time,
-    registration: Option<msg::LesionRegistration>,
-    correction_ids: Vec<u32>,
-    case: Option<PlanningCase>,
-    computer: Option<TargetComputer>,
-    /// The last second of samples: a new computer starts from the first sample after its
-    /// registration's stamp, however late the registration arrived (so a replay repeats the live run).
-    recent: std::collections::VecDeque<needle_nav_core::tracking::TrackerSample>,
-
-    baseline_saved: bool,
-    /// A breathing state saved before a restart, tried once on the first target computer.
-    resume: Option<SavedBreathingState>,
-    /// Tracker time of the last state saved [ns].
-    state_saved_ns: Option<i64>,
-    /// Where saving is refused because the file there is not ours (never overwritten).
-    state_file_refused: bool,
-    /// The planning case arrived after the current computer was built.
-    case_changed: bool,
-}
-
-/// The breathing state is saved this often (tracker time) [ns].
-const STATE_SAVE_PERIOD_NS: i64 = 1_000_000_000;
 
 /// The saved breathing state, if `path` holds one. A file that is not one is reported and
 /// never overwritten (second value true): the parameter may point at something of the user's.
@@ -83,65 +58,69 @@ fn save_state_file(path: &str, state: &SavedBreathingState) {
     }
 }
 
-/// The baseline in `baseline_file` when it holds one for `correction_ids`. Anything else there is
-/// reported; the file is kept either way (a recorded baseline is saved only where none exists).
-fn load_baseline_file(cfg: &NeedleTargetConfig, correction_ids: &[u32]) -> Option<Baseline> {
+/// What `baseline_file` holds, for the state machine (which reports anything that is not a
+/// baseline for its correction markers; the file is kept either way).
+fn read_baseline_file(cfg: &NeedleTargetConfig) -> BaselineFile {
     if cfg.baseline_file.is_empty() {
-        return None;
+        return BaselineFile::Off;
     }
-    let path = &cfg.baseline_file;
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::error!(node = NAME, "baseline_file {path} cannot be read ({e}): recording a new baseline");
-            return None;
-        }
-    };
-    match serde_json::from_str::<Baseline>(&text) {
-        Err(e) => {
-            tracing::error!(
-                node = NAME,
-                "baseline_file {path} is not a baseline ({e}): recording a new one; the file is kept as it is"
-            );
-            None
-        }
-        Ok(b) if b.marker_ids != correction_ids => {
-            tracing::warn!(
-                node = NAME,
-                "baseline_file {path} is for correction markers {:?}, the classification has {correction_ids:?}: \
-                 recording a new baseline; the file is kept",
-                b.marker_ids
-            );
-            None
-        }
-        Ok(b) => Some(b),
+    match std::fs::read_to_string(&cfg.baseline_file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BaselineFile::Absent,
+        Err(e) => BaselineFile::Unreadable(e.to_string()),
+        Ok(text) => match serde_json::from_str::<Baseline>(&text) {
+            Err(e) => BaselineFile::NotABaseline(e.to_string()),
+            Ok(b) => BaselineFile::Found(b),
+        },
     }
 }
 
 /// Saves a recorded baseline where no file exists yet; an existing file is never replaced.
-fn save_baseline_file(path: &str, b: &Baseline) {
+/// True when the file now holds `b`.
+fn save_baseline_file(path: &str, b: &Baseline) -> bool {
     if std::path::Path::new(path).exists() {
         tracing::info!(node = NAME, "baseline_file {path} exists: the new baseline is not saved over it");
-        return;
+        return false;
     }
     match serde_json::to_vec(b)
         .map(|bytes| needle_nav_imaging::output_files::write_file_atomically(std::path::Path::new(path), &bytes))
     {
-        Ok(Ok(())) => tracing::info!(node = NAME, "baseline saved to {path}"),
-        Ok(Err(e)) => tracing::warn!(node = NAME, "cannot save the baseline to {path}: {e}"),
-        Err(e) => tracing::warn!(node = NAME, "cannot encode the baseline: {e}"),
+        Ok(Ok(())) => {
+            tracing::info!(node = NAME, "baseline saved to {path}");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(node = NAME, "cannot save the baseline to {path}: {e}");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(node = NAME, "cannot encode the baseline: {e}");
+            false
+        }
     }
 }
 
-/// How much sample history is kept to catch a new registration up [ns].
-const CATCH_UP_NS: i64 = 1_000_000_000;
+/// A registration message as the state machine sees it.
+fn registration_input(r: &msg::LesionRegistration) -> TargetRegistration {
+    TargetRegistration {
+        stamp_ns: convert::time_to_ns(&r.header.stamp),
+        plan: if convert::registration_usable(r) {
+            Ok(RegisteredPlan {
+                transform: convert::transform_from_msg(&r.image_to_tracker),
+                lesion_tracker: convert::point_from_msg(&r.lesion_position),
+                entry_tracker: convert::point_from_msg(&r.reference_entry_point),
+                tre_lesion_m: r.predicted_tre_lesion,
+            })
+        } else {
+            Err(format!("registration status {}: {}", r.status, r.status_message))
+        },
+    }
+}
 
-fn registration_usable(r: &Option<msg::LesionRegistration>) -> Result<(), String> {
-    match r {
-        None => Err("no registration received".into()),
-        Some(r) if convert::registration_usable(r) => Ok(()),
-        Some(r) => Err(format!("registration status {}: {}", r.status, r.status_message)),
+fn log_event(e: &NeedleTargetEvent) {
+    match e.level() {
+        Level::Info => tracing::info!(node = NAME, "{e}"),
+        Level::Warn => tracing::warn!(node = NAME, "{e}"),
+        Level::Error => tracing::error!(node = NAME, "{e}"),
     }
 }
 
@@ -158,93 +137,6 @@ fn reason_code(r: &InvalidReason) -> u8 {
             msg::NeedleTarget::REASON_DEVIATION_TOO_LARGE as u8
         }
     }
-}
-
-/// (Re)builds the target computer when the registration or the correction markers change; a
-/// baseline of the same correction markers is kept (it lives in the tracker frame).
-fn ensure_computer(s: &mut State, cfg: &NeedleTargetConfig, sample_ns: i64) {
-    let Some(reg) = &s.registration else { return };
-    if registration_usable(&s.registration).is_err() || s.correction_ids.is_empty() {
-        s.computer = None;
-        return;
-    }
-    let plan = RegisteredPlan {
-        transform: convert::transform_from_msg(&reg.image_to_tracker),
-        lesion_tracker: convert::point_from_msg(&reg.lesion_position),
-        entry_tracker: convert::point_from_msg(&reg.reference_entry_point),
-        tre_lesion_m: reg.predicted_tre_lesion,
-    };
-    // Runs for every tracker sample: rebuild only when the correction markers changed or the
-    // registration moved the lesion or entry by more than 0.5 mm (a recomputed registration of the
-    // same markers moves far less); the baseline, in the tracker frame, is kept either way.
-    if let Some(c) = &s.computer {
-        let moved = (c.plan().lesion_tracker - plan.lesion_tracker)
-            .norm()
-            .max((c.plan().entry_tracker - plan.entry_tracker).norm());
-        if c.correction_ids_requested() == s.correction_ids.as_slice()
-            && moved <= SAME_REGISTRATION_M
-            && !s.case_changed
-        {
-            return;
-        }
-    }
-    s.case_changed = false;
-    let case = s.case.clone().unwrap_or_else(|| PlanningCase::without_images(&plan));
-    let target_cfg = TargetConfig {
-        baseline_s: cfg.baseline_s,
-        deviation_tolerance_m: cfg.deviation_tolerance_m,
-        latency_s: cfg.robot_latency_s,
-        prediction: cfg.prediction,
-        gate_surrogate: cfg.gate_surrogate,
-    };
-    let previous = s
-        .computer
-        .take()
-        .filter(|c| c.correction_ids_requested() == s.correction_ids.as_slice() && c.baseline().is_some());
-    let mut computer = TargetComputer::new(case, plan, s.correction_ids.clone(), target_cfg);
-    let resumed = match (previous.is_none(), s.resume.take()) {
-        (true, Some(saved)) => match computer.clone().resumed(&saved, sample_ns, cfg.state_max_age_s) {
-            Ok(c) => {
-                tracing::info!(
-                    node = NAME,
-                    "resumed the breathing state saved in {} ({:.1} s before this sample): no new baseline",
-                    cfg.state_file,
-                    (sample_ns - saved.saved_at_ns) as f64 * 1e-9
-                );
-                Some(c)
-            }
-            Err(why) => {
-                tracing::warn!(node = NAME, "saved breathing state in {} not used: {why}", cfg.state_file);
-                None
-            }
-        },
-        _ => None,
-    };
-    if let Some(previous) = &previous {
-        // Same correction markers: keep the baseline and the breathing history.
-        computer = computer.continuing(previous);
-        s.baseline_saved = true;
-    } else if let Some(c) = resumed {
-        computer = c;
-        s.baseline_saved = true;
-    } else if let Some(b) = load_baseline_file(cfg, &s.correction_ids) {
-        computer = computer.with_baseline(b);
-        s.baseline_saved = true;
-    } else {
-        // The baseline starts right after the registration's instant, not when its message arrived.
-        let since = convert::time_to_ns(&reg.header.stamp);
-        for old in s.recent.iter().filter(|o| o.stamp_ns > since) {
-            let _ = computer.update(old.stamp_ns as f64 * 1e-9, old);
-        }
-        tracing::info!(
-            node = NAME,
-            "recording the calm-breathing baseline for {} s (markers {:?})",
-            cfg.baseline_s,
-            s.correction_ids
-        );
-        s.baseline_saved = false;
-    }
-    s.computer = Some(computer);
 }
 
 fn target_msg(
@@ -318,6 +210,13 @@ fn viz_msg(t: &Target, stamp_ns: i64, frame: &str) -> MarkerArray {
     MarkerArray { markers: vec![sphere(0, &t.entry, [0.1, 0.9, 0.1]), sphere(1, &t.target, [0.9, 0.1, 0.1]), line] }
 }
 
+/// The node's state: the machine holding every rule, and the header stamp of the newest sample
+/// it accepted (echoed in the watchdog's answers).
+struct Shell {
+    machine: NeedleTargetMachine,
+    newest_source_stamp: r2r::builtin_interfaces::msg::Time,
+}
+
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: NeedleTargetConfig = config(node, NAME)?;
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
@@ -327,12 +226,17 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let pose_pub = publisher::<PoseStamped>(node, TARGET_POSE)?;
     let viz_pub = publisher::<MarkerArray>(node, VIZ_TARGET)?;
     let tf_pub = publisher::<TFMessage>(node, TF)?;
-    let state = Arc::new(Mutex::new(State::default()));
-    if !cfg.state_file.is_empty() {
-        let (resume, refused) = read_state_file(&cfg.state_file);
-        let mut s = lock(&state);
-        (s.resume, s.state_file_refused) = (resume, refused);
-    }
+    let state_file = if cfg.state_file.is_empty() {
+        StateFile::Off
+    } else {
+        match read_state_file(&cfg.state_file) {
+            (_, true) => StateFile::NotOurs,
+            (Some(saved), false) => StateFile::Saved(Box::new(saved)),
+            (None, false) => StateFile::Absent,
+        }
+    };
+    let machine = NeedleTargetMachine::new(cfg.clone(), read_baseline_file(&cfg), state_file);
+    let state = Arc::new(Mutex::new(Shell { machine, newest_source_stamp: Default::default() }));
     let last_reason = Arc::new(Mutex::new((u8::MAX, std::time::Instant::now() - Duration::from_secs(2))));
 
     // Samples are answered once the planning case is loaded (or failed to load): a target computer
@@ -357,11 +261,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                         "planning case loaded: {} 4-D CT phases for the correlation model",
                         c.phases.len()
                     );
-                    let mut s = lock(&state);
-                    s.case = Some(c);
-                    // Rebuilt on the next sample with the 4-D CT's correlation model; a baseline
-                    // already recorded or resumed is kept.
-                    s.case_changed = true;
+                    lock(&state).machine.on_case(c);
                 }
                 Ok(Err(e)) => tracing::error!(node = NAME, "planning case: {e}; targets are gated to end-exhale"),
                 Err(e) => tracing::error!(node = NAME, "planning case loader failed: {e}"),
@@ -421,92 +321,27 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 crate::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
                 let raw = convert::sample_from_msg(&m);
                 let now = cx2.now_ns();
-                // A refused sample is answered as invalid input on its own; it leaves the breathing
-                // history, the baseline and the staleness watchdog as they were.
-                let sample = match gate.check(&raw, now) {
-                    Ok(checked) => {
-                        if checked.time_restarted {
-                            lock(&state).recent.clear();
-                        }
-                        checked.sample
-                    }
-                    Err(rejection) => {
-                        let reason = InvalidReason::InvalidInput(format!("tracker sample refused: {rejection}"));
-                        publish(now, m.header.stamp.clone(), raw.stamp_ns, Err(reason));
-                        continue;
-                    }
-                };
-                let result = {
+                let checked = gate.check(&raw, now);
+                let accepted = checked.is_ok();
+                let out = {
                     let mut s = lock(&state);
-                    s.newest_sample_ns = Some(sample.stamp_ns);
-                    s.newest_source_stamp = m.header.stamp.clone();
-                    let gate = target_gate::check(&GateInputs {
-                        newest_sample_ns: s.newest_sample_ns,
-                        now_ns: now,
-                        // Non-finite samples were refused by the sample checks above.
-                        malformed_marker_ids: Vec::new(),
-                        registration: registration_usable(&s.registration),
-                        stale_after_s: cfg.stale_after_s(),
-                    });
-                    match gate {
-                        Err(reason) => Err(reason),
-                        Ok(()) => {
-                            ensure_computer(&mut s, &cfg, sample.stamp_ns);
-                            let recorded_before = s.computer.as_ref().is_some_and(|c| c.baseline().is_some());
-                            let r = match s.computer.as_mut() {
-                                Some(c) => c.update(sample.stamp_ns as f64 * 1e-9, &sample),
-                                None => {
-                                    Err(InvalidReason::NoRegistration("no correction markers classified yet".into()))
-                                }
-                            };
-                            let baseline = s.computer.as_ref().and_then(|c| c.baseline().cloned());
-                            if let (false, Some(b)) = (recorded_before, baseline) {
-                                tracing::info!(
-                                    node = NAME,
-                                    "baseline recorded: breath depth {:.1} mm; correlation model from the 4-D CT: {}",
-                                    b.depth_m * 1e3,
-                                    s.computer
-                                        .as_ref()
-                                        .and_then(|c| c.model())
-                                        .map(|m| format!(
-                                            "fit RMS {:.2} mm over {} frames",
-                                            m.fit_rms_m * 1e3,
-                                            m.frames
-                                        ))
-                                        .unwrap_or_else(|| "none (gated to end-exhale)".into())
-                                );
-                                if !cfg.baseline_file.is_empty() && !s.baseline_saved {
-                                    save_baseline_file(&cfg.baseline_file, &b);
-                                    s.baseline_saved = true;
-                                }
-                            }
-                            if !cfg.state_file.is_empty() && !s.state_file_refused {
-                                let due =
-                                    s.state_saved_ns.map_or(true, |t| sample.stamp_ns - t >= STATE_SAVE_PERIOD_NS);
-                                if let Some(state) =
-                                    s.computer.as_ref().filter(|_| due).and_then(|c| c.saved_state(sample.stamp_ns))
-                                {
-                                    s.state_saved_ns = Some(sample.stamp_ns);
-                                    let path = cfg.state_file.clone();
-                                    // Off the sample path: a slow disk must not delay targets.
-                                    tokio::task::spawn_blocking(move || save_state_file(&path, &state));
-                                }
-                            }
-                            r
-                        }
+                    if accepted {
+                        s.newest_source_stamp = m.header.stamp.clone();
                     }
+                    s.machine.on_sample(checked, raw.stamp_ns, now)
                 };
-                {
-                    let mut s = lock(&state);
-                    if s.recent.back().is_some_and(|o| o.stamp_ns >= sample.stamp_ns) {
-                        s.recent.clear(); // time went back (a replay restarted): the history is void
-                    }
-                    s.recent.push_back(sample.clone());
-                    while s.recent.front().is_some_and(|o| sample.stamp_ns - o.stamp_ns > CATCH_UP_NS) {
-                        s.recent.pop_front();
+                out.events.iter().for_each(log_event);
+                if let Some(b) = out.save_baseline {
+                    if save_baseline_file(&cfg.baseline_file, &b) {
+                        lock(&state).machine.baseline_file_written(b);
                     }
                 }
-                publish(now, m.header.stamp.clone(), sample.stamp_ns, result);
+                if let Some(saved) = out.save_state {
+                    let path = cfg.state_file.clone();
+                    // Off the sample path: a slow disk must not delay targets.
+                    tokio::task::spawn_blocking(move || save_state_file(&path, &saved));
+                }
+                publish(now, m.header.stamp.clone(), out.source_ns, out.target);
             }
         });
     }
@@ -514,7 +349,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let state = state.clone();
         cx.spawn(async move {
             while let Some(r) = registrations.next().await {
-                lock(&state).registration = Some(r);
+                lock(&state).machine.on_registration(registration_input(&r));
             }
         });
     }
@@ -522,7 +357,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let state = state.clone();
         cx.spawn(async move {
             while let Some(c) = classifications.next().await {
-                lock(&state).correction_ids = c.correction_marker_ids.clone();
+                lock(&state).machine.on_classification(c.correction_marker_ids.clone());
             }
         });
     }
@@ -534,26 +369,14 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             loop {
                 tick.tick().await;
                 let now = cx2.now_ns();
-                let (result, source) = {
+                let (reason, source) = {
                     let s = lock(&state);
-                    match s.newest_sample_ns {
-                        Some(t) if (now - t) as f64 * 1e-9 <= cfg.stale_after_s() => continue,
-                        newest => (
-                            target_gate::check(&GateInputs {
-                                newest_sample_ns: newest,
-                                now_ns: now,
-                                malformed_marker_ids: Vec::new(),
-                                registration: registration_usable(&s.registration),
-                                stale_after_s: cfg.stale_after_s(),
-                            })
-                            // Only reached when no sample came or the newest is stale: never Ok.
-                            .err()
-                            .unwrap_or(InvalidReason::Starting),
-                            s.newest_source_stamp.clone(),
-                        ),
+                    match s.machine.on_tick(now) {
+                        None => continue,
+                        Some(reason) => (reason, s.newest_source_stamp.clone()),
                     }
                 };
-                publish(now, source.clone(), convert::time_to_ns(&source), Err(result));
+                publish(now, source.clone(), convert::time_to_ns(&source), Err(reason));
             }
         });
     }

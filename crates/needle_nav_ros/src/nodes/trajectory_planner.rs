@@ -4,7 +4,7 @@
 //! plan message with its status.
 
 use super::{config, publisher};
-use needle_nav_config::TrajectoryPlannerConfig;
+use needle_nav_nodes::config::TrajectoryPlannerConfig;
 use needle_nav_planning::{Layer, LayerSummary, PathTerms, PlanError};
 use needle_nav_core::interfaces::{PLAN, SEGMENT_VESSELS, VIZ_PLAN};
 use needle_nav_planning::plan_files::{plan_from_files, planner_options, planning_input, DISPLAY_CELL_MM};

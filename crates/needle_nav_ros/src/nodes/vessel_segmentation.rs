@@ -3,7 +3,7 @@
 //! node converts requests and outcomes. Every request gets a response, errors included.
 
 use super::config;
-use needle_nav_config::VesselSegmentationConfig;
+use needle_nav_nodes::config::VesselSegmentationConfig;
 use needle_nav_core::interfaces::SEGMENT_VESSELS;
 use crate::qos;
 use crate::runtime::{NodeContext, NodeError, RosContext};

@@ -556,7 +556,7 @@ mod tests {
 
     #[test]
     fn a_numeric_session_id_is_read_as_text() {
-        let section = crate::node_section(
+        let section = crate::config::node_section(
             "marker_tracker:\n  ros__parameters:\n    trace_session: 201205101522\n",
             "marker_tracker",
         )
@@ -569,7 +569,7 @@ mod tests {
     fn worker_scheduling_is_one_of_the_named_classes() {
         let parse = |yaml: &str| {
             let text = format!("vessel_segmentation:\n  ros__parameters:\n    worker_scheduling: {yaml}\n");
-            let section = crate::node_section(&text, "vessel_segmentation").unwrap();
+            let section = crate::config::node_section(&text, "vessel_segmentation").unwrap();
             build_config::<VesselSegmentationConfig>("vessel_segmentation", section, &Vec::new())
         };
         use needle_nav_segmentation::scheduling::WorkerScheduling;

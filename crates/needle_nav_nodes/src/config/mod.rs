@@ -7,7 +7,6 @@
 //! Algorithm options live beside their algorithms; the node configurations here compose them.
 //! Also: every node, topic, service, frame and QoS name ([`interfaces`]), and log set-up.
 
-pub mod logging;
 mod nodes;
 pub mod ros_args;
 
@@ -93,12 +92,12 @@ pub fn locate_default_file(node: &str) -> ConfigSource {
 /// Text of the parameter file that ships with the package for `node`.
 pub fn embedded_default_file(node: &str) -> Option<&'static str> {
     Some(match node {
-        "marker_tracker" => include_str!("../../../config/marker_tracker.yaml"),
-        "marker_classifier" => include_str!("../../../config/marker_classifier.yaml"),
-        "lesion_registration" => include_str!("../../../config/lesion_registration.yaml"),
-        "needle_target" => include_str!("../../../config/needle_target.yaml"),
-        "vessel_segmentation" => include_str!("../../../config/vessel_segmentation.yaml"),
-        "trajectory_planner" => include_str!("../../../config/trajectory_planner.yaml"),
+        "marker_tracker" => include_str!("../../../../config/marker_tracker.yaml"),
+        "marker_classifier" => include_str!("../../../../config/marker_classifier.yaml"),
+        "lesion_registration" => include_str!("../../../../config/lesion_registration.yaml"),
+        "needle_target" => include_str!("../../../../config/needle_target.yaml"),
+        "vessel_segmentation" => include_str!("../../../../config/vessel_segmentation.yaml"),
+        "trajectory_planner" => include_str!("../../../../config/trajectory_planner.yaml"),
         _ => return None,
     })
 }
