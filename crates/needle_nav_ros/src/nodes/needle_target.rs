@@ -7,7 +7,7 @@ use super::{config, lock, publisher, subscription, SampleGate};
 use needle_nav_nodes::config::NeedleTargetConfig;
 use needle_nav_core::correction::Baseline;
 use needle_nav_core::ct_markers::MarkerDetectionConfig;
-use needle_nav_core::guidance::{PlanningCase, RegisteredPlan, SavedBreathingState, Target};
+use needle_nav_core::guidance::{RegisteredPlan, SavedBreathingState, Target};
 use needle_nav_nodes::needle_target::{
     BaselineFile, Level, NeedleTargetEvent, NeedleTargetMachine, StateFile, TargetRegistration,
 };
