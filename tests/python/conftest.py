@@ -76,7 +76,7 @@ def peer(ros):
 
 @pytest.fixture(scope="session")
 def declared_interfaces():
-    """The system's own declaration of its graph (src/interfaces.rs), via the CLI."""
+    """The system's own declaration of its graph (crates/needle_nav_core/src/interfaces.rs), via the CLI."""
     out = subprocess.run([executable("needle_nav"), "interfaces"], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 

@@ -1,4 +1,4 @@
-"""config/needle_nav.rviz must agree with the system's own interface table (src/interfaces.rs,
+"""config/needle_nav.rviz must agree with the system's own interface table (crates/needle_nav_core/src/interfaces.rs,
 printed as JSON by `needle_nav interfaces`): every topic display names a published topic of the
 right type, with a QoS that can match the publisher, and every MarkerArray topic has a display.
 
@@ -26,7 +26,7 @@ DISPLAY_TYPES = {
     "rviz_default_plugins/Path": "nav_msgs/msg/Path",
 }
 
-# QoS kinds of src/interfaces.rs -> (reliable, transient_local) offered by the publisher.
+# QoS kinds of crates/needle_nav_core/src/interfaces.rs -> (reliable, transient_local) offered by the publisher.
 OFFERED = {
     "sensor_data": (False, False),
     "latched_state": (True, True),
