@@ -1,6 +1,7 @@
 //! The ROS 2 shell: thin nodes that subscribe, convert, call the core, publish.
 
 pub mod bag_io;
+pub mod context;
 pub mod convert;
 pub mod monitor;
 pub mod nodes;

@@ -5,8 +5,8 @@ use needle_nav_core::run_timeline::{secs, ClockStart, RunClock, TargetCounts, Ta
 use needle_nav_core::interfaces::{CLASSIFICATION, GROUND_TRUTH, MARKERS, PLAN, REGISTRATION, TARGET};
 use crate::convert::time_to_ns;
 use crate::msg;
-use crate::nodes::{lock, subscription};
-use crate::runtime::{NodeContext, NodeError};
+use crate::context::{lock, subscription};
+use crate::context::{NodeContext, NodeError};
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::fmt::Write;

@@ -1,76 +1,16 @@
 //! Process plumbing shared by every executable: logging, the ROS context, one spin thread
 //! per node, node tasks on a tokio runtime, and clean shutdown on SIGINT/SIGTERM.
 
-use needle_nav_nodes::config::ConfigError;
+pub use crate::context::{NodeContext, NodeError, RosContext};
+use crate::context::ExitWaits;
 use needle_nav_core::run_timeline::{secs, ClockStart, RunClock};
 use needle_nav_core::interfaces::NodeKind;
-use std::future::Future;
+use needle_nav_nodes::config::ConfigError;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("{what}: {source}")]
-    Ros { what: String, source: r2r::Error },
-    #[error("{0}")]
-    Runtime(String),
-}
-
-/// Attaches a description to an r2r error.
-pub trait RosContext<T> {
-    fn ros(self, what: impl Into<String>) -> Result<T, NodeError>;
-}
-
-impl<T> RosContext<T> for r2r::Result<T> {
-    fn ros(self, what: impl Into<String>) -> Result<T, NodeError> {
-        self.map_err(|source| NodeError::Ros { what: what.into(), source })
-    }
-}
-
-/// What a node's tasks get: where to run, when to stop, and the ROS clock.
-#[derive(Clone)]
-pub struct NodeContext {
-    pub name: String,
-    rt: tokio::runtime::Handle,
-    shutdown: watch::Receiver<bool>,
-    clock: Arc<Mutex<r2r::Clock>>,
-}
-
-impl NodeContext {
-    /// Runs `task` until it ends or the process shuts down.
-    pub fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let mut shutdown = self.shutdown.clone();
-        self.rt.spawn(async move {
-            tokio::select! {
-                _ = task => {}
-                _ = shutdown.wait_for(|stop| *stop) => {}
-            }
-        });
-    }
-
-    /// Now on the node's ROS clock [ns].
-    pub fn now_ns(&self) -> i64 {
-        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-        match clock.get_now() {
-            Ok(d) => d.as_nanos() as i64,
-            Err(e) => {
-                tracing::warn!(node = %self.name, "ROS clock unavailable ({e}); using system time");
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as i64)
-                    .unwrap_or(0)
-            }
-        }
-    }
-}
 
 /// Options of the executables, given before `--ros-args`.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,18 +320,15 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
     // A replay that could not deliver every sample ends the process with an error.
     let play_failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     // Every node of the process: its ROS clock follows /clock when use_sim_time:=true.
+    // What nodes ask the process to wait for before it exits (the segmentation workers).
+    let exit_waits = ExitWaits::default();
     let make_node = |name: &str| -> Result<(r2r::Node, NodeContext), NodeError> {
         let mut node = r2r::Node::create(ctx.clone(), name, "").ros(format!("cannot create node {name}"))?;
         if super::params::use_sim_time(&node) {
             node.get_time_source().enable_sim_time(&mut node).ros(format!("{name}: cannot follow /clock"))?;
             tracing::info!(node = name, "use_sim_time: the node's clock follows /clock");
         }
-        let cx = NodeContext {
-            name: name.to_string(),
-            rt: rt.handle().clone(),
-            shutdown: stop_rx.clone(),
-            clock: node.get_ros_clock(),
-        };
+        let cx = NodeContext::new(name, rt.handle().clone(), stop_rx.clone(), node.get_ros_clock(), exit_waits.clone());
         Ok((node, cx))
     };
     // The bag node comes first, so that the recorder hears the nodes' first messages.
@@ -497,9 +434,9 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
         }
     }
     rt.shutdown_timeout(Duration::from_secs(2));
-    // The node tasks are gone, so segmentation workers are winding down; let them finish first.
-    if !needle_nav_segmentation::service::wait_for_workers(Duration::from_secs(5)) {
-        tracing::warn!("a vessel segmentation still running was abandoned");
+    // The node tasks are gone, so background work (segmentation workers) is winding down; let it finish first.
+    for abandoned in exit_waits.wait_all(Duration::from_secs(5)) {
+        tracing::warn!("{abandoned} still running was abandoned");
     }
     tracing::info!("stopped cleanly");
     let play_failure = play_failure.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -14,6 +14,7 @@ pub mod real_gates;
 pub mod refine;
 pub mod report;
 pub mod request;
+pub mod result;
 pub mod scheduling;
 pub mod service;
 pub mod sliding_window;

@@ -8,11 +8,10 @@
 //! [`SegmentationOptions::overwrite`]; then a surface from the earlier run that this run does not
 //! write is removed, so the folder never mixes two runs.
 
-use super::pipeline::{SegmentationOptions, SegmentationResult};
+use crate::result::{SegmentationOptions, SegmentationResult};
 use needle_nav_imaging::nifti;
 use needle_nav_core::volume::Volume;
 use needle_nav_imaging::output_files::{refuse_existing, OutputError, Staged};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -33,13 +32,7 @@ pub fn check_output_dir(options: &SegmentationOptions) -> Result<(), OutputError
 /// Display colour per label (artery red, vein blue, aorta orange).
 pub const CLASS_COLOURS: [[u8; 3]; 4] = [[0, 0, 0], [220, 40, 40], [40, 90, 220], [240, 150, 30]];
 
-/// One point of the vessel surface.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct VesselPoint {
-    /// CT patient coordinates (LPS) [m].
-    pub position_m: [f64; 3],
-    pub label: u8,
-}
+pub use crate::result::VesselPoint;
 
 /// Boundary voxels of every vessel class (a 6-neighbour has another label), thinned to one
 /// point per class per `cell_mm` cube at the mean position of its voxels.

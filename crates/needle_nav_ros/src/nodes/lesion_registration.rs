@@ -14,7 +14,7 @@ use needle_nav_core::registration::RegistrationError;
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, PLAN, REGISTRATION, TF_STATIC};
 use crate::convert;
 use crate::msg;
-use crate::runtime::{NodeContext, NodeError};
+use crate::context::{NodeContext, NodeError};
 use futures::StreamExt;
 use nalgebra::Point3;
 use r2r::geometry_msgs::msg::TransformStamped;

@@ -9,7 +9,7 @@ use needle_nav_nodes::marker_classifier::{Classified, MarkerClassifierMachine};
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, VIZ_MARKER_CLASSES};
 use crate::convert;
 use crate::msg;
-use crate::runtime::{NodeContext, NodeError};
+use crate::context::{NodeContext, NodeError};
 use crate::viz::{self, MarkerRole};
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,7 @@ use needle_nav_sim::tracker_sim::SimulatedTracker;
 use needle_nav_core::interfaces::{GROUND_TRUTH, MARKERS, VIZ_MARKERS};
 use crate::convert;
 use crate::msg;
-use crate::runtime::{NodeContext, NodeError};
+use crate::context::{NodeContext, NodeError};
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};
 use std::time::{Duration, Instant};
 

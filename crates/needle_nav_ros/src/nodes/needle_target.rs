@@ -15,7 +15,7 @@ use needle_nav_core::target_gate::InvalidReason;
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, TF, VIZ_TARGET};
 use crate::convert;
 use crate::msg;
-use crate::runtime::{NodeContext, NodeError};
+use crate::context::{NodeContext, NodeError};
 use futures::StreamExt;
 use nalgebra::{Point3, UnitQuaternion, Vector3};
 use r2r::geometry_msgs::msg::{PoseStamped, TransformStamped};

@@ -11,7 +11,7 @@ use needle_nav_planning::plan_files::{plan_from_files, planner_options, planning
 use crate::convert;
 use crate::msg;
 use crate::qos;
-use crate::runtime::{NodeContext, NodeError, RosContext};
+use crate::context::{NodeContext, NodeError, RosContext};
 use crate::srv::SegmentVessels;
 use std::path::PathBuf;
 use std::time::Duration;

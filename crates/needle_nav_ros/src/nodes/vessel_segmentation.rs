@@ -6,7 +6,7 @@ use super::config;
 use needle_nav_nodes::config::VesselSegmentationConfig;
 use needle_nav_core::interfaces::SEGMENT_VESSELS;
 use crate::qos;
-use crate::runtime::{NodeContext, NodeError, RosContext};
+use crate::context::{NodeContext, NodeError, RosContext};
 use crate::srv::SegmentVessels;
 use needle_nav_segmentation::pipeline::{default_model_path, SegmentationResult};
 use needle_nav_segmentation::service::{Outcome, SegmentRequest, SegmentationService, ServiceLimits};
@@ -30,6 +30,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         scheduling: cfg.worker_scheduling,
     };
     tracing::info!(node = NAME, model = %model_path.display(), "loading the vessel model");
+    // A running segmentation ends once the service is dropped and its job is done: the process waits for it.
+    cx.wait_before_exit("a vessel segmentation", needle_nav_segmentation::service::wait_for_workers);
     let service = SegmentationService::start(limits, move || {
         OnnxVesselModel::load(&model_path, threads).map(VesselSegmenter::new).map_err(|e| e.to_string())
     });
