@@ -268,13 +268,30 @@ fn isotropy(cov: &Matrix3<f64>, spacing: [f64; 3]) -> f64 {
     (eig.min() / eig.max()).clamp(0.0, 1.0)
 }
 
+/// Why a bright blob is not taken as a marker.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("touches the edge of the image: may be cut off, centre unreliable")]
+    TouchesEdge,
+    #[error("equivalent radius {radius_mm:.2} mm below the minimum {min_mm:.2} mm (noise or a fragment)")]
+    TooSmall { radius_mm: f64, min_mm: f64 },
+    #[error(
+        "equivalent radius {radius_mm:.2} mm above the maximum {max_mm:.2} mm (too big for a marker: metal implant, \
+         contrast or bone?)"
+    )]
+    TooBig { radius_mm: f64, max_mm: f64 },
+    #[error("isotropy {isotropy:.2} below the minimum {min:.2}: elongated, not a sphere (wire, catheter, needle?)")]
+    Elongated { isotropy: f64, min: f64 },
+}
+
 /// HU threshold, 26-connected components, size and shape filter, intensity-weighted sub-voxel centroid
 /// (weights = HU above a soft-tissue level, over the blob grown by rim_voxels so partial-volume voxels count
 /// symmetrically). Returns the accepted markers and the rejected candidates with their reason.
 pub fn detect_markers(
     volume: &Volume<f32>,
     cfg: &MarkerDetectionConfig,
-) -> (Vec<DetectedMarker>, Vec<(DetectedMarker, String)>) {
+) -> (Vec<DetectedMarker>, Vec<(DetectedMarker, Rejection)>) {
     // A NaN threshold would let every voxel through (see MarkerDetectionConfig::validate).
     if cfg.threshold_hu.is_nan() {
         return (Vec::new(), Vec::new());
@@ -298,23 +315,13 @@ pub fn detect_markers(
             i == 0 || j == 0 || k == 0 || i == nx - 1 || j == ny - 1 || k == nz - 1
         });
         let reason = if on_edge {
-            Some("touches the edge of the image: may be cut off, centre unreliable".to_string())
+            Some(Rejection::TouchesEdge)
         } else if m.equivalent_radius_mm < cfg.min_radius_mm {
-            Some(format!(
-                "equivalent radius {:.2} mm below the minimum {:.2} mm (noise or a fragment)",
-                m.equivalent_radius_mm, cfg.min_radius_mm
-            ))
+            Some(Rejection::TooSmall { radius_mm: m.equivalent_radius_mm, min_mm: cfg.min_radius_mm })
         } else if m.equivalent_radius_mm > cfg.max_radius_mm {
-            Some(format!(
-                "equivalent radius {:.2} mm above the maximum {:.2} mm (too big for a marker: metal implant, \
-                 contrast or bone?)",
-                m.equivalent_radius_mm, cfg.max_radius_mm
-            ))
+            Some(Rejection::TooBig { radius_mm: m.equivalent_radius_mm, max_mm: cfg.max_radius_mm })
         } else if m.isotropy < cfg.min_sphericity {
-            Some(format!(
-                "isotropy {:.2} below the minimum {:.2}: elongated, not a sphere (wire, catheter, needle?)",
-                m.isotropy, cfg.min_sphericity
-            ))
+            Some(Rejection::Elongated { isotropy: m.isotropy, min: cfg.min_sphericity })
         } else {
             None
         };
@@ -430,6 +437,38 @@ pub fn in_search_region(curves: &[MarkerCurve], entry_mm: [f64; 3], radius_mm: f
     inside.into_iter().map(|(_, i)| i).collect()
 }
 
+/// How the agreement of a combination's entry displacement features is measured: the one with
+/// the smallest value wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CombinationCriterion {
+    /// Largest minus smallest feature (the method's criterion).
+    #[default]
+    Range,
+    /// Population standard deviation of the features.
+    StandardDeviation,
+}
+
+impl CombinationCriterion {
+    /// The spread of `features` under this criterion [same unit as the features]; 0 when empty.
+    pub fn spread(self, features: &[f64]) -> f64 {
+        if features.is_empty() {
+            return 0.0;
+        }
+        match self {
+            CombinationCriterion::Range => {
+                features.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                    - features.iter().copied().fold(f64::INFINITY, f64::min)
+            }
+            CombinationCriterion::StandardDeviation => {
+                let n = features.len() as f64;
+                let mean = features.iter().sum::<f64>() / n;
+                (features.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / n).sqrt()
+            }
+        }
+    }
+}
+
 /// A chosen set of markers and what they say about the entry point's motion.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Combination {
@@ -437,7 +476,9 @@ pub struct Combination {
     pub members: Vec<usize>,
     /// Entry displacement feature of each member [mm], in the order of `members`.
     pub features_mm: Vec<f64>,
-    /// Standard deviation of the features [mm].
+    /// The criterion the combination was chosen by.
+    pub criterion: CombinationCriterion,
+    /// The features' spread under that criterion (range or standard deviation) [mm].
     pub spread_mm: f64,
     /// Entry displacement per time relative to the first frame, interpolated from the members [mm].
     pub entry_displacement_mm: Vec<[f64; 3]>,
@@ -459,7 +500,8 @@ fn displacement(c: &MarkerCurve) -> Vec<Vector3<f64>> {
 /// Candidate combinations: for each candidate marker, the preset entry point's displacement over time is
 /// estimated from that marker's motion by spatial interpolation; the entry displacement feature is computed per
 /// candidate; among all combinations of size min_size..=max_size, the one whose candidates' features have the
-/// smallest spread (standard deviation; tie-break: closest to the entry) is chosen.
+/// smallest spread is chosen: by default the smallest range (max - min) of the features, as the method
+/// states; `CombinationCriterion::StandardDeviation` is the earlier rule. Tie-break: closest to the entry.
 ///
 /// Interpolation: from a single marker, the entry point is taken to move as that marker does (nearest-neighbour,
 /// zero-order: skin within the search region moves together); the feature is the peak-to-peak range of the
@@ -473,6 +515,7 @@ pub fn select_combination(
     entry_mm: [f64; 3],
     min_size: usize,
     max_size: usize,
+    criterion: CombinationCriterion,
 ) -> Result<Combination, CtMarkerError> {
     if min_size < 2 {
         return Err(invalid("min_size", format!("{min_size}: a spread needs at least 2 markers")));
@@ -524,8 +567,7 @@ pub fn select_combination(
             continue;
         }
         let members: Vec<usize> = (0..n).filter(|&b| mask & (1 << b) != 0).collect();
-        let mean = members.iter().map(|&m| features[m]).sum::<f64>() / size as f64;
-        let spread = (members.iter().map(|&m| (features[m] - mean).powi(2)).sum::<f64>() / size as f64).sqrt();
+        let spread = criterion.spread(&members.iter().map(|&m| features[m]).collect::<Vec<f64>>());
         let closeness = members.iter().map(|&m| distance[m]).sum::<f64>() / size as f64;
         let better = match best {
             None => true,
@@ -548,6 +590,7 @@ pub fn select_combination(
     Ok(Combination {
         members: members.iter().map(|&m| ids[m]).collect(),
         features_mm: members.iter().map(|&m| features[m]).collect(),
+        criterion,
         spread_mm,
         entry_displacement_mm,
     })
@@ -652,11 +695,11 @@ mod tests {
         assert_eq!(rejected.len(), 2, "{rejected:?}");
         let near = |c: [f64; 3], p: Point3<f64>| (Point3::from(c) - p).norm() < 20.0;
         let ball_r = rejected.iter().find(|(m, _)| near(m.centre_mm, ball)).expect("ball rejected");
-        assert!(ball_r.1.contains("above the maximum"), "{}", ball_r.1);
+        assert!(matches!(ball_r.1, Rejection::TooBig { .. }), "{}", ball_r.1);
         assert!(ball_r.0.equivalent_radius_mm > 6.5, "{:?}", ball_r.0);
         let rod = rejected.iter().find(|(m, _)| near(m.centre_mm, Point3::new(-140.0, -110.0, -45.0)));
         let rod = rod.expect("rod rejected");
-        assert!(rod.1.contains("elongated"), "{}", rod.1);
+        assert!(matches!(rod.1, Rejection::Elongated { .. }), "{}", rod.1);
         assert!(rod.0.equivalent_radius_mm < 6.0 && rod.0.isotropy < 0.2, "{:?}", rod.0);
     }
 
@@ -676,7 +719,7 @@ mod tests {
             assert!(d < 0.5, "no marker within 0.5 mm of {t:?}: {found:?}");
         }
         assert_eq!(rejected.len(), 1, "{rejected:?}");
-        assert!(rejected[0].0.voxels == 1 && rejected[0].1.contains("below the minimum"), "{rejected:?}");
+        assert!(rejected[0].0.voxels == 1 && matches!(rejected[0].1, Rejection::TooSmall { .. }), "{rejected:?}");
     }
 
     #[test]
@@ -806,6 +849,9 @@ mod tests {
         assert_eq!(in_search_region(&curves, [10.0, 0.0, 0.0], 25.0), vec![0, 1, 2, 3, 4]);
     }
 
+    const SD: CombinationCriterion = CombinationCriterion::StandardDeviation;
+    const RANGE: CombinationCriterion = CombinationCriterion::Range;
+
     fn breathing(amplitude: f64, dir: [f64; 3]) -> impl Fn(f64) -> [f64; 3] {
         move |t: f64| {
             let s = amplitude * (std::f64::consts::PI * t / 4.0).sin().powi(2);
@@ -823,7 +869,7 @@ mod tests {
             // Over the sternum: barely moves.
             curve(3, [5.0, -100.0, -15.0], breathing(1.0, [0.0, -1.0, 0.0])),
         ];
-        let c = select_combination(&curves, &[0, 1, 2, 3], entry, 3, 4).unwrap();
+        let c = select_combination(&curves, &[0, 1, 2, 3], entry, 3, 4, SD).unwrap();
         assert_eq!(c.members, vec![0, 1, 2]);
         assert_eq!(c.features_mm.len(), 3);
         for (f, want) in c.features_mm.iter().zip([6.0, 6.3, 5.8]) {
@@ -841,7 +887,7 @@ mod tests {
         assert_eq!(c.entry_displacement_mm[0], [0.0, 0.0, 0.0]);
 
         // Pairs allowed: the two closest in feature (6.0 and 5.8 are 0.1 apart in sd; 6.0 and 6.3 0.15).
-        let pair = select_combination(&curves, &[0, 1, 2, 3], entry, 2, 2).unwrap();
+        let pair = select_combination(&curves, &[0, 1, 2, 3], entry, 2, 2, SD).unwrap();
         assert_eq!(pair.members, vec![0, 2]);
         // Equal spreads: the combination closer to the entry wins.
         let twins = vec![
@@ -849,38 +895,72 @@ mod tests {
             curve(1, [50.0, -100.0, 0.0], breathing(4.0, [0.0, -1.0, 0.0])),
             curve(2, [0.0, -100.0, 8.0], breathing(4.0, [0.0, 0.0, 1.0])),
         ];
-        assert_eq!(select_combination(&twins, &[0, 1, 2], entry, 2, 2).unwrap().members, vec![0, 2]);
+        assert_eq!(select_combination(&twins, &[0, 1, 2], entry, 2, 2, SD).unwrap().members, vec![0, 2]);
     }
 
     #[test]
     fn too_few_markers_asks_for_new_markers_and_bad_requests_are_refused() {
         let curves =
             vec![curve(0, [0.0; 3], breathing(3.0, [0.0, -1.0, 0.0])), curve(1, [9.0, 0.0, 0.0], |_| [0.0; 3])];
-        let err = select_combination(&curves, &[0, 1], [0.0; 3], 3, 4).unwrap_err();
+        let err = select_combination(&curves, &[0, 1], [0.0; 3], 3, 4, RANGE).unwrap_err();
         assert_eq!(err, CtMarkerError::TooFewMarkers { found: 2, need: 3 });
         assert!(err.to_string().contains("re-place markers"), "{err}");
         // Duplicates count once.
         assert!(matches!(
-            select_combination(&curves, &[0, 0, 1], [0.0; 3], 3, 3),
+            select_combination(&curves, &[0, 0, 1], [0.0; 3], 3, 3, RANGE),
             Err(CtMarkerError::TooFewMarkers { found: 2, .. })
         ));
         assert!(matches!(
-            select_combination(&curves, &[0, 1], [0.0; 3], 1, 2),
+            select_combination(&curves, &[0, 1], [0.0; 3], 1, 2, RANGE),
             Err(CtMarkerError::InvalidRequest { .. })
         ));
         assert!(matches!(
-            select_combination(&curves, &[0, 1], [0.0; 3], 2, 1),
+            select_combination(&curves, &[0, 1], [0.0; 3], 2, 1, RANGE),
             Err(CtMarkerError::InvalidRequest { .. })
         ));
         assert_eq!(
-            select_combination(&curves, &[0, 7], [0.0; 3], 2, 2),
+            select_combination(&curves, &[0, 7], [0.0; 3], 2, 2, RANGE),
             Err(CtMarkerError::UnknownMarker { index: 7 })
         );
         let mut shifted = curves.clone();
         shifted[1].times_s[3] += 0.1;
         assert!(matches!(
-            select_combination(&shifted, &[0, 1], [0.0; 3], 2, 2),
+            select_combination(&shifted, &[0, 1], [0.0; 3], 2, 2, RANGE),
             Err(CtMarkerError::UnequalSampling { .. })
         ));
+    }
+
+    #[test]
+    fn range_and_standard_deviation_pick_differently_as_computed_by_hand() {
+        // Triples of features: B = {6.0, 6.0, 7.0}: range 1.0, sd = sqrt((1/9 + 1/9 + 4/9) / 3) = 0.4714;
+        // A = {3.0, 3.55, 4.1}: range 1.1, sd = sqrt((0.3025 + 0 + 0.3025) / 3) = 0.4491. Every other triple
+        // mixes the two groups (range >= 1.9). Range picks B, standard deviation A.
+        let entry = [0.0, -100.0, 0.0];
+        let amplitudes = [3.0, 3.55, 4.1, 6.0, 6.0, 7.0];
+        let curves: Vec<MarkerCurve> = amplitudes
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| curve(i, [10.0 * i as f64, -100.0, 0.0], breathing(a, [0.0, -1.0, 0.0])))
+            .collect();
+        let ids = [0, 1, 2, 3, 4, 5];
+        let by_range = select_combination(&curves, &ids, entry, 3, 3, RANGE).unwrap();
+        assert_eq!(by_range.members, vec![3, 4, 5]);
+        assert_eq!(by_range.criterion, RANGE);
+        assert!((by_range.spread_mm - 1.0).abs() < 1e-9, "{by_range:?}");
+        let by_sd = select_combination(&curves, &ids, entry, 3, 3, SD).unwrap();
+        assert_eq!(by_sd.members, vec![0, 1, 2]);
+        assert!((by_sd.spread_mm - (0.605f64 / 3.0).sqrt()).abs() < 1e-9, "{by_sd:?}");
+        // The criteria themselves.
+        assert!((RANGE.spread(&[6.0, 6.0, 7.0]) - 1.0).abs() < 1e-12);
+        assert!((SD.spread(&[6.0, 6.0, 7.0]) - (6.0f64 / 27.0).sqrt()).abs() < 1e-12);
+        assert_eq!(RANGE.spread(&[]), 0.0);
+        // Pairs: range and sd are proportional (sd = range / 2), both pick {3, 4} (features 6.0, 6.0).
+        let a = select_combination(&curves, &ids, entry, 2, 2, RANGE).unwrap();
+        let b = select_combination(&curves, &ids, entry, 2, 2, SD).unwrap();
+        assert_eq!((a.members.clone(), b.members.clone()), (vec![3, 4], vec![3, 4]));
+        // Serde names as in the parameter files.
+        assert_eq!(serde_json::to_string(&SD).unwrap(), "\"standard_deviation\"");
+        assert_eq!(serde_json::from_str::<CombinationCriterion>("\"range\"").unwrap(), RANGE);
+        assert_eq!(CombinationCriterion::default(), RANGE);
     }
 }

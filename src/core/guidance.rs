@@ -3,25 +3,64 @@
 //! breathing phase with automatic marker correspondence, and the corrected, gated target.
 //! Positions are metres; CT positions are in the CT patient frame (LPS), tracked ones in the tracker frame.
 
+use super::case_file::{CaseFile, CaseFileError};
 use super::correction::{Baseline, CorrectionError, CorrelationModel, PredictionMethod, Predictor, PredictorState};
 use super::correspondence::{match_markers, CorrespondenceError};
-use super::ct_markers::{detect_markers, track_across_frames, MarkerDetectionConfig};
+use super::ct_markers::{
+    detect_markers, track_across_frames, CombinationCriterion, CtMarkerError, DetectedMarker, MarkerDetectionConfig,
+    Rejection,
+};
 use super::registration::{register, RegistrationConfig, RegistrationError, RegistrationResult};
 use super::target_gate::InvalidReason;
 use super::tracking::TrackerSample;
 use crate::imaging::dicom_read;
+use crate::imaging::volume::Volume;
 use nalgebra::{Isometry3, Point3, Vector3};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// What a rescan must fix: told to the user with every scan-check refusal.
+const RESCAN: &str = "re-place the markers around the planned entry point and scan again so that the scan covers \
+                      the lesion and every marker";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuidanceError {
     #[error("planning case {path}: {reason}")]
     Case { path: String, reason: String },
+    #[error("planning case {path}: {source}")]
+    CaseFile { path: String, source: CaseFileError },
     #[error(transparent)]
     Dicom(#[from] dicom_read::DicomReadError),
     #[error("markers in the planning CT: {0}")]
-    CtMarkers(String),
+    CtMarkers(#[from] CtMarkerError),
+    /// The lesion (centre plus radius plus the margin) is not inside the scanned volume.
+    #[error(
+        "the lesion is not inside the scan: its centre {centre_mm:?} mm (radius {radius_mm:.1} mm) is \
+         {distance_mm:.1} mm from the scan's {side} edge, at least {need_mm:.1} mm (radius + {margin_mm:.0} mm \
+         margin) needed: {RESCAN}",
+        centre_mm = .centre_mm.map(|v| (v * 10.0).round() / 10.0)
+    )]
+    LesionOutsideScan {
+        centre_mm: [f64; 3],
+        radius_mm: f64,
+        /// Signed distance of the centre to the nearest edge along an image axis (negative: outside) [mm].
+        distance_mm: f64,
+        need_mm: f64,
+        margin_mm: f64,
+        side: &'static str,
+    },
+    /// The target lies in air or bone: no lesion can be there (a wrong target, or the scan misses it).
+    #[error(
+        "the target is not in tissue that can hold a lesion: median {median_hu:.0} HU within {probe_mm:.1} mm of \
+         {centre_mm:?} mm is {tissue} ({rule}): check the target; if it is right, the scan does not show the \
+         lesion: {RESCAN}",
+        centre_mm = .centre_mm.map(|v| (v * 10.0).round() / 10.0),
+        rule = match .tissue { TargetTissue::Air => "below the air limit", TargetTissue::Bone => "above the bone limit" }
+    )]
+    LesionNotInTissue { centre_mm: [f64; 3], median_hu: f64, probe_mm: f64, tissue: TargetTissue },
+    /// A registration marker is (partly) outside the field of view.
+    #[error("marker outside the scan: {detail}: {RESCAN}")]
+    MarkerOutsideScan { detail: String },
     #[error(
         "only {found} markers found in the planning CT, at least {need} needed: re-place the markers and scan again"
     )]
@@ -32,6 +71,174 @@ pub enum GuidanceError {
     Registration(#[from] RegistrationError),
     #[error("not enough tracked registration markers at the CT's breathing phase: {have} (need {need})")]
     NotEnoughTracked { have: usize, need: usize },
+}
+
+/// Why a target is refused by its HU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetTissue {
+    Air,
+    Bone,
+}
+
+impl std::fmt::Display for TargetTissue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TargetTissue::Air => "air (outside the body or in an airway)",
+            TargetTissue::Bone => "bone (or contrast-filled vessel)",
+        })
+    }
+}
+
+/// The scan must contain the lesion (the method's alarm: re-place markers and rescan).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanCheckConfig {
+    /// The lesion (centre + radius) must lie at least this far inside every edge of the scan [mm].
+    /// 10 mm: the planner needs tissue around the lesion to judge a path's last centimetre (its
+    /// vessel margin is 5 mm), and a lesion cut by the edge of the scan may be larger than it looks.
+    pub margin_mm: f64,
+    /// Radius of the ball around the target whose median HU is judged [mm] (at most the lesion radius
+    /// when that is smaller, at least one voxel).
+    pub probe_radius_mm: f64,
+    /// Median HU below this: air. Air reads -1000, aerated lung -700 to -900, a ground-glass nodule
+    /// about -600 and up; -900 refuses air and keeps every lung target.
+    pub air_below_hu: f64,
+    /// Median HU above this: bone. Cancellous bone 200-400 and cortical 500+ HU; solid lesions
+    /// read -100 to +100 HU, enhancing ones up to about 150 HU.
+    pub bone_above_hu: f64,
+}
+
+impl Default for ScanCheckConfig {
+    fn default() -> Self {
+        ScanCheckConfig { margin_mm: 10.0, probe_radius_mm: 3.0, air_below_hu: -900.0, bone_above_hu: 200.0 }
+    }
+}
+
+/// What the scan check measured (for logs and the evaluation).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanCheck {
+    /// Smallest signed distance of the lesion centre to an edge of the scan [mm].
+    pub edge_distance_mm: f64,
+    pub median_hu: f64,
+    pub probe_voxels: usize,
+}
+
+/// Signed distances [mm] of a point to the scan's lower and upper edge per image axis (voxel
+/// centres of the first and last voxel), with the edges' names.
+fn edge_distances(volume: &Volume<f32>, p: &Point3<f64>) -> [(f64, &'static str); 6] {
+    let g = &volume.geometry;
+    let ijk = g.patient_to_index(p);
+    let names = [("first column", "last column"), ("first row", "last row"), ("first slice", "last slice")];
+    let mut out = [(0.0, ""); 6];
+    for a in 0..3 {
+        out[2 * a] = (ijk[a] * g.spacing_mm[a], names[a].0);
+        out[2 * a + 1] = ((g.dims[a] as f64 - 1.0 - ijk[a]) * g.spacing_mm[a], names[a].1);
+    }
+    out
+}
+
+fn nearest_edge(volume: &Volume<f32>, p: &Point3<f64>) -> (f64, &'static str) {
+    edge_distances(volume, p).into_iter().min_by(|a, b| a.0.total_cmp(&b.0)).unwrap_or((f64::NEG_INFINITY, ""))
+}
+
+/// Checks that the planning CT contains the lesion and the markers (the method's alarm):
+/// the lesion centre at least radius + margin inside every edge, the median HU in a small ball at the
+/// target neither air nor bone, every expected marker (`expected_markers`: centre [mm], radius [mm],
+/// e.g. from case.json) at least its radius inside the edges, and no marker-bright blob cut by the edge.
+pub fn check_scan_contains(
+    volume: &Volume<f32>,
+    lesion_mm: [f64; 3],
+    lesion_radius_mm: f64,
+    expected_markers: &[(u32, [f64; 3], f64)],
+    rejected: &[(DetectedMarker, Rejection)],
+    cfg: &ScanCheckConfig,
+) -> Result<ScanCheck, GuidanceError> {
+    let centre = Point3::from(lesion_mm);
+    let (distance_mm, side) = nearest_edge(volume, &centre);
+    let need_mm = lesion_radius_mm.max(0.0) + cfg.margin_mm;
+    if !(distance_mm >= need_mm) {
+        return Err(GuidanceError::LesionOutsideScan {
+            centre_mm: lesion_mm,
+            radius_mm: lesion_radius_mm,
+            distance_mm,
+            need_mm,
+            margin_mm: cfg.margin_mm,
+            side,
+        });
+    }
+    let g = &volume.geometry;
+    let coarsest = g.spacing_mm.iter().copied().fold(0.0, f64::max);
+    let mut probe = cfg.probe_radius_mm;
+    if lesion_radius_mm > 0.0 {
+        probe = probe.min(lesion_radius_mm);
+    }
+    let probe = probe.max(0.5 * coarsest);
+    let mut values = Vec::new();
+    if let Some([(i0, i1), (j0, j1), (k0, k1)]) = g.index_box(&centre, probe) {
+        for k in k0..k1 {
+            for j in j0..j1 {
+                for i in i0..i1 {
+                    let p = g.index_to_patient([i as f64, j as f64, k as f64]);
+                    let v = volume.data[g.offset(i, j, k)];
+                    if (p - centre).norm() <= probe && !v.is_nan() {
+                        values.push(v as f64);
+                    }
+                }
+            }
+        }
+    }
+    if values.is_empty() {
+        // The ball holds no voxel centre (coarse voxels): the nearest voxel.
+        let ijk = g.patient_to_index(&centre);
+        let idx = [0, 1, 2].map(|a| (ijk[a].round().max(0.0) as usize).min(g.dims[a] - 1));
+        values.push(volume.data[g.offset(idx[0], idx[1], idx[2])] as f64);
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median_hu = if n % 2 == 1 { values[n / 2] } else { 0.5 * (values[n / 2 - 1] + values[n / 2]) };
+    let tissue = if median_hu < cfg.air_below_hu {
+        Some(TargetTissue::Air)
+    } else if median_hu > cfg.bone_above_hu {
+        Some(TargetTissue::Bone)
+    } else {
+        None
+    };
+    if let Some(tissue) = tissue {
+        return Err(GuidanceError::LesionNotInTissue { centre_mm: lesion_mm, median_hu, probe_mm: probe, tissue });
+    }
+    for (id, c, r) in expected_markers {
+        let (d, side) = nearest_edge(volume, &Point3::from(*c));
+        if !(d >= *r) {
+            return Err(GuidanceError::MarkerOutsideScan {
+                detail: format!(
+                    "marker {id} at {:?} mm (radius {r:.1} mm) is {d:.1} mm from the scan's {side} edge",
+                    c.map(|v| (v * 10.0).round() / 10.0)
+                ),
+            });
+        }
+    }
+    if let Some((m, _)) = rejected.iter().find(|(m, why)| *why == Rejection::TouchesEdge && m.voxels >= 2) {
+        return Err(GuidanceError::MarkerOutsideScan {
+            detail: format!(
+                "a marker-bright blob ({} voxels, peak {:.0} HU) at {:?} mm is cut by the edge of the scan",
+                m.voxels,
+                m.peak_hu,
+                m.centre_mm.map(|v| (v * 10.0).round() / 10.0)
+            ),
+        });
+    }
+    Ok(ScanCheck { edge_distance_mm: distance_mm, median_hu, probe_voxels: n })
+}
+
+/// Everything `PlanningCase::load_with` needs besides the folder.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadOptions {
+    pub detection: MarkerDetectionConfig,
+    pub selection: SelectionConfig,
+    /// How the correction-marker combination is chosen (default: smallest range).
+    pub criterion: CombinationCriterion,
+    pub scan: ScanCheckConfig,
 }
 
 /// One 4-D CT frame: marker positions (same order as `PlanningCase::image_markers_m`) and the lesion.
@@ -73,42 +280,63 @@ impl Default for SelectionConfig {
     }
 }
 
-fn mm(v: &serde_json::Value) -> Option<Point3<f64>> {
-    let a = v.as_array()?;
-    Some(Point3::new(a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?) * 1e-3)
-}
-
 impl PlanningCase {
-    /// Reads a case folder as `needle_nav phantom` writes it: markers are *detected* in the DICOM
-    /// series `ct/` (and in every 4-D phase); the plan (lesion centre per phase, preset entry) comes from `case.json`.
+    /// [`PlanningCase::load_with`] with the default combination criterion and scan check.
     pub fn load(
         dir: &Path,
         detection: &MarkerDetectionConfig,
         selection: &SelectionConfig,
     ) -> Result<PlanningCase, GuidanceError> {
+        let options = LoadOptions { detection: detection.clone(), selection: selection.clone(), ..Default::default() };
+        PlanningCase::load_with(dir, &options)
+    }
+
+    /// Reads a case folder as `needle_nav phantom` writes it: markers are *detected* in the planning CT
+    /// (`files.ct_dicom_dir`, default `ct/`) and in every 4-D phase; the plan (lesion centre per phase,
+    /// preset entry) comes from `case.json` ([`CaseFile`]). The planning CT must contain the lesion and
+    /// the markers ([`check_scan_contains`]); otherwise the user is told to re-place markers and rescan.
+    pub fn load_with(dir: &Path, options: &LoadOptions) -> Result<PlanningCase, GuidanceError> {
+        let (detection, selection) = (&options.detection, &options.selection);
         let case_err = |reason: String| GuidanceError::Case { path: dir.display().to_string(), reason };
         let text = std::fs::read_to_string(dir.join("case.json")).map_err(|e| case_err(format!("case.json: {e}")))?;
-        let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| case_err(format!("case.json: {e}")))?;
-        let lesion_m = mm(&doc["reference"]["lesion_centre_mm"])
-            .ok_or_else(|| case_err("case.json has no reference.lesion_centre_mm".into()))?;
-        let entry_m = mm(&doc["preset_entry_mm"]).ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?;
         // The whole of case.json is checked before any DICOM is read: a bad phase entry is named
         // at once instead of after seconds of marker detection.
-        let mut phase_entries = Vec::new();
-        if let Some(list) = doc["phases"].as_array().filter(|l| l.len() >= 2) {
-            for ph in list {
-                let rel = ph["dicom_dir"].as_str().ok_or_else(|| case_err("a phase has no dicom_dir".into()))?;
-                let t = ph["time_s"].as_f64().ok_or_else(|| case_err("a phase has no time_s".into()))?;
-                let lesion =
-                    mm(&ph["lesion_centre_mm"]).ok_or_else(|| case_err("a phase has no lesion_centre_mm".into()))?;
-                phase_entries.push((rel, t, lesion));
-            }
-        }
-        let detect = |folder: &Path| -> Result<Vec<super::ct_markers::DetectedMarker>, GuidanceError> {
+        let case = CaseFile::from_str(&text)
+            .map_err(|source| GuidanceError::CaseFile { path: dir.display().to_string(), source })?;
+        let lesion_m = case.lesion_m();
+        let entry_m =
+            Point3::from(case.preset_entry_mm.ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?)
+                * 1e-3;
+        let phase_entries: Vec<(&str, f64, Point3<f64>)> = if case.phases().len() >= 2 {
+            case.phases()
+                .iter()
+                .map(|p| (p.dicom_dir.as_str(), p.time_s, Point3::from(p.lesion_centre_mm) * 1e-3))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let detect = |folder: &Path| -> Result<Vec<DetectedMarker>, GuidanceError> {
             let series = dicom_read::load_series(folder, None)?;
             Ok(detect_markers(&series.volume, detection).0)
         };
-        let reference = detect(&dir.join("ct"))?;
+        let planning_ct = dicom_read::load_series(&dir.join(case.files.ct()), None)?;
+        let (reference, rejected) = detect_markers(&planning_ct.volume, detection);
+        let expected: Vec<(u32, [f64; 3], f64)> =
+            case.reference.markers.iter().map(|m| (m.id, m.centre_mm, m.radius_mm)).collect();
+        let scan = check_scan_contains(
+            &planning_ct.volume,
+            case.reference.lesion_centre_mm,
+            case.reference.lesion_radius_mm.unwrap_or(0.0),
+            &expected,
+            &rejected,
+            &options.scan,
+        )?;
+        tracing::debug!(
+            "planning CT contains the lesion: {:.1} mm from the nearest edge, median {:.0} HU at the target",
+            scan.edge_distance_mm,
+            scan.median_hu
+        );
+        drop(planning_ct);
         if reference.len() < 3 {
             return Err(GuidanceError::TooFewCtMarkers { found: reference.len(), need: 3 });
         }
@@ -122,7 +350,7 @@ impl PlanningCase {
                 lesions.push(lesion);
                 frames.push((t, detect(&dir.join(rel))?));
             }
-            let curves = track_across_frames(&frames, 30.0).map_err(|e| GuidanceError::CtMarkers(e.to_string()))?;
+            let curves = track_across_frames(&frames, 30.0)?;
             // Curves follow the first phase's markers; map them onto the planning CT's by proximity.
             let order: Vec<usize> = image_markers_m
                 .iter()
@@ -159,12 +387,16 @@ impl PlanningCase {
                     entry_mm,
                     selection.min_markers,
                     selection.max_markers,
-                )
-                .map_err(|e| GuidanceError::CtMarkers(e.to_string()))?;
+                    options.criterion,
+                )?;
                 selection_note = format!(
-                    "{} markers within {:.0} mm of the entry; chosen combination spread {:.2} mm",
+                    "{} markers within {:.0} mm of the entry; chosen combination {} {:.2} mm",
                     candidates.len(),
                     selection.search_radius_m * 1e3,
+                    match chosen.criterion {
+                        CombinationCriterion::Range => "range",
+                        CombinationCriterion::StandardDeviation => "standard deviation",
+                    },
                     chosen.spread_mm
                 );
                 // Curve indices -> planning-CT marker indices.
@@ -762,7 +994,118 @@ mod tests {
         std::fs::write(dir.join("case.json"), doc.to_string()).unwrap();
         let err = PlanningCase::load(&dir, &MarkerDetectionConfig::default(), &SelectionConfig::default()).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(matches!(&err, GuidanceError::Case { reason, .. } if reason == "a phase has no time_s"), "{err}");
+        assert!(
+            matches!(&err, GuidanceError::CaseFile { source: CaseFileError::Parse { path, .. }, .. } if path == "phases[1].time_s"),
+            "{err}"
+        );
+    }
+
+    fn small_phantom() -> (Phantom, Volume<f32>) {
+        let ph =
+            Phantom::new(PhantomConfig { dims: [176, 128, 160], spacing_mm: [2.0, 2.0, 2.0], ..Default::default() })
+                .unwrap();
+        let hu = ph.render(&MotionState::REST, 0).hu;
+        let vol = Volume { geometry: hu.geometry.clone(), data: hu.data.iter().map(|&h| h as f32).collect() };
+        (ph, vol)
+    }
+
+    fn truth_markers(ph: &Phantom) -> Vec<(u32, [f64; 3], f64)> {
+        ph.markers.iter().map(|m| (m.id, ph.marker_centre(m, &MotionState::REST).into(), m.radius_mm)).collect()
+    }
+
+    #[test]
+    fn a_scan_without_the_lesion_or_a_marker_is_refused_with_a_rescan_reason() {
+        let (ph, vol) = small_phantom();
+        let cfg = ScanCheckConfig::default();
+        let (_, rejected) = detect_markers(&vol, &MarkerDetectionConfig::default());
+        let markers = truth_markers(&ph);
+        let lesion: [f64; 3] = ph.lesion_centre(&MotionState::REST).into();
+        let r = ph.config.lesion_radius_mm;
+        let ok = check_scan_contains(&vol, lesion, r, &markers, &rejected, &cfg).unwrap();
+        assert!((ok.median_hu - 30.0).abs() < 15.0, "{ok:?}");
+        let says_rescan =
+            |e: &GuidanceError| e.to_string().contains("re-place the markers") && e.to_string().contains("scan again");
+
+        // Outside the volume (x extent -175..175 mm), and inside but within radius + margin of the edge.
+        for x in [400.0, 175.0 - 15.0] {
+            let e = check_scan_contains(&vol, [x, 0.0, -20.0], r, &markers, &rejected, &cfg).unwrap_err();
+            assert!(matches!(e, GuidanceError::LesionOutsideScan { side: "last column", .. }), "{e}");
+            assert!(says_rescan(&e), "{e}");
+        }
+        // Air beside the body (an ellipse of semi-axes 160 x 110 mm), 27 mm and more inside the volume.
+        let g = &vol.geometry;
+        let air_point = [140.0, -100.0, -20.0];
+        let e = check_scan_contains(&vol, air_point, 0.0, &markers, &rejected, &cfg).unwrap_err();
+        assert!(matches!(e, GuidanceError::LesionNotInTissue { tissue: TargetTissue::Air, .. }), "{e}");
+        assert!(says_rescan(&e) && e.to_string().contains("air"), "{e}");
+        // The vertebral body (cancellous bone, 300 HU in the phantom).
+        let e = check_scan_contains(&vol, [0.0, 72.0, -20.0], 5.0, &markers, &rejected, &cfg).unwrap_err();
+        assert!(
+            matches!(e, GuidanceError::LesionNotInTissue { tissue: TargetTissue::Bone, median_hu, .. } if median_hu > 250.0),
+            "{e}"
+        );
+        // Aerated lung next to the lesion is still a place for a lesion (-850 HU > -900).
+        let lung = [lesion[0], lesion[1] - r - 8.0, lesion[2]];
+        let in_lung = check_scan_contains(&vol, lung, 2.0, &markers, &rejected, &cfg).unwrap();
+        assert!(in_lung.median_hu < -700.0, "{in_lung:?}");
+
+        // A registration marker (as the case lists them) outside the field of view.
+        let mut moved = markers.clone();
+        moved[0].1[2] = 400.0;
+        let e = check_scan_contains(&vol, lesion, r, &moved, &rejected, &cfg).unwrap_err();
+        assert!(
+            matches!(&e, GuidanceError::MarkerOutsideScan { detail } if detail.starts_with(&format!("marker {} ", moved[0].0))),
+            "{e}"
+        );
+        assert!(says_rescan(&e), "{e}");
+        // A scan whose edge cuts a marker (no list of markers: a real case): the cut blob is found.
+        let m = &markers[0];
+        let cut_k = ((m.1[2] - g.origin_mm[2]) / g.spacing_mm[2]).round() as usize;
+        let dims = [g.dims[0], g.dims[1], cut_k + 1];
+        let cropped = Volume {
+            geometry: crate::imaging::volume::Geometry { dims, ..g.clone() },
+            data: vol.data[..dims[0] * dims[1] * dims[2]].to_vec(),
+        };
+        let (_, rejected) = detect_markers(&cropped, &MarkerDetectionConfig::default());
+        assert!(rejected.iter().any(|(_, why)| *why == Rejection::TouchesEdge), "{rejected:?}");
+        let e = check_scan_contains(
+            &cropped,
+            [lesion[0], lesion[1], lesion[2].min(m.1[2] - 40.0)],
+            r,
+            &[],
+            &rejected,
+            &cfg,
+        );
+        let e = e.unwrap_err();
+        assert!(matches!(&e, GuidanceError::MarkerOutsideScan { detail } if detail.contains("cut by the edge")), "{e}");
+    }
+
+    /// The real thorax CT holds its lesion (cases/thorax_ct_lung_lesion): the check passes.
+    #[test]
+    fn the_real_thorax_case_contains_its_lesion() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases/thorax_ct_lung_lesion");
+        let case = CaseFile::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        assert_eq!(case.reference.lesion_centre_mm, [-85.9, 82.1, -9.1]);
+        let ct_dir = dir.join(case.files.ct());
+        assert!(ct_dir.is_dir(), "test data folder {} is missing (see ../shared/data/MANIFEST.md)", ct_dir.display());
+        let ct = dicom_read::load_series(&ct_dir, None).unwrap();
+        let (_, rejected) = detect_markers(&ct.volume, &MarkerDetectionConfig::default());
+        let r = case.reference.lesion_radius_mm.unwrap();
+        let check = check_scan_contains(
+            &ct.volume,
+            case.reference.lesion_centre_mm,
+            r,
+            &[],
+            &rejected,
+            &ScanCheckConfig::default(),
+        )
+        .unwrap();
+        eprintln!("thorax lesion: {check:?}");
+        assert!(check.median_hu > -300.0 && check.median_hu < 150.0, "{check:?}");
+        // The same lesion 115 mm higher is 9.6 mm below the last slice (z = 115.5 mm): refused.
+        let up = [-85.9, 82.1, -9.1 + 115.0];
+        let e = check_scan_contains(&ct.volume, up, r, &[], &rejected, &ScanCheckConfig::default()).unwrap_err();
+        assert!(matches!(e, GuidanceError::LesionOutsideScan { .. }), "{e}");
     }
 
     #[test]

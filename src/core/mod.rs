@@ -1,6 +1,7 @@
 //! The algorithms, free of ROS types: testable with plain `cargo test --no-default-features --lib`.
 
 pub mod breathing;
+pub mod case_file;
 pub mod classification;
 pub mod correction;
 pub mod correspondence;
