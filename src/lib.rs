@@ -9,6 +9,7 @@ pub mod bag;
 pub mod config;
 pub mod core;
 pub mod evaluation;
+pub mod evaluation_combination;
 pub mod imaging;
 pub mod interfaces;
 pub mod logging;

@@ -369,6 +369,13 @@ pub struct LesionRegistrationConfig {
     pub update_period_s: f64,
     /// Radiopaque marker threshold in the CT [HU].
     pub marker_threshold_hu: f64,
+    /// The planning CT must contain the lesion: its centre at least lesion radius + this inside every
+    /// edge of the scan [m] (else status LESION_NOT_IN_SCAN: re-place markers and rescan).
+    pub scan_margin_m: f64,
+    /// Median HU around the target below this: air, no lesion there [HU].
+    pub target_air_below_hu: f64,
+    /// Median HU around the target above this: bone, no lesion there [HU].
+    pub target_bone_above_hu: f64,
     pub entry_source: EntrySource,
     pub manual_entry_ct_m: Vec<f64>,
     /// What a tracker sample may contain; a sample outside it is refused on its own.
@@ -389,6 +396,9 @@ impl Default for LesionRegistrationConfig {
             window_s: 10.0,
             update_period_s: 2.0,
             marker_threshold_hu: 1500.0,
+            scan_margin_m: 0.01,
+            target_air_below_hu: -900.0,
+            target_bone_above_hu: 200.0,
             entry_source: EntrySource::Preset,
             manual_entry_ct_m: Vec::new(),
             sample_checks: Default::default(),
@@ -404,6 +414,24 @@ impl LesionRegistrationConfig {
             max_fre: self.max_fre_m,
             fle_rms: self.fle_rms_m,
             min_spread_ratio: self.min_spread_ratio,
+            ..Default::default()
+        }
+    }
+
+    /// How the planning case is loaded: marker threshold and the scan check (default combination criterion:
+    /// the registration does not choose correction markers).
+    pub fn load_options(&self) -> crate::core::guidance::LoadOptions {
+        crate::core::guidance::LoadOptions {
+            detection: crate::core::ct_markers::MarkerDetectionConfig {
+                threshold_hu: self.marker_threshold_hu,
+                ..Default::default()
+            },
+            scan: crate::core::guidance::ScanCheckConfig {
+                margin_mm: self.scan_margin_m * 1e3,
+                air_below_hu: self.target_air_below_hu,
+                bone_above_hu: self.target_bone_above_hu,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -423,6 +451,9 @@ impl Validate for LesionRegistrationConfig {
         in_range("window_s", self.window_s, 1.0, 120.0, "s")?;
         in_range("update_period_s", self.update_period_s, 0.1, 60.0, "s")?;
         in_range("marker_threshold_hu", self.marker_threshold_hu, 500.0, 30000.0, "HU")?;
+        in_range("scan_margin_m", self.scan_margin_m, 0.0, 0.1, "m")?;
+        in_range("target_air_below_hu", self.target_air_below_hu, -1100.0, -300.0, "HU")?;
+        in_range("target_bone_above_hu", self.target_bone_above_hu, 100.0, 3000.0, "HU")?;
         sample_checks(&self.sample_checks)?;
         if self.entry_source == EntrySource::Manual {
             check(
@@ -464,6 +495,9 @@ pub struct NeedleTargetConfig {
     /// Sizes of the candidate combinations compared (smallest spread of entry-displacement features wins).
     pub combination_min_markers: u32,
     pub combination_max_markers: u32,
+    /// How a combination's agreement is measured: range (max - min of the features, the method's)
+    /// or standard_deviation.
+    pub combination_criterion: crate::core::ct_markers::CombinationCriterion,
     /// What a tracker sample may contain; a sample outside it is refused on its own.
     pub sample_checks: crate::core::sample_validation::SampleChecks,
 }
@@ -486,12 +520,26 @@ impl Default for NeedleTargetConfig {
             search_radius_m: 0.0,
             combination_min_markers: 2,
             combination_max_markers: 4,
+            combination_criterion: Default::default(),
             sample_checks: Default::default(),
         }
     }
 }
 
 impl NeedleTargetConfig {
+    /// How the planning case is loaded: search region, combination sizes and criterion.
+    pub fn load_options(&self) -> crate::core::guidance::LoadOptions {
+        crate::core::guidance::LoadOptions {
+            selection: crate::core::guidance::SelectionConfig {
+                search_radius_m: self.search_radius_m,
+                min_markers: self.combination_min_markers as usize,
+                max_markers: self.combination_max_markers as usize,
+            },
+            criterion: self.combination_criterion,
+            ..Default::default()
+        }
+    }
+
     /// Age beyond which a tracker sample is stale [s].
     pub fn stale_after_s(&self) -> f64 {
         self.stale_after_periods / self.tracker_rate_hz
@@ -880,6 +928,28 @@ mod tests {
         // A real-time class is not offered for a batch job: refused, naming the key and the choices.
         let e = parse("fifo").unwrap_err().to_string();
         assert!(e.contains("worker_scheduling") && e.contains("idle"), "{e}");
+    }
+
+    #[test]
+    fn combination_criterion_and_scan_check_parameters() {
+        use crate::core::ct_markers::CombinationCriterion;
+        let parse = |node: &str, yaml: &str| {
+            let text = format!("{node}:\n  ros__parameters:\n    {yaml}\n");
+            crate::config::node_section(&text, node).unwrap()
+        };
+        let target =
+            |yaml: &str| build_config::<NeedleTargetConfig>("needle_target", parse("needle_target", yaml), &Vec::new());
+        assert_eq!(NeedleTargetConfig::default().combination_criterion, CombinationCriterion::Range);
+        let c = target("combination_criterion: standard_deviation").unwrap();
+        assert_eq!(c.load_options().criterion, CombinationCriterion::StandardDeviation);
+        let e = target("combination_criterion: variance").unwrap_err().to_string();
+        assert!(e.contains("combination_criterion") && e.contains("range"), "{e}");
+        let reg = LesionRegistrationConfig::default();
+        assert_eq!(reg.load_options().scan, crate::core::guidance::ScanCheckConfig::default());
+        let bad = LesionRegistrationConfig { scan_margin_m: 0.5, ..Default::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "scan_margin_m");
+        let bad = LesionRegistrationConfig { target_bone_above_hu: 50.0, ..Default::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "target_bone_above_hu");
     }
 
     #[test]

@@ -82,9 +82,13 @@ fn status_of(e: &GuidanceError) -> u8 {
         GuidanceError::Correspondence(crate::core::correspondence::CorrespondenceError::Ambiguous { .. }) => {
             msg::LesionRegistration::STATUS_DEGENERATE as u8
         }
-        GuidanceError::Case { .. } | GuidanceError::Dicom(_) | GuidanceError::CtMarkers(_) => {
-            msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8
-        }
+        GuidanceError::LesionOutsideScan { .. }
+        | GuidanceError::LesionNotInTissue { .. }
+        | GuidanceError::MarkerOutsideScan { .. } => msg::LesionRegistration::STATUS_LESION_NOT_IN_SCAN as u8,
+        GuidanceError::Case { .. }
+        | GuidanceError::CaseFile { .. }
+        | GuidanceError::Dicom(_)
+        | GuidanceError::CtMarkers(_) => msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
         _ => msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8,
     }) as u8
 }
