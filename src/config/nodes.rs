@@ -187,11 +187,22 @@ impl ClassificationMethod {
 
 /// Where correction markers may lie (tracker frame, metres). Markers outside can still be
 /// registration markers; a moving marker outside is left unassigned.
+/// The shape of the correction region; the names are the parameter values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionKind {
+    /// No region: correction markers may lie anywhere.
+    #[default]
+    None,
+    Box,
+    Polygon,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CorrectionRegion {
     /// none | box | polygon
-    pub kind: String,
+    pub kind: RegionKind,
     /// box: opposite corners [x, y, z].
     pub box_min_m: Vec<f64>,
     pub box_max_m: Vec<f64>,
@@ -203,7 +214,7 @@ pub struct CorrectionRegion {
 impl Default for CorrectionRegion {
     fn default() -> Self {
         CorrectionRegion {
-            kind: "none".into(),
+            kind: RegionKind::None,
             box_min_m: Vec::new(),
             box_max_m: Vec::new(),
             polygon_xy_m: Vec::new(),
@@ -305,9 +316,9 @@ impl Validate for MarkerClassifierConfig {
         }
         sample_checks(&self.sample_checks)?;
         let region = &self.correction_region;
-        match region.kind.as_str() {
-            "none" => {}
-            "box" => check(
+        match region.kind {
+            RegionKind::None => {}
+            RegionKind::Box => check(
                 region.box_min_m.len() == 3
                     && region.box_max_m.len() == 3
                     && region
@@ -318,7 +329,7 @@ impl Validate for MarkerClassifierConfig {
                 "correction_region.box_min_m",
                 || "box needs box_min_m and box_max_m as [x, y, z] with min < max".into(),
             )?,
-            "polygon" => check(
+            RegionKind::Polygon => check(
                 region.polygon_xy_m.len() >= 6
                     && region.polygon_xy_m.len() % 2 == 0
                     && region.polygon_z_m.len() == 2
@@ -326,12 +337,6 @@ impl Validate for MarkerClassifierConfig {
                 "correction_region.polygon_xy_m",
                 || "polygon needs >= 3 vertices [x0, y0, x1, y1, ...] and polygon_z_m [z_min, z_max]".into(),
             )?,
-            other => {
-                return Err(InvalidValue::new(
-                    "correction_region.kind",
-                    format!("`{other}`: expected none, box or polygon"),
-                ))
-            }
         }
         Ok(())
     }
@@ -950,6 +955,23 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().key, "scan_margin_m");
         let bad = LesionRegistrationConfig { target_bone_above_hu: 50.0, ..Default::default() };
         assert_eq!(bad.validate().unwrap_err().key, "target_bone_above_hu");
+    }
+
+    #[test]
+    fn correction_region_kind_keeps_its_names() {
+        let parse = |yaml: &str| {
+            let text = format!("marker_classifier:\n  ros__parameters:\n    correction_region:\n      {yaml}\n");
+            let section = crate::config::node_section(&text, "marker_classifier").unwrap();
+            build_config::<MarkerClassifierConfig>("marker_classifier", section, &Vec::new())
+        };
+        assert_eq!(parse("kind: none").unwrap().correction_region.kind, RegionKind::None);
+        let c = parse("kind: box\n      box_min_m: [0, 0, 0]\n      box_max_m: [1, 1, 1]").unwrap();
+        assert_eq!(c.correction_region.kind, RegionKind::Box);
+        let e = parse("kind: circle").unwrap_err().to_string();
+        assert!(e.contains("correction_region") && e.contains("polygon"), "{e}");
+        let e = parse("kind: polygon").unwrap_err().to_string();
+        assert!(e.contains("polygon_xy_m"), "{e}");
+        assert_eq!(serde_json::to_string(&RegionKind::Polygon).unwrap(), "\"polygon\"");
     }
 
     #[test]

@@ -174,11 +174,12 @@ pub fn recognise_mode(signature: &[f64; 6], threshold: f64) -> (MotionMode, f64)
 
 /// Is `p` (tracker frame, m) inside the correction region?
 pub fn in_correction_region(region: &CorrectionRegion, p: &Point3<f64>) -> bool {
-    match region.kind.as_str() {
-        "box" if region.box_min_m.len() == 3 && region.box_max_m.len() == 3 => {
+    use crate::config::RegionKind;
+    match region.kind {
+        RegionKind::Box if region.box_min_m.len() == 3 && region.box_max_m.len() == 3 => {
             (0..3).all(|a| p[a] >= region.box_min_m[a] && p[a] <= region.box_max_m[a])
         }
-        "polygon" if region.polygon_z_m.len() == 2 => {
+        RegionKind::Polygon if region.polygon_z_m.len() == 2 => {
             if p.z < region.polygon_z_m[0] || p.z > region.polygon_z_m[1] {
                 return false;
             }
@@ -747,7 +748,7 @@ mod tests {
     #[test]
     fn correction_region_box_and_polygon() {
         let bx = CorrectionRegion {
-            kind: "box".into(),
+            kind: crate::config::RegionKind::Box,
             box_min_m: vec![0.0, 0.0, 0.0],
             box_max_m: vec![1.0, 1.0, 1.0],
             ..Default::default()
@@ -756,7 +757,7 @@ mod tests {
         assert!(!in_correction_region(&bx, &Point3::new(1.5, 0.5, 0.5)));
         // L-shaped polygon: the notch is outside.
         let poly = CorrectionRegion {
-            kind: "polygon".into(),
+            kind: crate::config::RegionKind::Polygon,
             polygon_xy_m: vec![0.0, 0.0, 2.0, 0.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 2.0],
             polygon_z_m: vec![-1.0, 1.0],
             ..Default::default()
@@ -769,7 +770,7 @@ mod tests {
         let (c, truth, _) = sim_windows(13);
         let cfg = MarkerClassifierConfig {
             correction_region: CorrectionRegion {
-                kind: "box".into(),
+                kind: crate::config::RegionKind::Box,
                 box_min_m: vec![9.0; 3],
                 box_max_m: vec![10.0; 3],
                 ..Default::default()

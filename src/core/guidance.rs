@@ -620,6 +620,8 @@ pub enum ResumeRefused {
     OtherPrediction { saved: PredictionMethod, now: PredictionMethod },
     #[error("malformed: {0}")]
     Malformed(String),
+    #[error("malformed predictor: {0}")]
+    Predictor(#[from] super::correction::PredictorStateError),
 }
 
 /// Registrations closer than this are the same one (a recomputed registration of the same
@@ -742,7 +744,7 @@ impl TargetComputer {
         if saved.predictor.method != self.config.prediction {
             return Err(ResumeRefused::OtherPrediction { saved: saved.predictor.method, now: self.config.prediction });
         }
-        saved.predictor.check().map_err(ResumeRefused::Malformed)?;
+        saved.predictor.check()?;
         let b = &saved.baseline;
         let n = b.marker_ids.len();
         let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
