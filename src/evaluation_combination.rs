@@ -160,8 +160,9 @@ fn setting_study(
     max_markers: usize,
 ) -> SettingResult {
     let criteria = [Some(CombinationCriterion::Range), Some(CombinationCriterion::StandardDeviation), None];
-    let mut errors: Vec<(Vec<f64>, Vec<f64>, usize, Vec<usize>)> =
-        criteria.iter().map(|_| (Vec::new(), Vec::new(), 0, Vec::new())).collect();
+    // Per criterion: target errors, entry errors [m], failed patients, markers chosen per patient.
+    type Tally = (Vec<f64>, Vec<f64>, usize, Vec<usize>);
+    let mut errors: Vec<Tally> = criteria.iter().map(|_| (Vec::new(), Vec::new(), 0, Vec::new())).collect();
     let mut choices = Vec::new();
     let mut different = 0;
     for trial in 0..o.tracking_trials {

@@ -114,7 +114,7 @@ fn holds_a_case(dir: &Path) -> Result<bool, CaseError> {
     }
     let ours = std::fs::read_to_string(dir.join("case.json"))
         .ok()
-        .and_then(|t| CaseFile::from_str(&t).ok())
+        .and_then(|t| t.parse::<CaseFile>().ok())
         .is_some_and(|c| c.is_digital_patient());
     if !ours {
         foreign.insert(0, "no needle_nav case.json".into());
@@ -433,7 +433,7 @@ mod tests {
         assert!(!dir.exists());
         write_case(&dir, &small(3, 40)).unwrap();
         // What the writer writes, the typed reader reads.
-        let case = CaseFile::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        let case: CaseFile = std::fs::read_to_string(dir.join("case.json")).unwrap().parse().unwrap();
         assert!(case.is_digital_patient() && case.phases().len() == 3 && case.reference.markers.len() == 12);
         assert!(case.preset_entry_mm.is_some() && case.config == Some(small(3, 40)));
         assert_eq!((count(&dir.join("ct")), count(&dir.join("phases"))), (40, 3));

@@ -71,7 +71,8 @@ pub fn read_planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<Plann
         let path = dir.join("case.json");
         let text =
             std::fs::read_to_string(&path).map_err(|source| PlanningInputError::Read { path: path.clone(), source })?;
-        let case = crate::core::case_file::CaseFile::from_str(&text)
+        let case = text
+            .parse::<crate::core::case_file::CaseFile>()
             .map_err(|source| PlanningInputError::CaseFile { path: path.clone(), source })?;
         let planning = case.planning.clone().unwrap_or_default();
         // CaseFile::validate refused a zero or non-finite direction and an angle outside [0, 90].

@@ -276,10 +276,12 @@ fn finite(v: &[f64]) -> bool {
     v.iter().all(|x| x.is_finite())
 }
 
-impl CaseFile {
+impl std::str::FromStr for CaseFile {
+    type Err = CaseFileError;
+
     /// Parses and checks `case.json`. Errors name the field (`reference.lesion_centre_mm`,
-    /// `phases[1].time_s`, an unknown field's parent) and serde's reason with line and column.
-    pub fn from_str(text: &str) -> Result<CaseFile, CaseFileError> {
+    /// `phases[1].time_s`, an unknown field's name under its parent) and serde's reason with line and column.
+    fn from_str(text: &str) -> Result<CaseFile, CaseFileError> {
         let de = &mut serde_json::Deserializer::from_str(text);
         let case: CaseFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -291,7 +293,9 @@ impl CaseFile {
         case.validate()?;
         Ok(case)
     }
+}
 
+impl CaseFile {
     /// Pretty-printed JSON, as `needle_nav phantom` writes it.
     pub fn to_string(&self) -> Result<String, CaseFileError> {
         serde_json::to_string_pretty(self).map_err(|e| CaseFileError::Write(e.to_string()))
@@ -358,6 +362,7 @@ impl CaseFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
 
     #[test]
     fn the_real_cases_read_and_round_trip() {

@@ -18,6 +18,7 @@ use crate::imaging::volume::Volume;
 use nalgebra::{Isometry3, Point3, Vector3};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::str::FromStr;
 
 /// What a rescan must fix: told to the user with every scan-check refusal.
 const RESCAN: &str = "re-place the markers around the planned entry point and scan again so that the scan covers \
@@ -157,7 +158,7 @@ pub fn check_scan_contains(
     let centre = Point3::from(lesion_mm);
     let (distance_mm, side) = nearest_edge(volume, &centre);
     let need_mm = lesion_radius_mm.max(0.0) + cfg.margin_mm;
-    if !(distance_mm >= need_mm) {
+    if distance_mm.is_nan() || distance_mm < need_mm {
         return Err(GuidanceError::LesionOutsideScan {
             centre_mm: lesion_mm,
             radius_mm: lesion_radius_mm,
@@ -209,7 +210,7 @@ pub fn check_scan_contains(
     }
     for (id, c, r) in expected_markers {
         let (d, side) = nearest_edge(volume, &Point3::from(*c));
-        if !(d >= *r) {
+        if d.is_nan() || d < *r {
             return Err(GuidanceError::MarkerOutsideScan {
                 detail: format!(
                     "marker {id} at {:?} mm (radius {r:.1} mm) is {d:.1} mm from the scan's {side} edge",
