@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use needle_nav_nodes::config::TrajectoryPlannerConfig;
 use needle_nav_core::ct_markers::MarkerDetectionConfig;
-use needle_nav_core::guidance::{PlanningCase, SelectionConfig};
+use needle_nav_core::guidance::SelectionConfig;
 use needle_nav_fuzz::{scratch, write};
 
 fuzz_target!(|data: &[u8]| {

@@ -530,6 +530,7 @@ pub fn evaluate(o: &EvaluationOptions) -> serde_json::Value {
         "registration": registration_study(o),
         "tracking": tracking_study(o),
         "real_breathing": real_breathing_study(),
+        "combination_criterion": crate::evaluation_combination::combination_criterion_study(o),
         "options": {"trials": o.trials, "tracking_trials": o.tracking_trials, "seed": o.seed, "ct_fle_mm": o.ct_fle_mm, "latency_s": o.latency_s},
     })
 }

@@ -56,11 +56,22 @@ impl ClassificationMethod {
 
 /// Where correction markers may lie (tracker frame, metres). Markers outside can still be
 /// registration markers; a moving marker outside is left unassigned.
+/// The shape of the correction region; the names are the parameter values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionKind {
+    /// No region: correction markers may lie anywhere.
+    #[default]
+    None,
+    Box,
+    Polygon,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CorrectionRegion {
     /// none | box | polygon
-    pub kind: String,
+    pub kind: RegionKind,
     /// box: opposite corners [x, y, z].
     pub box_min_m: Vec<f64>,
     pub box_max_m: Vec<f64>,
@@ -72,7 +83,7 @@ pub struct CorrectionRegion {
 impl Default for CorrectionRegion {
     fn default() -> Self {
         CorrectionRegion {
-            kind: "none".into(),
+            kind: RegionKind::None,
             box_min_m: Vec::new(),
             box_max_m: Vec::new(),
             polygon_xy_m: Vec::new(),
@@ -311,11 +322,11 @@ pub fn recognise_mode(signature: &[f64; 6], threshold: f64) -> (MotionMode, f64)
 
 /// Is `p` (tracker frame, m) inside the correction region?
 pub fn in_correction_region(region: &CorrectionRegion, p: &Point3<f64>) -> bool {
-    match region.kind.as_str() {
-        "box" if region.box_min_m.len() == 3 && region.box_max_m.len() == 3 => {
+    match region.kind {
+        RegionKind::Box if region.box_min_m.len() == 3 && region.box_max_m.len() == 3 => {
             (0..3).all(|a| p[a] >= region.box_min_m[a] && p[a] <= region.box_max_m[a])
         }
-        "polygon" if region.polygon_z_m.len() == 2 => {
+        RegionKind::Polygon if region.polygon_z_m.len() == 2 => {
             if p.z < region.polygon_z_m[0] || p.z > region.polygon_z_m[1] {
                 return false;
             }

@@ -305,24 +305,39 @@ pub struct PredictorState {
     pub recent_bins: Vec<Option<f64>>,
 }
 
+/// Why a saved predictor state is not used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PredictorStateError {
+    #[error("{0} bins of history, at most {AR_HISTORY}")]
+    TooMuchHistory(usize),
+    #[error("non-finite breathing history")]
+    NonFiniteHistory,
+    #[error("AR model of order {0}, expected {AR_ORDER}")]
+    WrongOrder(usize),
+    #[error("AR model with non-finite coefficients")]
+    NonFiniteCoefficients,
+    #[error("AR model residual {0} must be finite and > 0")]
+    BadResidual(f64),
+}
+
 impl PredictorState {
     /// A state read from a file is checked before it is used.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), PredictorStateError> {
         if self.recent_bins.len() > AR_HISTORY {
-            return Err(format!("{} bins of history, at most {AR_HISTORY}", self.recent_bins.len()));
+            return Err(PredictorStateError::TooMuchHistory(self.recent_bins.len()));
         }
         if self.recent_bins.iter().flatten().any(|v| !v.is_finite()) {
-            return Err("non-finite breathing history".into());
+            return Err(PredictorStateError::NonFiniteHistory);
         }
         if let Some(ar) = &self.ar {
             if ar.weights.len() != AR_ORDER {
-                return Err(format!("AR model of order {}, expected {AR_ORDER}", ar.weights.len()));
+                return Err(PredictorStateError::WrongOrder(ar.weights.len()));
             }
             if !(ar.weights.iter().all(|w| w.is_finite()) && ar.mean.is_finite()) {
-                return Err("AR model with non-finite coefficients".into());
+                return Err(PredictorStateError::NonFiniteCoefficients);
             }
             if !(ar.residual_rms.is_finite() && ar.residual_rms > 0.0) {
-                return Err(format!("AR model residual {} must be finite and > 0", ar.residual_rms));
+                return Err(PredictorStateError::BadResidual(ar.residual_rms));
             }
         }
         Ok(())

@@ -268,13 +268,30 @@ fn isotropy(cov: &Matrix3<f64>, spacing: [f64; 3]) -> f64 {
     (eig.min() / eig.max()).clamp(0.0, 1.0)
 }
 
+/// Why a bright blob is not taken as a marker.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("touches the edge of the image: may be cut off, centre unreliable")]
+    TouchesEdge,
+    #[error("equivalent radius {radius_mm:.2} mm below the minimum {min_mm:.2} mm (noise or a fragment)")]
+    TooSmall { radius_mm: f64, min_mm: f64 },
+    #[error(
+        "equivalent radius {radius_mm:.2} mm above the maximum {max_mm:.2} mm (too big for a marker: metal implant, \
+         contrast or bone?)"
+    )]
+    TooBig { radius_mm: f64, max_mm: f64 },
+    #[error("isotropy {isotropy:.2} below the minimum {min:.2}: elongated, not a sphere (wire, catheter, needle?)")]
+    Elongated { isotropy: f64, min: f64 },
+}
+
 /// HU threshold, 26-connected components, size and shape filter, intensity-weighted sub-voxel centroid
 /// (weights = HU above a soft-tissue level, over the blob grown by rim_voxels so partial-volume voxels count
 /// symmetrically). Returns the accepted markers and the rejected candidates with their reason.
 pub fn detect_markers(
     volume: &Volume<f32>,
     cfg: &MarkerDetectionConfig,
-) -> (Vec<DetectedMarker>, Vec<(DetectedMarker, String)>) {
+) -> (Vec<DetectedMarker>, Vec<(DetectedMarker, Rejection)>) {
     // A NaN threshold would let every voxel through (see MarkerDetectionConfig::validate).
     if cfg.threshold_hu.is_nan() {
         return (Vec::new(), Vec::new());
@@ -298,23 +315,13 @@ pub fn detect_markers(
             i == 0 || j == 0 || k == 0 || i == nx - 1 || j == ny - 1 || k == nz - 1
         });
         let reason = if on_edge {
-            Some("touches the edge of the image: may be cut off, centre unreliable".to_string())
+            Some(Rejection::TouchesEdge)
         } else if m.equivalent_radius_mm < cfg.min_radius_mm {
-            Some(format!(
-                "equivalent radius {:.2} mm below the minimum {:.2} mm (noise or a fragment)",
-                m.equivalent_radius_mm, cfg.min_radius_mm
-            ))
+            Some(Rejection::TooSmall { radius_mm: m.equivalent_radius_mm, min_mm: cfg.min_radius_mm })
         } else if m.equivalent_radius_mm > cfg.max_radius_mm {
-            Some(format!(
-                "equivalent radius {:.2} mm above the maximum {:.2} mm (too big for a marker: metal implant, \
-                 contrast or bone?)",
-                m.equivalent_radius_mm, cfg.max_radius_mm
-            ))
+            Some(Rejection::TooBig { radius_mm: m.equivalent_radius_mm, max_mm: cfg.max_radius_mm })
         } else if m.isotropy < cfg.min_sphericity {
-            Some(format!(
-                "isotropy {:.2} below the minimum {:.2}: elongated, not a sphere (wire, catheter, needle?)",
-                m.isotropy, cfg.min_sphericity
-            ))
+            Some(Rejection::Elongated { isotropy: m.isotropy, min: cfg.min_sphericity })
         } else {
             None
         };
@@ -430,6 +437,38 @@ pub fn in_search_region(curves: &[MarkerCurve], entry_mm: [f64; 3], radius_mm: f
     inside.into_iter().map(|(_, i)| i).collect()
 }
 
+/// How the agreement of a combination's entry displacement features is measured: the one with
+/// the smallest value wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CombinationCriterion {
+    /// Largest minus smallest feature (the method's criterion).
+    #[default]
+    Range,
+    /// Population standard deviation of the features.
+    StandardDeviation,
+}
+
+impl CombinationCriterion {
+    /// The spread of `features` under this criterion [same unit as the features]; 0 when empty.
+    pub fn spread(self, features: &[f64]) -> f64 {
+        if features.is_empty() {
+            return 0.0;
+        }
+        match self {
+            CombinationCriterion::Range => {
+                features.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                    - features.iter().copied().fold(f64::INFINITY, f64::min)
+            }
+            CombinationCriterion::StandardDeviation => {
+                let n = features.len() as f64;
+                let mean = features.iter().sum::<f64>() / n;
+                (features.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / n).sqrt()
+            }
+        }
+    }
+}
+
 /// A chosen set of markers and what they say about the entry point's motion.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Combination {
@@ -437,7 +476,9 @@ pub struct Combination {
     pub members: Vec<usize>,
     /// Entry displacement feature of each member [mm], in the order of `members`.
     pub features_mm: Vec<f64>,
-    /// Standard deviation of the features [mm].
+    /// The criterion the combination was chosen by.
+    pub criterion: CombinationCriterion,
+    /// The features' spread under that criterion (range or standard deviation) [mm].
     pub spread_mm: f64,
     /// Entry displacement per time relative to the first frame, interpolated from the members [mm].
     pub entry_displacement_mm: Vec<[f64; 3]>,
@@ -459,7 +500,8 @@ fn displacement(c: &MarkerCurve) -> Vec<Vector3<f64>> {
 /// Candidate combinations: for each candidate marker, the preset entry point's displacement over time is
 /// estimated from that marker's motion by spatial interpolation; the entry displacement feature is computed per
 /// candidate; among all combinations of size min_size..=max_size, the one whose candidates' features have the
-/// smallest spread (standard deviation; tie-break: closest to the entry) is chosen.
+/// smallest spread is chosen: by default the smallest range (max - min) of the features, as the method
+/// states; `CombinationCriterion::StandardDeviation` is the earlier rule. Tie-break: closest to the entry.
 ///
 /// Interpolation: from a single marker, the entry point is taken to move as that marker does (nearest-neighbour,
 /// zero-order: skin within the search region moves together); the feature is the peak-to-peak range of the
@@ -473,6 +515,7 @@ pub fn select_combination(
     entry_mm: [f64; 3],
     min_size: usize,
     max_size: usize,
+    criterion: CombinationCriterion,
 ) -> Result<Combination, CtMarkerError> {
     if min_size < 2 {
         return Err(invalid("min_size", format!("{min_size}: a spread needs at least 2 markers")));
@@ -524,8 +567,7 @@ pub fn select_combination(
             continue;
         }
         let members: Vec<usize> = (0..n).filter(|&b| mask & (1 << b) != 0).collect();
-        let mean = members.iter().map(|&m| features[m]).sum::<f64>() / size as f64;
-        let spread = (members.iter().map(|&m| (features[m] - mean).powi(2)).sum::<f64>() / size as f64).sqrt();
+        let spread = criterion.spread(&members.iter().map(|&m| features[m]).collect::<Vec<f64>>());
         let closeness = members.iter().map(|&m| distance[m]).sum::<f64>() / size as f64;
         let better = match best {
             None => true,
@@ -548,6 +590,7 @@ pub fn select_combination(
     Ok(Combination {
         members: members.iter().map(|&m| ids[m]).collect(),
         features_mm: members.iter().map(|&m| features[m]).collect(),
+        criterion,
         spread_mm,
         entry_displacement_mm,
     })

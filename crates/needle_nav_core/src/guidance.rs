@@ -3,23 +3,60 @@
 //! breathing phase with automatic marker correspondence, and the corrected, gated target.
 //! Positions are metres; CT positions are in the CT patient frame (LPS), tracked ones in the tracker frame.
 
+use super::case_file::CaseFileError;
 use super::correction::{Baseline, CorrectionError, CorrelationModel, PredictionMethod, Predictor, PredictorState};
 use super::correspondence::{match_markers, CorrespondenceError};
+use super::ct_markers::{CombinationCriterion, CtMarkerError, DetectedMarker, MarkerDetectionConfig, Rejection};
 use super::registration::{register, RegistrationConfig, RegistrationError, RegistrationResult};
 use super::target_gate::InvalidReason;
 use super::tracking::TrackerSample;
+use crate::volume::Volume;
 use nalgebra::{Isometry3, Point3, Vector3};
 use serde::{Deserialize, Serialize};
+
+/// What a rescan must fix: told to the user with every scan-check refusal.
+const RESCAN: &str = "re-place the markers around the planned entry point and scan again so that the scan covers \
+                      the lesion and every marker";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuidanceError {
     #[error("planning case {path}: {reason}")]
     Case { path: String, reason: String },
+    #[error("planning case {path}: {source}")]
+    CaseFile { path: String, source: CaseFileError },
     /// The planning CT could not be read (the imaging crate's DICOM error, as text).
     #[error("planning CT {path}: {reason}")]
     CtImage { path: String, reason: String },
     #[error("markers in the planning CT: {0}")]
-    CtMarkers(String),
+    CtMarkers(#[from] CtMarkerError),
+    /// The lesion (centre plus radius plus the margin) is not inside the scanned volume.
+    #[error(
+        "the lesion is not inside the scan: its centre {centre_mm:?} mm (radius {radius_mm:.1} mm) is \
+         {distance_mm:.1} mm from the scan's {side} edge, at least {need_mm:.1} mm (radius + {margin_mm:.0} mm \
+         margin) needed: {RESCAN}",
+        centre_mm = .centre_mm.map(|v| (v * 10.0).round() / 10.0)
+    )]
+    LesionOutsideScan {
+        centre_mm: [f64; 3],
+        radius_mm: f64,
+        /// Signed distance of the centre to the nearest edge along an image axis (negative: outside) [mm].
+        distance_mm: f64,
+        need_mm: f64,
+        margin_mm: f64,
+        side: &'static str,
+    },
+    /// The target lies in air or bone: no lesion can be there (a wrong target, or the scan misses it).
+    #[error(
+        "the target is not in tissue that can hold a lesion: median {median_hu:.0} HU within {probe_mm:.1} mm of \
+         {centre_mm:?} mm is {tissue} ({rule}): check the target; if it is right, the scan does not show the \
+         lesion: {RESCAN}",
+        centre_mm = .centre_mm.map(|v| (v * 10.0).round() / 10.0),
+        rule = match .tissue { TargetTissue::Air => "below the air limit", TargetTissue::Bone => "above the bone limit" }
+    )]
+    LesionNotInTissue { centre_mm: [f64; 3], median_hu: f64, probe_mm: f64, tissue: TargetTissue },
+    /// A registration marker is (partly) outside the field of view.
+    #[error("marker outside the scan: {detail}: {RESCAN}")]
+    MarkerOutsideScan { detail: String },
     #[error(
         "only {found} markers found in the planning CT, at least {need} needed: re-place the markers and scan again"
     )]
@@ -30,6 +67,174 @@ pub enum GuidanceError {
     Registration(#[from] RegistrationError),
     #[error("not enough tracked registration markers at the CT's breathing phase: {have} (need {need})")]
     NotEnoughTracked { have: usize, need: usize },
+}
+
+/// Why a target is refused by its HU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetTissue {
+    Air,
+    Bone,
+}
+
+impl std::fmt::Display for TargetTissue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TargetTissue::Air => "air (outside the body or in an airway)",
+            TargetTissue::Bone => "bone (or contrast-filled vessel)",
+        })
+    }
+}
+
+/// The scan must contain the lesion (the method's alarm: re-place markers and rescan).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanCheckConfig {
+    /// The lesion (centre + radius) must lie at least this far inside every edge of the scan [mm].
+    /// 10 mm: the planner needs tissue around the lesion to judge a path's last centimetre (its
+    /// vessel margin is 5 mm), and a lesion cut by the edge of the scan may be larger than it looks.
+    pub margin_mm: f64,
+    /// Radius of the ball around the target whose median HU is judged [mm] (at most the lesion radius
+    /// when that is smaller, at least one voxel).
+    pub probe_radius_mm: f64,
+    /// Median HU below this: air. Air reads -1000, aerated lung -700 to -900, a ground-glass nodule
+    /// about -600 and up; -900 refuses air and keeps every lung target.
+    pub air_below_hu: f64,
+    /// Median HU above this: bone. Cancellous bone 200-400 and cortical 500+ HU; solid lesions
+    /// read -100 to +100 HU, enhancing ones up to about 150 HU.
+    pub bone_above_hu: f64,
+}
+
+impl Default for ScanCheckConfig {
+    fn default() -> Self {
+        ScanCheckConfig { margin_mm: 10.0, probe_radius_mm: 3.0, air_below_hu: -900.0, bone_above_hu: 200.0 }
+    }
+}
+
+/// What the scan check measured (for logs and the evaluation).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanCheck {
+    /// Smallest signed distance of the lesion centre to an edge of the scan [mm].
+    pub edge_distance_mm: f64,
+    pub median_hu: f64,
+    pub probe_voxels: usize,
+}
+
+/// Signed distances [mm] of a point to the scan's lower and upper edge per image axis (voxel
+/// centres of the first and last voxel), with the edges' names.
+fn edge_distances(volume: &Volume<f32>, p: &Point3<f64>) -> [(f64, &'static str); 6] {
+    let g = &volume.geometry;
+    let ijk = g.patient_to_index(p);
+    let names = [("first column", "last column"), ("first row", "last row"), ("first slice", "last slice")];
+    let mut out = [(0.0, ""); 6];
+    for a in 0..3 {
+        out[2 * a] = (ijk[a] * g.spacing_mm[a], names[a].0);
+        out[2 * a + 1] = ((g.dims[a] as f64 - 1.0 - ijk[a]) * g.spacing_mm[a], names[a].1);
+    }
+    out
+}
+
+fn nearest_edge(volume: &Volume<f32>, p: &Point3<f64>) -> (f64, &'static str) {
+    edge_distances(volume, p).into_iter().min_by(|a, b| a.0.total_cmp(&b.0)).unwrap_or((f64::NEG_INFINITY, ""))
+}
+
+/// Checks that the planning CT contains the lesion and the markers (the method's alarm):
+/// the lesion centre at least radius + margin inside every edge, the median HU in a small ball at the
+/// target neither air nor bone, every expected marker (`expected_markers`: centre [mm], radius [mm],
+/// e.g. from case.json) at least its radius inside the edges, and no marker-bright blob cut by the edge.
+pub fn check_scan_contains(
+    volume: &Volume<f32>,
+    lesion_mm: [f64; 3],
+    lesion_radius_mm: f64,
+    expected_markers: &[(u32, [f64; 3], f64)],
+    rejected: &[(DetectedMarker, Rejection)],
+    cfg: &ScanCheckConfig,
+) -> Result<ScanCheck, GuidanceError> {
+    let centre = Point3::from(lesion_mm);
+    let (distance_mm, side) = nearest_edge(volume, &centre);
+    let need_mm = lesion_radius_mm.max(0.0) + cfg.margin_mm;
+    if distance_mm.is_nan() || distance_mm < need_mm {
+        return Err(GuidanceError::LesionOutsideScan {
+            centre_mm: lesion_mm,
+            radius_mm: lesion_radius_mm,
+            distance_mm,
+            need_mm,
+            margin_mm: cfg.margin_mm,
+            side,
+        });
+    }
+    let g = &volume.geometry;
+    let coarsest = g.spacing_mm.iter().copied().fold(0.0, f64::max);
+    let mut probe = cfg.probe_radius_mm;
+    if lesion_radius_mm > 0.0 {
+        probe = probe.min(lesion_radius_mm);
+    }
+    let probe = probe.max(0.5 * coarsest);
+    let mut values = Vec::new();
+    if let Some([(i0, i1), (j0, j1), (k0, k1)]) = g.index_box(&centre, probe) {
+        for k in k0..k1 {
+            for j in j0..j1 {
+                for i in i0..i1 {
+                    let p = g.index_to_patient([i as f64, j as f64, k as f64]);
+                    let v = volume.data[g.offset(i, j, k)];
+                    if (p - centre).norm() <= probe && !v.is_nan() {
+                        values.push(v as f64);
+                    }
+                }
+            }
+        }
+    }
+    if values.is_empty() {
+        // The ball holds no voxel centre (coarse voxels): the nearest voxel.
+        let ijk = g.patient_to_index(&centre);
+        let idx = [0, 1, 2].map(|a| (ijk[a].round().max(0.0) as usize).min(g.dims[a] - 1));
+        values.push(volume.data[g.offset(idx[0], idx[1], idx[2])] as f64);
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median_hu = if n % 2 == 1 { values[n / 2] } else { 0.5 * (values[n / 2 - 1] + values[n / 2]) };
+    let tissue = if median_hu < cfg.air_below_hu {
+        Some(TargetTissue::Air)
+    } else if median_hu > cfg.bone_above_hu {
+        Some(TargetTissue::Bone)
+    } else {
+        None
+    };
+    if let Some(tissue) = tissue {
+        return Err(GuidanceError::LesionNotInTissue { centre_mm: lesion_mm, median_hu, probe_mm: probe, tissue });
+    }
+    for (id, c, r) in expected_markers {
+        let (d, side) = nearest_edge(volume, &Point3::from(*c));
+        if d.is_nan() || d < *r {
+            return Err(GuidanceError::MarkerOutsideScan {
+                detail: format!(
+                    "marker {id} at {:?} mm (radius {r:.1} mm) is {d:.1} mm from the scan's {side} edge",
+                    c.map(|v| (v * 10.0).round() / 10.0)
+                ),
+            });
+        }
+    }
+    if let Some((m, _)) = rejected.iter().find(|(m, why)| *why == Rejection::TouchesEdge && m.voxels >= 2) {
+        return Err(GuidanceError::MarkerOutsideScan {
+            detail: format!(
+                "a marker-bright blob ({} voxels, peak {:.0} HU) at {:?} mm is cut by the edge of the scan",
+                m.voxels,
+                m.peak_hu,
+                m.centre_mm.map(|v| (v * 10.0).round() / 10.0)
+            ),
+        });
+    }
+    Ok(ScanCheck { edge_distance_mm: distance_mm, median_hu, probe_voxels: n })
+}
+
+/// Everything `PlanningCase::load_with` needs besides the folder.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadOptions {
+    pub detection: MarkerDetectionConfig,
+    pub selection: SelectionConfig,
+    /// How the correction-marker combination is chosen (default: smallest range).
+    pub criterion: CombinationCriterion,
+    pub scan: ScanCheckConfig,
 }
 
 /// One 4-D CT frame: marker positions (same order as `PlanningCase::image_markers_m`) and the lesion.
@@ -275,6 +480,8 @@ pub enum ResumeRefused {
     OtherPrediction { saved: PredictionMethod, now: PredictionMethod },
     #[error("malformed: {0}")]
     Malformed(String),
+    #[error("malformed predictor: {0}")]
+    Predictor(#[from] super::correction::PredictorStateError),
 }
 
 /// Registrations closer than this are the same one (a recomputed registration of the same
@@ -397,7 +604,7 @@ impl TargetComputer {
         if saved.predictor.method != self.config.prediction {
             return Err(ResumeRefused::OtherPrediction { saved: saved.predictor.method, now: self.config.prediction });
         }
-        saved.predictor.check().map_err(ResumeRefused::Malformed)?;
+        saved.predictor.check()?;
         let b = &saved.baseline;
         let n = b.marker_ids.len();
         let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());

@@ -6,6 +6,7 @@
 
 pub mod classification;
 pub mod correction;
+pub mod case_file;
 pub mod correspondence;
 pub mod ct_markers;
 pub mod guidance;

@@ -319,19 +319,51 @@ struct JsonInput {
 /// `config.fle_rms`), "targets_fixed" (each target mapped into the fixed frame), "expected_fre"
 /// (for the number of used markers)}, or {"error": "..."}. Non-finite numbers come out as null.
 pub fn register_json(input: &str) -> String {
-    let de = &mut serde_json::Deserializer::from_str(input);
-    let parsed: JsonInput = match serde_path_to_error::deserialize(de) {
-        Ok(p) => p,
-        Err(e) => return serde_json::json!({ "error": format!("invalid input: {e}") }).to_string(),
+    let value = match register_request(input) {
+        Ok(r) => serde_json::to_value(&r),
+        Err(e) => Ok(serde_json::json!({ "error": e.to_string() })),
     };
+    value.map(|v| v.to_string()).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+}
+
+/// The answer of [`register_request`] (what [`register_json`] prints on success).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegisterResponse {
+    pub status: RegistrationStatus,
+    /// 3x3, list of rows.
+    pub rotation_matrix: Vec<[f64; 3]>,
+    pub translation: [f64; 3],
+    pub fre_rms: f64,
+    pub residuals: Vec<f64>,
+    pub used: Vec<usize>,
+    pub excluded: Vec<usize>,
+    /// Per target, RMS, from the used markers and `config.fle_rms`.
+    pub predicted_tre: Vec<f64>,
+    /// Each target mapped into the fixed frame.
+    pub targets_fixed: Vec<[f64; 3]>,
+    /// For the number of used markers.
+    pub expected_fre: f64,
+}
+
+/// Why [`register_request`] gave no registration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegisterRequestError {
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+}
+
+/// [`register_json`] with typed input errors and result (the CLI's exit status follows the variant).
+pub fn register_request(input: &str) -> Result<RegisterResponse, RegisterRequestError> {
+    let de = &mut serde_json::Deserializer::from_str(input);
+    let parsed: JsonInput =
+        serde_path_to_error::deserialize(de).map_err(|e| RegisterRequestError::InvalidInput(e.to_string()))?;
     let to_points = |v: &[[f64; 3]]| v.iter().map(|p| Point3::new(p[0], p[1], p[2])).collect::<Vec<_>>();
     let moving = to_points(&parsed.moving);
     let fixed = to_points(&parsed.fixed);
     let targets = to_points(&parsed.targets);
-    let result = match register(&moving, &fixed, parsed.weights.as_deref(), &parsed.config) {
-        Ok(r) => r,
-        Err(e) => return serde_json::json!({ "error": e.to_string() }).to_string(),
-    };
+    let result = register(&moving, &fixed, parsed.weights.as_deref(), &parsed.config)?;
     let r = result.transform.rotation.to_rotation_matrix();
     let rows: Vec<[f64; 3]> = (0..3).map(|i| [r[(i, 0)], r[(i, 1)], r[(i, 2)]]).collect();
     let t = result.transform.translation.vector;
@@ -344,19 +376,18 @@ pub fn register_json(input: &str) -> String {
             [q.x, q.y, q.z]
         })
         .collect();
-    serde_json::json!({
-        "status": result.status,
-        "rotation_matrix": rows,
-        "translation": [t.x, t.y, t.z],
-        "fre_rms": result.fre_rms,
-        "residuals": result.residuals,
-        "used": result.used,
-        "excluded": result.excluded,
-        "predicted_tre": predicted,
-        "targets_fixed": mapped,
-        "expected_fre": expected_fre(result.used.len(), fle),
+    Ok(RegisterResponse {
+        status: result.status,
+        rotation_matrix: rows,
+        translation: [t.x, t.y, t.z],
+        fre_rms: result.fre_rms,
+        residuals: result.residuals.clone(),
+        used: result.used.clone(),
+        excluded: result.excluded.clone(),
+        predicted_tre: predicted,
+        targets_fixed: mapped,
+        expected_fre: expected_fre(result.used.len(), fle),
     })
-    .to_string()
 }
 
 /// Coordinates beyond this make the fit's sums of squares overflow whatever the unit; the limit

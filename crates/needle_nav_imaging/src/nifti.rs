@@ -136,7 +136,7 @@ pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
                 a[(row, col)] = f32_at(280 + 16 * row + 4 * col) as f64;
             }
         }
-        Some(grid_of(&a, dims, "sform (srow_x, srow_y, srow_z)").map_err(bad)?)
+        Some(grid_of(&a, dims, "sform (srow_x, srow_y, srow_z)").map_err(|e| bad(e.to_string()))?)
     } else {
         None
     };
@@ -163,7 +163,7 @@ pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
         a[(0, 3)] = f32_at(268) as f64;
         a[(1, 3)] = f32_at(272) as f64;
         a[(2, 3)] = f32_at(276) as f64;
-        Some(grid_of(&a, dims, "qform (quatern_*, qoffset_*, pixdim)").map_err(bad)?)
+        Some(grid_of(&a, dims, "qform (quatern_*, qoffset_*, pixdim)").map_err(|e| bad(e.to_string()))?)
     } else {
         None
     };
@@ -185,7 +185,7 @@ pub fn read(path: &Path) -> Result<NiftiImage, NiftiError> {
             for axis in 0..3 {
                 a[(axis, axis)] = zooms[axis];
             }
-            grid_of(&a, dims, "pixdim").map_err(bad)?
+            grid_of(&a, dims, "pixdim").map_err(|e| bad(e.to_string()))?
         }
     };
     let n = geometry.voxel_count();
@@ -285,11 +285,22 @@ impl NiftiVoxel for f32 {
 
 const LPS_TO_RAS: [f64; 3] = [-1.0, -1.0, 1.0];
 
+/// Why an affine gives no patient grid; `fields` names the header fields it came from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AffineError {
+    #[error("{fields} holds the non-finite value {value}")]
+    NonFinite { fields: &'static str, value: f64 },
+    #[error("{fields}: voxel axis {axis} has zero length (singular affine)")]
+    ZeroAxis { fields: &'static str, axis: usize },
+    #[error("{fields}: {source}")]
+    Grid { fields: &'static str, source: needle_nav_core::volume::GeometryError },
+}
+
 /// The patient grid (LPS) of a voxel-to-RAS affine, checked ([`Geometry::validate`]); the error
 /// names `fields`, the header fields the affine came from.
-fn grid_of(a: &Matrix4<f64>, dims: [usize; 3], fields: &str) -> Result<Geometry, String> {
+fn grid_of(a: &Matrix4<f64>, dims: [usize; 3], fields: &'static str) -> Result<Geometry, AffineError> {
     if let Some(x) = a.fixed_view::<3, 4>(0, 0).iter().find(|x| !x.is_finite()) {
-        return Err(format!("{fields} holds the non-finite value {x}"));
+        return Err(AffineError::NonFinite { fields, value: *x });
     }
     let mut spacing = [0.0; 3];
     let mut direction = [[0.0; 3]; 3];
@@ -297,14 +308,14 @@ fn grid_of(a: &Matrix4<f64>, dims: [usize; 3], fields: &str) -> Result<Geometry,
         let v = nalgebra::Vector3::new(LPS_TO_RAS[0] * a[(0, col)], LPS_TO_RAS[1] * a[(1, col)], a[(2, col)]);
         let n = v.norm();
         if !(n.is_finite() && n > 0.0) {
-            return Err(format!("{fields}: voxel axis {col} has zero length (singular affine)"));
+            return Err(AffineError::ZeroAxis { fields, axis: col });
         }
         spacing[col] = n;
         direction[col] = [v.x / n, v.y / n, v.z / n];
     }
     let origin_mm = [LPS_TO_RAS[0] * a[(0, 3)], LPS_TO_RAS[1] * a[(1, 3)], a[(2, 3)]];
     let g = Geometry { dims, spacing_mm: spacing, origin_mm, direction };
-    g.validate().map_err(|e| format!("{fields}: {e}"))?;
+    g.validate().map_err(|source| AffineError::Grid { fields, source })?;
     Ok(g)
 }
 

@@ -1,48 +1,82 @@
 //! Reading a planning case folder (as `needle_nav phantom` writes it, or a real case under
-//! `cases/`): `case.json` for the plan, and the markers *detected* in the DICOM series.
+//! `cases/`): `case.json` for the plan ([`CaseFile`]), and the markers *detected* in the DICOM
+//! series, which must contain the lesion and the markers ([`check_scan_contains`]). The rules
+//! are the core's; this module only reads the files.
 
 use crate::dicom_read;
 use nalgebra::Point3;
-use needle_nav_core::ct_markers::{detect_markers, track_across_frames, MarkerDetectionConfig};
-use needle_nav_core::guidance::{CtPhase, GuidanceError, PlanningCase, SelectionConfig};
+use needle_nav_core::case_file::CaseFile;
+use needle_nav_core::ct_markers::{
+    detect_markers, track_across_frames, CombinationCriterion, DetectedMarker, MarkerDetectionConfig,
+};
+use needle_nav_core::guidance::{
+    check_scan_contains, CtPhase, GuidanceError, LoadOptions, PlanningCase, SelectionConfig,
+};
 use std::path::Path;
+use std::str::FromStr;
 
-fn mm(v: &serde_json::Value) -> Option<Point3<f64>> {
-    let a = v.as_array()?;
-    Some(Point3::new(a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?) * 1e-3)
+/// A DICOM error, as the guidance reports it (the core knows no DICOM).
+fn ct_image_error(folder: &Path, e: dicom_read::DicomReadError) -> GuidanceError {
+    GuidanceError::CtImage { path: folder.display().to_string(), reason: e.to_string() }
 }
 
-    /// Reads a case folder as `needle_nav phantom` writes it: markers are *detected* in the DICOM
-    /// series `ct/` (and in every 4-D phase); the plan (lesion centre per phase, preset entry) comes from `case.json`.
+/// [`load_planning_case_with`] with the default combination criterion and scan check.
 pub fn load_planning_case(
     dir: &Path,
     detection: &MarkerDetectionConfig,
     selection: &SelectionConfig,
 ) -> Result<PlanningCase, GuidanceError> {
+    let options = LoadOptions { detection: detection.clone(), selection: selection.clone(), ..Default::default() };
+    load_planning_case_with(dir, &options)
+}
+
+/// Reads a case folder as `needle_nav phantom` writes it: markers are *detected* in the planning CT
+/// (`files.ct_dicom_dir`, default `ct/`) and in every 4-D phase; the plan (lesion centre per phase,
+/// preset entry) comes from `case.json` ([`CaseFile`]). The planning CT must contain the lesion and
+/// the markers ([`check_scan_contains`]); otherwise the user is told to re-place markers and rescan.
+pub fn load_planning_case_with(dir: &Path, options: &LoadOptions) -> Result<PlanningCase, GuidanceError> {
+    let (detection, selection) = (&options.detection, &options.selection);
     let case_err = |reason: String| GuidanceError::Case { path: dir.display().to_string(), reason };
     let text = std::fs::read_to_string(dir.join("case.json")).map_err(|e| case_err(format!("case.json: {e}")))?;
-    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| case_err(format!("case.json: {e}")))?;
-    let lesion_m = mm(&doc["reference"]["lesion_centre_mm"])
-        .ok_or_else(|| case_err("case.json has no reference.lesion_centre_mm".into()))?;
-    let entry_m = mm(&doc["preset_entry_mm"]).ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?;
     // The whole of case.json is checked before any DICOM is read: a bad phase entry is named
     // at once instead of after seconds of marker detection.
-    let mut phase_entries = Vec::new();
-    if let Some(list) = doc["phases"].as_array().filter(|l| l.len() >= 2) {
-        for ph in list {
-            let rel = ph["dicom_dir"].as_str().ok_or_else(|| case_err("a phase has no dicom_dir".into()))?;
-            let t = ph["time_s"].as_f64().ok_or_else(|| case_err("a phase has no time_s".into()))?;
-            let lesion =
-                mm(&ph["lesion_centre_mm"]).ok_or_else(|| case_err("a phase has no lesion_centre_mm".into()))?;
-            phase_entries.push((rel, t, lesion));
-        }
-    }
-    let detect = |folder: &Path| -> Result<Vec<needle_nav_core::ct_markers::DetectedMarker>, GuidanceError> {
-        let series = dicom_read::load_series(folder, None)
-            .map_err(|e| GuidanceError::CtImage { path: folder.display().to_string(), reason: e.to_string() })?;
+    let case = CaseFile::from_str(&text)
+        .map_err(|source| GuidanceError::CaseFile { path: dir.display().to_string(), source })?;
+    let lesion_m = case.lesion_m();
+    let entry_m =
+        Point3::from(case.preset_entry_mm.ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?)
+            * 1e-3;
+    let phase_entries: Vec<(&str, f64, Point3<f64>)> = if case.phases().len() >= 2 {
+        case.phases()
+            .iter()
+            .map(|p| (p.dicom_dir.as_str(), p.time_s, Point3::from(p.lesion_centre_mm) * 1e-3))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let detect = |folder: &Path| -> Result<Vec<DetectedMarker>, GuidanceError> {
+        let series = dicom_read::load_series(folder, None).map_err(|e| ct_image_error(folder, e))?;
         Ok(detect_markers(&series.volume, detection).0)
     };
-    let reference = detect(&dir.join("ct"))?;
+    let ct_dir = dir.join(case.files.ct());
+    let planning_ct = dicom_read::load_series(&ct_dir, None).map_err(|e| ct_image_error(&ct_dir, e))?;
+    let (reference, rejected) = detect_markers(&planning_ct.volume, detection);
+    let expected: Vec<(u32, [f64; 3], f64)> =
+        case.reference.markers.iter().map(|m| (m.id, m.centre_mm, m.radius_mm)).collect();
+    let scan = check_scan_contains(
+        &planning_ct.volume,
+        case.reference.lesion_centre_mm,
+        case.reference.lesion_radius_mm.unwrap_or(0.0),
+        &expected,
+        &rejected,
+        &options.scan,
+    )?;
+    tracing::debug!(
+        "planning CT contains the lesion: {:.1} mm from the nearest edge, median {:.0} HU at the target",
+        scan.edge_distance_mm,
+        scan.median_hu
+    );
+    drop(planning_ct);
     if reference.len() < 3 {
         return Err(GuidanceError::TooFewCtMarkers { found: reference.len(), need: 3 });
     }
@@ -56,7 +90,7 @@ pub fn load_planning_case(
             lesions.push(lesion);
             frames.push((t, detect(&dir.join(rel))?));
         }
-        let curves = track_across_frames(&frames, 30.0).map_err(|e| GuidanceError::CtMarkers(e.to_string()))?;
+        let curves = track_across_frames(&frames, 30.0)?;
         // Curves follow the first phase's markers; map them onto the planning CT's by proximity.
         let order: Vec<usize> = image_markers_m
             .iter()
@@ -93,12 +127,16 @@ pub fn load_planning_case(
                 entry_mm,
                 selection.min_markers,
                 selection.max_markers,
-            )
-            .map_err(|e| GuidanceError::CtMarkers(e.to_string()))?;
+                options.criterion,
+            )?;
             selection_note = format!(
-                "{} markers within {:.0} mm of the entry; chosen combination spread {:.2} mm",
+                "{} markers within {:.0} mm of the entry; chosen combination {} {:.2} mm",
                 candidates.len(),
                 selection.search_radius_m * 1e3,
+                match chosen.criterion {
+                    CombinationCriterion::Range => "range",
+                    CombinationCriterion::StandardDeviation => "standard deviation",
+                },
                 chosen.spread_mm
             );
             // Curve indices -> planning-CT marker indices.

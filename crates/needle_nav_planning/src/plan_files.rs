@@ -48,49 +48,43 @@ impl PlanningInput {
     }
 }
 
-/// None when nothing is configured (no plan is made).
+/// Why the planning input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanningInputError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    CaseFile { path: PathBuf, source: needle_nav_core::case_file::CaseFileError },
+}
+
+/// None when nothing is configured (no plan is made). The error as text, for callers that still
+/// want a string (the ROS node until it moves to [`read_planning_input`]).
 pub fn planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningInput>, String> {
+    read_planning_input(cfg).map_err(|e| e.to_string())
+}
+
+/// None when nothing is configured (no plan is made). A case folder's case.json is read as
+/// [`needle_nav_core::case_file::CaseFile`].
+pub fn read_planning_input(cfg: &TrajectoryPlannerConfig) -> Result<Option<PlanningInput>, PlanningInputError> {
     if !cfg.ct_case_dir.trim().is_empty() {
         let dir = Path::new(&cfg.ct_case_dir);
-        let text = std::fs::read_to_string(dir.join("case.json"))
-            .map_err(|e| format!("cannot read {}: {e}", dir.join("case.json").display()))?;
-        let case: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.join("case.json").display()))?;
-        let lesion = case["reference"]["lesion_centre_mm"]
-            .as_array()
-            .and_then(|a| (a.len() == 3).then(|| a.iter().filter_map(|v| v.as_f64()).collect::<Vec<_>>()))
-            .filter(|v| v.len() == 3)
-            .ok_or_else(|| format!("{}: no reference.lesion_centre_mm", dir.join("case.json").display()))?;
-        let ct_dir = case["files"]["ct_dicom_dir"].as_str().unwrap_or("ct");
-        let approach = match case["planning"]["approach_direction"].as_array() {
-            None => None,
-            Some(a) => {
-                let v: Vec<f64> = a.iter().filter_map(|x| x.as_f64()).collect();
-                let d = (v.len() == 3)
-                    .then(|| Vector3::new(v[0], v[1], v[2]))
-                    .filter(|d| d.norm().is_finite() && d.norm() > 1e-9);
-                Some(
-                    d.ok_or_else(|| {
-                        format!("{}: planning.approach_direction must be [x, y, z]", dir.join("case.json").display())
-                    })?
-                    .normalize(),
-                )
-            }
-        };
-        let max_angle = match &case["planning"]["max_angle_deg"] {
-            serde_json::Value::Null => None,
-            v => Some(v.as_f64().filter(|a| (0.0..=90.0).contains(a)).ok_or_else(|| {
-                format!("{}: planning.max_angle_deg must be a number in [0, 90]", dir.join("case.json").display())
-            })?),
-        };
-        let radius = case["reference"]["lesion_radius_mm"].as_f64().filter(|r| r.is_finite() && *r >= 0.0);
+        let path = dir.join("case.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| PlanningInputError::Read { path: path.clone(), source })?;
+        let case = text
+            .parse::<needle_nav_core::case_file::CaseFile>()
+            .map_err(|source| PlanningInputError::CaseFile { path: path.clone(), source })?;
+        let planning = case.planning.clone().unwrap_or_default();
+        // CaseFile::validate refused a zero or non-finite direction and an angle outside [0, 90].
+        let approach = planning.approach_direction.map(|d| Vector3::from(d).normalize());
+        let lesion = case.reference.lesion_centre_mm;
         return Ok(Some(
             PlanningInput {
-                ct_path: dir.join(ct_dir),
+                ct_path: dir.join(case.files.ct()),
                 target_mm: Point3::new(lesion[0], lesion[1], lesion[2]),
-                lesion_radius_mm: radius.unwrap_or(0.0),
+                lesion_radius_mm: case.reference.lesion_radius_mm.unwrap_or(0.0),
                 approach_direction: approach,
-                max_angle_deg: max_angle,
+                max_angle_deg: planning.max_angle_deg,
             }
             .with_lesion_rule(cfg),
         ));
@@ -432,7 +426,7 @@ mod tests {
         std::fs::write(dir.join("case.json"), "{}").unwrap();
         let err =
             planning_input(&TrajectoryPlannerConfig { ct_case_dir: dir.display().to_string(), ..Default::default() });
-        assert!(err.unwrap_err().contains("lesion_centre_mm"));
+        assert!(err.unwrap_err().contains("missing field `reference`"));
         // A case's own approach (a posterior lesion, patient prone) overrides the parameters'.
         let case = |planning: &str| {
             std::fs::write(

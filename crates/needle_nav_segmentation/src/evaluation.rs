@@ -157,11 +157,11 @@ fn score(segmenter: &mut VesselSegmenter, case: &Case) -> CaseScore {
     }
 }
 
-fn phantom_case(seed: u64, contrast: bool) -> Result<Case, String> {
+fn phantom_case(seed: u64, contrast: bool) -> Result<Case, needle_nav_sim::phantom::PhantomError> {
     // A grid unlike the training cases' (2 mm iso), so resampling is part of what is measured.
     let config =
         PhantomConfig { seed, contrast, dims: [224, 160, 120], spacing_mm: [1.6, 1.6, 2.5], ..Default::default() };
-    let phantom = Phantom::new(config).map_err(|e| e.to_string())?;
+    let phantom = Phantom::new(config)?;
     let frame = phantom.render(&MotionState::REST, 0);
     let ct = Volume { geometry: frame.hu.geometry.clone(), data: frame.hu.data.iter().map(|v| *v as f32).collect() };
     Ok(Case {

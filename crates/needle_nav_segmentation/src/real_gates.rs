@@ -22,7 +22,7 @@ use needle_nav_core::volume::Volume;
 use needle_nav_imaging::{nifti, resample};
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The three label maps scored for every case, in this order.
@@ -297,12 +297,36 @@ pub fn body_mask(ct: &Volume<f32>, hu: f32) -> Vec<bool> {
     body
 }
 
+/// Why a real case could not be scored (written into the report's `error` as text).
+#[derive(Debug, thiserror::Error)]
+pub enum RealCaseError {
+    #[error("{0} not found")]
+    NotFound(PathBuf),
+    #[error("{0}")]
+    Load(String),
+    #[error("{path}: {reason}")]
+    Labels { path: PathBuf, reason: String },
+    #[error("{0}: not a label image (values outside the integers 0..255)")]
+    NotLabels(PathBuf),
+    #[error("{0} holds no voxel on the CT grid")]
+    EmptyLabels(&'static str),
+    #[error("the reference holds no {name} (ids {ids:?}){where_}")]
+    EmptyStructure { name: String, ids: Vec<u32>, where_: &'static str },
+    #[error("no voxel above -500 HU: no body found")]
+    NoBody,
+    #[error("segmentation failed: {0}")]
+    Segmentation(String),
+    #[error("the pipeline returned no {0} labels")]
+    NoLabelsReturned(&'static str),
+}
+
 /// A label image (NIfTI) as integer ids on the CT's grid: through the two affines, nearest
 /// neighbour; voxels of the CT outside the label image get 0.
-fn labels_on_ct_grid(path: &Path, ct: &Volume<f32>) -> Result<Vec<u32>, String> {
-    let img = nifti::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn labels_on_ct_grid(path: &Path, ct: &Volume<f32>) -> Result<Vec<u32>, RealCaseError> {
+    let img =
+        nifti::read(path).map_err(|e| RealCaseError::Labels { path: path.to_path_buf(), reason: e.to_string() })?;
     if img.data.iter().any(|v| !(0.0..=255.0).contains(v) || v.fract() != 0.0) {
-        return Err(format!("{}: not a label image (values outside the integers 0..255)", path.display()));
+        return Err(RealCaseError::NotLabels(path.to_path_buf()));
     }
     let src = Volume { geometry: img.geometry, data: img.data.iter().map(|v| *v as u8).collect() };
     let mapped = if src.geometry == ct.geometry { src } else { resample::nearest_labels(&src, &ct.geometry) };
@@ -366,7 +390,7 @@ pub fn evaluate_real(segmenter: &mut VesselSegmenter, shared: &Path) -> Vec<Real
             };
             if let Err(e) = run_case(segmenter, shared, &mut score, loader) {
                 tracing::error!(case = id, "{e}");
-                score.error = Some(e);
+                score.error = Some(e.to_string());
             }
             score.seconds = started.elapsed().as_secs_f64();
             score
@@ -374,17 +398,17 @@ pub fn evaluate_real(segmenter: &mut VesselSegmenter, shared: &Path) -> Vec<Real
         .collect()
 }
 
-type ReferenceLoader = fn(&Path, &Volume<f32>) -> Result<Reference, String>;
+type ReferenceLoader = fn(&Path, &Volume<f32>) -> Result<Reference, RealCaseError>;
 
 fn run_case(
     segmenter: &mut VesselSegmenter,
     shared: &Path,
     score: &mut RealCaseScore,
     loader: ReferenceLoader,
-) -> Result<(), String> {
+) -> Result<(), RealCaseError> {
     let path = shared.join(&score.input);
     if !path.exists() {
-        return Err(format!("{} not found", path.display()));
+        return Err(RealCaseError::NotFound(path));
     }
     let input = if path.is_dir() { SegmentationInput::DicomDirectory(path) } else { SegmentationInput::Nifti(path) };
     let options = SegmentationOptions {
@@ -393,18 +417,18 @@ fn run_case(
         write_surface: false,
         ..SegmentationOptions::new("")
     };
-    let (ct, _, _) =
-        load_input(&input, options.max_input_voxels, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let (ct, _, _) = load_input(&input, options.max_input_voxels, &LoadOptions::default())
+        .map_err(|e| RealCaseError::Load(e.to_string()))?;
     score.dims = Some(ct.geometry.dims);
     score.spacing_mm = Some(ct.geometry.spacing_mm);
     let reference = loader(shared, &ct)?;
     let result =
-        segmenter.segment(&ct, &options, &mut |_, _, _| {}).map_err(|e| format!("segmentation failed: {e}"))?;
+        segmenter.segment(&ct, &options, &mut |_, _, _| {}).map_err(|e| RealCaseError::Segmentation(e.to_string()))?;
     score.detected_contrast = Some(result.contrast_enhanced);
     score.vessel_median_hu = result.vessel_median_hu;
     let maps = [result.unrefined_labels, Some(result.labels), result.unbounded_refined_labels];
     for ((variant, description), labels) in VARIANTS.iter().zip(maps) {
-        let labels = labels.ok_or_else(|| format!("the pipeline returned no {variant} labels"))?;
+        let labels = labels.ok_or(RealCaseError::NoLabelsReturned(variant))?;
         let (counts, volumes) = class_volumes(&labels);
         score.variants.push(VariantScore {
             variant: variant.to_string(),
@@ -418,18 +442,18 @@ fn run_case(
     Ok(())
 }
 
-fn chest_cta_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference, String> {
+fn chest_cta_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference, RealCaseError> {
     let dir = shared.join("chest_cta_pulmonary_artery");
     let pa = labels_on_ct_grid(&dir.join("pulmonary_artery.nii.gz"), ct)?;
     // heart.nii.gz lies on another grid (233x167x191): mapped through both affines.
     let heart = labels_on_ct_grid(&dir.join("heart.nii.gz"), ct)?;
     let pa_mask: Vec<bool> = pa.iter().map(|v| *v > 0).collect();
     if !pa_mask.contains(&true) {
-        return Err("pulmonary_artery.nii.gz holds no voxel on the CT grid".into());
+        return Err(RealCaseError::EmptyLabels("pulmonary_artery.nii.gz"));
     }
     let heart_mask: Vec<bool> = heart.iter().zip(&pa_mask).map(|(h, p)| *h > 0 && !*p).collect();
     if !heart_mask.contains(&true) {
-        return Err("heart.nii.gz holds no voxel on the CT grid".into());
+        return Err(RealCaseError::EmptyLabels("heart.nii.gz"));
     }
     Ok(Reference {
         structures: vec![
@@ -469,7 +493,7 @@ fn chest_cta_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference, Str
     })
 }
 
-fn abdomen_plain_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference, String> {
+fn abdomen_plain_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference, RealCaseError> {
     let seg = labels_on_ct_grid(&shared.join("abdomen_ct_vessels/example_seg_fast_force_split.nii.gz"), ct)?;
     let structures = vec![
         structure("aorta", &[52], &seg),
@@ -481,7 +505,7 @@ fn abdomen_plain_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference,
         structure("iliac vein right", &[68], &seg),
     ];
     if let Some(empty) = structures.iter().find(|s| !s.mask.contains(&true)) {
-        return Err(format!("the reference holds no {} (ids {:?})", empty.name, empty.ids));
+        return Err(RealCaseError::EmptyStructure { name: empty.name.clone(), ids: empty.ids.clone(), where_: "" });
     }
     Ok(Reference {
         structures,
@@ -538,7 +562,7 @@ fn abdomen_plain_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference,
     })
 }
 
-fn abdomen_contrast_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference, String> {
+fn abdomen_contrast_reference(shared: &Path, ct: &Volume<f32>) -> Result<Reference, RealCaseError> {
     // example_seg_dicom.nii.gz is LAS, the series LPS: mapped through both affines.
     let seg = labels_on_ct_grid(&shared.join("abdomen_ct_vessels/example_seg_dicom.nii.gz"), ct)?;
     let structures = vec![
@@ -547,7 +571,11 @@ fn abdomen_contrast_reference(shared: &Path, ct: &Volume<f32>) -> Result<Referen
         structure("portal and splenic vein", &[64], &seg),
     ];
     if let Some(empty) = structures.iter().find(|s| !s.mask.contains(&true)) {
-        return Err(format!("the reference holds no {} (ids {:?}) on the series' grid", empty.name, empty.ids));
+        return Err(RealCaseError::EmptyStructure {
+            name: empty.name.clone(),
+            ids: empty.ids.clone(),
+            where_: " on the series' grid",
+        });
     }
     Ok(Reference {
         structures,
@@ -585,12 +613,12 @@ fn abdomen_contrast_reference(shared: &Path, ct: &Volume<f32>) -> Result<Referen
     })
 }
 
-fn thorax_reference(_shared: &Path, ct: &Volume<f32>) -> Result<Reference, String> {
+fn thorax_reference(_shared: &Path, ct: &Volume<f32>) -> Result<Reference, RealCaseError> {
     let body = body_mask(ct, BODY_HU);
     let voxel_ml = ct.geometry.spacing_mm.iter().product::<f64>() / 1000.0;
     let body_voxels = body.iter().filter(|b| **b).count();
     if body_voxels == 0 {
-        return Err("no voxel above -500 HU: no body found".into());
+        return Err(RealCaseError::NoBody);
     }
     let outside: Vec<bool> = body.iter().map(|b| !b).collect();
     Ok(Reference {

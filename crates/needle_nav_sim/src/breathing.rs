@@ -137,14 +137,14 @@ impl BreathingConfig {
 }
 
 /// Whether a cycle is an ordinary breath or a deep one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CycleKind {
     Normal,
     Deep,
 }
 
 /// One breath, from end-exhale to the next end-exhale.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BreathCycle {
     pub start_s: f64,
     pub period_s: f64,

@@ -7,30 +7,36 @@
 //! then every file of the old case that the new one does not rewrite goes too (no stale slices
 //! or phases), and a folder holding anything that is not part of a case is refused untouched.
 
-use crate::breathing::{BreathingConfig, BreathingSignal};
-use crate::phantom::{labels, BodyRegion, MotionState, Phantom, PhantomConfig};
+use crate::breathing::BreathingSignal;
+use needle_nav_core::case_file::{
+    BreathingRecord, CaseFile, CaseFiles, CaseMarker, CasePhase, CtToTracker, LabelCount, MarkerRole, PhaseMarker,
+    Reference, VesselSummary, DIGITAL_PATIENT_FORMAT,
+};
+use crate::phantom::{labels, BodyRegion, MotionState, Phantom};
 use crate::tracker_sim::ct_to_tracker_transform;
 use needle_nav_imaging::dicom_write::{self, SeriesInfo};
 use needle_nav_imaging::nifti;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How a digital patient was made (`needle_nav phantom`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CaseConfig {
-    pub phantom: PhantomConfig,
-    pub breathing: BreathingConfig,
+    pub phantom: crate::phantom::PhantomConfig,
+    pub breathing: crate::breathing::BreathingConfig,
     /// Number of 4-D CT phases over one breathing cycle (1: the planning CT only).
     pub phases: usize,
 }
 
 impl Default for CaseConfig {
     fn default() -> Self {
-        CaseConfig { phantom: PhantomConfig::default(), breathing: BreathingConfig::default(), phases: 1 }
+        CaseConfig { phantom: crate::phantom::PhantomConfig::default(), breathing: crate::breathing::BreathingConfig::default(), phases: 1 }
     }
 }
+
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
@@ -44,6 +50,8 @@ pub enum CaseError {
     Nifti(#[from] nifti::NiftiError),
     #[error("cannot write {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    CaseFile(#[from] needle_nav_core::case_file::CaseFileError),
     #[error("phases must be within 1..=20, not {0}")]
     Phases(usize),
     #[error(
@@ -119,11 +127,11 @@ fn holds_a_case(dir: &Path) -> Result<bool, CaseError> {
     if !any {
         return Ok(false);
     }
-    let format = std::fs::read_to_string(dir.join("case.json"))
+    let ours = std::fs::read_to_string(dir.join("case.json"))
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["format"].as_str().map(str::to_string));
-    if !format.is_some_and(|f| f.starts_with("needle_nav digital patient case")) {
+        .and_then(|t| t.parse::<CaseFile>().ok())
+        .is_some_and(|c| c.is_digital_patient());
+    if !ours {
         foreign.insert(0, "no needle_nav case.json".into());
     }
     if foreign.is_empty() {
@@ -175,10 +183,10 @@ pub struct CaseSummary {
 }
 
 /// Whether a marker of this region is a registration (still) or correction (moving) marker.
-pub fn expected_class(region: BodyRegion) -> &'static str {
+pub fn expected_class(region: BodyRegion) -> MarkerRole {
     match region {
-        BodyRegion::Sternum | BodyRegion::UpperChest => "registration",
-        BodyRegion::LowerChest | BodyRegion::Abdomen => "correction",
+        BodyRegion::Sternum | BodyRegion::UpperChest => MarkerRole::Registration,
+        BodyRegion::LowerChest | BodyRegion::Abdomen => MarkerRole::Correction,
     }
 }
 
@@ -272,8 +280,12 @@ fn write_files(dir: &Path, config: &CaseConfig, phantom: Phantom, started: Insta
         contrast_agent: contrast_agent.clone(),
     };
     let kind = if phantom.config.contrast { "contrast" } else { "plain" };
-    let markers_json = |state: &MotionState| -> Vec<serde_json::Value> {
-        phantom.markers.iter().map(|m| json!({"id": m.id, "centre_mm": pt(&phantom.marker_centre(m, state))})).collect()
+    let phase_markers = |state: &MotionState| -> Vec<PhaseMarker> {
+        phantom
+            .markers
+            .iter()
+            .map(|m| PhaseMarker { id: m.id, centre_mm: pt(&phantom.marker_centre(m, state)) })
+            .collect()
     };
 
     // Planning CT: end-exhale at the start of a cycle.
@@ -293,11 +305,11 @@ fn write_files(dir: &Path, config: &CaseConfig, phantom: Phantom, started: Insta
     nifti::write(&dir.join("lesion_mask.nii.gz"), g, &frame.lesion_mask.data, "lesion")?;
     nifti::write(&dir.join("marker_mask.nii.gz"), g, &frame.marker_mask.data, "marker id")?;
     seconds_nifti += t.elapsed().as_secs_f64();
-    let mut label_counts = serde_json::Map::new();
+    let mut label_counts = BTreeMap::new();
     let voxel_ml = g.spacing_mm.iter().product::<f64>() * 1e-3;
     for (value, name) in labels::CLASS_NAMES.iter().enumerate().skip(1) {
         let n = frame.labels.data.iter().filter(|&&l| l == value as u8).count();
-        label_counts.insert(name.to_string(), json!({"voxels": n, "volume_ml": round3(n as f64 * voxel_ml)}));
+        label_counts.insert(name.to_string(), LabelCount { voxels: n, volume_ml: round3(n as f64 * voxel_ml) });
     }
     let voxels = g.voxel_count();
     drop(frame);
@@ -320,57 +332,88 @@ fn write_files(dir: &Path, config: &CaseConfig, phantom: Phantom, started: Insta
             );
             dicom_write::write_ct_series(&dir.join(&rel), &frame.hu, &info)?;
             seconds_dicom += t.elapsed().as_secs_f64();
-            phases.push(json!({
-                "index": k, "dicom_dir": rel, "time_s": round3(t_k), "acquisition_time": info.acquisition_time,
-                "series_instance_uid": info.series_uid,
-                "motion": state, "lesion_centre_mm": pt(&phantom.lesion_centre(&state)),
-                "markers": markers_json(&state),
-            }));
+            phases.push(CasePhase {
+                index: Some(k),
+                dicom_dir: rel,
+                time_s: round3(t_k),
+                acquisition_time: Some(info.acquisition_time),
+                series_instance_uid: Some(info.series_uid),
+                motion: serde_json::to_value(state).ok(),
+                lesion_centre_mm: pt(&phantom.lesion_centre(&state)),
+                markers: phase_markers(&state),
+            });
         }
     }
 
     let tf = ct_to_tracker_transform(seed);
     let q = tf.rotation.quaternion();
-    let truth = json!({
-        "format": "needle_nav digital patient case, version 1",
-        "units": "positions in mm in CT patient coordinates (DICOM LPS); ct_to_tracker maps CT metres to tracker metres",
-        "config": config,
-        "geometry": g,
-        "files": {
-            "ct_dicom_dir": "ct", "ct_nifti": "ct.nii.gz", "labels_nifti": "labels.nii.gz",
-            "lesion_mask_nifti": "lesion_mask.nii.gz", "marker_mask_nifti": "marker_mask.nii.gz",
+    let min_vessel_radius = phantom.vessels.iter().map(|s| s.radius_b).fold(f64::INFINITY, f64::min);
+    let truth = CaseFile {
+        format: Some(DIGITAL_PATIENT_FORMAT.into()),
+        units: Some(
+            "positions in mm in CT patient coordinates (DICOM LPS); ct_to_tracker maps CT metres to tracker metres"
+                .into(),
+        ),
+        config: serde_json::to_value(config).ok(),
+        geometry: Some(g.clone()),
+        files: CaseFiles {
+            ct_dicom_dir: Some("ct".into()),
+            ct_nifti: Some("ct.nii.gz".into()),
+            labels_nifti: Some("labels.nii.gz".into()),
+            lesion_mask_nifti: Some("lesion_mask.nii.gz".into()),
+            marker_mask_nifti: Some("marker_mask.nii.gz".into()),
         },
-        "class_names": labels::CLASS_NAMES,
-        "reference": {
-            "time_s": round3(t_ref),
-            "series_instance_uid": dicom_write::uid_from_seed(seed, "series-1"),
-            "motion": reference,
-            "lesion_centre_mm": pt(&phantom.lesion_centre(&reference)),
-            "lesion_radius_mm": phantom.config.lesion_radius_mm,
-            "markers": phantom.markers.iter().map(|m| json!({
-                "id": m.id, "region": m.region, "over_bone": m.over_bone, "class": expected_class(m.region),
-                "radius_mm": m.radius_mm, "centre_mm": pt(&phantom.marker_centre(m, &reference)),
-                "excursion_mm_per_unit_breathing": [round3(m.excursion_mm.x), round3(m.excursion_mm.y), round3(m.excursion_mm.z)],
-            })).collect::<Vec<_>>(),
-            "label_counts": label_counts,
+        class_names: Some(labels::CLASS_NAMES.iter().map(|s| s.to_string()).collect()),
+        reference: Reference {
+            time_s: Some(round3(t_ref)),
+            series_instance_uid: Some(dicom_write::uid_from_seed(seed, "series-1")),
+            motion: serde_json::to_value(reference).ok(),
+            lesion_centre_mm: pt(&phantom.lesion_centre(&reference)),
+            lesion_radius_mm: Some(phantom.config.lesion_radius_mm),
+            markers: phantom
+                .markers
+                .iter()
+                .map(|m| CaseMarker {
+                    id: m.id,
+                    region: serde_json::to_value(m.region).unwrap_or_default(),
+                    over_bone: m.over_bone,
+                    class: expected_class(m.region),
+                    radius_mm: m.radius_mm,
+                    centre_mm: pt(&phantom.marker_centre(m, &reference)),
+                    excursion_mm_per_unit_breathing: [
+                        round3(m.excursion_mm.x),
+                        round3(m.excursion_mm.y),
+                        round3(m.excursion_mm.z),
+                    ],
+                })
+                .collect(),
+            label_counts: Some(label_counts),
         },
-        "preset_entry_mm": pt(&phantom.preset_entry_mm()),
-        "ct_to_tracker": {
-            "rotation_xyzw": [q.i, q.j, q.k, q.w],
-            "translation_m": [tf.translation.x, tf.translation.y, tf.translation.z],
-        },
-        "breathing": {
-            "cycle_used": cycle,
-            "cycles": signal.cycles().iter().take(30).collect::<Vec<_>>(),
-        },
-        "vessels": {
-            "segments": phantom.vessels.len(),
-            "min_radius_mm": phantom.vessels.iter().map(|s| s.radius_b).fold(f64::INFINITY, f64::min),
-        },
-        "phases": phases,
-    });
+        preset_entry_mm: Some(pt(&phantom.preset_entry_mm())),
+        ct_to_tracker: Some(CtToTracker {
+            rotation_xyzw: [q.i, q.j, q.k, q.w],
+            translation_m: [tf.translation.x, tf.translation.y, tf.translation.z],
+        }),
+        breathing: Some(BreathingRecord {
+            cycle_used: serde_json::to_value(cycle).unwrap_or_default(),
+            cycles: signal.cycles().iter().take(30).filter_map(|c| serde_json::to_value(c).ok()).collect(),
+        }),
+        vessels: Some(VesselSummary {
+            segments: phantom.vessels.len(),
+            min_radius_mm: min_vessel_radius.is_finite().then_some(min_vessel_radius),
+        }),
+        phases: Some(phases),
+        planning: None,
+        coordinates: None,
+        found_by: None,
+        field_of_view: None,
+        lesion_extent: None,
+        lesion_picture: None,
+        planted_paths_picture: None,
+        planted_unsafe_paths: Vec::new(),
+    };
     let path = dir.join("case.json");
-    let text = serde_json::to_string_pretty(&truth).map_err(|e| CaseError::Breathing(e.to_string()))?;
+    let text = truth.to_string()?;
     std::fs::write(&path, text).map_err(io(&path))?;
     Ok(CaseSummary {
         dir: dir.to_path_buf(),
@@ -385,6 +428,7 @@ fn write_files(dir: &Path, config: &CaseConfig, phantom: Phantom, started: Insta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phantom::PhantomConfig;
 
     #[test]
     fn an_existing_case_is_kept_unless_replaced_and_a_replacement_leaves_nothing_stale() {
@@ -403,6 +447,12 @@ mod tests {
         assert!(e.contains("8589934592 voxels") && e.contains("max_voxels"), "{e}");
         assert!(!dir.exists());
         write_case(&dir, &small(3, 40)).unwrap();
+        // What the writer writes, the typed reader reads.
+        let case: CaseFile = std::fs::read_to_string(dir.join("case.json")).unwrap().parse().unwrap();
+        assert!(case.is_digital_patient() && case.phases().len() == 3 && case.reference.markers.len() == 12);
+        assert!(case.preset_entry_mm.is_some());
+        let config: CaseConfig = serde_json::from_value(case.config.clone().unwrap()).unwrap();
+        assert_eq!(config, small(3, 40));
         assert_eq!((count(&dir.join("ct")), count(&dir.join("phases"))), (40, 3));
         // Issue 11: a second case into the same folder was written over the first.
         let e = write_case(&dir, &small(1, 30)).unwrap_err();

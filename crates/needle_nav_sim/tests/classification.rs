@@ -157,7 +157,7 @@ fn motion_modes_recognise_expansion_in_patient_axes_and_zero_the_other_component
 #[test]
 fn correction_region_box_and_polygon() {
     let bx = CorrectionRegion {
-        kind: "box".into(),
+        kind: RegionKind::Box,
         box_min_m: vec![0.0, 0.0, 0.0],
         box_max_m: vec![1.0, 1.0, 1.0],
         ..Default::default()
@@ -166,7 +166,7 @@ fn correction_region_box_and_polygon() {
     assert!(!in_correction_region(&bx, &Point3::new(1.5, 0.5, 0.5)));
     // L-shaped polygon: the notch is outside.
     let poly = CorrectionRegion {
-        kind: "polygon".into(),
+        kind: RegionKind::Polygon,
         polygon_xy_m: vec![0.0, 0.0, 2.0, 0.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 2.0],
         polygon_z_m: vec![-1.0, 1.0],
         ..Default::default()
@@ -179,7 +179,7 @@ fn correction_region_box_and_polygon() {
     let (c, truth, _) = sim_windows(13);
     let cfg = MarkerClassifierConfig {
         correction_region: CorrectionRegion {
-            kind: "box".into(),
+            kind: RegionKind::Box,
             box_min_m: vec![9.0; 3],
             box_max_m: vec![10.0; 3],
             ..Default::default()

@@ -106,11 +106,11 @@ fn too_big_and_elongated_blobs_are_rejected_with_their_reason() {
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     let near = |c: [f64; 3], p: Point3<f64>| (Point3::from(c) - p).norm() < 20.0;
     let ball_r = rejected.iter().find(|(m, _)| near(m.centre_mm, ball)).expect("ball rejected");
-    assert!(ball_r.1.contains("above the maximum"), "{}", ball_r.1);
+    assert!(matches!(ball_r.1, Rejection::TooBig { .. }), "{}", ball_r.1);
     assert!(ball_r.0.equivalent_radius_mm > 6.5, "{:?}", ball_r.0);
     let rod = rejected.iter().find(|(m, _)| near(m.centre_mm, Point3::new(-140.0, -110.0, -45.0)));
     let rod = rod.expect("rod rejected");
-    assert!(rod.1.contains("elongated"), "{}", rod.1);
+    assert!(matches!(rod.1, Rejection::Elongated { .. }), "{}", rod.1);
     assert!(rod.0.equivalent_radius_mm < 6.0 && rod.0.isotropy < 0.2, "{:?}", rod.0);
 }
 
@@ -130,7 +130,7 @@ fn the_skin_bbs_of_the_real_thorax_ct_are_found() {
         assert!(d < 0.5, "no marker within 0.5 mm of {t:?}: {found:?}");
     }
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert!(rejected[0].0.voxels == 1 && rejected[0].1.contains("below the minimum"), "{rejected:?}");
+    assert!(rejected[0].0.voxels == 1 && matches!(rejected[0].1, Rejection::TooSmall { .. }), "{rejected:?}");
 }
 
 #[test]
@@ -260,6 +260,9 @@ fn search_region_keeps_markers_by_their_first_position() {
     assert_eq!(in_search_region(&curves, [10.0, 0.0, 0.0], 25.0), vec![0, 1, 2, 3, 4]);
 }
 
+const SD: CombinationCriterion = CombinationCriterion::StandardDeviation;
+const RANGE: CombinationCriterion = CombinationCriterion::Range;
+
 fn breathing(amplitude: f64, dir: [f64; 3]) -> impl Fn(f64) -> [f64; 3] {
     move |t: f64| {
         let s = amplitude * (std::f64::consts::PI * t / 4.0).sin().powi(2);
@@ -277,7 +280,7 @@ fn the_consistent_markers_are_chosen_and_the_outlier_left_out() {
         // Over the sternum: barely moves.
         curve(3, [5.0, -100.0, -15.0], breathing(1.0, [0.0, -1.0, 0.0])),
     ];
-    let c = select_combination(&curves, &[0, 1, 2, 3], entry, 3, 4).unwrap();
+    let c = select_combination(&curves, &[0, 1, 2, 3], entry, 3, 4, SD).unwrap();
     assert_eq!(c.members, vec![0, 1, 2]);
     assert_eq!(c.features_mm.len(), 3);
     for (f, want) in c.features_mm.iter().zip([6.0, 6.3, 5.8]) {
@@ -295,7 +298,7 @@ fn the_consistent_markers_are_chosen_and_the_outlier_left_out() {
     assert_eq!(c.entry_displacement_mm[0], [0.0, 0.0, 0.0]);
 
     // Pairs allowed: the two closest in feature (6.0 and 5.8 are 0.1 apart in sd; 6.0 and 6.3 0.15).
-    let pair = select_combination(&curves, &[0, 1, 2, 3], entry, 2, 2).unwrap();
+    let pair = select_combination(&curves, &[0, 1, 2, 3], entry, 2, 2, SD).unwrap();
     assert_eq!(pair.members, vec![0, 2]);
     // Equal spreads: the combination closer to the entry wins.
     let twins = vec![
@@ -303,37 +306,71 @@ fn the_consistent_markers_are_chosen_and_the_outlier_left_out() {
         curve(1, [50.0, -100.0, 0.0], breathing(4.0, [0.0, -1.0, 0.0])),
         curve(2, [0.0, -100.0, 8.0], breathing(4.0, [0.0, 0.0, 1.0])),
     ];
-    assert_eq!(select_combination(&twins, &[0, 1, 2], entry, 2, 2).unwrap().members, vec![0, 2]);
+    assert_eq!(select_combination(&twins, &[0, 1, 2], entry, 2, 2, SD).unwrap().members, vec![0, 2]);
 }
 
 #[test]
 fn too_few_markers_asks_for_new_markers_and_bad_requests_are_refused() {
     let curves =
         vec![curve(0, [0.0; 3], breathing(3.0, [0.0, -1.0, 0.0])), curve(1, [9.0, 0.0, 0.0], |_| [0.0; 3])];
-    let err = select_combination(&curves, &[0, 1], [0.0; 3], 3, 4).unwrap_err();
+    let err = select_combination(&curves, &[0, 1], [0.0; 3], 3, 4, RANGE).unwrap_err();
     assert_eq!(err, CtMarkerError::TooFewMarkers { found: 2, need: 3 });
     assert!(err.to_string().contains("re-place markers"), "{err}");
     // Duplicates count once.
     assert!(matches!(
-        select_combination(&curves, &[0, 0, 1], [0.0; 3], 3, 3),
+        select_combination(&curves, &[0, 0, 1], [0.0; 3], 3, 3, RANGE),
         Err(CtMarkerError::TooFewMarkers { found: 2, .. })
     ));
     assert!(matches!(
-        select_combination(&curves, &[0, 1], [0.0; 3], 1, 2),
+        select_combination(&curves, &[0, 1], [0.0; 3], 1, 2, RANGE),
         Err(CtMarkerError::InvalidRequest { .. })
     ));
     assert!(matches!(
-        select_combination(&curves, &[0, 1], [0.0; 3], 2, 1),
+        select_combination(&curves, &[0, 1], [0.0; 3], 2, 1, RANGE),
         Err(CtMarkerError::InvalidRequest { .. })
     ));
     assert_eq!(
-        select_combination(&curves, &[0, 7], [0.0; 3], 2, 2),
+        select_combination(&curves, &[0, 7], [0.0; 3], 2, 2, RANGE),
         Err(CtMarkerError::UnknownMarker { index: 7 })
     );
     let mut shifted = curves.clone();
     shifted[1].times_s[3] += 0.1;
     assert!(matches!(
-        select_combination(&shifted, &[0, 1], [0.0; 3], 2, 2),
+        select_combination(&shifted, &[0, 1], [0.0; 3], 2, 2, RANGE),
         Err(CtMarkerError::UnequalSampling { .. })
     ));
+}
+
+#[test]
+fn range_and_standard_deviation_pick_differently_as_computed_by_hand() {
+    // Triples of features: B = {6.0, 6.0, 7.0}: range 1.0, sd = sqrt((1/9 + 1/9 + 4/9) / 3) = 0.4714;
+    // A = {3.0, 3.55, 4.1}: range 1.1, sd = sqrt((0.3025 + 0 + 0.3025) / 3) = 0.4491. Every other triple
+    // mixes the two groups (range >= 1.9). Range picks B, standard deviation A.
+    let entry = [0.0, -100.0, 0.0];
+    let amplitudes = [3.0, 3.55, 4.1, 6.0, 6.0, 7.0];
+    let curves: Vec<MarkerCurve> = amplitudes
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| curve(i, [10.0 * i as f64, -100.0, 0.0], breathing(a, [0.0, -1.0, 0.0])))
+        .collect();
+    let ids = [0, 1, 2, 3, 4, 5];
+    let by_range = select_combination(&curves, &ids, entry, 3, 3, RANGE).unwrap();
+    assert_eq!(by_range.members, vec![3, 4, 5]);
+    assert_eq!(by_range.criterion, RANGE);
+    assert!((by_range.spread_mm - 1.0).abs() < 1e-9, "{by_range:?}");
+    let by_sd = select_combination(&curves, &ids, entry, 3, 3, SD).unwrap();
+    assert_eq!(by_sd.members, vec![0, 1, 2]);
+    assert!((by_sd.spread_mm - (0.605f64 / 3.0).sqrt()).abs() < 1e-9, "{by_sd:?}");
+    // The criteria themselves.
+    assert!((RANGE.spread(&[6.0, 6.0, 7.0]) - 1.0).abs() < 1e-12);
+    assert!((SD.spread(&[6.0, 6.0, 7.0]) - (6.0f64 / 27.0).sqrt()).abs() < 1e-12);
+    assert_eq!(RANGE.spread(&[]), 0.0);
+    // Pairs: range and sd are proportional (sd = range / 2), both pick {3, 4} (features 6.0, 6.0).
+    let a = select_combination(&curves, &ids, entry, 2, 2, RANGE).unwrap();
+    let b = select_combination(&curves, &ids, entry, 2, 2, SD).unwrap();
+    assert_eq!((a.members.clone(), b.members.clone()), (vec![3, 4], vec![3, 4]));
+    // Serde names as in the parameter files.
+    assert_eq!(serde_json::to_string(&SD).unwrap(), "\"standard_deviation\"");
+    assert_eq!(serde_json::from_str::<CombinationCriterion>("\"range\"").unwrap(), RANGE);
+    assert_eq!(CombinationCriterion::default(), RANGE);
 }

@@ -155,6 +155,7 @@ enum Command {
         json: Option<PathBuf>,
     },
     /// Rigid registration with FRE/TRE, JSON on stdin -> JSON on stdout (see core::registration::register_json).
+    /// Exit status 0: registered; 1: no registration from these markers ({"error"} on stdout); 2: unusable input.
     Register,
     /// Print every node with its topics and services (name, type, QoS, direction) as JSON.
     Interfaces,
@@ -390,12 +391,27 @@ fn main() -> ExitCode {
                 eprintln!("cannot read stdin: {e}");
                 return ExitCode::from(2);
             }
-            let out = needle_nav_core::registration::register_json(&input);
-            println!("{out}");
-            if out.contains("\"error\"") {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
+            use needle_nav_core::registration::{register_request, RegisterRequestError};
+            // The same JSON as before on stdout; the exit status from the typed result:
+            // 0 registered, 1 no registration from these markers, 2 unusable input.
+            match register_request(&input) {
+                Ok(r) => match serde_json::to_string(&r) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("cannot serialise the result: {e}");
+                        ExitCode::from(1)
+                    }
+                },
+                Err(e) => {
+                    println!("{}", serde_json::json!({ "error": e.to_string() }));
+                    ExitCode::from(match e {
+                        RegisterRequestError::InvalidInput(_) => 2,
+                        RegisterRequestError::Registration(_) => 1,
+                    })
+                }
             }
         }
         Command::BagInfo { bag, json } => match needle_nav_bags::info(&bag) {

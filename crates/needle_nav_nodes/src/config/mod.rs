@@ -22,11 +22,36 @@ pub enum ConfigError {
     #[error("{node}: cannot read parameter file {path}: {reason}")]
     Unreadable { node: String, path: String, reason: String },
     #[error("{node}: parameter file {path} is not a ROS 2 parameter file: {reason}")]
-    BadFile { node: String, path: String, reason: String },
+    BadFile { node: String, path: String, reason: ParamFileError },
     #[error("{node}: parameter `{key}`: {reason}")]
     BadKey { node: String, key: String, reason: String },
     #[error("ROS arguments: {0}")]
     BadRosArgs(String),
+}
+
+/// Why a text is not a ROS 2 parameter file (or not one for our nodes).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParamFileError {
+    /// Not YAML; serde_yaml's message with line and column.
+    #[error("{0}")]
+    Yaml(String),
+    #[error("top level must be a mapping of node names")]
+    TopLevelNotMapping,
+    /// A key that is not a string (`prefix`: the namespace it is in, empty at the top).
+    #[error("{prefix}: node and namespace names must be strings")]
+    NameNotString { prefix: String },
+    #[error("section `{0}` has no `ros__parameters`")]
+    NoParameters(String),
+    #[error("`{0}.ros__parameters` must be a mapping")]
+    ParametersNotMapping(String),
+    #[error("`{0}` is neither a node section (with `ros__parameters`) nor a namespace")]
+    NeitherSectionNorNamespace(String),
+    #[error("section `{0}`: everything belongs under `ros__parameters`")]
+    OutsideParameters(String),
+    #[error(
+        "section `{section}` names no needle_nav node; did you mean `{suggestion}`? (its parameters would be ignored)"
+    )]
+    MisspeltNode { section: String, suggestion: String },
 }
 
 /// A key that failed validation, before the node name is attached.
@@ -120,26 +145,25 @@ pub fn read_default_section(node: &str, source: &ConfigSource) -> Result<Mapping
 
 /// The merged `ros__parameters` of every section of a ROS 2 parameter file that applies to
 /// `node` (`/**`, `node`, `/node`, `/any/namespace/node`), in file order.
-pub fn node_section(text: &str, node: &str) -> Result<Mapping, String> {
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+pub fn node_section(text: &str, node: &str) -> Result<Mapping, ParamFileError> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| ParamFileError::Yaml(e.to_string()))?;
     let mut merged = Mapping::new();
     let top = match doc {
         Value::Null => return Ok(merged),
         Value::Mapping(m) => m,
-        _ => return Err("top level must be a mapping of node names".into()),
+        _ => return Err(ParamFileError::TopLevelNotMapping),
     };
     for (key, section) in top {
-        let name = key.as_str().ok_or("node names must be strings")?;
+        let name = key.as_str().ok_or(ParamFileError::NameNotString { prefix: String::new() })?;
         let applies = name == "/**" || name == "**" || name.rsplit('/').next() == Some(node);
         if !applies {
             continue;
         }
-        let params =
-            section.get("ros__parameters").ok_or_else(|| format!("section `{name}` has no `ros__parameters`"))?;
+        let params = section.get("ros__parameters").ok_or_else(|| ParamFileError::NoParameters(name.to_string()))?;
         match params {
             Value::Mapping(m) => deep_merge(&mut merged, m.clone()),
             Value::Null => {}
-            _ => return Err(format!("`{name}.ros__parameters` must be a mapping")),
+            _ => return Err(ParamFileError::ParametersNotMapping(name.to_string())),
         }
     }
     Ok(merged)
@@ -247,7 +271,8 @@ other_node:
     #[test]
     fn a_section_without_ros_parameters_is_rejected() {
         let err = node_section("marker_tracker:\n  rate_hz: 3\n", "marker_tracker").unwrap_err();
-        assert!(err.contains("ros__parameters"), "{err}");
+        assert_eq!(err, ParamFileError::NoParameters("marker_tracker".into()));
+        assert!(err.to_string().contains("ros__parameters"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::{build_config, ConfigError, InvalidValue, Overrides, Validate};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Mapping;
 pub use needle_nav_planning::config::{PlannerLimits, PlannerMargins, PlannerObstacles, PlannerWeights, TrajectoryPlannerConfig};
-pub use needle_nav_core::classification::{ClassificationMethod, CorrectionRegion, DisplacementFeature, MarkerClassifierConfig, MotionModeConfig};
+pub use needle_nav_core::classification::{ClassificationMethod, CorrectionRegion, DisplacementFeature, MarkerClassifierConfig, MotionModeConfig, RegionKind};
 
 fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
@@ -173,9 +173,9 @@ impl Validate for MarkerClassifierConfig {
         }
         sample_checks(&self.sample_checks)?;
         let region = &self.correction_region;
-        match region.kind.as_str() {
-            "none" => {}
-            "box" => check(
+        match region.kind {
+            RegionKind::None => {}
+            RegionKind::Box => check(
                 region.box_min_m.len() == 3
                     && region.box_max_m.len() == 3
                     && region
@@ -186,7 +186,7 @@ impl Validate for MarkerClassifierConfig {
                 "correction_region.box_min_m",
                 || "box needs box_min_m and box_max_m as [x, y, z] with min < max".into(),
             )?,
-            "polygon" => check(
+            RegionKind::Polygon => check(
                 region.polygon_xy_m.len() >= 6
                     && region.polygon_xy_m.len() % 2 == 0
                     && region.polygon_z_m.len() == 2
@@ -194,12 +194,6 @@ impl Validate for MarkerClassifierConfig {
                 "correction_region.polygon_xy_m",
                 || "polygon needs >= 3 vertices [x0, y0, x1, y1, ...] and polygon_z_m [z_min, z_max]".into(),
             )?,
-            other => {
-                return Err(InvalidValue::new(
-                    "correction_region.kind",
-                    format!("`{other}`: expected none, box or polygon"),
-                ))
-            }
         }
         Ok(())
     }
@@ -237,6 +231,13 @@ pub struct LesionRegistrationConfig {
     pub update_period_s: f64,
     /// Radiopaque marker threshold in the CT [HU].
     pub marker_threshold_hu: f64,
+    /// The planning CT must contain the lesion: its centre at least lesion radius + this inside every
+    /// edge of the scan [m] (else status LESION_NOT_IN_SCAN: re-place markers and rescan).
+    pub scan_margin_m: f64,
+    /// Median HU around the target below this: air, no lesion there [HU].
+    pub target_air_below_hu: f64,
+    /// Median HU around the target above this: bone, no lesion there [HU].
+    pub target_bone_above_hu: f64,
     pub entry_source: EntrySource,
     pub manual_entry_ct_m: Vec<f64>,
     /// What a tracker sample may contain; a sample outside it is refused on its own.
@@ -257,6 +258,9 @@ impl Default for LesionRegistrationConfig {
             window_s: 10.0,
             update_period_s: 2.0,
             marker_threshold_hu: 1500.0,
+            scan_margin_m: 0.01,
+            target_air_below_hu: -900.0,
+            target_bone_above_hu: 200.0,
             entry_source: EntrySource::Preset,
             manual_entry_ct_m: Vec::new(),
             sample_checks: Default::default(),
@@ -272,6 +276,24 @@ impl LesionRegistrationConfig {
             max_fre: self.max_fre_m,
             fle_rms: self.fle_rms_m,
             min_spread_ratio: self.min_spread_ratio,
+            ..Default::default()
+        }
+    }
+
+    /// How the planning case is loaded: marker threshold and the scan check (default combination criterion:
+    /// the registration does not choose correction markers).
+    pub fn load_options(&self) -> needle_nav_core::guidance::LoadOptions {
+        needle_nav_core::guidance::LoadOptions {
+            detection: needle_nav_core::ct_markers::MarkerDetectionConfig {
+                threshold_hu: self.marker_threshold_hu,
+                ..Default::default()
+            },
+            scan: needle_nav_core::guidance::ScanCheckConfig {
+                margin_mm: self.scan_margin_m * 1e3,
+                air_below_hu: self.target_air_below_hu,
+                bone_above_hu: self.target_bone_above_hu,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -291,6 +313,9 @@ impl Validate for LesionRegistrationConfig {
         in_range("window_s", self.window_s, 1.0, 120.0, "s")?;
         in_range("update_period_s", self.update_period_s, 0.1, 60.0, "s")?;
         in_range("marker_threshold_hu", self.marker_threshold_hu, 500.0, 30000.0, "HU")?;
+        in_range("scan_margin_m", self.scan_margin_m, 0.0, 0.1, "m")?;
+        in_range("target_air_below_hu", self.target_air_below_hu, -1100.0, -300.0, "HU")?;
+        in_range("target_bone_above_hu", self.target_bone_above_hu, 100.0, 3000.0, "HU")?;
         sample_checks(&self.sample_checks)?;
         if self.entry_source == EntrySource::Manual {
             check(
@@ -332,6 +357,9 @@ pub struct NeedleTargetConfig {
     /// Sizes of the candidate combinations compared (smallest spread of entry-displacement features wins).
     pub combination_min_markers: u32,
     pub combination_max_markers: u32,
+    /// How a combination's agreement is measured: range (max - min of the features, the method's)
+    /// or standard_deviation.
+    pub combination_criterion: needle_nav_core::ct_markers::CombinationCriterion,
     /// What a tracker sample may contain; a sample outside it is refused on its own.
     pub sample_checks: needle_nav_core::sample_validation::SampleChecks,
 }
@@ -354,12 +382,26 @@ impl Default for NeedleTargetConfig {
             search_radius_m: 0.0,
             combination_min_markers: 2,
             combination_max_markers: 4,
+            combination_criterion: Default::default(),
             sample_checks: Default::default(),
         }
     }
 }
 
 impl NeedleTargetConfig {
+    /// How the planning case is loaded: search region, combination sizes and criterion.
+    pub fn load_options(&self) -> needle_nav_core::guidance::LoadOptions {
+        needle_nav_core::guidance::LoadOptions {
+            selection: needle_nav_core::guidance::SelectionConfig {
+                search_radius_m: self.search_radius_m,
+                min_markers: self.combination_min_markers as usize,
+                max_markers: self.combination_max_markers as usize,
+            },
+            criterion: self.combination_criterion,
+            ..Default::default()
+        }
+    }
+
     /// Age beyond which a tracker sample is stale [s].
     pub fn stale_after_s(&self) -> f64 {
         self.stale_after_periods / self.tracker_rate_hz
@@ -579,6 +621,45 @@ mod tests {
         // A real-time class is not offered for a batch job: refused, naming the key and the choices.
         let e = parse("fifo").unwrap_err().to_string();
         assert!(e.contains("worker_scheduling") && e.contains("idle"), "{e}");
+    }
+
+    #[test]
+    fn combination_criterion_and_scan_check_parameters() {
+        use needle_nav_core::ct_markers::CombinationCriterion;
+        let parse = |node: &str, yaml: &str| {
+            let text = format!("{node}:\n  ros__parameters:\n    {yaml}\n");
+            crate::config::node_section(&text, node).unwrap()
+        };
+        let target =
+            |yaml: &str| build_config::<NeedleTargetConfig>("needle_target", parse("needle_target", yaml), &Vec::new());
+        assert_eq!(NeedleTargetConfig::default().combination_criterion, CombinationCriterion::Range);
+        let c = target("combination_criterion: standard_deviation").unwrap();
+        assert_eq!(c.load_options().criterion, CombinationCriterion::StandardDeviation);
+        let e = target("combination_criterion: variance").unwrap_err().to_string();
+        assert!(e.contains("combination_criterion") && e.contains("range"), "{e}");
+        let reg = LesionRegistrationConfig::default();
+        assert_eq!(reg.load_options().scan, needle_nav_core::guidance::ScanCheckConfig::default());
+        let bad = LesionRegistrationConfig { scan_margin_m: 0.5, ..Default::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "scan_margin_m");
+        let bad = LesionRegistrationConfig { target_bone_above_hu: 50.0, ..Default::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "target_bone_above_hu");
+    }
+
+    #[test]
+    fn correction_region_kind_keeps_its_names() {
+        let parse = |yaml: &str| {
+            let text = format!("marker_classifier:\n  ros__parameters:\n    correction_region:\n      {yaml}\n");
+            let section = crate::config::node_section(&text, "marker_classifier").unwrap();
+            build_config::<MarkerClassifierConfig>("marker_classifier", section, &Vec::new())
+        };
+        assert_eq!(parse("kind: none").unwrap().correction_region.kind, RegionKind::None);
+        let c = parse("kind: box\n      box_min_m: [0, 0, 0]\n      box_max_m: [1, 1, 1]").unwrap();
+        assert_eq!(c.correction_region.kind, RegionKind::Box);
+        let e = parse("kind: circle").unwrap_err().to_string();
+        assert!(e.contains("correction_region") && e.contains("polygon"), "{e}");
+        let e = parse("kind: polygon").unwrap_err().to_string();
+        assert!(e.contains("polygon_xy_m"), "{e}");
+        assert_eq!(serde_json::to_string(&RegionKind::Polygon).unwrap(), "\"polygon\"");
     }
 
     #[test]

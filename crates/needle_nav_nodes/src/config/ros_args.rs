@@ -4,7 +4,7 @@
 //! silently ignored by rcl, so the node ran with defaults the user did not mean. Both are now a
 //! clear error naming the argument or section (exit code 2).
 
-use super::ConfigError;
+use super::{ConfigError, ParamFileError};
 use serde_yaml::Value;
 
 /// ROS arguments that take a value (rcl's `--ros-args` grammar).
@@ -84,30 +84,30 @@ pub fn check_params_file(path: &std::path::Path, our_nodes: &[&str]) -> Result<(
 }
 
 /// The checks of [`check_params_file`] on the file's text.
-pub fn check_params_text(text: &str, our_nodes: &[&str]) -> Result<(), String> {
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+pub fn check_params_text(text: &str, our_nodes: &[&str]) -> Result<(), ParamFileError> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| ParamFileError::Yaml(e.to_string()))?;
     match doc {
         Value::Null => Ok(()),
         Value::Mapping(top) => check_level(&top, "", our_nodes),
-        _ => Err("top level must be a mapping of node names".into()),
+        _ => Err(ParamFileError::TopLevelNotMapping),
     }
 }
 
-fn check_level(level: &serde_yaml::Mapping, prefix: &str, our_nodes: &[&str]) -> Result<(), String> {
+fn check_level(level: &serde_yaml::Mapping, prefix: &str, our_nodes: &[&str]) -> Result<(), ParamFileError> {
     for (key, value) in level {
-        let name = key.as_str().ok_or_else(|| format!("{prefix}: node and namespace names must be strings"))?;
+        let name = key.as_str().ok_or_else(|| ParamFileError::NameNotString { prefix: prefix.to_string() })?;
         let full = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
         let Value::Mapping(inner) = value else {
-            return Err(format!("`{full}` is neither a node section (with `ros__parameters`) nor a namespace"));
+            return Err(ParamFileError::NeitherSectionNorNamespace(full));
         };
         match inner.get("ros__parameters") {
             Some(Value::Mapping(_)) | Some(Value::Null) => {
                 if inner.len() > 1 {
-                    return Err(format!("section `{full}`: everything belongs under `ros__parameters`"));
+                    return Err(ParamFileError::OutsideParameters(full));
                 }
                 check_section_name(&full, our_nodes)?;
             }
-            Some(_) => return Err(format!("`{full}.ros__parameters` must be a mapping")),
+            Some(_) => return Err(ParamFileError::ParametersNotMapping(full)),
             None => check_level(inner, &full, our_nodes)?,
         }
     }
@@ -116,16 +116,16 @@ fn check_level(level: &serde_yaml::Mapping, prefix: &str, our_nodes: &[&str]) ->
 
 /// A section for another package's node is fine; one whose name is one or two letters off a
 /// needle_nav node is a typo that would silently leave that node on its defaults.
-fn check_section_name(full: &str, our_nodes: &[&str]) -> Result<(), String> {
+fn check_section_name(full: &str, our_nodes: &[&str]) -> Result<(), ParamFileError> {
     let node = full.rsplit('/').next().unwrap_or(full);
     if node == "**" || node == "*" || our_nodes.contains(&node) {
         return Ok(());
     }
     let close = our_nodes.iter().map(|n| (edit_distance(n, node), *n)).min();
     match close {
-        Some((d, n)) if d <= 2 => Err(format!(
-            "section `{full}` names no needle_nav node; did you mean `{n}`? (its parameters would be ignored)"
-        )),
+        Some((d, n)) if d <= 2 => {
+            Err(ParamFileError::MisspeltNode { section: full.to_string(), suggestion: n.to_string() })
+        }
         _ => Ok(()),
     }
 }
@@ -206,7 +206,7 @@ mod tests {
             ("- a\n- b\n", "top level"),
             ("needle_target:\n  ros__parameters:\n    a: [1,\n", "line"),
         ] {
-            let err = check_params_text(text, &OURS).unwrap_err();
+            let err = check_params_text(text, &OURS).unwrap_err().to_string();
             assert!(err.contains(expect), "{text:?}: {err}");
         }
     }

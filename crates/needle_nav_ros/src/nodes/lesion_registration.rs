@@ -5,7 +5,6 @@
 
 use super::{config, lock, publisher, subscription, SampleGate};
 use needle_nav_nodes::config::LesionRegistrationConfig;
-use needle_nav_core::ct_markers::MarkerDetectionConfig;
 use needle_nav_core::guidance::{CaseRegistration, GuidanceError, PlanningCase};
 use needle_nav_nodes::lesion_registration::{
     run_update, LesionRegistrationMachine, NoRegistration, Registered, UpdateInputs,
@@ -62,9 +61,13 @@ fn status_of(e: &GuidanceError) -> u8 {
         GuidanceError::Correspondence(needle_nav_core::correspondence::CorrespondenceError::Ambiguous { .. }) => {
             msg::LesionRegistration::STATUS_DEGENERATE as u8
         }
-        GuidanceError::Case { .. } | GuidanceError::CtImage { .. } | GuidanceError::CtMarkers(_) => {
-            msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8
-        }
+        GuidanceError::LesionOutsideScan { .. }
+        | GuidanceError::LesionNotInTissue { .. }
+        | GuidanceError::MarkerOutsideScan { .. } => msg::LesionRegistration::STATUS_LESION_NOT_IN_SCAN as u8,
+        GuidanceError::Case { .. }
+        | GuidanceError::CaseFile { .. }
+        | GuidanceError::CtImage { .. }
+        | GuidanceError::CtMarkers(_) => msg::LesionRegistration::STATUS_NO_IMAGE_DATA as u8,
         _ => msg::LesionRegistration::STATUS_NOT_ENOUGH_MARKERS as u8,
     }) as u8
 }
@@ -159,11 +162,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let (case_loaded_tx, mut case_loaded) = tokio::sync::watch::channel(false);
     if !cfg.ct_case_dir.trim().is_empty() {
         // Loading and marker detection take a moment: off the node's tasks.
-        let (state, dir, threshold) = (state.clone(), cfg.ct_case_dir.clone(), cfg.marker_threshold_hu);
+        // Marker threshold and the scan check from the parameters.
+        let (state, dir, load_options) = (state.clone(), cfg.ct_case_dir.clone(), cfg.load_options());
         cx.spawn(async move {
-            let detection = MarkerDetectionConfig { threshold_hu: threshold, ..Default::default() };
             let loaded = tokio::task::spawn_blocking(move || {
-                needle_nav_imaging::planning_case::load_planning_case(std::path::Path::new(&dir), &detection, &Default::default())
+                needle_nav_imaging::planning_case::load_planning_case_with(std::path::Path::new(&dir), &load_options)
             })
             .await
             .map_err(|e| e.to_string())

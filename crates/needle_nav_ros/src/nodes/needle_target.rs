@@ -6,7 +6,6 @@
 use super::{config, lock, publisher, subscription, SampleGate};
 use needle_nav_nodes::config::NeedleTargetConfig;
 use needle_nav_core::correction::Baseline;
-use needle_nav_core::ct_markers::MarkerDetectionConfig;
 use needle_nav_core::guidance::{RegisteredPlan, SavedBreathingState, Target};
 use needle_nav_nodes::needle_target::{
     BaselineFile, Level, NeedleTargetEvent, NeedleTargetMachine, StateFile, TargetRegistration,
@@ -243,15 +242,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     // built before would be rebuilt, and its baseline restarted, when the case arrives.
     let (case_loaded_tx, mut case_loaded) = tokio::sync::watch::channel(cfg.ct_case_dir.trim().is_empty());
     if !cfg.ct_case_dir.trim().is_empty() {
-        let (state, dir) = (state.clone(), cfg.ct_case_dir.clone());
-        let selection = needle_nav_core::guidance::SelectionConfig {
-            search_radius_m: cfg.search_radius_m,
-            min_markers: cfg.combination_min_markers as usize,
-            max_markers: cfg.combination_max_markers as usize,
-        };
+        // Search region, combination sizes and criterion from the parameters.
+        let (state, dir, load_options) = (state.clone(), cfg.ct_case_dir.clone(), cfg.load_options());
         cx.spawn(async move {
             let loaded = tokio::task::spawn_blocking(move || {
-                needle_nav_imaging::planning_case::load_planning_case(std::path::Path::new(&dir), &MarkerDetectionConfig::default(), &selection)
+                needle_nav_imaging::planning_case::load_planning_case_with(std::path::Path::new(&dir), &load_options)
             })
             .await;
             match loaded {
