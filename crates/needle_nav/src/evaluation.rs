@@ -37,6 +37,14 @@ fn p95(v: &[f64]) -> f64 {
     s.get(((s.len() as f64 - 1.0) * 0.95).round() as usize).copied().unwrap_or(f64::NAN)
 }
 
+/// The evaluation's digital patient `seed` (small CT grid: only the markers and the lesion matter
+/// here) and its breathing over `seconds`; None when either cannot be made.
+pub(crate) fn digital_patient(seed: u64, seconds: f64) -> Option<(Phantom, BreathingSignal)> {
+    let phantom = Phantom::new(PhantomConfig { seed, dims: [16, 16, 16], ..Default::default() }).ok()?;
+    let signal = BreathingSignal::synthetic(&BreathingConfig { seed, ..Default::default() }, seconds).ok()?;
+    Some((phantom, signal))
+}
+
 fn noisy(p: Point3<f64>, sigma_m: f64, rng: &mut ChaCha8Rng) -> Point3<f64> {
     let n = Normal::new(0.0, sigma_m).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero"));
     p + Vector3::new(n.sample(rng), n.sample(rng), n.sample(rng))
@@ -357,10 +365,7 @@ fn tracking_study(o: &EvaluationOptions) -> TrackingStudy {
     let rate = 50.0;
     for trial in 0..o.tracking_trials {
         let seed = o.seed + 1000 + trial as u64;
-        let Ok(phantom) = Phantom::new(PhantomConfig { seed, dims: [16, 16, 16], ..Default::default() }) else {
-            continue;
-        };
-        let Ok(signal) = BreathingSignal::synthetic(&BreathingConfig { seed, ..Default::default() }, 200.0) else {
+        let Some((phantom, signal)) = digital_patient(seed, 200.0) else {
             continue;
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xca5e);

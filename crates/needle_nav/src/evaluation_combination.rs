@@ -10,17 +10,16 @@
 //! markers known, so that only the choice differs), targets without prediction from 60 s on.
 //! The true entry moves as a soft-tissue skin point at the entry's height (the phantom's skin model).
 
-use needle_nav_sim::breathing::{BreathingConfig, BreathingSignal};
 use needle_nav_core::correction::PredictionMethod;
 use needle_nav_core::ct_markers::{in_search_region, select_combination, CombinationCriterion, MarkerCurve};
 use needle_nav_core::guidance::{
     positions_at_ct_phase, register_case, CtPhase, PlanningCase, RegisteredPlan, TargetComputer, TargetConfig,
 };
-use needle_nav_sim::phantom::{skin_expansion_profile, MotionState, Phantom, PhantomConfig};
+use needle_nav_sim::phantom::{skin_expansion_profile, MotionState};
 use needle_nav_core::registration::RegistrationConfig;
 use needle_nav_sim::tracker_sim::{SimulatedTracker, TrackerSimConfig};
 use needle_nav_core::tracking::TrackerSample;
-use crate::evaluation::EvaluationOptions;
+use crate::evaluation::{digital_patient, EvaluationOptions};
 use nalgebra::{Point3, Vector3};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -97,8 +96,7 @@ fn p95(v: &[f64]) -> f64 {
 
 /// Per-patient errors [m] of one choice: (target errors, entry errors).
 fn run_patient(seed: u64, case: &PlanningCase, selected: Option<Vec<usize>>) -> Option<(Vec<f64>, Vec<f64>)> {
-    let phantom = Phantom::new(PhantomConfig { seed, dims: [16, 16, 16], ..Default::default() }).ok()?;
-    let signal = BreathingSignal::synthetic(&BreathingConfig { seed, ..Default::default() }, 200.0).ok()?;
+    let (phantom, signal) = digital_patient(seed, 200.0)?;
     let bone: Vec<u32> = phantom.markers.iter().filter(|m| m.over_bone).map(|m| m.id).collect();
     let soft: Vec<u32> = phantom.markers.iter().filter(|m| !m.over_bone).map(|m| m.id).collect();
     // The true entry: a soft-tissue skin point at the entry's height (phantom::default_markers' model).
@@ -167,10 +165,7 @@ fn setting_study(
     let mut different = 0;
     for trial in 0..o.tracking_trials {
         let seed = o.seed + 3000 + trial as u64;
-        let Ok(phantom) = Phantom::new(PhantomConfig { seed, dims: [16, 16, 16], ..Default::default() }) else {
-            continue;
-        };
-        let Ok(signal) = BreathingSignal::synthetic(&BreathingConfig { seed, ..Default::default() }, 200.0) else {
+        let Some((phantom, signal)) = digital_patient(seed, 200.0) else {
             continue;
         };
         // The planning case: true centres plus the CT localisation error, 8 phases over one breath.

@@ -127,7 +127,7 @@ fn a_scan_without_the_lesion_or_a_marker_is_refused_with_a_rescan_reason() {
 /// The real thorax CT holds its lesion (cases/thorax_ct_lung_lesion): the check passes.
 #[test]
 fn the_real_thorax_case_contains_its_lesion() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases/thorax_ct_lung_lesion");
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("cases/thorax_ct_lung_lesion");
     let case = CaseFile::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     assert_eq!(case.reference.lesion_centre_mm, [-85.9, 82.1, -9.1]);
     let ct_dir = dir.join(case.files.ct());
