@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the workspace's layering from cargo's own dependency graph (normal dependencies only):
 # each crate may use only the crates below it, and heavy dependencies stay where they are used.
-# A violation names the crate and the dependency it must not have.
+# A violation names the crate and the dependency it must not have. Also: no import cycles between
+# the modules inside a crate (scripts/module_cycles.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fail=0
@@ -27,5 +28,7 @@ for rule in "${rules[@]}"; do
     fi
   done
 done
-if [[ $fail == 0 ]]; then echo "[layers] every crate uses only the layers below it"; echo "layers: ${#rules[@]} passed, 0 failed"; fi
+# Inside each crate: no import cycles between its modules.
+python3 scripts/module_cycles.py crates || fail=1
+if [[ $fail == 0 ]]; then echo "[layers] every crate uses only the layers below it"; echo "layers: $(( ${#rules[@]} + 1 )) passed, 0 failed"; fi
 exit $fail

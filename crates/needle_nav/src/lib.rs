@@ -3,4 +3,3 @@
 //! as the nodes.
 
 pub mod evaluation;
-pub mod evaluation_combination;

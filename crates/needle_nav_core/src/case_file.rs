@@ -1,7 +1,7 @@
 //! `case.json`, the one description of a planning case: written by `needle_nav phantom`
-//! (digital patients, [`needle_nav_sim::patient_case`]) or by hand (real CT cases under `cases/`), read by
-//! the guidance pipeline ([`crate::guidance::PlanningCase::load`]) and the trajectory
-//! planner ([`needle_nav_planning::plan_files::planning_input`]).
+//! (digital patients, `needle_nav_sim::patient_case`) or by hand (real CT cases under `cases/`), read by
+//! the guidance pipeline (`needle_nav_imaging::planning_case::load_planning_case`) and the trajectory
+//! planner (`needle_nav_planning::plan_files::planning_input`).
 //!
 //! Types and the text conversions only; reading and writing the file is the caller's.
 //!

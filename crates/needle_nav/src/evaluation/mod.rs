@@ -5,6 +5,8 @@
 //! localisation error (`ct_fle_mm`, from the measured error of CT marker detection at 2 mm voxels),
 //! so hundreds of trials run in seconds; the rendered-CT path is exercised by the tests and the demo.
 
+pub mod combination_criterion;
+
 use needle_nav_nodes::config::{LesionRegistrationConfig, MarkerClassifierConfig, NeedleTargetConfig};
 use needle_nav_sim::breathing::{BreathingConfig, BreathingSignal};
 use needle_nav_core::classification::MarkerClass;
@@ -535,7 +537,7 @@ pub fn evaluate(o: &EvaluationOptions) -> serde_json::Value {
         "registration": registration_study(o),
         "tracking": tracking_study(o),
         "real_breathing": real_breathing_study(),
-        "combination_criterion": crate::evaluation_combination::combination_criterion_study(o),
+        "combination_criterion": combination_criterion::combination_criterion_study(o),
         "options": {"trials": o.trials, "tracking_trials": o.tracking_trials, "seed": o.seed, "ct_fle_mm": o.ct_fle_mm, "latency_s": o.latency_s},
     })
 }

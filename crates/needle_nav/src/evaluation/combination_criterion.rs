@@ -19,7 +19,7 @@ use needle_nav_sim::phantom::{skin_expansion_profile, MotionState};
 use needle_nav_core::registration::RegistrationConfig;
 use needle_nav_sim::tracker_sim::{SimulatedTracker, TrackerSimConfig};
 use needle_nav_core::tracking::TrackerSample;
-use crate::evaluation::{digital_patient, EvaluationOptions};
+use super::{digital_patient, EvaluationOptions};
 use nalgebra::{Point3, Vector3};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
