@@ -13,7 +13,8 @@ source "$ROOT/.setup/env.sh"
 [[ $NEEDLE_NAV_ROS_MODE == pypi ]] || { echo "[colcon] a real ROS 2 is sourced: just run colcon build in your workspace"; exit 0; }
 
 WS="$ROOT/.setup/colcon_ws"
-rm -rf "$WS/src" "$WS/install" "$WS/log"
+# build/ too: its CMake caches name the source folders of an earlier layout.
+rm -rf "$WS/src" "$WS/build" "$WS/install" "$WS/log"
 mkdir -p "$WS/src/needle_nav"
 # What `git clone` would give: tracked and new, non-ignored files.
 (cd "$ROOT" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -xf - -C "$WS/src/needle_nav"
