@@ -35,10 +35,10 @@ pub const PACKAGE: &str = "needle_nav_msgs";
 
 /// The type's current name: `needle_nav/msg/X` (a bag from before the package split) is
 /// `needle_nav_msgs/msg/X`; every other name is returned as it is.
-pub fn current_type_name(type_name: &str) -> String {
+pub fn current_type_name(type_name: &str) -> std::borrow::Cow<'_, str> {
     match type_name.strip_prefix("needle_nav/msg/") {
-        Some(rest) => format!("{PACKAGE}/msg/{rest}"),
-        None => type_name.to_string(),
+        Some(rest) => format!("{PACKAGE}/msg/{rest}").into(),
+        None => type_name.into(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Displacement features of marker position histories and the threshold classifier.
 
-use serde::{Deserialize, Serialize};
 use nalgebra::{Matrix3, Point3, SymmetricEigen, Vector3};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 // ---- configuration (composed by the marker_classifier node configuration) ----
@@ -150,7 +150,6 @@ impl Default for MarkerClassifierConfig {
         }
     }
 }
-
 
 /// Class of a marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

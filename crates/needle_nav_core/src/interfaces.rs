@@ -41,8 +41,11 @@ pub struct Endpoint {
     pub qos: QosKind,
 }
 
-pub const MARKERS: Endpoint =
-    Endpoint { name: "needle_nav/markers", type_name: "needle_nav_msgs/msg/TrackedMarkerArray", qos: QosKind::SensorData };
+pub const MARKERS: Endpoint = Endpoint {
+    name: "needle_nav/markers",
+    type_name: "needle_nav_msgs/msg/TrackedMarkerArray",
+    qos: QosKind::SensorData,
+};
 /// Debug/evaluation only: truth of the simulated patient. Never present on a real patient.
 pub const GROUND_TRUTH: Endpoint = Endpoint {
     name: "needle_nav/debug/ground_truth",
@@ -99,8 +102,11 @@ pub const TF_STATIC: Endpoint =
 pub const TF: Endpoint = Endpoint { name: "/tf", type_name: "tf2_msgs/msg/TFMessage", qos: QosKind::ReliableStream };
 /// Simulated time, published by the bag player (`--play BAG --clock`); nodes follow it with use_sim_time:=true.
 pub const CLOCK: Endpoint = Endpoint { name: "/clock", type_name: "rosgraph_msgs/msg/Clock", qos: QosKind::SensorData };
-pub const SEGMENT_VESSELS: Endpoint =
-    Endpoint { name: "needle_nav/segment_vessels", type_name: "needle_nav_msgs/srv/SegmentVessels", qos: QosKind::Service };
+pub const SEGMENT_VESSELS: Endpoint = Endpoint {
+    name: "needle_nav/segment_vessels",
+    type_name: "needle_nav_msgs/srv/SegmentVessels",
+    qos: QosKind::Service,
+};
 
 /// The six nodes. The executable and the default node name are the same string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

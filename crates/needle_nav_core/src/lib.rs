@@ -4,9 +4,9 @@
 //! correction markers), CT marker detection and correspondence, rigid registration, breathing
 //! correction, the target gates, and the guidance nodes' rules as state machines.
 
+pub mod case_file;
 pub mod classification;
 pub mod correction;
-pub mod case_file;
 pub mod correspondence;
 pub mod ct_markers;
 pub mod guidance;

@@ -12,11 +12,11 @@
 //! allows skipping such files (with a warning); a gap they leave is still refused as uneven
 //! spacing, naming them.
 
-use needle_nav_core::volume::{Geometry, Volume};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use nalgebra::Vector3;
+use needle_nav_core::volume::{Geometry, Volume};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -867,10 +867,10 @@ fn decode_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use needle_nav_sim::phantom::{MotionState, Phantom, PhantomConfig};
     use crate::dicom_write::{self, SeriesInfo};
     use dicom_core::value::PrimitiveValue;
     use dicom_core::{DataElement, VR};
+    use needle_nav_sim::phantom::{MotionState, Phantom, PhantomConfig};
 
     const DATA: &str = "/work/shared/data";
 

@@ -1,12 +1,12 @@
 //! Writes a CT volume as a DICOM CT Image series (one file per axial slice), with correct
 //! patient geometry, rescale to Hounsfield units and UIDs.
 
-use needle_nav_core::volume::Volume;
 use dicom_core::smallvec::SmallVec;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use needle_nav_core::volume::Volume;
 use std::path::{Path, PathBuf};
 
 pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";

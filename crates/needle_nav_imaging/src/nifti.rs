@@ -1,10 +1,10 @@
 //! NIfTI-1 (`.nii` / `.nii.gz`) writing. NIfTI world coordinates are RAS, DICOM's are LPS:
 //! the affine flips x and y. sform and qform both carry the same (scanner) transform.
 
-use needle_nav_core::volume::{Geometry, DIRECTION_TOL, VOXEL_SIZE_RANGE_MM};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use nalgebra::{Matrix3, Matrix4, Rotation3, UnitQuaternion};
+use needle_nav_core::volume::{Geometry, DIRECTION_TOL, VOXEL_SIZE_RANGE_MM};
 use std::io::Write;
 use std::path::Path;
 

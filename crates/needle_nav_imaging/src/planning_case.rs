@@ -44,8 +44,7 @@ pub fn load_planning_case_with(dir: &Path, options: &LoadOptions) -> Result<Plan
         .map_err(|source| GuidanceError::CaseFile { path: dir.display().to_string(), source })?;
     let lesion_m = case.lesion_m();
     let entry_m =
-        Point3::from(case.preset_entry_mm.ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?)
-            * 1e-3;
+        Point3::from(case.preset_entry_mm.ok_or_else(|| case_err("case.json has no preset_entry_mm".into()))?) * 1e-3;
     let phase_entries: Vec<(&str, f64, Point3<f64>)> = if case.phases().len() >= 2 {
         case.phases()
             .iter()
@@ -111,9 +110,8 @@ pub fn load_planning_case_with(dir: &Path, options: &LoadOptions) -> Result<Plan
             let moving = |c: usize| {
                 let p = &curves[c].positions_mm;
                 p.iter().any(|a| {
-                    p.iter().any(|b| {
-                        ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt() >= 3.0
-                    })
+                    p.iter()
+                        .any(|b| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt() >= 3.0)
                 })
             };
             let candidates: Vec<usize> =
@@ -140,9 +138,8 @@ pub fn load_planning_case_with(dir: &Path, options: &LoadOptions) -> Result<Plan
                 chosen.spread_mm
             );
             // Curve indices -> planning-CT marker indices.
-            selected_correction = Some(
-                chosen.members.iter().filter_map(|c| order.iter().position(|o| o == c)).collect::<Vec<usize>>(),
-            );
+            selected_correction =
+                Some(chosen.members.iter().filter_map(|c| order.iter().position(|o| o == c)).collect::<Vec<usize>>());
         }
         for (k, (t, _)) in frames.iter().enumerate() {
             phases.push(CtPhase {

@@ -1,8 +1,8 @@
 //! Resampling between grids that share orientation and extent: to the model's voxel spacing
 //! (trilinear, for intensities) and back onto the input grid (nearest neighbour, for labels).
 
-use needle_nav_core::volume::{Geometry, Volume};
 use nalgebra::{Matrix3, Vector3};
+use needle_nav_core::volume::{Geometry, Volume};
 
 /// The source index of every target index is affine: src = A * (i, j, k) + b. Computing it
 /// once per grid instead of twice through patient coordinates per voxel is what makes the

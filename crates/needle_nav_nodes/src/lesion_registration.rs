@@ -8,10 +8,10 @@
 //! case is loaded. `needle_nav evaluate` drives the same machine.
 
 use crate::config::{EntrySource, LesionRegistrationConfig};
+use nalgebra::Point3;
 use needle_nav_core::guidance::{positions_at_ct_phase, register_case, CaseRegistration, GuidanceError, PlanningCase};
 use needle_nav_core::sample_validation::CheckedSample;
 use needle_nav_core::tracking::TrackerSample;
-use nalgebra::Point3;
 use std::collections::VecDeque;
 
 /// What one registration update works on, taken when its sample arrived (or from the timer).
@@ -193,9 +193,9 @@ pub fn run_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nalgebra::{Isometry3, Vector3};
     use needle_nav_core::guidance::RegisteredPlan;
     use needle_nav_core::tracking::MarkerObservation;
-    use nalgebra::{Isometry3, Vector3};
 
     /// Four registration markers (ids 1-4) at the CT positions moved by `OFFSET`, still.
     const OFFSET: [f64; 3] = [0.1, -0.05, 0.02];

@@ -4,9 +4,9 @@
 //! latest usable registration; a classification is published only when the split changed.
 
 use crate::config::MarkerClassifierConfig;
+use nalgebra::{Matrix3, UnitQuaternion};
 use needle_nav_core::classification::{LogisticModel, MarkerResult, WindowClassifier};
 use needle_nav_core::sample_validation::CheckedSample;
-use nalgebra::{Matrix3, UnitQuaternion};
 
 /// Re-evaluate the classes at most this often [ns].
 pub const CLASSIFY_PERIOD_NS: i64 = 100_000_000;
@@ -71,8 +71,8 @@ impl MarkerClassifierMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use needle_nav_core::tracking::{MarkerObservation, TrackerSample};
     use nalgebra::Point3;
+    use needle_nav_core::tracking::{MarkerObservation, TrackerSample};
 
     /// The classes are re-evaluated at the first sample of each 100 ms slot of tracker time.
     #[test]

@@ -469,8 +469,8 @@ impl NeedleTargetMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use needle_nav_core::tracking::MarkerObservation;
     use nalgebra::{Isometry3, Point3};
+    use needle_nav_core::tracking::MarkerObservation;
 
     /// Sample period of the hand-built tracker [ns] (32 Hz, so stamps are whole nanoseconds).
     const DT_NS: i64 = 31_250_000;

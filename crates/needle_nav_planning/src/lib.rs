@@ -12,10 +12,9 @@ pub mod risk;
 pub mod search;
 pub mod vesselness;
 
-use needle_nav_core::volume::{Geometry, Volume};
 use nalgebra::{Point3, Vector3};
+use needle_nav_core::volume::{Geometry, Volume};
 use std::collections::VecDeque;
-
 
 pub use obstacles::{CtAnatomy, Layer, ObstacleOptions};
 pub use risk::{CostWeights, HardLimits, LayerMargins, PathTerms, Refusal};

@@ -7,12 +7,12 @@ use crate::{
     plan_on_ct, CostWeights, CtAnatomy, HardLimits, LayerMargins, ObstacleOptions, PathTerms, PlanError,
     PlannerOptions, Planning,
 };
-use needle_nav_segmentation::request;
-use needle_nav_imaging::nifti;
+use nalgebra::{Point3, Vector3};
 use needle_nav_core::volume::{Geometry, Volume};
+use needle_nav_imaging::nifti;
 use needle_nav_segmentation::outputs::{surface_points, VesselPoint};
 use needle_nav_segmentation::pipeline::load_input;
-use nalgebra::{Point3, Vector3};
+use needle_nav_segmentation::request;
 use std::path::{Path, PathBuf};
 
 /// What to plan on.

@@ -6,8 +6,8 @@
 
 use super::nearest_voxel;
 use super::obstacles::{CtAnatomy, Layer};
-use needle_nav_core::volume::Geometry;
 use nalgebra::{Point3, Vector3};
+use needle_nav_core::volume::Geometry;
 
 /// The clearance a path must keep from each layer [mm].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -6,8 +6,8 @@
 use super::obstacles::{ct_anatomy, CtAnatomy, Layer, ObstacleOptions};
 use super::risk::{judge_path, CostWeights, Field, HardLimits, Judging, LayerMargins, PathTerms, SEVERITY};
 use super::{cone_directions, nearest_voxel, squared_distance_mm2};
-use needle_nav_core::volume::Volume;
 use nalgebra::{Point3, Vector3};
+use needle_nav_core::volume::Volume;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PlannerOptions {

@@ -16,11 +16,11 @@
 //!   1.9-2.6, mediastinum 0.3, lung vessels 5.5-8.5, fissures 1.5, contrast vessels and bone
 //!   0.2-0.9: 10.9-15.9 s in all, depending on the other jobs on the machine.
 
-use needle_nav_planning::morphology::label_components;
-use needle_nav_planning::obstacles::{ct_anatomy_timed, CtAnatomy, Layer, ObstacleOptions};
+use needle_nav_core::volume::Volume;
 use needle_nav_imaging::dicom_read::load_series;
 use needle_nav_imaging::nifti;
-use needle_nav_core::volume::Volume;
+use needle_nav_planning::morphology::label_components;
+use needle_nav_planning::obstacles::{ct_anatomy_timed, CtAnatomy, Layer, ObstacleOptions};
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {

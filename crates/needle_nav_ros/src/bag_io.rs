@@ -2,13 +2,13 @@
 //! `--play BAG`): raw CDR in and out, no decoding, so every message type r2r knows works.
 //! The file format lives in [`needle_nav_bags`]; this is the ROS side.
 
-use needle_nav_bags::{self as bag, BagError, BagMessage, BagWriter, TopicInfo};
-use needle_nav_core::interfaces::{Endpoint, QosKind, CLASSIFICATION, CLOCK, MARKERS, REGISTRATION, TARGET};
-use crate::convert;
-use crate::msg;
 use crate::context::{lock, subscription};
 use crate::context::{NodeContext, NodeError, RosContext};
+use crate::convert;
+use crate::msg;
 use futures::StreamExt;
+use needle_nav_bags::{self as bag, BagError, BagMessage, BagWriter, TopicInfo};
+use needle_nav_core::interfaces::{Endpoint, QosKind, CLASSIFICATION, CLOCK, MARKERS, REGISTRATION, TARGET};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

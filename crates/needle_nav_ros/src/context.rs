@@ -108,7 +108,6 @@ impl NodeContext {
     }
 }
 
-
 /// Locks node state shared between tasks; a task that panicked while holding it must not take
 /// the node down with it, so a poisoned lock is recovered.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -152,4 +151,3 @@ pub(crate) fn log_publish_error(node: &str, topic: &str, result: r2r::Result<()>
         Err(_) => {}
     }
 }
-

@@ -1,9 +1,9 @@
 //! Conversions between messages and core types. SI units on both sides.
 
 use super::msg;
-use needle_nav_sim::tracker_sim::GroundTruth;
-use needle_nav_core::tracking::{MarkerObservation, TrackerSample};
 use nalgebra::{Isometry3, Point3, Vector3};
+use needle_nav_core::tracking::{MarkerObservation, TrackerSample};
+use needle_nav_sim::tracker_sim::GroundTruth;
 use r2r::builtin_interfaces::msg::Time;
 use r2r::geometry_msgs::msg::{Point, Quaternion, Transform, Vector3 as VectorMsg};
 use r2r::std_msgs::msg::Header;

@@ -1,13 +1,13 @@
 //! A listener that records what the stack publishes and reports it in human units
 //! (`needle_nav_stack --summary`).
 
-use needle_nav_core::run_timeline::{secs, ClockStart, RunClock, TargetCounts, TargetTally};
-use needle_nav_core::interfaces::{CLASSIFICATION, GROUND_TRUTH, MARKERS, PLAN, REGISTRATION, TARGET};
-use crate::convert::time_to_ns;
-use crate::msg;
 use crate::context::{lock, subscription};
 use crate::context::{NodeContext, NodeError};
+use crate::convert::time_to_ns;
+use crate::msg;
 use futures::StreamExt;
+use needle_nav_core::interfaces::{CLASSIFICATION, GROUND_TRUTH, MARKERS, PLAN, REGISTRATION, TARGET};
+use needle_nav_core::run_timeline::{secs, ClockStart, RunClock, TargetCounts, TargetTally};
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -344,8 +344,8 @@ impl Monitor {
     /// Writes `summary.txt` (the printed summary), `plan.png` (CT planes with vessels, lesion,
     /// markers and path; when a plan with its CT was received) and `report.md`. Returns the files.
     pub fn write_report(&self, dir: &std::path::Path, summary: &str) -> Result<Vec<String>, String> {
-        use needle_nav_segmentation::report::{render, write_png, MarkerRole, Overlay};
         use nalgebra::Point3;
+        use needle_nav_segmentation::report::{render, write_png, MarkerRole, Overlay};
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut files = Vec::new();
         let summary_path = dir.join("summary.txt");

@@ -1,10 +1,10 @@
 //! Process plumbing shared by every executable: logging, the ROS context, one spin thread
 //! per node, node tasks on a tokio runtime, and clean shutdown on SIGINT/SIGTERM.
 
-pub use crate::context::{NodeContext, NodeError, RosContext};
 use crate::context::ExitWaits;
-use needle_nav_core::run_timeline::{secs, ClockStart, RunClock};
+pub use crate::context::{NodeContext, NodeError, RosContext};
 use needle_nav_core::interfaces::NodeKind;
+use needle_nav_core::run_timeline::{secs, ClockStart, RunClock};
 use needle_nav_nodes::config::ConfigError;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

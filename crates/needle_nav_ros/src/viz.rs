@@ -2,12 +2,12 @@
 //! coloured by class, and the plan in the CT frame (vessel surface coloured by class, lesion,
 //! entry, target, needle path). Colours match the report picture and the PLY surface.
 
+use crate::convert;
+use nalgebra::Point3;
+use needle_nav_segmentation::outputs::{VesselPoint, CLASS_COLOURS};
 pub use needle_nav_segmentation::report::MarkerRole;
 #[cfg(test)]
 use needle_nav_segmentation::report::{CORRECTION_RGB, REGISTRATION_RGB};
-use crate::convert;
-use needle_nav_segmentation::outputs::{VesselPoint, CLASS_COLOURS};
-use nalgebra::Point3;
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};
 
 /// Sphere diameter of a tracked marker [m].

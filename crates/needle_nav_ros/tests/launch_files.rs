@@ -3,8 +3,8 @@
 //! and validate for their node, inline parameters are known keys with valid values,
 //! remapped topics are topics the node really uses, included files exist.
 
-use needle_nav_nodes::config::{check_node_config, node_section, Overrides};
 use needle_nav_core::interfaces::{NodeKind, ALL_IN_ONE_EXECUTABLE};
+use needle_nav_nodes::config::{check_node_config, node_section, Overrides};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -19,17 +19,19 @@ fn built_executable(name: &str) -> Option<String> {
         let beside = Path::new(env!("CARGO_BIN_EXE_needle_nav_stack")).with_file_name("needle_nav");
         return Some(beside.to_string_lossy().into_owned());
     }
-    Some(match name {
-        "marker_tracker" => env!("CARGO_BIN_EXE_marker_tracker"),
-        "marker_classifier" => env!("CARGO_BIN_EXE_marker_classifier"),
-        "lesion_registration" => env!("CARGO_BIN_EXE_lesion_registration"),
-        "needle_target" => env!("CARGO_BIN_EXE_needle_target"),
-        "vessel_segmentation" => env!("CARGO_BIN_EXE_vessel_segmentation"),
-        "trajectory_planner" => env!("CARGO_BIN_EXE_trajectory_planner"),
-        "needle_nav_stack" => env!("CARGO_BIN_EXE_needle_nav_stack"),
-        _ => return None,
-    }
-    .to_string())
+    Some(
+        match name {
+            "marker_tracker" => env!("CARGO_BIN_EXE_marker_tracker"),
+            "marker_classifier" => env!("CARGO_BIN_EXE_marker_classifier"),
+            "lesion_registration" => env!("CARGO_BIN_EXE_lesion_registration"),
+            "needle_target" => env!("CARGO_BIN_EXE_needle_target"),
+            "vessel_segmentation" => env!("CARGO_BIN_EXE_vessel_segmentation"),
+            "trajectory_planner" => env!("CARGO_BIN_EXE_trajectory_planner"),
+            "needle_nav_stack" => env!("CARGO_BIN_EXE_needle_nav_stack"),
+            _ => return None,
+        }
+        .to_string(),
+    )
 }
 
 /// The executables the workspace declares: the ROS nodes' crate and the command line's.

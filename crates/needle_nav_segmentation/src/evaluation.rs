@@ -7,11 +7,11 @@
 
 use super::pipeline::{SegmentationOptions, VesselSegmenter};
 use super::real_gates::{self, RealCaseScore, VARIANTS};
-use needle_nav_sim::phantom::{MotionState, Phantom, PhantomConfig};
 use crate::classic::{threshold_region_growing, ClassicOptions};
 use crate::metrics::{dice, dice_any};
 use crate::model_info::CLASS_NAMES;
 use needle_nav_core::volume::Volume;
+use needle_nav_sim::phantom::{MotionState, Phantom, PhantomConfig};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;

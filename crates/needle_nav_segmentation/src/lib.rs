@@ -52,6 +52,5 @@ impl HuWindows {
     }
 }
 
-
 pub use onnx_model::{ModelError, OnnxVesselModel};
 pub use pipeline::{SegmentationError, SegmentationOptions, SegmentationResult, VesselSegmenter};

@@ -9,8 +9,8 @@
 //! write is removed, so the folder never mixes two runs.
 
 use crate::result::{SegmentationOptions, SegmentationResult};
-use needle_nav_imaging::nifti;
 use needle_nav_core::volume::Volume;
+use needle_nav_imaging::nifti;
 use needle_nav_imaging::output_files::{refuse_existing, OutputError, Staged};
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -2,8 +2,8 @@
 //! LPS at the model spacing, covering the input whatever its orientation), the body's bounding
 //! box (the network need not look at air), and crops in and out of that box.
 
-use needle_nav_core::volume::{Geometry, Volume};
 use nalgebra::Point3;
+use needle_nav_core::volume::{Geometry, Volume};
 
 /// HU above which a voxel counts as body for cropping (air is about -1000, lung -900..-500).
 pub const BODY_HU: f32 = -500.0;

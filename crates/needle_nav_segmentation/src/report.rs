@@ -6,9 +6,9 @@
 //! contains the whole path and is closest to the body's long axis, so that the path and its
 //! clearance from the vessels are seen undistorted.
 
-use needle_nav_core::volume::Volume;
 use crate::outputs::CLASS_COLOURS;
 use nalgebra::{Point3, Vector3};
+use needle_nav_core::volume::Volume;
 use std::path::Path;
 
 /// How a tracked marker is drawn, in the picture and in rviz (`ros::viz`).

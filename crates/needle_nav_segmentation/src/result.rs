@@ -105,4 +105,3 @@ pub struct VesselPoint {
     pub position_m: [f64; 3],
     pub label: u8,
 }
-

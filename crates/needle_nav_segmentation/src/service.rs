@@ -199,8 +199,8 @@ mod tests {
     use super::*;
     use crate::model_info::{example_json, ModelInfo};
     use crate::sliding_window::{PatchPredictor, PredictError};
-    use needle_nav_imaging::nifti;
     use needle_nav_core::volume::Geometry;
+    use needle_nav_imaging::nifti;
     use std::time::Duration;
 
     /// A gate the test opens: requests stay "running" until then, so the admission checks do

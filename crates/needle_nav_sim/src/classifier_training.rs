@@ -86,4 +86,3 @@ pub fn train_classifier(train_cases: u64, test_cases: u64, seed: u64, window_s: 
     });
     model
 }
-

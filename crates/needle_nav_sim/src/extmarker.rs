@@ -8,8 +8,8 @@
 //! frame counter, see [`parse_trace_with_repairs`]).
 
 use crate::breathing::{BreathingError, BreathingSignal};
-use needle_nav_core::classification::principal_displacement;
 use nalgebra::Point3;
+use needle_nav_core::classification::principal_displacement;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -8,12 +8,12 @@
 //! or phases), and a folder holding anything that is not part of a case is refused untouched.
 
 use crate::breathing::BreathingSignal;
+use crate::phantom::{labels, BodyRegion, MotionState, Phantom};
+use crate::tracker_sim::ct_to_tracker_transform;
 use needle_nav_core::case_file::{
     BreathingRecord, CaseFile, CaseFiles, CaseMarker, CasePhase, CtToTracker, LabelCount, MarkerRole, PhaseMarker,
     Reference, VesselSummary, DIGITAL_PATIENT_FORMAT,
 };
-use crate::phantom::{labels, BodyRegion, MotionState, Phantom};
-use crate::tracker_sim::ct_to_tracker_transform;
 use needle_nav_imaging::dicom_write::{self, SeriesInfo};
 use needle_nav_imaging::nifti;
 use serde::Serialize;
@@ -33,10 +33,13 @@ pub struct CaseConfig {
 
 impl Default for CaseConfig {
     fn default() -> Self {
-        CaseConfig { phantom: crate::phantom::PhantomConfig::default(), breathing: crate::breathing::BreathingConfig::default(), phases: 1 }
+        CaseConfig {
+            phantom: crate::phantom::PhantomConfig::default(),
+            breathing: crate::breathing::BreathingConfig::default(),
+            phases: 1,
+        }
     }
 }
-
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {

@@ -4,8 +4,8 @@
 
 use super::breathing::BreathingSignal;
 use super::phantom::{MotionState, Phantom};
-use needle_nav_core::tracking::{MarkerObservation, TrackerSample};
 use nalgebra::{Isometry3, Point3, Translation3, Unit, UnitQuaternion, Vector3};
+use needle_nav_core::tracking::{MarkerObservation, TrackerSample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Normal};

@@ -1,13 +1,10 @@
 //! Tests of `needle_nav_core::classification` that need the digital patient (`needle_nav_sim`), which
 //! depends on `needle_nav_core`: so they live here as an integration test.
 
-#[allow(unused_imports)]
-use nalgebra::{Isometry3, Matrix3, Point3, Rotation3, Translation3, UnitQuaternion, Vector3};
-#[allow(unused_imports)]
-use std::collections::{BTreeMap, HashMap};
+use approx::assert_relative_eq;
+use nalgebra::{Matrix3, Point3, Vector3};
 use needle_nav_core::classification::*;
 use needle_nav_sim::classifier_training::*;
-use approx::assert_relative_eq;
 
 #[test]
 fn features_match_closed_form_on_a_known_signal() {
@@ -43,8 +40,7 @@ fn simulated_bone_markers_are_registration_and_soft_tissue_markers_correction() 
     use needle_nav_sim::tracker_sim::{SimulatedTracker, TrackerSimConfig};
     let phantom = Phantom::new(PhantomConfig::default()).unwrap();
     let signal = BreathingSignal::synthetic(&BreathingConfig::default(), 60.0).unwrap();
-    let truth: std::collections::BTreeMap<u32, bool> =
-        phantom.markers.iter().map(|m| (m.id, m.over_bone)).collect();
+    let truth: std::collections::BTreeMap<u32, bool> = phantom.markers.iter().map(|m| (m.id, m.over_bone)).collect();
     let mut sim = SimulatedTracker::new(
         phantom,
         signal,
@@ -95,11 +91,7 @@ fn sim_windows(seed: u64) -> (WindowClassifier, std::collections::BTreeMap<u32, 
     (c, truth, to_patient)
 }
 
-fn with_config(
-    c: &WindowClassifier,
-    config: MarkerClassifierConfig,
-    model: Option<LogisticModel>,
-) -> WindowClassifier {
+fn with_config(c: &WindowClassifier, config: MarkerClassifierConfig, model: Option<LogisticModel>) -> WindowClassifier {
     c.with_config(config, model)
 }
 
@@ -206,22 +198,19 @@ fn logistic_regression_learns_a_separable_rule_and_classifies_held_out_patients(
     let acc = model.report["held_out_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.97, "held-out accuracy {acc}");
     let (c, truth, _) = sim_windows(14);
-    let cfg = MarkerClassifierConfig {
-        method: ClassificationMethod::Learned,
-        model_path: "x".into(),
-        ..Default::default()
-    };
+    let cfg =
+        MarkerClassifierConfig { method: ClassificationMethod::Learned, model_path: "x".into(), ..Default::default() };
     check_against_truth(&with_config(&c, cfg, Some(model)).classify(None).0, &truth);
 }
 
 #[test]
 fn the_shipped_model_loads_and_a_broken_one_is_refused() {
-    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("models/marker_classifier_logreg.json");
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("models/marker_classifier_logreg.json");
     let m = LogisticModel::load(&path).unwrap();
     assert!(m.report["held_out_accuracy"].as_f64().unwrap() >= 0.97);
     let bad = std::env::temp_dir().join(format!("nn_bad_model_{}.json", std::process::id()));
-    std::fs::write(&bad, r#"{"feature_names": ["a"], "mean": [0], "scale": [1], "weights": [1], "bias": 0}"#)
-        .unwrap();
+    std::fs::write(&bad, r#"{"feature_names": ["a"], "mean": [0], "scale": [1], "weights": [1], "bias": 0}"#).unwrap();
     assert!(matches!(LogisticModel::load(&bad), Err(ModelError::Inconsistent { .. })));
     std::fs::write(&bad, "not json").unwrap();
     assert!(matches!(LogisticModel::load(&bad), Err(ModelError::Unreadable { .. })));

@@ -1,17 +1,15 @@
 //! Tests of `needle_nav_core::ct_markers` that need the digital patient (`needle_nav_sim`), which
 //! depends on `needle_nav_core`: so they live here as an integration test.
 
-#[allow(unused_imports)]
-use nalgebra::{Isometry3, Matrix3, Point3, Rotation3, Translation3, UnitQuaternion, Vector3};
-#[allow(unused_imports)]
-use std::collections::{BTreeMap, HashMap};
+use nalgebra::Point3;
 use needle_nav_core::ct_markers::*;
 use needle_nav_core::volume::Volume;
+
+use needle_nav_sim::phantom::{MotionState, Phantom, PhantomConfig};
 
 fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
 }
-use needle_nav_sim::phantom::{MotionState, Phantom, PhantomConfig};
 
 fn small() -> PhantomConfig {
     PhantomConfig { dims: [176, 128, 160], spacing_mm: [2.0, 2.0, 2.0], ..Default::default() }
@@ -82,8 +80,7 @@ fn all_phantom_markers_found_with_sub_voxel_centres_and_bone_rejected() {
             }
         }
     }
-    let brightest =
-        vol.data.iter().zip(&near_marker).filter(|(_, &n)| !n).map(|(v, _)| *v).fold(f32::MIN, f32::max);
+    let brightest = vol.data.iter().zip(&near_marker).filter(|(_, &n)| !n).map(|(v, _)| *v).fold(f32::MIN, f32::max);
     assert!((800.0..1500.0).contains(&brightest), "brightest voxel away from markers: {brightest} HU");
     eprintln!("brightest voxel away from markers (bone): {brightest} HU");
 }
@@ -140,10 +137,7 @@ fn config_reads_with_defaults_and_refuses_unknown_keys() {
     assert!(serde_json::from_str::<MarkerDetectionConfig>(r#"{"treshold_hu": 2000}"#).is_err());
     assert_eq!(MarkerDetectionConfig::default().validate(), Ok(()));
     let bad = MarkerDetectionConfig { min_radius_mm: 7.0, ..Default::default() };
-    assert!(matches!(
-        bad.validate(),
-        Err(CtMarkerError::InvalidRequest { what: "min_radius_mm/max_radius_mm", .. })
-    ));
+    assert!(matches!(bad.validate(), Err(CtMarkerError::InvalidRequest { what: "min_radius_mm/max_radius_mm", .. })));
     let bad = MarkerDetectionConfig { min_sphericity: 1.5, ..Default::default() };
     assert!(bad.validate().is_err());
 }
@@ -311,8 +305,7 @@ fn the_consistent_markers_are_chosen_and_the_outlier_left_out() {
 
 #[test]
 fn too_few_markers_asks_for_new_markers_and_bad_requests_are_refused() {
-    let curves =
-        vec![curve(0, [0.0; 3], breathing(3.0, [0.0, -1.0, 0.0])), curve(1, [9.0, 0.0, 0.0], |_| [0.0; 3])];
+    let curves = vec![curve(0, [0.0; 3], breathing(3.0, [0.0, -1.0, 0.0])), curve(1, [9.0, 0.0, 0.0], |_| [0.0; 3])];
     let err = select_combination(&curves, &[0, 1], [0.0; 3], 3, 4, RANGE).unwrap_err();
     assert_eq!(err, CtMarkerError::TooFewMarkers { found: 2, need: 3 });
     assert!(err.to_string().contains("re-place markers"), "{err}");

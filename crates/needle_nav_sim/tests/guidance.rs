@@ -1,28 +1,23 @@
 //! Tests of `needle_nav_core::guidance` that need the digital patient (`needle_nav_sim`), which
 //! depends on `needle_nav_core`: so they live here as an integration test.
 
-#[allow(unused_imports)]
-use nalgebra::{Isometry3, Matrix3, Point3, Rotation3, Translation3, UnitQuaternion, Vector3};
-#[allow(unused_imports)]
-use std::collections::{BTreeMap, HashMap};
 use needle_nav_core::case_file::{CaseFile, CaseFileError};
-use std::str::FromStr;
-use needle_nav_core::ct_markers::{detect_markers, Rejection};
-use needle_nav_core::volume::Volume;
-use needle_nav_imaging::dicom_read;
+use needle_nav_core::classification::{MarkerClass, WindowClassifier};
 use needle_nav_core::correction::PredictionMethod;
 use needle_nav_core::ct_markers::MarkerDetectionConfig;
+use needle_nav_core::ct_markers::{detect_markers, Rejection};
 use needle_nav_core::guidance::*;
 use needle_nav_core::registration::RegistrationConfig;
 use needle_nav_core::target_gate::InvalidReason;
 use needle_nav_core::tracking::TrackerSample;
-#[allow(unused_imports)]
-use needle_nav_imaging::planning_case::{load_planning_case, load_planning_case_with};
+use needle_nav_core::volume::Volume;
+use needle_nav_imaging::dicom_read;
+use needle_nav_imaging::planning_case::load_planning_case;
 use needle_nav_sim::breathing::{BreathingConfig, BreathingSignal};
-use needle_nav_core::classification::{MarkerClass, WindowClassifier};
+use needle_nav_sim::patient_case::{write_case, CaseConfig};
 use needle_nav_sim::phantom::{MotionState, Phantom, PhantomConfig};
 use needle_nav_sim::tracker_sim::{SimulatedTracker, TrackerSimConfig};
-use needle_nav_sim::patient_case::{write_case, CaseConfig};
+use std::str::FromStr;
 
 #[test]
 fn a_bad_phase_in_case_json_is_named_before_any_dicom_is_read() {
@@ -45,9 +40,8 @@ fn a_bad_phase_in_case_json_is_named_before_any_dicom_is_read() {
 }
 
 fn small_phantom() -> (Phantom, Volume<f32>) {
-    let ph =
-        Phantom::new(PhantomConfig { dims: [176, 128, 160], spacing_mm: [2.0, 2.0, 2.0], ..Default::default() })
-            .unwrap();
+    let ph = Phantom::new(PhantomConfig { dims: [176, 128, 160], spacing_mm: [2.0, 2.0, 2.0], ..Default::default() })
+        .unwrap();
     let hu = ph.render(&MotionState::REST, 0).hu;
     let vol = Volume { geometry: hu.geometry.clone(), data: hu.data.iter().map(|&h| h as f32).collect() };
     (ph, vol)
@@ -112,14 +106,8 @@ fn a_scan_without_the_lesion_or_a_marker_is_refused_with_a_rescan_reason() {
     };
     let (_, rejected) = detect_markers(&cropped, &MarkerDetectionConfig::default());
     assert!(rejected.iter().any(|(_, why)| *why == Rejection::TouchesEdge), "{rejected:?}");
-    let e = check_scan_contains(
-        &cropped,
-        [lesion[0], lesion[1], lesion[2].min(m.1[2] - 40.0)],
-        r,
-        &[],
-        &rejected,
-        &cfg,
-    );
+    let e =
+        check_scan_contains(&cropped, [lesion[0], lesion[1], lesion[2].min(m.1[2] - 40.0)], r, &[], &rejected, &cfg);
     let e = e.unwrap_err();
     assert!(matches!(&e, GuidanceError::MarkerOutsideScan { detail } if detail.contains("cut by the edge")), "{e}");
 }
@@ -158,8 +146,7 @@ fn from_written_dicom_to_corrected_targets_against_the_truth() {
     let phantom_cfg =
         PhantomConfig { seed: 5, dims: [176, 128, 160], spacing_mm: [2.0, 2.0, 2.0], ..Default::default() };
     let breathing = BreathingConfig { seed: 5, ..Default::default() };
-    write_case(&dir, &CaseConfig { phantom: phantom_cfg.clone(), breathing: breathing.clone(), phases: 6 })
-        .unwrap();
+    write_case(&dir, &CaseConfig { phantom: phantom_cfg.clone(), breathing: breathing.clone(), phases: 6 }).unwrap();
     let case = load_planning_case(&dir, &MarkerDetectionConfig::default(), &SelectionConfig::default()).unwrap();
     assert_eq!(case.image_markers_m.len(), 12);
     assert_eq!(case.phases.len(), 6);
@@ -203,7 +190,8 @@ fn from_written_dicom_to_corrected_targets_against_the_truth() {
             (t, sim.sample(t, (t * 1e9) as i64).0)
         })
         .collect();
-    let mut classifier = WindowClassifier::new(needle_nav_core::classification::MarkerClassifierConfig::default(), None);
+    let mut classifier =
+        WindowClassifier::new(needle_nav_core::classification::MarkerClassifierConfig::default(), None);
     for (_, s) in samples.iter().take(15 * 50) {
         for m in s.usable() {
             classifier.push(m.id, s.stamp_ns, m.position);
@@ -213,13 +201,9 @@ fn from_written_dicom_to_corrected_targets_against_the_truth() {
     let ids = |c| results.iter().filter(|r| r.class == Some(c)).map(|r| r.id).collect::<Vec<u32>>();
     let (reg_ids, cor_ids) = (ids(MarkerClass::Registration), ids(MarkerClass::Correction));
     let window: Vec<TrackerSample> = samples[250..750].iter().map(|(_, s)| s.clone()).collect();
-    let reg = register_case(
-        &case,
-        &positions_at_ct_phase(&window, &reg_ids, &cor_ids),
-        &RegistrationConfig::default(),
-        3e-3,
-    )
-    .unwrap();
+    let reg =
+        register_case(&case, &positions_at_ct_phase(&window, &reg_ids, &cor_ids), &RegistrationConfig::default(), 3e-3)
+            .unwrap();
     let lesion_truth = sim.ct_to_tracker * case.lesion_m;
     assert!(
         (reg.lesion_tracker - lesion_truth).norm() < 1e-3,

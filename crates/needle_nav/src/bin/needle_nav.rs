@@ -2,8 +2,8 @@
 //! Needs no ROS installation.
 
 use clap::{Parser, Subcommand};
-use needle_nav_nodes::config::{self, check_node_config};
 use needle_nav_core::interfaces::{NodeKind, ALL_IN_ONE_EXECUTABLE};
+use needle_nav_nodes::config::{self, check_node_config};
 use needle_nav_sim::patient_case::{self, CaseConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -585,21 +585,19 @@ fn classic_command(
     overwrite: bool,
     skip_unreadable_slices: bool,
 ) -> ExitCode {
-    use needle_nav_segmentation::classic::{threshold_region_growing, ClassicOptions};
     use needle_nav_imaging::output_files::{refuse_existing, Staged};
+    use needle_nav_segmentation::classic::{threshold_region_growing, ClassicOptions};
     const MASK_FILE: &str = "vessel_mask_classic.nii.gz";
     let started = std::time::Instant::now();
-    let request = match needle_nav_segmentation::request::validate(
-        &input.display().to_string(),
-        &out.display().to_string(),
-        0.0,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bad request: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let request =
+        match needle_nav_segmentation::request::validate(&input.display().to_string(), &out.display().to_string(), 0.0)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("bad request: {e}");
+                return ExitCode::from(2);
+            }
+        };
     if let Err(e) = refuse_existing(out, &[MASK_FILE], overwrite, "needle_nav segment --classic --overwrite") {
         eprintln!("{e}");
         return ExitCode::from(1);
@@ -627,12 +625,12 @@ fn classic_command(
     let path = out.join(MASK_FILE);
     let written = Staged::new(out).and_then(|mut staged| {
         let tmp = staged.path(MASK_FILE);
-        needle_nav_imaging::nifti::write(&tmp, &ct.geometry, &mask, "needle_nav classic vessel mask").map_err(
-            |e| needle_nav_imaging::output_files::OutputError::Write {
+        needle_nav_imaging::nifti::write(&tmp, &ct.geometry, &mask, "needle_nav classic vessel mask").map_err(|e| {
+            needle_nav_imaging::output_files::OutputError::Write {
                 path: path.display().to_string(),
                 reason: e.to_string(),
-            },
-        )?;
+            }
+        })?;
         staged.commit(&[])
     });
     if let Err(e) = written {

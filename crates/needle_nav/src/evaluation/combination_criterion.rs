@@ -5,25 +5,24 @@
 //!
 //! Per patient: a planning case with 8 phases over one breath (true marker centres plus the CT
 //! localisation error, as in the tracking study), candidates = markers within the search radius of
-//! the preset entry that move at least 3 mm over the phases (as `PlanningCase::load`), combinations
+//! the preset entry that move at least 3 mm over the phases (as `load_planning_case`), combinations
 //! of the sizes of [`SETTINGS`]; then 150 s of simulated tracking at 50 Hz (registration markers and correction
 //! markers known, so that only the choice differs), targets without prediction from 60 s on.
 //! The true entry moves as a soft-tissue skin point at the entry's height (the phantom's skin model).
 
+use super::{digital_patient, p95, planning_case, rms, EvaluationOptions};
+use nalgebra::{Point3, Vector3};
 use needle_nav_core::correction::PredictionMethod;
 use needle_nav_core::ct_markers::{in_search_region, select_combination, CombinationCriterion, MarkerCurve};
 use needle_nav_core::guidance::{
-    positions_at_ct_phase, register_case, CtPhase, PlanningCase, RegisteredPlan, TargetComputer, TargetConfig,
+    positions_at_ct_phase, register_case, PlanningCase, RegisteredPlan, TargetComputer, TargetConfig,
 };
-use needle_nav_sim::phantom::{skin_expansion_profile, MotionState};
 use needle_nav_core::registration::RegistrationConfig;
-use needle_nav_sim::tracker_sim::{SimulatedTracker, TrackerSimConfig};
 use needle_nav_core::tracking::TrackerSample;
-use super::{digital_patient, EvaluationOptions};
-use nalgebra::{Point3, Vector3};
+use needle_nav_sim::phantom::{skin_expansion_profile, MotionState};
+use needle_nav_sim::tracker_sim::{SimulatedTracker, TrackerSimConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
 /// The settings compared: (search radius [mm], smallest, largest combination). 150 mm reaches the
@@ -82,16 +81,6 @@ pub struct SettingResult {
     /// Range, standard deviation, then all correction markers.
     pub results: Vec<CriterionErrors>,
     pub choices: Vec<PatientChoice>,
-}
-
-fn rms(v: &[f64]) -> f64 {
-    (v.iter().map(|x| x * x).sum::<f64>() / v.len().max(1) as f64).sqrt()
-}
-
-fn p95(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(((s.len() as f64 - 1.0) * 0.95).round() as usize).copied().unwrap_or(f64::NAN)
 }
 
 /// Per-patient errors [m] of one choice: (target errors, entry errors).
@@ -170,40 +159,8 @@ fn setting_study(
         };
         // The planning case: true centres plus the CT localisation error, 8 phases over one breath.
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0b1);
-        let sigma = o.ct_fle_mm * 1e-3 / 3f64.sqrt();
-        let noise = Normal::new(0.0, sigma).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero"));
-        let lag = phantom.config.lesion_lag_s;
-        let state_at = |t: f64| MotionState::at(|x| signal.inhale(x), t, lag);
-        let (start, period) =
-            signal.cycles().iter().find(|c| c.start_s > 0.0).map(|c| (c.start_s, c.period_s)).unwrap_or((0.0, 4.0));
-        let mut at = |state: &MotionState| -> Vec<Point3<f64>> {
-            phantom
-                .markers
-                .iter()
-                .map(|m| {
-                    phantom.marker_centre(m, state) * 1e-3
-                        + Vector3::new(noise.sample(&mut rng), noise.sample(&mut rng), noise.sample(&mut rng))
-                })
-                .collect()
-        };
-        let reference = state_at(start);
-        let image_markers_m = at(&reference);
-        let phases: Vec<CtPhase> = (0..8)
-            .map(|k| {
-                let t = start + period * k as f64 / 8.0;
-                let s = state_at(t);
-                CtPhase { time_s: t, markers_m: at(&s), lesion_m: phantom.lesion_centre(&s) * 1e-3 }
-            })
-            .collect();
-        let case = PlanningCase {
-            image_markers_m,
-            lesion_m: phantom.lesion_centre(&reference) * 1e-3,
-            entry_m: phantom.preset_entry_mm() * 1e-3,
-            phases,
-            selected_correction: None,
-            selection_note: String::new(),
-        };
-        // Curves (index = marker index) and candidates as PlanningCase::load makes them.
+        let case = planning_case(&phantom, &signal, 8, o.ct_fle_mm * 1e-3 / 3f64.sqrt(), &mut rng);
+        // Curves (index = marker index) and candidates as `needle_nav_imaging::planning_case::load_planning_case` makes them.
         let curves: Vec<MarkerCurve> = (0..case.image_markers_m.len())
             .map(|i| MarkerCurve {
                 index: i,

@@ -7,33 +7,33 @@
 
 pub mod combination_criterion;
 
-use needle_nav_nodes::config::{LesionRegistrationConfig, MarkerClassifierConfig, NeedleTargetConfig};
-use needle_nav_sim::breathing::{BreathingConfig, BreathingSignal};
+use nalgebra::{Point3, Vector3};
 use needle_nav_core::classification::MarkerClass;
 use needle_nav_core::correction::{PredictionMethod, Predictor};
-use needle_nav_sim::extmarker;
 use needle_nav_core::guidance::{CtPhase, PlanningCase, RegisteredPlan, Target};
+use needle_nav_core::interfaces::frames;
+use needle_nav_core::sample_validation::{CheckedSample, SampleRejection, SampleValidator};
+use needle_nav_core::target_gate::InvalidReason;
+use needle_nav_core::tracking::TrackerSample;
+use needle_nav_nodes::config::{LesionRegistrationConfig, MarkerClassifierConfig, NeedleTargetConfig};
 use needle_nav_nodes::lesion_registration::{run_update, LesionRegistrationMachine, NoRegistration};
 use needle_nav_nodes::marker_classifier::MarkerClassifierMachine;
 use needle_nav_nodes::needle_target::{BaselineFile, NeedleTargetMachine, StateFile, TargetRegistration};
+use needle_nav_sim::breathing::{BreathingConfig, BreathingSignal};
+use needle_nav_sim::extmarker;
 use needle_nav_sim::phantom::{MotionState, Phantom, PhantomConfig};
-use needle_nav_core::sample_validation::{CheckedSample, SampleRejection, SampleValidator};
-use needle_nav_core::target_gate::InvalidReason;
 use needle_nav_sim::tracker_sim::{SimulatedTracker, TrackerSimConfig};
-use needle_nav_core::tracking::TrackerSample;
-use needle_nav_core::interfaces::frames;
-use nalgebra::{Point3, Vector3};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 use serde_json::json;
 
-fn rms(v: &[f64]) -> f64 {
+pub(crate) fn rms(v: &[f64]) -> f64 {
     (v.iter().map(|x| x * x).sum::<f64>() / v.len().max(1) as f64).sqrt()
 }
 
-fn p95(v: &[f64]) -> f64 {
+pub(crate) fn p95(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s.get(((s.len() as f64 - 1.0) * 0.95).round() as usize).copied().unwrap_or(f64::NAN)
@@ -68,7 +68,7 @@ fn reason_kind(r: &needle_nav_core::target_gate::InvalidReason) -> &'static str 
 }
 
 /// A planning case built from the phantom's truth with CT localisation error.
-fn planning_case(
+pub(crate) fn planning_case(
     phantom: &Phantom,
     signal: &BreathingSignal,
     phases: usize,
@@ -728,7 +728,8 @@ mod tests {
             refused(fresh(&plan, &cor_ids[1..], &config).resumed(&saved, t0_ns, 30.0)),
             ResumeRefused::OtherMarkers { .. }
         ));
-        let linear = TargetConfig { prediction: needle_nav_core::correction::PredictionMethod::Linear, ..config.clone() };
+        let linear =
+            TargetConfig { prediction: needle_nav_core::correction::PredictionMethod::Linear, ..config.clone() };
         assert!(matches!(
             refused(fresh(&plan, &cor_ids, &linear).resumed(&saved, t0_ns, 30.0)),
             ResumeRefused::OtherPrediction { .. }

@@ -2,10 +2,14 @@
 //! every key is documented in `config/<node>.yaml`.
 
 use super::{build_config, ConfigError, InvalidValue, Overrides, Validate};
+pub use needle_nav_core::classification::{
+    ClassificationMethod, CorrectionRegion, DisplacementFeature, MarkerClassifierConfig, MotionModeConfig, RegionKind,
+};
+pub use needle_nav_planning::config::{
+    PlannerLimits, PlannerMargins, PlannerObstacles, PlannerWeights, TrajectoryPlannerConfig,
+};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Mapping;
-pub use needle_nav_planning::config::{PlannerLimits, PlannerMargins, PlannerObstacles, PlannerWeights, TrajectoryPlannerConfig};
-pub use needle_nav_core::classification::{ClassificationMethod, CorrectionRegion, DisplacementFeature, MarkerClassifierConfig, MotionModeConfig, RegionKind};
 
 fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]

@@ -4,18 +4,18 @@
 //! entry in the tracker frame (latched). Every failure is published as a status with its reason.
 
 use super::{config, lock, publisher, subscription, SampleGate};
-use needle_nav_nodes::config::LesionRegistrationConfig;
+use crate::context::{NodeContext, NodeError};
+use crate::convert;
+use crate::msg;
+use futures::StreamExt;
+use nalgebra::Point3;
 use needle_nav_core::guidance::{CaseRegistration, GuidanceError, PlanningCase};
+use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, PLAN, REGISTRATION, TF_STATIC};
+use needle_nav_core::registration::RegistrationError;
+use needle_nav_nodes::config::LesionRegistrationConfig;
 use needle_nav_nodes::lesion_registration::{
     run_update, LesionRegistrationMachine, NoRegistration, Registered, UpdateInputs,
 };
-use needle_nav_core::registration::RegistrationError;
-use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, PLAN, REGISTRATION, TF_STATIC};
-use crate::convert;
-use crate::msg;
-use crate::context::{NodeContext, NodeError};
-use futures::StreamExt;
-use nalgebra::Point3;
 use r2r::geometry_msgs::msg::TransformStamped;
 use r2r::tf2_msgs::msg::TFMessage;
 use std::sync::{Arc, Mutex};

@@ -2,16 +2,16 @@
 //! motion over a sliding window; publishes (latched) whenever the split changes.
 
 use super::{config, lock, publisher, subscription, SampleGate};
-use needle_nav_nodes::config::ClassificationMethod;
-use needle_nav_nodes::config::MarkerClassifierConfig;
-use needle_nav_core::classification::{LogisticModel, MarkerClass, MotionMode};
-use needle_nav_nodes::marker_classifier::{Classified, MarkerClassifierMachine};
-use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, VIZ_MARKER_CLASSES};
+use crate::context::{NodeContext, NodeError};
 use crate::convert;
 use crate::msg;
-use crate::context::{NodeContext, NodeError};
 use crate::viz::{self, MarkerRole};
 use futures::StreamExt;
+use needle_nav_core::classification::{LogisticModel, MarkerClass, MotionMode};
+use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, VIZ_MARKER_CLASSES};
+use needle_nav_nodes::config::ClassificationMethod;
+use needle_nav_nodes::config::MarkerClassifierConfig;
+use needle_nav_nodes::marker_classifier::{Classified, MarkerClassifierMachine};
 use std::sync::{Arc, Mutex};
 
 const NAME: &str = "marker_classifier";

@@ -1,14 +1,14 @@
 //! marker_tracker: publishes tracked marker positions at the configured rate.
 
 use super::{config, log_publish_error, publisher};
+use crate::context::{NodeContext, NodeError};
+use crate::convert;
+use crate::msg;
+use needle_nav_core::interfaces::{GROUND_TRUTH, MARKERS, VIZ_MARKERS};
 use needle_nav_nodes::config::{MarkerTrackerConfig, TrackerSource};
 use needle_nav_sim::breathing::BreathingSignal;
 use needle_nav_sim::phantom::{Phantom, PhantomConfig};
 use needle_nav_sim::tracker_sim::SimulatedTracker;
-use needle_nav_core::interfaces::{GROUND_TRUTH, MARKERS, VIZ_MARKERS};
-use crate::convert;
-use crate::msg;
-use crate::context::{NodeContext, NodeError};
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let viz_pub = if cfg.publish_visualization { Some(publisher::<MarkerArray>(node, VIZ_MARKERS)?) } else { None };
 
     let invalid = |key: &str, e: String| {
-        NodeError::Config(needle_nav_nodes::config::ConfigError::BadKey { node: NAME.into(), key: key.into(), reason: e })
+        NodeError::Config(needle_nav_nodes::config::ConfigError::BadKey {
+            node: NAME.into(),
+            key: key.into(),
+            reason: e,
+        })
     };
     let phantom = Phantom::new(PhantomConfig { seed: cfg.seed, ..Default::default() })
         .map_err(|e| invalid("seed", e.to_string()))?;

@@ -8,8 +8,8 @@ mod needle_target;
 mod trajectory_planner;
 mod vessel_segmentation;
 
-use crate::context::{NodeContext, NodeError};
 pub(crate) use crate::context::{config, lock, log_publish_error, publisher, subscription};
+use crate::context::{NodeContext, NodeError};
 use needle_nav_core::interfaces::NodeKind;
 
 pub fn start(kind: NodeKind, node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
@@ -67,7 +67,8 @@ impl SampleGate {
         &mut self,
         sample: &needle_nav_core::tracking::TrackerSample,
         now_ns: i64,
-    ) -> Result<needle_nav_core::sample_validation::CheckedSample, needle_nav_core::sample_validation::SampleRejection> {
+    ) -> Result<needle_nav_core::sample_validation::CheckedSample, needle_nav_core::sample_validation::SampleRejection>
+    {
         match self.validator.check(sample, Some(now_ns)) {
             Ok(c) => {
                 if !c.dropped.is_empty() && self.due(SampleEvent::Dropped) {

@@ -4,19 +4,19 @@
 //! STALE when the tracker stops, so an old target is never left standing as valid.
 
 use super::{config, lock, publisher, subscription, SampleGate};
-use needle_nav_nodes::config::NeedleTargetConfig;
+use crate::context::{NodeContext, NodeError};
+use crate::convert;
+use crate::msg;
+use futures::StreamExt;
+use nalgebra::{Point3, UnitQuaternion, Vector3};
 use needle_nav_core::correction::Baseline;
 use needle_nav_core::guidance::{RegisteredPlan, SavedBreathingState, Target};
+use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, TF, VIZ_TARGET};
+use needle_nav_core::target_gate::InvalidReason;
+use needle_nav_nodes::config::NeedleTargetConfig;
 use needle_nav_nodes::needle_target::{
     BaselineFile, Level, NeedleTargetEvent, NeedleTargetMachine, StateFile, TargetRegistration,
 };
-use needle_nav_core::target_gate::InvalidReason;
-use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, TF, VIZ_TARGET};
-use crate::convert;
-use crate::msg;
-use crate::context::{NodeContext, NodeError};
-use futures::StreamExt;
-use nalgebra::{Point3, UnitQuaternion, Vector3};
 use r2r::geometry_msgs::msg::{PoseStamped, TransformStamped};
 use r2r::tf2_msgs::msg::TFMessage;
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};

@@ -4,15 +4,15 @@
 //! plan message with its status.
 
 use super::{config, publisher};
-use needle_nav_nodes::config::TrajectoryPlannerConfig;
-use needle_nav_planning::{Layer, LayerSummary, PathTerms, PlanError};
-use needle_nav_core::interfaces::{PLAN, SEGMENT_VESSELS, VIZ_PLAN};
-use needle_nav_planning::plan_files::{plan_from_files, planner_options, planning_input, DISPLAY_CELL_MM};
+use crate::context::{NodeContext, NodeError, RosContext};
 use crate::convert;
 use crate::msg;
 use crate::qos;
-use crate::context::{NodeContext, NodeError, RosContext};
 use crate::srv::SegmentVessels;
+use needle_nav_core::interfaces::{PLAN, SEGMENT_VESSELS, VIZ_PLAN};
+use needle_nav_nodes::config::TrajectoryPlannerConfig;
+use needle_nav_planning::plan_files::{plan_from_files, planner_options, planning_input, DISPLAY_CELL_MM};
+use needle_nav_planning::{Layer, LayerSummary, PathTerms, PlanError};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -3,15 +3,15 @@
 //! node converts requests and outcomes. Every request gets a response, errors included.
 
 use super::config;
-use needle_nav_nodes::config::VesselSegmentationConfig;
-use needle_nav_core::interfaces::SEGMENT_VESSELS;
-use crate::qos;
 use crate::context::{NodeContext, NodeError, RosContext};
+use crate::qos;
 use crate::srv::SegmentVessels;
+use futures::StreamExt;
+use needle_nav_core::interfaces::SEGMENT_VESSELS;
+use needle_nav_nodes::config::VesselSegmentationConfig;
 use needle_nav_segmentation::pipeline::{default_model_path, SegmentationResult};
 use needle_nav_segmentation::service::{Outcome, SegmentRequest, SegmentationService, ServiceLimits};
 use needle_nav_segmentation::{OnnxVesselModel, VesselSegmenter};
-use futures::StreamExt;
 use std::path::PathBuf;
 
 const NAME: &str = "vessel_segmentation";

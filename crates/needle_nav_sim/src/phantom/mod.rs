@@ -5,9 +5,9 @@
 pub mod anatomy;
 pub mod vessels;
 
-use needle_nav_core::volume::{Geometry, Volume};
 use anatomy::{hu, Anatomy};
 use nalgebra::{Point3, Vector3};
+use needle_nav_core::volume::{Geometry, Volume};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
