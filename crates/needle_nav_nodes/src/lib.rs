@@ -6,7 +6,9 @@
 //! to and from these; `needle_nav evaluate` drives the same machines.
 
 pub mod config;
+pub mod diagnostics;
 pub mod lesion_registration;
 pub mod logging;
 pub mod marker_classifier;
 pub mod needle_target;
+pub mod parameters;
