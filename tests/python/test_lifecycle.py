@@ -189,3 +189,23 @@ def deadline_spin(peer, seconds):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         rclpy.spin_once(peer, timeout_sec=0.05)
+
+
+def test_vessel_segmentation_refuses_requests_until_active(processes, peer, tmp_path):
+    from needle_nav_msgs.srv import SegmentVessels
+    processes.start("vessel_segmentation", "--ros-args", "-p", "autostart:=false")
+    lc = Lifecycle(peer, "vessel_segmentation")
+    assert lc.set("configure")
+    client = peer.create_client(SegmentVessels, "/needle_nav/segment_vessels")
+    wait_until(client.service_is_ready, 30, peer, "the segment_vessels service")
+
+    def call():
+        return lc.call(client, SegmentVessels.Request(input_path="/nonexistent/ct", output_dir=str(tmp_path)), 120)
+
+    r = call()
+    assert r.success is False and "not active" in r.message
+    assert lc.set("activate")
+    r = call()
+    assert r.success is False and "does not exist" in r.message, r.message
+    assert lc.set("deactivate")
+    assert "not active" in call().message
