@@ -59,6 +59,8 @@ pub struct NodeContext {
     shutdown: watch::Receiver<bool>,
     clock: Arc<Mutex<r2r::Clock>>,
     exit_waits: ExitWaits,
+    /// The node's lifecycle session: whether its outputs may publish (see [`Lifecycle`]).
+    lifecycle: Lifecycle,
 }
 
 impl NodeContext {
@@ -69,7 +71,39 @@ impl NodeContext {
         clock: Arc<Mutex<r2r::Clock>>,
         exit_waits: ExitWaits,
     ) -> NodeContext {
-        NodeContext { name: name.to_string(), rt, shutdown, clock, exit_waits }
+        NodeContext { name: name.to_string(), rt, shutdown, clock, exit_waits, lifecycle: Lifecycle::always_active() }
+    }
+
+    /// The context of one lifecycle session (configure .. cleanup) of this node: its tasks stop
+    /// when `shutdown` says so, its outputs publish while `lifecycle` is active.
+    pub(crate) fn for_session(&self, shutdown: watch::Receiver<bool>, lifecycle: Lifecycle) -> NodeContext {
+        NodeContext { shutdown, lifecycle, ..self.clone() }
+    }
+
+    /// The process is stopping.
+    pub(crate) fn process_stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
+    /// Whether the node is active (lifecycle): outputs publish, services serve.
+    pub fn is_active(&self) -> bool {
+        self.lifecycle.is_active()
+    }
+
+    /// Waits until the node is active (at once when it is).
+    pub async fn wait_active(&self) {
+        let mut rx = self.lifecycle.0.changed.subscribe();
+        let _ = rx.wait_for(|active| *active).await;
+    }
+
+    /// Runs `f` when the node is deactivated (or shut down from active), after its outputs are
+    /// closed: what it publishes must go through [`LifecyclePublisher::publish_regardless`].
+    pub fn on_deactivate(&self, f: impl Fn() + Send + 'static) {
+        lock(&self.lifecycle.0.hooks).on_deactivate.push(Box::new(f));
     }
 
     /// Asks the process to wait (up to its shutdown deadline) for background work before it
@@ -114,12 +148,151 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Creates a publisher for an endpoint with its QoS.
-pub(crate) fn publisher<T: r2r::WrappedTypesupport>(
+/// Creates a lifecycle publisher for an endpoint with its QoS: it publishes only while the node
+/// is active, and is destroyed when the node is cleaned up.
+pub(crate) fn publisher<T: r2r::WrappedTypesupport + Clone + Send + 'static>(
     node: &mut r2r::Node,
+    cx: &NodeContext,
     ep: needle_nav_core::interfaces::Endpoint,
-) -> Result<r2r::Publisher<T>, NodeError> {
-    node.create_publisher::<T>(ep.name, crate::qos::profile(ep.qos)).ros(format!("cannot advertise {}", ep.name))
+) -> Result<LifecyclePublisher<T>, NodeError> {
+    let inner = node
+        .create_publisher::<T>(ep.name, crate::qos::profile(ep.qos))
+        .ros(format!("cannot advertise {}", ep.name))?;
+    let latched = matches!(ep.qos, needle_nav_core::interfaces::QosKind::LatchedState);
+    let p = LifecyclePublisher {
+        inner,
+        lifecycle: cx.lifecycle.clone(),
+        held: latched.then(|| Arc::new(Mutex::new(None))),
+    };
+    let mut hooks = lock(&cx.lifecycle.0.hooks);
+    let destroyed = p.inner.clone();
+    hooks.destroy.push(Box::new(move |node: &mut r2r::Node| node.destroy_publisher(destroyed)));
+    if p.held.is_some() {
+        let flushed = p.clone();
+        hooks.on_activate.push(Box::new(move || flushed.publish_held()));
+    }
+    drop(hooks);
+    Ok(p)
+}
+
+// ---- Lifecycle: what the managed-node states mean for the node's outputs ----
+
+type Hook = Box<dyn Fn() + Send>;
+type Destroy = Box<dyn FnOnce(&mut r2r::Node) + Send>;
+
+#[derive(Default)]
+pub(crate) struct LifecycleHooks {
+    pub(crate) on_activate: Vec<Hook>,
+    pub(crate) on_deactivate: Vec<Hook>,
+    pub(crate) destroy: Vec<Destroy>,
+}
+
+pub(crate) struct LifecycleInner {
+    /// Active: held for reading while a message is published, for writing while the state
+    /// changes, so that nothing is published after a deactivation has begun.
+    gate: std::sync::RwLock<bool>,
+    changed: watch::Sender<bool>,
+    pub(crate) hooks: Mutex<LifecycleHooks>,
+}
+
+/// One lifecycle session of a node (from configure to cleanup): whether it is active, and what
+/// its endpoints need on activation, deactivation and cleanup.
+#[derive(Clone)]
+pub struct Lifecycle(pub(crate) Arc<LifecycleInner>);
+
+impl Lifecycle {
+    fn with_state(active: bool) -> Lifecycle {
+        Lifecycle(Arc::new(LifecycleInner {
+            gate: std::sync::RwLock::new(active),
+            changed: watch::channel(active).0,
+            hooks: Mutex::new(LifecycleHooks::default()),
+        }))
+    }
+
+    /// For nodes that are not managed (the bag player, the monitor).
+    pub(crate) fn always_active() -> Lifecycle {
+        Lifecycle::with_state(true)
+    }
+
+    /// A new session, configured and inactive.
+    pub(crate) fn inactive() -> Lifecycle {
+        Lifecycle::with_state(false)
+    }
+
+    pub fn is_active(&self) -> bool {
+        *self.0.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the outputs, then publishes what latched outputs held back while inactive.
+    pub(crate) fn activate(&self) {
+        *self.0.gate.write().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.changed.send_replace(true);
+        lock(&self.0.hooks).on_activate.iter().for_each(|h| h());
+    }
+
+    /// Closes the outputs, then runs the node's deactivation hooks (needle_target says its
+    /// target is no longer valid). No-op when not active.
+    pub(crate) fn deactivate(&self) {
+        {
+            let mut gate = self.0.gate.write().unwrap_or_else(|p| p.into_inner());
+            if !*gate {
+                return;
+            }
+            *gate = false;
+        }
+        self.0.changed.send_replace(false);
+        lock(&self.0.hooks).on_deactivate.iter().for_each(|h| h());
+    }
+
+    /// Takes what destroys the session's endpoints, and forgets its hooks.
+    pub(crate) fn take_destroyers(&self) -> Vec<Destroy> {
+        let mut hooks = lock(&self.0.hooks);
+        hooks.on_activate.clear();
+        hooks.on_deactivate.clear();
+        std::mem::take(&mut hooks.destroy)
+    }
+}
+
+/// A publisher that publishes only while its node is active, as rclcpp_lifecycle's
+/// LifecyclePublisher: while inactive a message is dropped, except that a latched output keeps
+/// its newest message and publishes it on activation (late joiners expect the current value).
+pub struct LifecyclePublisher<T: r2r::WrappedTypesupport> {
+    inner: r2r::Publisher<T>,
+    lifecycle: Lifecycle,
+    held: Option<Arc<Mutex<Option<T>>>>,
+}
+
+impl<T: r2r::WrappedTypesupport + Clone> Clone for LifecyclePublisher<T> {
+    fn clone(&self) -> Self {
+        LifecyclePublisher { inner: self.inner.clone(), lifecycle: self.lifecycle.clone(), held: self.held.clone() }
+    }
+}
+
+impl<T: r2r::WrappedTypesupport + Clone + 'static> LifecyclePublisher<T> {
+    pub fn publish(&self, msg: &T) -> r2r::Result<()> {
+        let gate = self.lifecycle.0.gate.read().unwrap_or_else(|p| p.into_inner());
+        if *gate {
+            return self.inner.publish(msg);
+        }
+        if let Some(held) = &self.held {
+            *lock(held) = Some(msg.clone());
+        }
+        Ok(())
+    }
+
+    /// Publishes even while inactive: only for what a node must say about its own deactivation.
+    pub fn publish_regardless(&self, msg: &T) -> r2r::Result<()> {
+        self.inner.publish(msg)
+    }
+
+    fn publish_held(&self) {
+        let held = self.held.as_ref().and_then(|h| lock(h).take());
+        if let Some(msg) = held {
+            if let Err(e) = self.publish(&msg) {
+                tracing::warn!("a latched message held while inactive could not be published: {e}");
+            }
+        }
+    }
 }
 
 /// Subscribes to an endpoint with its QoS.

@@ -21,7 +21,7 @@ fn to_yaml(v: &ParameterValue) -> Option<Value> {
 }
 
 /// Parameters every ROS node has; the runtime handles them, they are not node configuration.
-const STANDARD_PARAMETERS: [&str; 1] = ["use_sim_time"];
+const STANDARD_PARAMETERS: [&str; 2] = ["use_sim_time", AUTOSTART];
 
 /// The parameters rcl parsed for this node.
 pub fn overrides(node: &r2r::Node) -> Overrides {
@@ -45,4 +45,16 @@ where
     T: DeserializeOwned + Validate,
 {
     config::load::<T>(node_name, &overrides(node))
+}
+
+// ---- Lifecycle: the `autostart` parameter ----
+
+/// The parameter that chooses how a managed node starts.
+pub const AUTOSTART: &str = "autostart";
+
+/// `autostart:=true` (the default): the node configures and activates itself at start, as
+/// before lifecycle management; `false`: it starts unconfigured and waits for a lifecycle manager.
+pub fn autostart(node: &r2r::Node) -> bool {
+    let params = node.params.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    !matches!(params.get(AUTOSTART).map(|p| &p.value), Some(ParameterValue::Bool(false)))
 }

@@ -3,6 +3,7 @@
 
 use crate::context::ExitWaits;
 pub use crate::context::{NodeContext, NodeError, RosContext};
+use crate::lifecycle_server::SharedNode;
 use needle_nav_core::interfaces::NodeKind;
 use needle_nav_core::run_timeline::{secs, ClockStart, RunClock};
 use needle_nav_nodes::config::ConfigError;
@@ -361,31 +362,44 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
                 });
             })?;
         }
-        nodes_to_spin.push(("needle_nav_bag".to_string(), node));
+        nodes_to_spin.push(("needle_nav_bag".to_string(), SharedNode::new(node)));
     }
     // The all-in-one can host a subset (benchmarks, debugging).
     let kinds: Vec<NodeKind> = match &opts.only {
         Some(only) => kinds.iter().copied().filter(|k| only.contains(k)).collect(),
         None => kinds.to_vec(),
     };
+    // Every node is a managed (lifecycle) node; its servers live as long as the process.
+    let mut lifecycle_servers = Vec::new();
     for &kind in &kinds {
-        let (mut node, cx) = make_node(kind.name())?;
-        super::nodes::start(kind, &mut node, &cx)?;
-        tracing::info!(node = kind.name(), "started");
-        nodes_to_spin.push((kind.name().to_string(), node));
+        let (node, cx) = make_node(kind.name())?;
+        let autostart = super::params::autostart(&node);
+        let (server, shared) = super::lifecycle_server::LifecycleServer::start(kind, node, &cx)?;
+        if autostart {
+            let _in_runtime = rt.enter();
+            server.autostart()?;
+            tracing::info!(node = kind.name(), "started (autostart: configured and active)");
+        } else {
+            tracing::info!(
+                node = kind.name(),
+                "started unconfigured (autostart:=false): waiting for a lifecycle manager"
+            );
+        }
+        lifecycle_servers.push(server);
+        nodes_to_spin.push((kind.name().to_string(), shared));
     }
     if opts.plan_wait.is_some() {
         let (mut node, cx) = make_node("needle_nav_run_clock")?;
         watch_plan(&mut node, &cx, started, plan_done)?;
-        nodes_to_spin.push(("needle_nav_run_clock".into(), node));
+        nodes_to_spin.push(("needle_nav_run_clock".into(), SharedNode::new(node)));
     }
     if opts.summary {
         let (mut node, cx) = make_node("needle_nav_monitor")?;
         monitor = Some(super::monitor::Monitor::start(&mut node, &cx, started, opts.clock())?);
-        nodes_to_spin.push(("needle_nav_monitor".into(), node));
+        nodes_to_spin.push(("needle_nav_monitor".into(), SharedNode::new(node)));
     }
     // One spin thread per node: a message for one node never waits behind another's.
-    for (name, mut node) in nodes_to_spin {
+    for (name, node) in nodes_to_spin {
         let stop = stop_flag.clone();
         let handle = std::thread::Builder::new()
             .name(format!("spin_{name}"))
@@ -433,6 +447,7 @@ pub fn run(kinds: &[NodeKind], opts: &RunOptions) -> Result<(), NodeError> {
             }
         }
     }
+    drop(lifecycle_servers);
     rt.shutdown_timeout(Duration::from_secs(2));
     // The node tasks are gone, so background work (segmentation workers) is winding down; let it finish first.
     for abandoned in exit_waits.wait_all(Duration::from_secs(5)) {

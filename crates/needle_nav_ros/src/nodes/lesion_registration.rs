@@ -116,8 +116,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut classifications = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut plans = subscription::<msg::NeedlePlan>(node, PLAN)?;
-    let registration_pub = publisher::<msg::LesionRegistration>(node, REGISTRATION)?;
-    let tf_pub = publisher::<TFMessage>(node, TF_STATIC)?;
+    let registration_pub = publisher::<msg::LesionRegistration>(node, cx, REGISTRATION)?;
+    let tf_pub = publisher::<TFMessage>(node, cx, TF_STATIC)?;
     let state = Arc::new(Mutex::new(Shell {
         machine: LesionRegistrationMachine::new(cfg.clone(), frames::TRACKER),
         case: None,

@@ -20,8 +20,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: MarkerClassifierConfig = config(node, NAME)?;
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
-    let classification_pub = publisher::<msg::MarkerClassification>(node, CLASSIFICATION)?;
-    let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, VIZ_MARKER_CLASSES)?;
+    let classification_pub = publisher::<msg::MarkerClassification>(node, cx, CLASSIFICATION)?;
+    let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, cx, VIZ_MARKER_CLASSES)?;
     let parameters_yaml = serde_yaml::to_string(&cfg).unwrap_or_default();
     let model = match cfg.method {
         ClassificationMethod::Learned => {

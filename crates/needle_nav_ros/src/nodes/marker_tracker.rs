@@ -18,11 +18,14 @@ const VIZ_EVERY_N_SAMPLES: u64 = 25;
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: MarkerTrackerConfig = config(node, NAME)?;
-    let markers_pub = publisher::<msg::TrackedMarkerArray>(node, MARKERS)?;
+    let markers_pub = publisher::<msg::TrackedMarkerArray>(node, cx, MARKERS)?;
     // Both sources simulate the patient, so both know the truth.
-    let truth_pub =
-        if cfg.publish_ground_truth { Some(publisher::<msg::PhantomGroundTruth>(node, GROUND_TRUTH)?) } else { None };
-    let viz_pub = if cfg.publish_visualization { Some(publisher::<MarkerArray>(node, VIZ_MARKERS)?) } else { None };
+    let truth_pub = if cfg.publish_ground_truth {
+        Some(publisher::<msg::PhantomGroundTruth>(node, cx, GROUND_TRUTH)?)
+    } else {
+        None
+    };
+    let viz_pub = if cfg.publish_visualization { Some(publisher::<MarkerArray>(node, cx, VIZ_MARKERS)?) } else { None };
 
     let invalid = |key: &str, e: String| {
         NodeError::Config(needle_nav_nodes::config::ConfigError::BadKey {

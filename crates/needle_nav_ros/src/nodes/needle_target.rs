@@ -174,6 +174,21 @@ fn target_msg(
     }
 }
 
+/// The invalid target published when the node is deactivated. The message has no reason code of
+/// its own for it: REASON_STARTING ("not received its inputs yet": no target can be given) with
+/// the reason in words.
+fn deactivated_msg(
+    cfg: &NeedleTargetConfig,
+    now_ns: i64,
+    source: r2r::builtin_interfaces::msg::Time,
+) -> msg::NeedleTarget {
+    msg::NeedleTarget {
+        reason_code: msg::NeedleTarget::REASON_STARTING as u8,
+        reason: needle_nav_nodes::lifecycle::DEACTIVATED_REASON.to_string(),
+        ..target_msg(cfg, now_ns, &source, &Err(InvalidReason::Starting))
+    }
+}
+
 fn pose_msg(t: &Target, stamp_ns: i64, frame: &str) -> PoseStamped {
     // The pose's z axis is the insertion direction.
     let q = UnitQuaternion::rotation_between(&Vector3::z(), &t.direction)
@@ -221,10 +236,10 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
     let mut classifications = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
-    let target_pub = publisher::<msg::NeedleTarget>(node, TARGET)?;
-    let pose_pub = publisher::<PoseStamped>(node, TARGET_POSE)?;
-    let viz_pub = publisher::<MarkerArray>(node, VIZ_TARGET)?;
-    let tf_pub = publisher::<TFMessage>(node, TF)?;
+    let target_pub = publisher::<msg::NeedleTarget>(node, cx, TARGET)?;
+    let pose_pub = publisher::<PoseStamped>(node, cx, TARGET_POSE)?;
+    let viz_pub = publisher::<MarkerArray>(node, cx, VIZ_TARGET)?;
+    let tf_pub = publisher::<TFMessage>(node, cx, TF)?;
     let state_file = if cfg.state_file.is_empty() {
         StateFile::Off
     } else {
@@ -237,6 +252,19 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let machine = NeedleTargetMachine::new(cfg.clone(), read_baseline_file(&cfg), state_file);
     let state = Arc::new(Mutex::new(Shell { machine, newest_source_stamp: Default::default() }));
     let last_reason = Arc::new(Mutex::new((u8::MAX, std::time::Instant::now() - Duration::from_secs(2))));
+    {
+        // Deactivated by the lifecycle manager: say at once that there is no valid target, so
+        // that an arm controller never keeps following the last valid one.
+        let (target_pub, cfg, state, cx2) = (target_pub.clone(), cfg.clone(), state.clone(), cx.clone());
+        cx.on_deactivate(move || {
+            let source = lock(&state).newest_source_stamp.clone();
+            let m = deactivated_msg(&cfg, cx2.now_ns(), source);
+            tracing::info!(node = NAME, "deactivated: published an invalid target ({})", m.reason);
+            if let Err(e) = target_pub.publish_regardless(&m) {
+                tracing::warn!(node = NAME, "the deactivation target could not be published: {e}");
+            }
+        });
+    }
 
     // Samples are answered once the planning case is loaded (or failed to load): a target computer
     // built before would be rebuilt, and its baseline restarted, when the case arrives.

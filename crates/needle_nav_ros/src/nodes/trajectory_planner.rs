@@ -20,8 +20,8 @@ const NAME: &str = "trajectory_planner";
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let cfg: TrajectoryPlannerConfig = config(node, NAME)?;
-    let plan_pub = publisher::<msg::NeedlePlan>(node, PLAN)?;
-    let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, VIZ_PLAN)?;
+    let plan_pub = publisher::<msg::NeedlePlan>(node, cx, PLAN)?;
+    let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, cx, VIZ_PLAN)?;
     let client = node
         .create_client::<SegmentVessels::Service>(SEGMENT_VESSELS.name, qos::profile(SEGMENT_VESSELS.qos))
         .ros(format!("cannot create a client for {}", SEGMENT_VESSELS.name))?;
@@ -64,6 +64,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
 
     let cx2 = cx.clone();
     cx.spawn(async move {
+        // Lifecycle: the planner acts (asks for the segmentation) only once active.
+        cx2.wait_active().await;
         let ct = input.ct_path.display().to_string();
         publish(plan(cx2.now_ns(), msg::NeedlePlan::STATUS_PENDING as u8, format!("segmenting {ct}")));
         let timeout = Duration::from_secs_f64(cfg.service_timeout_s);

@@ -38,8 +38,16 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut requests = node
         .create_service::<SegmentVessels::Service>(SEGMENT_VESSELS.name, qos::profile(SEGMENT_VESSELS.qos))
         .ros(format!("cannot serve {}", SEGMENT_VESSELS.name))?;
+    let cx2 = cx.clone();
     cx.spawn(async move {
         while let Some(req) = requests.next().await {
+            if !cx2.is_active() {
+                // Lifecycle: only an active node takes work.
+                let message = format!("{NAME} is not active: a lifecycle manager must activate it first");
+                tracing::warn!(node = NAME, "refused: {message}");
+                respond(req, SegmentVessels::Response { message, ..Default::default() });
+                continue;
+            }
             let r = &req.message;
             let request = SegmentRequest {
                 input_path: r.input_path.clone(),
