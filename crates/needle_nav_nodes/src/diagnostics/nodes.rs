@@ -175,6 +175,10 @@ impl HealthReport for TargetHealth {
 /// Whether vessel_segmentation has its network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelState {
+    /// Being loaded on the worker thread (a few seconds at start).
+    Loading {
+        path: String,
+    },
     Loaded {
         path: String,
     },
@@ -191,10 +195,11 @@ pub struct SegmentationHealth {
     hardware_id: String,
     queue_depth_warn: u32,
     model: ModelState,
-    running: bool,
-    queued: u32,
+    /// Requests accepted and not yet answered (the running one and those queued behind it).
+    pending: u32,
     served: u64,
     failed: u64,
+    refused: u64,
 }
 
 impl SegmentationHealth {
@@ -203,20 +208,31 @@ impl SegmentationHealth {
             hardware_id: hardware_id.into(),
             queue_depth_warn: d.queue_depth_warn,
             model,
-            running: false,
-            queued: 0,
+            pending: 0,
             served: 0,
             failed: 0,
+            refused: 0,
         }
     }
 
-    /// The queue now: a request running or not, and how many wait behind it.
-    pub fn queue(&mut self, running: bool, waiting: u32) {
-        (self.running, self.queued) = (running, waiting);
+    /// The model finished loading, or failed to.
+    pub fn model(&mut self, state: ModelState) {
+        self.model = state;
     }
 
-    /// A request answered, successfully or not.
+    /// A request admitted to the queue.
+    pub fn accepted(&mut self) {
+        self.pending += 1;
+    }
+
+    /// A request refused on arrival (bad request, queue full).
+    pub fn refused(&mut self) {
+        self.refused += 1;
+    }
+
+    /// An admitted request answered, successfully or not.
     pub fn answered(&mut self, ok: bool) {
+        self.pending = self.pending.saturating_sub(1);
         if ok {
             self.served += 1;
         } else {
@@ -229,6 +245,11 @@ impl HealthReport for SegmentationHealth {
     fn report(&mut self, _now_ns: i64) -> Vec<Status> {
         let mut s = Status::new("vessel_segmentation", "service", &self.hardware_id);
         match &self.model {
+            ModelState::Loading { path } => {
+                s.value("model loaded", "false");
+                s.value("model", path);
+                s.raise(Level::Warn, "model loading".into());
+            }
             ModelState::Loaded { path } => {
                 s.value("model loaded", "true");
                 s.value("model", path);
@@ -239,12 +260,14 @@ impl HealthReport for SegmentationHealth {
                 s.raise(Level::Error, format!("model not loaded: {reason}"));
             }
         }
-        s.value("running", self.running);
-        s.value("queue depth", self.queued);
+        let queued = self.pending.saturating_sub(1);
+        s.value("running", self.pending > 0);
+        s.value("queue depth", queued);
         s.value("served", self.served);
         s.value("failed", self.failed);
-        if self.queued >= self.queue_depth_warn {
-            s.raise(Level::Warn, format!("{} requests waiting (warn at {})", self.queued, self.queue_depth_warn));
+        s.value("refused", self.refused);
+        if queued >= self.queue_depth_warn {
+            s.raise(Level::Warn, format!("{queued} requests waiting (warn at {})", self.queue_depth_warn));
         }
         vec![s.finish()]
     }

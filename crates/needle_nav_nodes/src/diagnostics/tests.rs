@@ -183,11 +183,18 @@ fn registration_fre_and_tre_boundaries() {
 fn segmentation_model_and_queue() {
     let d = SegmentationDiagnostics { queue_depth_warn: 2 };
     let loaded = ModelState::Loaded { path: "m.onnx".into() };
-    let mut h = SegmentationHealth::new(&d, loaded, "cpu");
-    h.queue(true, 1);
-    assert_eq!(h.report(0)[0].level, Level::Ok);
-    h.queue(true, 2);
+    let mut h = SegmentationHealth::new(&d, ModelState::Loading { path: "m.onnx".into() }, "cpu");
     assert_eq!(h.report(0)[0].level, Level::Warn);
+    h.model(loaded);
+    // One running and one waiting: OK; one running and two waiting: WARN (at the threshold).
+    h.accepted();
+    h.accepted();
+    assert_eq!(h.report(0)[0].level, Level::Ok);
+    h.accepted();
+    let s = h.report(0).remove(0);
+    assert_eq!((s.level, value(&s, "queue depth")), (Level::Warn, "2"));
+    h.answered(true);
+    assert_eq!(h.report(0)[0].level, Level::Ok);
     let missing = ModelState::Unavailable { path: "/nope.onnx".into(), reason: "/nope.onnx: no such file".into() };
     let s = SegmentationHealth::new(&d, missing, "cpu").report(0).remove(0);
     assert_eq!(s.level, Level::Error);
