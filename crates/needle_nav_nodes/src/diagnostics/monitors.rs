@@ -40,6 +40,11 @@ impl RateMonitor {
         }
     }
 
+    /// New thresholds and expected rate (a parameter set at run time); the history is kept.
+    pub fn set_thresholds(&mut self, thresholds: RateThresholds, expected_hz: f64) {
+        (self.thresholds, self.expected_hz) = (thresholds, expected_hz);
+    }
+
     fn arrived(&mut self, received_ns: i64) {
         self.received += 1;
         self.last_arrival_ns = Some(received_ns);
@@ -177,6 +182,11 @@ impl ValidityMonitor {
         ValidityMonitor { thresholds, window: VecDeque::new() }
     }
 
+    /// New thresholds (a parameter set at run time); the window's targets are kept.
+    pub fn set_thresholds(&mut self, thresholds: TargetThresholds) {
+        self.thresholds = thresholds;
+    }
+
     /// A target published at `t_ns`: valid (`None`) or invalid for `reason` (a label).
     pub fn record(&mut self, t_ns: i64, reason: Option<&'static str>) {
         self.window.push_back((t_ns, reason));
@@ -250,6 +260,11 @@ struct Registered {
 impl RegistrationMonitor {
     pub fn new(thresholds: RegistrationThresholds) -> RegistrationMonitor {
         RegistrationMonitor { thresholds, last: None }
+    }
+
+    /// New thresholds (a parameter set at run time).
+    pub fn set_thresholds(&mut self, thresholds: RegistrationThresholds) {
+        self.thresholds = thresholds;
     }
 
     /// A registration published: its FRE, the predicted TRE at the lesion [m], markers used.

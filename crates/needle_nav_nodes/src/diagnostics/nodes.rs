@@ -34,6 +34,11 @@ impl TrackerHealth {
     pub fn new(d: &TrackerDiagnostics, rate_hz: f64, hardware_id: &str, now_ns: i64) -> TrackerHealth {
         TrackerHealth { hardware_id: hardware_id.into(), output: RateMonitor::new(d.output, rate_hz, now_ns) }
     }
+
+    /// Thresholds changed at run time (`diagnostics.*` set); what was measured is kept.
+    pub fn set_thresholds(&mut self, d: &TrackerDiagnostics, rate_hz: f64) {
+        self.output.set_thresholds(d.output, rate_hz);
+    }
 }
 
 impl HealthReport for TrackerHealth {
@@ -60,6 +65,11 @@ impl ClassifierHealth {
             inputs: RateMonitor::new(d.inputs, d.expected_input_rate_hz, now_ns),
             classified: None,
         }
+    }
+
+    /// Thresholds changed at run time (`diagnostics.*` set); what was measured is kept.
+    pub fn set_thresholds(&mut self, d: &ClassifierDiagnostics) {
+        self.inputs.set_thresholds(d.inputs, d.expected_input_rate_hz);
     }
 
     pub fn classified(&mut self, registration_markers: usize, correction_markers: usize) {
@@ -102,6 +112,12 @@ impl RegistrationHealth {
             registration: RegistrationMonitor::new(d.registration),
         }
     }
+
+    /// Thresholds changed at run time (`diagnostics.*` set); what was measured is kept.
+    pub fn set_thresholds(&mut self, d: &RegistrationDiagnostics) {
+        self.inputs.set_thresholds(d.inputs, d.expected_input_rate_hz);
+        self.registration.set_thresholds(d.registration);
+    }
 }
 
 impl HealthReport for RegistrationHealth {
@@ -140,6 +156,12 @@ impl TargetHealth {
             targets: ValidityMonitor::new(d.targets),
             baseline: BaselineState::NotStarted,
         }
+    }
+
+    /// Thresholds changed at run time (`diagnostics.*` set); what was measured is kept.
+    pub fn set_thresholds(&mut self, d: &TargetDiagnostics, tracker_rate_hz: f64) {
+        self.inputs.set_thresholds(d.inputs, tracker_rate_hz);
+        self.targets.set_thresholds(d.targets);
     }
 
     /// A target published at `now_ns`, valid or not.
@@ -215,6 +237,11 @@ impl SegmentationHealth {
         }
     }
 
+    /// Thresholds changed at run time (`diagnostics.*` set).
+    pub fn set_thresholds(&mut self, d: &SegmentationDiagnostics) {
+        self.queue_depth_warn = d.queue_depth_warn;
+    }
+
     /// The model finished loading, or failed to.
     pub fn model(&mut self, state: ModelState) {
         self.model = state;
@@ -287,6 +314,12 @@ impl PlannerHealth {
         PlannerHealth { hardware_id: hardware_id.into(), thresholds: *d, planning_since_ns: None, last: None }
     }
 
+    /// Thresholds changed at run time (`diagnostics.*` set).
+    pub fn set_thresholds(&mut self, d: &PlannerDiagnostics) {
+        self.thresholds = *d;
+    }
+
+    /// Planning started at `now_ns`.
     pub fn started(&mut self, now_ns: i64) {
         self.planning_since_ns = Some(now_ns);
     }

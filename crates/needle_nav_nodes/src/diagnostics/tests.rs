@@ -285,3 +285,21 @@ fn every_threshold_has_one_dynamic_spec_with_a_unit_or_none() {
     assert_eq!(names(NodeKind::VesselSegmentation), keys(to(serde_yaml::to_value(SegmentationDiagnostics::default()))));
     assert_eq!(names(NodeKind::TrajectoryPlanner), keys(to(serde_yaml::to_value(PlannerDiagnostics::default()))));
 }
+
+#[test]
+fn thresholds_set_at_run_time_apply_to_what_was_measured() {
+    // Newest stamp 0.3 s old: WARN with the defaults (0.1 / 0.5 s), OK once the warn age is 0.5 s,
+    // ERROR once the error age is 0.2 s; the samples already received still count.
+    let mut h = target_fed(100.0, 10 * S, 0);
+    assert_eq!(inputs(&mut h, 10 * S + 300 * MS).level, Level::Warn);
+    let mut d = TargetDiagnostics::default();
+    d.inputs.max_age_warn_s = 0.5;
+    d.inputs.max_age_error_s = 1.0;
+    h.set_thresholds(&d, 100.0);
+    let s = inputs(&mut h, 10 * S + 300 * MS);
+    assert_eq!(s.level, Level::Ok, "{s:?}");
+    d.inputs.max_age_warn_s = 0.1;
+    d.inputs.max_age_error_s = 0.2;
+    h.set_thresholds(&d, 100.0);
+    assert_eq!(inputs(&mut h, 10 * S + 300 * MS).level, Level::Error);
+}
