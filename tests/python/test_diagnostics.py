@@ -2,15 +2,16 @@
 node reports at about 1 Hz, OK when healthy, and the status concerned turns WARN / ERROR, saying
 why, under injected faults: the tracker stops, a marker is hidden, the segmentation model is
 missing. Levels are diagnostic_msgs' constants, not needle_nav's."""
+import subprocess
 import threading
 import time
 from collections import defaultdict
 
-from conftest import wait_until
+from conftest import executable, wait_until
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point
-from needle_nav_msgs.msg import TrackedMarker, TrackedMarkerArray
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from needle_nav_msgs.msg import LesionRegistration, TrackedMarker, TrackedMarkerArray
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 NODES = ["marker_tracker", "marker_classifier", "lesion_registration", "needle_target",
          "vessel_segmentation", "trajectory_planner"]
@@ -171,3 +172,40 @@ def test_the_shipped_segmentation_model_loads_ok(processes, peer):
     processes.start("vessel_segmentation")
     s = diag.wait_level(peer, "needle_nav: vessel_segmentation service", {OK}, 60, "with the shipped model")
     assert values(s)["model loaded"] == "true" and s.message == "OK"
+
+
+def test_a_healthy_guidance_stack_is_ok_and_reports_the_registrations_errors(processes, peer, tmp_path):
+    case = tmp_path / "case"
+    subprocess.run([executable("needle_nav"), "phantom", "--out", str(case), "--phases", "6",
+                    "--dims", "176x128x160", "--spacing", "2x2x2"], check=True, capture_output=True)
+    diag = Diagnostics(peer)
+    regs = []
+    peer.create_subscription(LesionRegistration, "/needle_nav/registration", regs.append,
+                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    processes.start("needle_nav_stack", "--ros-args",
+                    "-p", "marker_tracker:rate_hz:=100.0", "-p", "marker_tracker:latency_s:=0.0",
+                    # No simulated occlusions: a marker hidden for longer than 0.1 s is (rightly) a WARN.
+                    "-p", "marker_tracker:occlusion_rate_per_min:=0.0",
+                    "-p", "marker_classifier:window_s:=8.0",
+                    "-p", "marker_classifier:diagnostics.expected_input_rate_hz:=100.0",
+                    "-p", "lesion_registration:diagnostics.expected_input_rate_hz:=100.0",
+                    "-p", f"lesion_registration:ct_case_dir:={case}", "-p", f"needle_target:ct_case_dir:={case}",
+                    "-p", "needle_target:baseline_s:=8.0", "-p", "needle_target:tracker_rate_hz:=100.0",
+                    "-p", "needle_target:robot_latency_s:=0.0", "-p", "needle_target:prediction:=none")
+    reg = diag.wait_level(peer, "needle_nav: lesion_registration registration", {OK}, 90, "once registered")
+    # The status reports the FRE and predicted TRE the registration message carries.
+    wait_until(lambda: regs, 10, peer, "a registration message")
+    v = values(reg)
+    assert abs(float(v["FRE [m]"]) - regs[-1].fre_rms) < 1e-6, (v, regs[-1].fre_rms)
+    assert abs(float(v["predicted TRE [m]"]) - regs[-1].predicted_tre_lesion) < 1e-6
+    assert int(v["markers used"]) == len(regs[-1].marker_ids_used)
+    base = diag.wait_level(peer, "needle_nav: needle_target baseline", {OK}, 60, "once the baseline is recorded")
+    assert values(base)["state"] == "recorded"
+    targets = diag.wait_level(peer, "needle_nav: needle_target targets", {OK}, 30, "with valid targets")
+    assert float(values(targets)["fault share"]) <= 0.2
+    for name in ("marker_tracker output", "marker_classifier inputs", "lesion_registration inputs",
+                 "needle_target inputs"):
+        s = diag.latest(f"needle_nav: {name}")
+        assert s.level == OK, s
+    assert diag.latest("needle_nav: marker_classifier classification").level == OK
