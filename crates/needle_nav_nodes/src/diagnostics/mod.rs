@@ -9,14 +9,12 @@
 
 mod monitors;
 mod nodes;
-mod specs;
 
 pub use monitors::{RateMonitor, RegistrationMonitor, ValidityMonitor};
 pub use nodes::{
     reason_label, BaselineState, ClassifierHealth, ModelState, PlannerHealth, RegistrationHealth, SegmentationHealth,
     TargetHealth, TrackerHealth,
 };
-pub use specs::parameter_specs;
 
 /// Prefix of every status name, so that aggregators can group needle_nav's statuses.
 pub const NAME_PREFIX: &str = "needle_nav";

@@ -1,6 +1,7 @@
-//! The `diagnostics.*` parameters each node declares.
+//! The `diagnostics.*` parameters each node declares: the thresholds its `/diagnostics` statuses
+//! are graded with (`crate::diagnostics`; the values are `needle_nav_core::diagnostics_thresholds`).
 
-use crate::parameters::{Mutability, ParameterSpec, Range};
+use super::{Mutability, ParameterSpec, Range};
 use needle_nav_core::interfaces::NodeKind;
 
 const FRACTION: Range = Range::Float { min: 0.0, max: 1.0, step: 0.0 };
@@ -139,5 +140,70 @@ pub fn parameter_specs(kind: NodeKind) -> Vec<ParameterSpec> {
             "s",
             Range::Float { min: 0.0, max: 3600.0, step: 0.0 },
         )],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_threshold_has_one_dynamic_spec_with_a_unit_or_none() {
+        use needle_nav_core::diagnostics_thresholds::*;
+        for kind in NodeKind::ALL {
+            let specs = parameter_specs(kind);
+            assert!(!specs.is_empty(), "{kind:?}");
+            for s in &specs {
+                assert!(s.name.starts_with("diagnostics."), "{}", s.name);
+                assert_eq!(s.mutability, Mutability::Dynamic);
+                assert!(!s.description.is_empty());
+                // The unit matches the key's suffix.
+                let unit = if s.name.ends_with("_s") {
+                    "s"
+                } else if s.name.ends_with("_m") {
+                    "m"
+                } else if s.name.ends_with("_hz") {
+                    "Hz"
+                } else {
+                    ""
+                };
+                assert_eq!(s.unit, unit, "{}", s.name);
+            }
+        }
+        // The specs name exactly the keys the configuration has (no more, no fewer).
+        let keys = |yaml: serde_yaml::Value| {
+            let mut out = Vec::new();
+            fn walk(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<String>) {
+                match v {
+                    serde_yaml::Value::Mapping(m) => {
+                        for (k, v) in m {
+                            walk(&format!("{prefix}.{}", k.as_str().unwrap_or("")), v, out)
+                        }
+                    }
+                    _ => out.push(prefix.to_string()),
+                }
+            }
+            walk("diagnostics", &yaml, &mut out);
+            out.sort();
+            out
+        };
+        let names = |kind| {
+            let mut n: Vec<String> = parameter_specs(kind).iter().map(|s| s.name.to_string()).collect();
+            n.sort();
+            n
+        };
+        let to = |v: serde_yaml::Result<serde_yaml::Value>| v.unwrap();
+        assert_eq!(names(NodeKind::MarkerTracker), keys(to(serde_yaml::to_value(TrackerDiagnostics::default()))));
+        assert_eq!(names(NodeKind::MarkerClassifier), keys(to(serde_yaml::to_value(ClassifierDiagnostics::default()))));
+        assert_eq!(
+            names(NodeKind::LesionRegistration),
+            keys(to(serde_yaml::to_value(RegistrationDiagnostics::default())))
+        );
+        assert_eq!(names(NodeKind::NeedleTarget), keys(to(serde_yaml::to_value(TargetDiagnostics::default()))));
+        assert_eq!(
+            names(NodeKind::VesselSegmentation),
+            keys(to(serde_yaml::to_value(SegmentationDiagnostics::default())))
+        );
+        assert_eq!(names(NodeKind::TrajectoryPlanner), keys(to(serde_yaml::to_value(PlannerDiagnostics::default()))));
     }
 }
