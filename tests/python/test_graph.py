@@ -22,6 +22,7 @@ EXPECTED = {
     "/needle_nav/viz/plan": "visualization_msgs/msg/MarkerArray",
     "/tf_static": "tf2_msgs/msg/TFMessage",
     "/tf": "tf2_msgs/msg/TFMessage",
+    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
 EXPECTED_SERVICES = {"/needle_nav/segment_vessels": "needle_nav_msgs/srv/SegmentVessels"}
 

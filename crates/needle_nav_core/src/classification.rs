@@ -129,6 +129,8 @@ pub struct MarkerClassifierConfig {
     pub correction_region: CorrectionRegion,
     /// What a tracker sample may contain; a sample outside it is refused on its own.
     pub sample_checks: crate::sample_validation::SampleChecks,
+    /// Thresholds of the node's `/diagnostics` statuses.
+    pub diagnostics: crate::diagnostics_thresholds::ClassifierDiagnostics,
 }
 
 impl Default for MarkerClassifierConfig {
@@ -147,6 +149,7 @@ impl Default for MarkerClassifierConfig {
             motion_modes: MotionModeConfig::default(),
             correction_region: CorrectionRegion::default(),
             sample_checks: Default::default(),
+            diagnostics: Default::default(),
         }
     }
 }

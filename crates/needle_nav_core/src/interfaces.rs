@@ -100,6 +100,10 @@ pub const TF_STATIC: Endpoint =
     Endpoint { name: "/tf_static", type_name: "tf2_msgs/msg/TFMessage", qos: QosKind::LatchedState };
 /// The live needle target frame (tracker -> needle_target), only while the target is valid.
 pub const TF: Endpoint = Endpoint { name: "/tf", type_name: "tf2_msgs/msg/TFMessage", qos: QosKind::ReliableStream };
+/// Each node's health statuses, once a second. A global name, as diagnostic_updater uses: aggregators
+/// and rqt_robot_monitor read every node's statuses there.
+pub const DIAGNOSTICS: Endpoint =
+    Endpoint { name: "/diagnostics", type_name: "diagnostic_msgs/msg/DiagnosticArray", qos: QosKind::ReliableStream };
 /// Simulated time, published by the bag player (`--play BAG --clock`); nodes follow it with use_sim_time:=true.
 pub const CLOCK: Endpoint = Endpoint { name: "/clock", type_name: "rosgraph_msgs/msg/Clock", qos: QosKind::SensorData };
 pub const SEGMENT_VESSELS: Endpoint = Endpoint {
@@ -151,16 +155,22 @@ impl NodeKind {
     pub fn endpoints(self) -> &'static [(Direction, Endpoint)] {
         use Direction::*;
         match self {
-            NodeKind::MarkerTracker => &[(Publishes, MARKERS), (Publishes, GROUND_TRUTH), (Publishes, VIZ_MARKERS)],
-            NodeKind::MarkerClassifier => {
-                &[(Subscribes, MARKERS), (Publishes, CLASSIFICATION), (Publishes, VIZ_MARKER_CLASSES)]
+            NodeKind::MarkerTracker => {
+                &[(Publishes, MARKERS), (Publishes, GROUND_TRUTH), (Publishes, VIZ_MARKERS), (Publishes, DIAGNOSTICS)]
             }
+            NodeKind::MarkerClassifier => &[
+                (Subscribes, MARKERS),
+                (Publishes, CLASSIFICATION),
+                (Publishes, VIZ_MARKER_CLASSES),
+                (Publishes, DIAGNOSTICS),
+            ],
             NodeKind::LesionRegistration => &[
                 (Subscribes, MARKERS),
                 (Subscribes, CLASSIFICATION),
                 (Subscribes, PLAN),
                 (Publishes, REGISTRATION),
                 (Publishes, TF_STATIC),
+                (Publishes, DIAGNOSTICS),
             ],
             NodeKind::NeedleTarget => &[
                 (Subscribes, MARKERS),
@@ -170,9 +180,12 @@ impl NodeKind {
                 (Publishes, TARGET_POSE),
                 (Publishes, VIZ_TARGET),
                 (Publishes, TF),
+                (Publishes, DIAGNOSTICS),
             ],
-            NodeKind::VesselSegmentation => &[(Serves, SEGMENT_VESSELS)],
-            NodeKind::TrajectoryPlanner => &[(Calls, SEGMENT_VESSELS), (Publishes, PLAN), (Publishes, VIZ_PLAN)],
+            NodeKind::VesselSegmentation => &[(Serves, SEGMENT_VESSELS), (Publishes, DIAGNOSTICS)],
+            NodeKind::TrajectoryPlanner => {
+                &[(Calls, SEGMENT_VESSELS), (Publishes, PLAN), (Publishes, VIZ_PLAN), (Publishes, DIAGNOSTICS)]
+            }
         }
     }
 }
@@ -306,8 +319,12 @@ mod tests {
         for kind in NodeKind::ALL {
             assert_eq!(NodeKind::from_name(kind.name()), Some(kind));
             for (_, ep) in kind.endpoints() {
-                // Relative, except the system-wide tf topics.
-                assert!(!ep.name.starts_with('/') || ep.name.starts_with("/tf"), "{} must be relative", ep.name);
+                // Relative, except the system-wide tf and diagnostics topics.
+                assert!(
+                    !ep.name.starts_with('/') || ep.name.starts_with("/tf") || ep.name == "/diagnostics",
+                    "{} must be relative",
+                    ep.name
+                );
                 assert!(
                     ep.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/'),
                     "{} has characters ROS rejects",

@@ -9,6 +9,7 @@ pub mod classification;
 pub mod correction;
 pub mod correspondence;
 pub mod ct_markers;
+pub mod diagnostics_thresholds;
 pub mod guidance;
 pub mod interfaces;
 pub mod registration;

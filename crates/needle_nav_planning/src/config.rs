@@ -42,6 +42,8 @@ pub struct TrajectoryPlannerConfig {
     pub limits: PlannerLimits,
     pub weights: PlannerWeights,
     pub obstacles: PlannerObstacles,
+    /// Thresholds of the node's `/diagnostics` statuses.
+    pub diagnostics: needle_nav_core::diagnostics_thresholds::PlannerDiagnostics,
 }
 
 /// Clearances from the CT-derived layers [m] (vessels: safety_margin_m).
@@ -169,6 +171,7 @@ impl Default for TrajectoryPlannerConfig {
             limits: Default::default(),
             weights: Default::default(),
             obstacles: Default::default(),
+            diagnostics: Default::default(),
         }
     }
 }

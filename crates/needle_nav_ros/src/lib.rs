@@ -4,6 +4,7 @@ pub mod bag_io;
 pub mod context;
 pub mod convert;
 pub mod lifecycle_server;
+pub mod diagnostics;
 pub mod monitor;
 pub mod nodes;
 pub mod params;

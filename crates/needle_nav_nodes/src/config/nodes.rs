@@ -44,6 +44,10 @@ fn sample_checks(c: &needle_nav_core::sample_validation::SampleChecks) -> Result
     c.validate().map_err(|(key, reason)| InvalidValue::new(key, reason))
 }
 
+fn diagnostics(checked: Result<(), (&'static str, String)>) -> Result<(), InvalidValue> {
+    checked.map_err(|(key, reason)| InvalidValue::new(key, reason))
+}
+
 fn non_empty(key: &'static str, v: &str) -> Result<(), InvalidValue> {
     check(!v.trim().is_empty(), key, || "must not be empty".into())
 }
@@ -84,6 +88,8 @@ pub struct MarkerTrackerConfig {
     pub trace_marker: String,
     pub publish_ground_truth: bool,
     pub publish_visualization: bool,
+    /// Thresholds of the node's `/diagnostics` statuses.
+    pub diagnostics: needle_nav_core::diagnostics_thresholds::TrackerDiagnostics,
 }
 
 impl Default for MarkerTrackerConfig {
@@ -109,6 +115,7 @@ impl Default for MarkerTrackerConfig {
             trace_marker: String::new(),
             publish_ground_truth: true,
             publish_visualization: true,
+            diagnostics: Default::default(),
         }
     }
 }
@@ -139,7 +146,8 @@ impl Validate for MarkerTrackerConfig {
         in_range("occlusion_duration_s", self.occlusion_duration_s, 0.0, 60.0, "s")?;
         in_range("id_swap_rate_per_min", self.id_swap_rate_per_min, 0.0, 60.0, "per minute")?;
         in_range("id_swap_duration_s", self.id_swap_duration_s, 0.0, 60.0, "s")?;
-        self.breathing.validate().map_err(|e| InvalidValue::new("breathing", e.to_string()))
+        self.breathing.validate().map_err(|e| InvalidValue::new("breathing", e.to_string()))?;
+        diagnostics(self.diagnostics.validate())
     }
 }
 
@@ -199,7 +207,7 @@ impl Validate for MarkerClassifierConfig {
                 || "polygon needs >= 3 vertices [x0, y0, x1, y1, ...] and polygon_z_m [z_min, z_max]".into(),
             )?,
         }
-        Ok(())
+        diagnostics(self.diagnostics.validate())
     }
 }
 
@@ -246,6 +254,8 @@ pub struct LesionRegistrationConfig {
     pub manual_entry_ct_m: Vec<f64>,
     /// What a tracker sample may contain; a sample outside it is refused on its own.
     pub sample_checks: needle_nav_core::sample_validation::SampleChecks,
+    /// Thresholds of the node's `/diagnostics` statuses.
+    pub diagnostics: needle_nav_core::diagnostics_thresholds::RegistrationDiagnostics,
 }
 
 impl Default for LesionRegistrationConfig {
@@ -268,6 +278,7 @@ impl Default for LesionRegistrationConfig {
             entry_source: EntrySource::Preset,
             manual_entry_ct_m: Vec::new(),
             sample_checks: Default::default(),
+            diagnostics: Default::default(),
         }
     }
 }
@@ -366,6 +377,8 @@ pub struct NeedleTargetConfig {
     pub combination_criterion: needle_nav_core::ct_markers::CombinationCriterion,
     /// What a tracker sample may contain; a sample outside it is refused on its own.
     pub sample_checks: needle_nav_core::sample_validation::SampleChecks,
+    /// Thresholds of the node's `/diagnostics` statuses.
+    pub diagnostics: needle_nav_core::diagnostics_thresholds::TargetDiagnostics,
 }
 
 impl Default for NeedleTargetConfig {
@@ -388,6 +401,7 @@ impl Default for NeedleTargetConfig {
             combination_max_markers: 4,
             combination_criterion: Default::default(),
             sample_checks: Default::default(),
+            diagnostics: Default::default(),
         }
     }
 }
@@ -433,7 +447,8 @@ impl Validate for NeedleTargetConfig {
                 && self.combination_max_markers <= 8,
             "combination_min_markers",
             || "need 2 <= combination_min_markers <= combination_max_markers <= 8".into(),
-        )
+        )?;
+        diagnostics(self.diagnostics.validate())
     }
 }
 
@@ -457,6 +472,8 @@ pub struct VesselSegmentationConfig {
     pub skip_unreadable_slices: bool,
     /// Scheduling class of the worker thread and its inference threads (idle: guidance first).
     pub worker_scheduling: needle_nav_segmentation::scheduling::WorkerScheduling,
+    /// Thresholds of the node's `/diagnostics` statuses.
+    pub diagnostics: needle_nav_core::diagnostics_thresholds::SegmentationDiagnostics,
 }
 
 impl Default for VesselSegmentationConfig {
@@ -470,6 +487,7 @@ impl Default for VesselSegmentationConfig {
             overwrite_results: false,
             skip_unreadable_slices: false,
             worker_scheduling: needle_nav_segmentation::scheduling::WorkerScheduling::Idle,
+            diagnostics: Default::default(),
         }
     }
 }
@@ -480,7 +498,8 @@ impl Validate for VesselSegmentationConfig {
             format!("{} is smaller than one 32^3 patch", self.max_input_voxels)
         })?;
         check((1..=64).contains(&self.threads), "threads", || format!("{} is outside 1..=64", self.threads))?;
-        check(self.max_queue <= 16, "max_queue", || format!("{} is above 16", self.max_queue))
+        check(self.max_queue <= 16, "max_queue", || format!("{} is above 16", self.max_queue))?;
+        diagnostics(self.diagnostics.validate())
     }
 }
 
@@ -555,7 +574,8 @@ impl Validate for TrajectoryPlannerConfig {
         in_range("lesion_radius_m", self.lesion_radius_m, 0.0, 0.05, "m")?;
         check((10..=100_000).contains(&self.directions), "directions", || {
             format!("{} is outside 10..=100000", self.directions)
-        })
+        })?;
+        diagnostics(self.diagnostics.validate())
     }
 }
 

@@ -13,6 +13,7 @@ use needle_nav_core::guidance::{CaseRegistration, GuidanceError, PlanningCase};
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, PLAN, REGISTRATION, TF_STATIC};
 use needle_nav_core::registration::RegistrationError;
 use needle_nav_nodes::config::LesionRegistrationConfig;
+use needle_nav_nodes::diagnostics::RegistrationHealth;
 use needle_nav_nodes::lesion_registration::{
     run_update, LesionRegistrationMachine, NoRegistration, Registered, UpdateInputs,
 };
@@ -123,10 +124,17 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         case: None,
         last_sample_at: None,
     }));
+    let health = Arc::new(Mutex::new(RegistrationHealth::new(&cfg.diagnostics, &cx.name, cx.now_ns())));
+    crate::diagnostics::start(node, cx, health.clone())?;
     let publish = {
-        let registration_pub = registration_pub.clone();
+        let (registration_pub, health) = (registration_pub.clone(), health.clone());
         let last = Arc::new(Mutex::new(String::new()));
         move |m: msg::LesionRegistration| {
+            if convert::registration_usable(&m) {
+                lock(&health).registration.registered(m.fre_rms, m.predicted_tre_lesion, m.marker_ids_used.len());
+            } else {
+                lock(&health).registration.refused(m.status_message.clone());
+            }
             let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
             if *last != m.status_message {
                 tracing::info!(node = NAME, status = m.status, "{}", m.status_message);
@@ -196,14 +204,20 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     }
     let (updates_tx, mut updates) = tokio::sync::mpsc::unbounded_channel::<Update>();
     {
-        let state = state.clone();
+        let (state, health) = (state.clone(), health.clone());
         let (mut gate, cx2) = (SampleGate::new(NAME, cfg.sample_checks.clone()), cx.clone());
         crate::replay::register(NAME);
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
                 let header_stamp = convert::time_to_ns(&m.header.stamp);
                 // A refused sample never enters the window the registration averages.
-                let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else {
+                let (raw, now) = (convert::sample_from_msg(&m), cx2.now_ns());
+                let checked = gate.check(&raw, now);
+                match &checked {
+                    Ok(_) => lock(&health).inputs.record(now, raw.stamp_ns, &crate::diagnostics::visible_ids(&raw)),
+                    Err(_) => lock(&health).inputs.refused(now),
+                }
+                let Ok(checked) = checked else {
                     crate::replay::note_taken(NAME, header_stamp);
                     continue;
                 };

@@ -11,6 +11,7 @@ use needle_nav_core::classification::{LogisticModel, MarkerClass, MotionMode};
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, VIZ_MARKER_CLASSES};
 use needle_nav_nodes::config::ClassificationMethod;
 use needle_nav_nodes::config::MarkerClassifierConfig;
+use needle_nav_nodes::diagnostics::ClassifierHealth;
 use needle_nav_nodes::marker_classifier::{Classified, MarkerClassifierMachine};
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         _ => None,
     };
     let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
+    let health = Arc::new(Mutex::new(ClassifierHealth::new(&cfg.diagnostics, &cx.name, cx.now_ns())));
+    crate::diagnostics::start(node, cx, health.clone())?;
     let machine = Arc::new(Mutex::new(MarkerClassifierMachine::new(cfg, model)));
     {
         let machine = machine.clone();
@@ -54,7 +57,13 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         while let Some(m) = samples.next().await {
             crate::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
             // A refused sample leaves the windows untouched.
-            let Ok(checked) = gate.check(&convert::sample_from_msg(&m), cx2.now_ns()) else { continue };
+            let (raw, now) = (convert::sample_from_msg(&m), cx2.now_ns());
+            let checked = gate.check(&raw, now);
+            match &checked {
+                Ok(_) => lock(&health).inputs.record(now, raw.stamp_ns, &crate::diagnostics::visible_ids(&raw)),
+                Err(_) => lock(&health).inputs.refused(now),
+            }
+            let Ok(checked) = checked else { continue };
             // Classified once per period of tracker time, on a fixed grid (same instants live and in replay).
             let Some(Classified { results, changed }) = lock(&machine).on_sample(&checked) else { continue };
             let sample = checked.sample;
@@ -75,6 +84,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             if !changed {
                 continue;
             }
+            let count = |class| results.iter().filter(|r| r.class == Some(class)).count();
+            lock(&health).classified(count(MarkerClass::Registration), count(MarkerClass::Correction));
             let cfg = lock(&machine).config().clone();
             let mut out = msg::MarkerClassification {
                 header: convert::header(

@@ -1,15 +1,17 @@
 //! marker_tracker: publishes tracked marker positions at the configured rate.
 
-use super::{config, log_publish_error, publisher};
+use super::{config, lock, log_publish_error, publisher};
 use crate::context::{NodeContext, NodeError};
 use crate::convert;
 use crate::msg;
 use needle_nav_core::interfaces::{GROUND_TRUTH, MARKERS, VIZ_MARKERS};
 use needle_nav_nodes::config::{MarkerTrackerConfig, TrackerSource};
+use needle_nav_nodes::diagnostics::TrackerHealth;
 use needle_nav_sim::breathing::BreathingSignal;
 use needle_nav_sim::phantom::{Phantom, PhantomConfig};
 use needle_nav_sim::tracker_sim::SimulatedTracker;
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const NAME: &str = "marker_tracker";
@@ -47,6 +49,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let mut sim = SimulatedTracker::new(phantom, signal, cfg.tracker_sim());
     let latency_ns = (cfg.latency_s * 1e9) as i64;
     let task_cx = cx.clone();
+    let health = Arc::new(Mutex::new(TrackerHealth::new(&cfg.diagnostics, cfg.rate_hz, &cx.name, cx.now_ns())));
+    crate::diagnostics::start(node, cx, health.clone())?;
     cx.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.rate_hz));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -58,6 +62,10 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             let stamp_ns = task_cx.now_ns() - latency_ns;
             let (sample, truth) = sim.sample(start.elapsed().as_secs_f64() - cfg.latency_s, stamp_ns);
             let result = markers_pub.publish(&convert::sample_msg(&sample, &cfg.frame_id));
+            if result.is_ok() {
+                let ids = crate::diagnostics::visible_ids(&sample);
+                lock(&health).output.record(task_cx.now_ns(), sample.stamp_ns, &ids);
+            }
             log_publish_error(NAME, MARKERS.name, result, &mut publish_failed);
             if let Some(p) = &truth_pub {
                 let _ = p.publish(&convert::ground_truth_msg(&truth, &cfg.frame_id));

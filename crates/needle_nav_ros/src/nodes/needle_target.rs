@@ -14,6 +14,7 @@ use needle_nav_core::guidance::{RegisteredPlan, SavedBreathingState, Target};
 use needle_nav_core::interfaces::{frames, CLASSIFICATION, MARKERS, REGISTRATION, TARGET, TARGET_POSE, TF, VIZ_TARGET};
 use needle_nav_core::target_gate::InvalidReason;
 use needle_nav_nodes::config::NeedleTargetConfig;
+use needle_nav_nodes::diagnostics::{BaselineState, TargetHealth};
 use needle_nav_nodes::needle_target::{
     BaselineFile, Level, NeedleTargetEvent, NeedleTargetMachine, StateFile, TargetRegistration,
 };
@@ -265,6 +266,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             }
         });
     }
+    let health = Arc::new(Mutex::new(TargetHealth::new(&cfg.diagnostics, cfg.tracker_rate_hz, &cx.name, cx.now_ns())));
+    crate::diagnostics::start(node, cx, health.clone())?;
 
     // Samples are answered once the planning case is loaded (or failed to load): a target computer
     // built before would be rebuilt, and its baseline restarted, when the case arrives.
@@ -295,10 +298,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
 
     let publish = {
         let (target_pub, last_reason, cfg) = (target_pub.clone(), last_reason.clone(), cfg.clone());
+        let health = health.clone();
         move |now_ns: i64,
               source: r2r::builtin_interfaces::msg::Time,
               source_ns: i64,
               t: Result<Target, InvalidReason>| {
+            lock(&health).target(now_ns, t.as_ref().map(|_| ()));
             let m = target_msg(&cfg, now_ns, &source, &t);
             {
                 // Log when the reason changes kind, at most once a second (dropouts flip it at tracker rate).
@@ -336,6 +341,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
 
     {
         let (state, cfg, publish, cx2) = (state.clone(), cfg.clone(), publish.clone(), cx.clone());
+        let health = health.clone();
         let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
         crate::replay::register(NAME);
         cx.spawn(async move {
@@ -351,7 +357,19 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     if accepted {
                         s.newest_source_stamp = m.header.stamp.clone();
                     }
-                    s.machine.on_sample(checked, raw.stamp_ns, now)
+                    let out = s.machine.on_sample(checked, raw.stamp_ns, now);
+                    let baseline = match s.machine.computer() {
+                        None => BaselineState::NotStarted,
+                        Some(c) if c.baseline().is_some() => BaselineState::Recorded,
+                        Some(_) => BaselineState::Recording,
+                    };
+                    let mut h = lock(&health);
+                    match accepted {
+                        true => h.inputs.record(now, raw.stamp_ns, &crate::diagnostics::visible_ids(&raw)),
+                        false => h.inputs.refused(now),
+                    }
+                    h.baseline(baseline);
+                    out
                 };
                 out.events.iter().for_each(log_event);
                 if let Some(b) = out.save_baseline {

@@ -3,7 +3,7 @@
 //! (latched). The service client handles absence, timeouts and errors; every outcome is a
 //! plan message with its status.
 
-use super::{config, publisher};
+use super::{config, lock, publisher};
 use crate::context::{NodeContext, NodeError, RosContext};
 use crate::convert;
 use crate::msg;
@@ -11,9 +11,11 @@ use crate::qos;
 use crate::srv::SegmentVessels;
 use needle_nav_core::interfaces::{PLAN, SEGMENT_VESSELS, VIZ_PLAN};
 use needle_nav_nodes::config::TrajectoryPlannerConfig;
+use needle_nav_nodes::diagnostics::PlannerHealth;
 use needle_nav_planning::plan_files::{plan_from_files, planner_options, planning_input, DISPLAY_CELL_MM};
 use needle_nav_planning::{Layer, LayerSummary, PathTerms, PlanError};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const NAME: &str = "trajectory_planner";
@@ -39,8 +41,16 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             ..Default::default()
         }
     };
+    let health = Arc::new(Mutex::new(PlannerHealth::new(&cfg.diagnostics, &cx.name)));
+    crate::diagnostics::start(node, cx, health.clone())?;
     let publish = move |p: msg::NeedlePlan| {
         tracing::info!(node = NAME, status = p.status, "plan: {}", p.status_message);
+        let now = convert::time_to_ns(&p.header.stamp);
+        match p.status {
+            s if s == msg::NeedlePlan::STATUS_PENDING as u8 => lock(&health).started(now),
+            s if s == msg::NeedlePlan::STATUS_OK as u8 => lock(&health).finished(now, Ok(())),
+            _ => lock(&health).finished(now, Err(p.status_message.clone())),
+        }
         if let Err(e) = plan_pub.publish(&p) {
             tracing::warn!(node = NAME, "publish failed: {e}");
         }

@@ -2,17 +2,19 @@
 //! worker thread (one request at a time, later ones queued or refused as configured); this
 //! node converts requests and outcomes. Every request gets a response, errors included.
 
-use super::config;
+use super::{config, lock};
 use crate::context::{NodeContext, NodeError, RosContext};
 use crate::qos;
 use crate::srv::SegmentVessels;
 use futures::StreamExt;
 use needle_nav_core::interfaces::SEGMENT_VESSELS;
 use needle_nav_nodes::config::VesselSegmentationConfig;
+use needle_nav_nodes::diagnostics::{ModelState, SegmentationHealth};
 use needle_nav_segmentation::pipeline::{default_model_path, SegmentationResult};
 use needle_nav_segmentation::service::{Outcome, SegmentRequest, SegmentationService, ServiceLimits};
 use needle_nav_segmentation::{OnnxVesselModel, VesselSegmenter};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 const NAME: &str = "vessel_segmentation";
 
@@ -32,8 +34,22 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     tracing::info!(node = NAME, model = %model_path.display(), "loading the vessel model");
     // A running segmentation ends once the service is dropped and its job is done: the process waits for it.
     cx.wait_before_exit("a vessel segmentation", needle_nav_segmentation::service::wait_for_workers);
+    let shown_path = model_path.display().to_string();
+    let health = Arc::new(Mutex::new(SegmentationHealth::new(
+        &cfg.diagnostics,
+        ModelState::Loading { path: shown_path.clone() },
+        &cx.name,
+    )));
+    crate::diagnostics::start(node, cx, health.clone())?;
+    let loader_health = health.clone();
     let service = SegmentationService::start(limits, move || {
-        OnnxVesselModel::load(&model_path, threads).map(VesselSegmenter::new).map_err(|e| e.to_string())
+        let loaded = OnnxVesselModel::load(&model_path, threads).map(VesselSegmenter::new).map_err(|e| e.to_string());
+        let state = match &loaded {
+            Ok(_) => ModelState::Loaded { path: shown_path },
+            Err(reason) => ModelState::Unavailable { path: shown_path, reason: reason.clone() },
+        };
+        lock(&loader_health).model(state);
+        loaded
     });
     let mut requests = node
         .create_service::<SegmentVessels::Service>(SEGMENT_VESSELS.name, qos::profile(SEGMENT_VESSELS.qos))
@@ -59,15 +75,19 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             tracing::info!(node = NAME, input = %request.input_path, pending = service.pending(), "request");
             match service.submit(request) {
                 Err(refusal) => {
+                    lock(&health).refused();
                     let response = SegmentVessels::Response { message: refusal.to_string(), ..Default::default() };
                     tracing::warn!(node = NAME, "refused: {}", response.message);
                     respond(req, response);
                 }
                 Ok(outcome) => {
+                    lock(&health).accepted();
+                    let health = health.clone();
                     // Answer when the worker is done, without holding up later requests.
                     tokio::spawn(async move {
                         let outcome: Outcome =
                             outcome.await.unwrap_or_else(|_| Err("the segmentation worker stopped".into()));
+                        lock(&health).answered(outcome.is_ok());
                         respond(req, to_response(outcome));
                     });
                 }
