@@ -28,6 +28,9 @@ class Lifecycle:
         peer.create_subscription(TransitionEvent, f"/{node}/transition_event", self.events.append, 10)
         for c in (self.change, self.get, self.states, self.transitions, self.graph):
             assert c.wait_for_service(timeout_sec=20), f"{c.srv_name} not served"
+        # transition_event is volatile: events sent before the two ends matched are lost.
+        wait_until(lambda: peer.count_publishers(f"/{node}/transition_event") > 0, 20, peer, "transition_event")
+        deadline_spin(peer, 1.0)
 
     def call(self, client, request, timeout=30):
         future = client.call_async(request)
