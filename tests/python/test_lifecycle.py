@@ -28,6 +28,9 @@ class Lifecycle:
         peer.create_subscription(TransitionEvent, f"/{node}/transition_event", self.events.append, 10)
         for c in (self.change, self.get, self.states, self.transitions, self.graph):
             assert c.wait_for_service(timeout_sec=20), f"{c.srv_name} not served"
+        # transition_event is volatile: events sent before the two ends matched are lost.
+        wait_until(lambda: peer.count_publishers(f"/{node}/transition_event") > 0, 20, peer, "transition_event")
+        deadline_spin(peer, 1.0)
 
     def call(self, client, request, timeout=30):
         future = client.call_async(request)
@@ -209,3 +212,19 @@ def test_vessel_segmentation_refuses_requests_until_active(processes, peer, tmp_
     assert r.success is False and "does not exist" in r.message, r.message
     assert lc.set("deactivate")
     assert "not active" in call().message
+
+
+def test_a_client_that_goes_away_does_not_harm_the_node(processes, peer):
+    import rclpy
+    p = processes.start("needle_target", "--ros-args", "-p", "autostart:=false")
+    lc = Lifecycle(peer, "needle_target")
+    # Another client asks for configure and vanishes before the answer.
+    gone = rclpy.create_node("lifecycle_client_that_leaves")
+    client = gone.create_client(ChangeState, "/needle_target/change_state")
+    assert client.wait_for_service(timeout_sec=20)
+    client.call_async(ChangeState.Request(transition=Transition(label="configure")))
+    rclpy.spin_once(gone, timeout_sec=0.01)
+    gone.destroy_node()
+    wait_until(lambda: lc.state()[0] == INACTIVE, 20, peer, "the configure of the vanished client")
+    assert p.poll() is None, "the node died"
+    assert lc.set("activate") and lc.state()[0] == ACTIVE

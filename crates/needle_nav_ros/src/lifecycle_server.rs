@@ -157,6 +157,13 @@ pub(crate) struct LifecycleServer {
     name: &'static str,
 }
 
+/// The state once no transition runs, waited for off the async workers (a configure may take a
+/// while, and the runtime has only two workers).
+async fn state_when_free(inner: &Arc<Mutex<(LifecycleMachine, Managed)>>) -> State {
+    let inner = inner.clone();
+    tokio::task::spawn_blocking(move || lock(&inner).0.state()).await.unwrap_or(State::Unknown)
+}
+
 fn state_msg(s: State) -> lmsg::State {
     lmsg::State { id: s.id(), label: s.label().into() }
 }
@@ -231,7 +238,7 @@ impl LifecycleServer {
             let server = server.clone();
             base.spawn(async move {
                 while let Some(req) = get_state.next().await {
-                    let current_state = state_msg(server.state());
+                    let current_state = state_msg(state_when_free(&server.inner).await);
                     if let Err(e) = req.respond(lsrv::GetState::Response { current_state }) {
                         respond_failed("get_state", e);
                     }
@@ -251,7 +258,7 @@ impl LifecycleServer {
             base.spawn(async move {
                 while let Some(req) = transitions.next().await {
                     let available_transitions =
-                        valid_transitions(server.state()).into_iter().map(description).collect();
+                        valid_transitions(state_when_free(&server.inner).await).into_iter().map(description).collect();
                     if let Err(e) = req.respond(lsrv::GetAvailableTransitions::Response { available_transitions }) {
                         respond_failed("get_available_transitions", e);
                     }
@@ -267,10 +274,6 @@ impl LifecycleServer {
             }
         });
         Ok((server, shared))
-    }
-
-    pub(crate) fn state(&self) -> State {
-        lock(&self.inner).0.state()
     }
 
     /// Runs a requested transition; true when it succeeded (ChangeState's `success`).
