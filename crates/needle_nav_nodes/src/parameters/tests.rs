@@ -253,3 +253,67 @@ fn a_config_key_without_a_spec_is_an_error() {
     let e = ParameterStore::new("needle_target", NeedleTargetConfig::default(), &specs, &[]).unwrap_err();
     assert_eq!(e, StoreError::Undeclared { node: "needle_target".into(), key: "gate_surrogate".into() });
 }
+
+/// A valid new value for a dynamic parameter: half-way from the default to the range's top.
+fn changed(spec: &ParameterSpec, v: &ParameterValue) -> ParameterValue {
+    match (spec.range, v) {
+        (Range::Float { max, .. }, ParameterValue::Double(x)) => ParameterValue::Double((x + (x * 2.0).min(max)) / 2.0),
+        (Range::Integer { max, .. }, ParameterValue::Integer(x)) => ParameterValue::Integer((x + 1).min(max)),
+        (r, v) => panic!("{}: no new value for {v:?} in {r:?}", spec.name),
+    }
+}
+
+/// Sets every dynamic parameter of a node through its store, applies the result to the node's
+/// machine and checks that the machine now holds exactly the store's configuration: a dynamic
+/// parameter the machine does not take on would show as a difference.
+fn every_dynamic_parameter_reaches<T, M>(
+    kind: NodeKind,
+    config: T,
+    mut machine: M,
+    apply: impl Fn(&mut M, &T),
+    held: impl Fn(&M) -> T,
+) where
+    T: serde::Serialize + serde::de::DeserializeOwned + crate::config::Validate + Clone + PartialEq + std::fmt::Debug,
+{
+    let specs = node_parameter_specs(kind);
+    let mut store = ParameterStore::new(kind.name(), config, &specs, &[]).unwrap();
+    let changes: Vec<(String, ParameterValue)> = specs
+        .iter()
+        .filter(|s| s.mutability == Mutability::Dynamic)
+        .map(|s| (s.name.to_string(), changed(s, store.get(s.name).unwrap())))
+        .collect();
+    assert!(!changes.is_empty());
+    let applied = store.set_atomically(changes.clone()).unwrap();
+    assert_eq!(applied.changed.len(), changes.len());
+    apply(&mut machine, &applied.config);
+    assert_eq!(held(&machine), applied.config, "{}", kind.name());
+}
+
+#[test]
+fn every_dynamic_parameter_reaches_the_running_machine() {
+    use crate::{lesion_registration::*, marker_classifier::*, needle_target::*};
+    let c = NeedleTargetConfig::default();
+    every_dynamic_parameter_reaches(
+        NodeKind::NeedleTarget,
+        c.clone(),
+        NeedleTargetMachine::new(c, BaselineFile::Off, StateFile::Off),
+        NeedleTargetMachine::apply_dynamic,
+        |m| m.config().clone(),
+    );
+    let c = LesionRegistrationConfig::default();
+    every_dynamic_parameter_reaches(
+        NodeKind::LesionRegistration,
+        c.clone(),
+        LesionRegistrationMachine::new(c, "tracker"),
+        LesionRegistrationMachine::apply_dynamic,
+        |m| m.config().clone(),
+    );
+    let c = MarkerClassifierConfig::default();
+    every_dynamic_parameter_reaches(
+        NodeKind::MarkerClassifier,
+        c.clone(),
+        MarkerClassifierMachine::new(c, None),
+        MarkerClassifierMachine::apply_dynamic,
+        |m| m.config().clone(),
+    );
+}
