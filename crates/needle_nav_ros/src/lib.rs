@@ -5,6 +5,7 @@ pub mod context;
 pub mod convert;
 pub mod monitor;
 pub mod nodes;
+pub mod parameter_server;
 pub mod params;
 pub mod qos;
 pub mod replay;

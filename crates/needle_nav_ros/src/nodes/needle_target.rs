@@ -217,7 +217,7 @@ struct Shell {
 }
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    let cfg: NeedleTargetConfig = config(node, NAME)?;
+    let (cfg, mut parameters): (NeedleTargetConfig, _) = config(node, cx, NAME)?;
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
     let mut classifications = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
@@ -313,6 +313,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         cx.spawn(async move {
             let _ = case_loaded.wait_for(|loaded| *loaded).await;
             while let Some(m) = samples.next().await {
+                // Parameters set since the last sample: tolerance, gates and checks from this one on.
+                if let Some(new) = parameters.take() {
+                    gate.set_checks(new.sample_checks.clone());
+                    lock(&state).machine.apply_dynamic(&new);
+                }
                 crate::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
                 let raw = convert::sample_from_msg(&m);
                 let now = cx2.now_ns();
