@@ -14,8 +14,8 @@ use futures::StreamExt;
 use needle_nav_core::interfaces::NodeKind;
 use needle_nav_nodes::config::Validate;
 use needle_nav_nodes::parameters::{
-    node_parameter_specs, Mutability, ParameterSpec, ParameterStore, ParameterType, ParameterValue, Range,
-    SetRefused, STANDARD_PARAMETERS,
+    node_parameter_specs, Mutability, ParameterSpec, ParameterStore, ParameterType, ParameterValue, Range, SetRefused,
+    STANDARD_PARAMETERS,
 };
 use r2r::rcl_interfaces::msg as rcl;
 use r2r::rcl_interfaces::srv;
@@ -158,7 +158,12 @@ fn changes(parameters: Vec<rcl::Parameter>) -> Result<Vec<(String, ParameterValu
 }
 
 /// Answers a request; a client that went away before its answer is only logged.
-fn respond<S: r2r::WrappedServiceTypeSupport + 'static>(node: &str, what: &str, req: r2r::ServiceRequest<S>, resp: S::Response) {
+fn respond<S: r2r::WrappedServiceTypeSupport + 'static>(
+    node: &str,
+    what: &str,
+    req: r2r::ServiceRequest<S>,
+    resp: S::Response,
+) {
     if let Err(e) = req.respond(resp) {
         tracing::debug!(node, "{what}: the client left before its answer ({e})");
     }
@@ -232,15 +237,21 @@ where
     let service = |what: &str| format!("{name}/{what}");
     let qos = r2r::QosProfile::parameters;
 
-    let mut list = node.create_service::<srv::ListParameters::Service>(&service("list_parameters"), qos()).ros("cannot serve list_parameters")?;
+    let mut list = node
+        .create_service::<srv::ListParameters::Service>(&service("list_parameters"), qos())
+        .ros("cannot serve list_parameters")?;
     let mut describe = node
         .create_service::<srv::DescribeParameters::Service>(&service("describe_parameters"), qos())
         .ros("cannot serve describe_parameters")?;
-    let mut get = node.create_service::<srv::GetParameters::Service>(&service("get_parameters"), qos()).ros("cannot serve get_parameters")?;
+    let mut get = node
+        .create_service::<srv::GetParameters::Service>(&service("get_parameters"), qos())
+        .ros("cannot serve get_parameters")?;
     let mut types = node
         .create_service::<srv::GetParameterTypes::Service>(&service("get_parameter_types"), qos())
         .ros("cannot serve get_parameter_types")?;
-    let mut set = node.create_service::<srv::SetParameters::Service>(&service("set_parameters"), qos()).ros("cannot serve set_parameters")?;
+    let mut set = node
+        .create_service::<srv::SetParameters::Service>(&service("set_parameters"), qos())
+        .ros("cannot serve set_parameters")?;
     let mut set_atomically = node
         .create_service::<srv::SetParametersAtomically::Service>(&service("set_parameters_atomically"), qos())
         .ros("cannot serve set_parameters_atomically")?;
@@ -344,7 +355,12 @@ where
                     Err(e)
                 }
             };
-            respond(&s.node, "set_parameters_atomically", req, srv::SetParametersAtomically::Response { result: result(r) });
+            respond(
+                &s.node,
+                "set_parameters_atomically",
+                req,
+                srv::SetParametersAtomically::Response { result: result(r) },
+            );
         }
     });
     Ok(ConfigUpdates(updates_rx))

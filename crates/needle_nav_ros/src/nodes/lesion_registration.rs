@@ -259,7 +259,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             }
             let case = lock(&state).case.clone();
             let Some(case) = case else { continue }; // the loader is gone
-            // The machine's configuration: with the limits set at run time.
+                                                     // The machine's configuration: with the limits set at run time.
             let cfg = lock(&state).machine.config().clone();
             let update = run_update(&cfg, &case, inputs);
             let frame = update.frame_id;
