@@ -284,3 +284,32 @@ def test_a_set_takes_effect_on_the_next_sample(stack, client_node):
                    "samples taken again")
     finally:
         client_node.destroy_subscription(sub)
+
+
+def test_a_single_node_executable_declares_its_command_line_values(ros, client_node):
+    """`needle_target` on its own, in a namespace, with a value and use_sim_time from the command
+    line: the services live under the node's namespaced name and show what it was started with."""
+    procs = Processes()
+    try:
+        p = procs.start("needle_target", "--ros-args", "-r", "__ns:=/solo", "-p", "deviation_tolerance_m:=0.004",
+                        "-p", "use_sim_time:=true")
+        c = Client(client_node, "solo/needle_target")
+        assert c.get("deviation_tolerance_m", "use_sim_time", "gate_surrogate") == [0.004, True, 0.15]
+        (sim_time,) = c.describe("use_sim_time")
+        assert sim_time.read_only
+        (r,) = c.set(use_sim_time=False)
+        assert not r.successful and "read-only" in r.reason
+        assert p.poll() is None
+    finally:
+        procs.stop_all()
+
+
+def test_clients_that_leave_before_their_answer_do_not_stop_the_node(stack, client_node):
+    for _ in range(20):
+        client = client_node.create_client(GetParameters, "/needle_target/get_parameters")
+        wait_until(lambda: client.service_is_ready(), PATIENCE_S, client_node, "get_parameters")
+        client.call_async(GetParameters.Request(names=["deviation_tolerance_m"]))
+        client_node.destroy_client(client)
+    time.sleep(0.5)
+    assert stack.poll() is None
+    assert Client(client_node, "needle_target").get("gate_surrogate") == [0.15]

@@ -15,7 +15,7 @@ use needle_nav_core::interfaces::NodeKind;
 use needle_nav_nodes::config::Validate;
 use needle_nav_nodes::parameters::{
     node_parameter_specs, Mutability, ParameterSpec, ParameterStore, ParameterType, ParameterValue, Range, SetRefused,
-    STANDARD_PARAMETERS,
+    StandardParameter, STANDARD_PARAMETERS,
 };
 use r2r::rcl_interfaces::msg as rcl;
 use r2r::rcl_interfaces::srv;
@@ -96,16 +96,21 @@ fn from_msg(m: rcl::ParameterValue) -> Option<ParameterValue> {
     })
 }
 
-/// A runtime-owned parameter's value as rcl parsed it from the command line (else `false`: the
-/// standard parameters are flags).
-fn standard_value(node: &r2r::Node, spec: &ParameterSpec) -> ParameterValue {
+/// A runtime-owned parameter's value as rcl parsed it from the command line, else its default
+/// (also when the command line gave it another type: the runtime reads it as that default's type).
+fn standard_value(node: &r2r::Node, standard: &StandardParameter) -> ParameterValue {
     let params = lock(&node.params);
-    match params.get(spec.name).map(|p| &p.value) {
+    let given = match params.get(standard.spec.name).map(|p| &p.value) {
         Some(r2r::ParameterValue::Bool(b)) => ParameterValue::Bool(*b),
         Some(r2r::ParameterValue::Integer(i)) => ParameterValue::Integer(*i),
         Some(r2r::ParameterValue::Double(d)) => ParameterValue::Double(*d),
         Some(r2r::ParameterValue::String(s)) => ParameterValue::String(s.clone()),
-        _ => ParameterValue::Bool(false),
+        _ => return standard.default.clone(),
+    };
+    if given.kind() == standard.default.kind() {
+        given
+    } else {
+        standard.default.clone()
     }
 }
 
@@ -226,7 +231,7 @@ where
 {
     let name = kind.name();
     let standard: Vec<(ParameterSpec, ParameterValue)> =
-        STANDARD_PARAMETERS.iter().map(|s| (s.clone(), standard_value(node, s))).collect();
+        STANDARD_PARAMETERS.iter().map(|s| (s.spec.clone(), standard_value(node, s))).collect();
     let store = ParameterStore::new(name, config.clone(), &node_parameter_specs(kind), &standard)
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
     let (updates_tx, updates_rx) = watch::channel(config);

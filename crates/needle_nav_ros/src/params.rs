@@ -27,7 +27,7 @@ pub fn overrides(node: &r2r::Node) -> Overrides {
     let params = node.params.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     params
         .iter()
-        .filter(|(k, _)| !STANDARD_PARAMETERS.iter().any(|s| s.name == k.as_str()))
+        .filter(|(k, _)| !STANDARD_PARAMETERS.iter().any(|s| s.spec.name == k.as_str()))
         .filter_map(|(k, p)| to_yaml(&p.value).map(|v| (k.clone(), v)))
         .collect()
 }

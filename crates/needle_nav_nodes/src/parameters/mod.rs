@@ -12,7 +12,7 @@ mod value;
 
 pub use spec::{Mutability, ParameterSpec, Range};
 pub use store::{config_keys, Applied, Listing, ParameterStore, SetRefused, StoreError};
-pub use tables::{config_specs, STANDARD_PARAMETERS};
+pub use tables::{config_specs, StandardParameter, STANDARD_PARAMETERS};
 pub use value::{ParameterType, ParameterValue};
 
 use needle_nav_core::interfaces::NodeKind;

@@ -5,6 +5,7 @@
 //! next sample without restarting anything (thresholds, gates, tolerances, sample checks).
 
 use super::spec::{Mutability, ParameterSpec, Range};
+use super::value::ParameterValue;
 use needle_nav_core::interfaces::NodeKind;
 
 use Mutability::{Dynamic, ReadOnly};
@@ -586,14 +587,25 @@ pub fn config_specs(kind: NodeKind) -> Vec<ParameterSpec> {
     specs
 }
 
-/// Parameters every node has that the runtime owns, not the node's configuration: their values
-/// come from the command line (`--ros-args -p use_sim_time:=true`) and are read once at start.
-/// Extend this list for further runtime-owned parameters (e.g. a lifecycle `autostart`).
-pub const STANDARD_PARAMETERS: &[ParameterSpec] = &[p(
-    "use_sim_time",
-    "the node's ROS clock follows /clock (bag replay); read at start: restart the node with -p use_sim_time:=true to change it",
-    "",
-    NONE,
-    ReadOnly,
-    "",
-)];
+/// A parameter every node has that the runtime owns, not the node's configuration: its value comes
+/// from the command line (`--ros-args -p use_sim_time:=true`), else `default`, and is read once at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandardParameter {
+    pub spec: ParameterSpec,
+    pub default: ParameterValue,
+}
+
+/// The runtime-owned parameters; extend this list for further ones (e.g. a lifecycle `autostart`).
+/// The shell declares them read-only with the value given at start, and leaves them out of the
+/// node's configuration.
+pub const STANDARD_PARAMETERS: &[StandardParameter] = &[StandardParameter {
+    spec: p(
+        "use_sim_time",
+        "the node's ROS clock follows /clock (bag replay); read at start: restart the node with -p use_sim_time:=true to change it",
+        "",
+        NONE,
+        ReadOnly,
+        "",
+    ),
+    default: ParameterValue::Bool(false),
+}];

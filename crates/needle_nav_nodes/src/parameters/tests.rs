@@ -112,7 +112,7 @@ fn values_just_outside_a_range_are_refused_at_start_too() {
 }
 
 fn needle_target() -> ParameterStore<NeedleTargetConfig> {
-    let standard = [(STANDARD_PARAMETERS[0].clone(), ParameterValue::Bool(false))];
+    let standard = [(STANDARD_PARAMETERS[0].spec.clone(), ParameterValue::Bool(false))];
     ParameterStore::new(
         "needle_target",
         NeedleTargetConfig::default(),
