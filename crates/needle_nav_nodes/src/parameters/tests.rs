@@ -277,7 +277,9 @@ fn every_dynamic_parameter_reaches<T, M>(
 {
     let specs = node_parameter_specs(kind);
     let mut store = ParameterStore::new(kind.name(), config, &specs, &[]).unwrap();
-    let changes: Vec<(String, ParameterValue)> = specs
+    // The configuration's own run-time parameters; diagnostics thresholds reach the diagnostics
+    // code through the node's configuration updates, not the machine.
+    let changes: Vec<(String, ParameterValue)> = config_specs(kind)
         .iter()
         .filter(|s| s.mutability == Mutability::Dynamic)
         .map(|s| (s.name.to_string(), changed(s, store.get(s.name).unwrap())))
