@@ -363,11 +363,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     }
     {
         // Watchdog: when samples stop, say so at least every staleness period.
-        let (cfg, cx2) = (cfg.clone(), cx.clone());
+        let cx2 = cx.clone();
         cx.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(cfg.stale_after_s().max(0.01)));
             loop {
-                tick.tick().await;
+                // The staleness period in force: stale_after_periods may be set while the node runs.
+                let period = lock(&state).machine.config().stale_after_s().max(0.01);
+                tokio::time::sleep(Duration::from_secs_f64(period)).await;
                 let now = cx2.now_ns();
                 let (reason, source) = {
                     let s = lock(&state);
