@@ -496,6 +496,13 @@ impl WindowClassifier {
         &self.config
     }
 
+    /// Classifies under `config` from the next sample on, keeping the marker histories and their
+    /// classes (thresholds changed at run time; the window length and method are the caller's to
+    /// keep, as the histories were gathered for them).
+    pub fn set_config(&mut self, config: MarkerClassifierConfig) {
+        self.config = config;
+    }
+
     /// Adds one observation of a marker (only usable positions should be given).
     pub fn push(&mut self, id: u32, stamp_ns: i64, position: Point3<f64>) {
         let window_ns = (self.config.window_s * 1e9) as i64;

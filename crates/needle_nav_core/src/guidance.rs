@@ -539,6 +539,18 @@ impl TargetComputer {
         }
     }
 
+    /// New validity gates from the next sample on (a parameter set at run time): the deviation
+    /// allowed from the baseline and, without a correlation model, the surrogate gate. The
+    /// baseline, model and prediction state are kept.
+    pub fn set_gates(&mut self, deviation_tolerance_m: f64, gate_surrogate: f64) {
+        self.config.deviation_tolerance_m = deviation_tolerance_m;
+        self.config.gate_surrogate = gate_surrogate;
+    }
+
+    pub fn config(&self) -> &TargetConfig {
+        &self.config
+    }
+
     /// Carries the breathing state of a computer for the same correction markers over to this one
     /// (a new registration): its baseline, and the prediction and rate history, which live in the
     /// tracker frame and do not depend on the registration.

@@ -128,6 +128,12 @@ impl SampleValidator {
         &self.checks
     }
 
+    /// New limits from the next sample on (a parameter set at run time); the markers' last
+    /// accepted positions are kept, so a running node does not restart its jump checks.
+    pub fn set_checks(&mut self, checks: SampleChecks) {
+        self.checks = checks;
+    }
+
     /// Checks `sample`; `now_ns` is the node's clock (`None` or <= 0: unknown, e.g. simulated
     /// time before the first /clock message, and the clock check is skipped).
     pub fn check(&mut self, sample: &TrackerSample, now_ns: Option<i64>) -> Result<CheckedSample, SampleRejection> {

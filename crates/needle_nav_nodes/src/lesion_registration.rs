@@ -90,6 +90,19 @@ impl LesionRegistrationMachine {
         &self.cfg
     }
 
+    /// Takes the run-time parameters of `new` (validated by the caller): the registration's
+    /// acceptance limits and the sample checks, used from the next update on. The rest of `new`
+    /// is ignored: those parameters are read-only while the node runs.
+    pub fn apply_dynamic(&mut self, new: &LesionRegistrationConfig) {
+        self.cfg.min_markers = new.min_markers;
+        self.cfg.max_outliers = new.max_outliers;
+        self.cfg.max_fre_m = new.max_fre_m;
+        self.cfg.fle_rms_m = new.fle_rms_m;
+        self.cfg.min_spread_ratio = new.min_spread_ratio;
+        self.cfg.correspondence_tolerance_m = new.correspondence_tolerance_m;
+        self.cfg.sample_checks = new.sample_checks.clone();
+    }
+
     /// Updates run only where a planning case is configured.
     pub fn updates_run(&self) -> bool {
         !self.cfg.ct_case_dir.trim().is_empty()

@@ -45,6 +45,21 @@ impl MarkerClassifierMachine {
         self.classifier.config()
     }
 
+    /// Takes the run-time parameters of `new` (validated by the caller): the class thresholds,
+    /// the window fill, the motion-mode similarity and the sample checks, from the next
+    /// classification on; the marker histories are kept. The rest of `new` is ignored: those
+    /// parameters are read-only while the node runs.
+    pub fn apply_dynamic(&mut self, new: &MarkerClassifierConfig) {
+        let mut cfg = self.classifier.config().clone();
+        cfg.threshold_m = new.threshold_m;
+        cfg.hysteresis_m = new.hysteresis_m;
+        cfg.top_n = new.top_n;
+        cfg.min_window_fill = new.min_window_fill;
+        cfg.motion_modes.similarity_threshold = new.motion_modes.similarity_threshold;
+        cfg.sample_checks = new.sample_checks.clone();
+        self.classifier.set_config(cfg);
+    }
+
     /// A registration: `Some(rotation of image_to_tracker)` when it is usable, else none.
     pub fn on_registration(&mut self, image_to_tracker: Option<UnitQuaternion<f64>>) {
         // image_to_tracker rotates CT (patient) axes into the tracker frame; its inverse maps back.

@@ -221,6 +221,20 @@ impl NeedleTargetMachine {
         &self.cfg
     }
 
+    /// Takes the run-time parameters (`stale_after_periods`, `deviation_tolerance_m`,
+    /// `gate_surrogate`, `sample_checks`) of `new`, validated by the caller, from the next sample
+    /// or tick on; the running target computer keeps its baseline. The rest of `new` is ignored:
+    /// those parameters are read-only while the node runs.
+    pub fn apply_dynamic(&mut self, new: &NeedleTargetConfig) {
+        self.cfg.stale_after_periods = new.stale_after_periods;
+        self.cfg.deviation_tolerance_m = new.deviation_tolerance_m;
+        self.cfg.gate_surrogate = new.gate_surrogate;
+        self.cfg.sample_checks = new.sample_checks.clone();
+        if let Some(computer) = &mut self.computer {
+            computer.set_gates(new.deviation_tolerance_m, new.gate_surrogate);
+        }
+    }
+
     /// The planning case (with the 4-D CT's correlation model) arrived: the computer is rebuilt on
     /// the next sample; a baseline already recorded or resumed is kept.
     pub fn on_case(&mut self, case: PlanningCase) {
@@ -549,6 +563,29 @@ mod tests {
         // Stale after 5 periods of 1/32 s = 156.25 ms.
         assert_eq!(m.on_tick(newest + 156_000_000), None);
         assert!(matches!(m.on_tick(newest + 157_000_000), Some(InvalidReason::StaleData { .. })));
+    }
+
+    /// Parameters set at run time apply from the next tick and sample: 10 periods of 1/32 s
+    /// = 312.5 ms instead of 156.25 ms, and the running computer's gates change with them.
+    #[test]
+    fn run_time_parameters_apply_to_the_next_tick_and_the_running_computer() {
+        let mut m = ready(StateFile::Off);
+        feed(&mut m, 0..3);
+        let newest = 2 * DT_NS;
+        assert!(matches!(m.on_tick(newest + 157_000_000), Some(InvalidReason::StaleData { .. })));
+        let new = NeedleTargetConfig {
+            stale_after_periods: 10.0,
+            deviation_tolerance_m: 0.01,
+            gate_surrogate: 0.3,
+            frame_id: "ignored: read-only".into(),
+            ..cfg()
+        };
+        m.apply_dynamic(&new);
+        assert_eq!(m.on_tick(newest + 312_000_000), None);
+        assert!(matches!(m.on_tick(newest + 313_000_000), Some(InvalidReason::StaleData { .. })));
+        let computer = m.computer().expect("a computer after the first samples");
+        assert_eq!((computer.config().deviation_tolerance_m, computer.config().gate_surrogate), (0.01, 0.3));
+        assert_eq!(m.config().frame_id, cfg().frame_id);
     }
 
     #[test]

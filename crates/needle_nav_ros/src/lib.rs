@@ -7,6 +7,7 @@ pub mod lifecycle_server;
 pub mod diagnostics;
 pub mod monitor;
 pub mod nodes;
+pub mod parameter_server;
 pub mod params;
 pub mod qos;
 pub mod replay;

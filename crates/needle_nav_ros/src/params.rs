@@ -1,6 +1,7 @@
 //! ROS parameters (from `--ros-args --params-file F -p k:=v`) as configuration overrides.
 
 use needle_nav_nodes::config::{self, ConfigError, ConfigSource, Overrides, Validate};
+use needle_nav_nodes::parameters::STANDARD_PARAMETERS;
 use r2r::ParameterValue;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -20,15 +21,13 @@ fn to_yaml(v: &ParameterValue) -> Option<Value> {
     })
 }
 
-/// Parameters every ROS node has; the runtime handles them, they are not node configuration.
-const STANDARD_PARAMETERS: [&str; 2] = ["use_sim_time", AUTOSTART];
-
-/// The parameters rcl parsed for this node.
+/// The parameters rcl parsed for this node, less the runtime-owned ones every node has
+/// ([`STANDARD_PARAMETERS`]: `use_sim_time`...), which are not node configuration.
 pub fn overrides(node: &r2r::Node) -> Overrides {
     let params = node.params.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     params
         .iter()
-        .filter(|(k, _)| !STANDARD_PARAMETERS.contains(&k.as_str()))
+        .filter(|(k, _)| !STANDARD_PARAMETERS.iter().any(|s| s.spec.name == k.as_str()))
         .filter_map(|(k, p)| to_yaml(&p.value).map(|v| (k.clone(), v)))
         .collect()
 }

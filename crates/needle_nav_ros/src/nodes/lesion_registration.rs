@@ -113,7 +113,7 @@ fn registration_msg(
 }
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    let cfg: LesionRegistrationConfig = config(node, NAME)?;
+    let (cfg, mut parameters): (LesionRegistrationConfig, _) = config(node, cx, NAME)?;
     let mut classifications = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut plans = subscription::<msg::NeedlePlan>(node, PLAN)?;
@@ -209,6 +209,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         crate::replay::register(NAME);
         cx.spawn(async move {
             while let Some(m) = samples.next().await {
+                // Parameters set since the last sample: limits and checks from this one on.
+                if let Some(new) = parameters.take() {
+                    gate.set_checks(new.sample_checks.clone());
+                    lock(&state).machine.apply_dynamic(&new);
+                }
                 let header_stamp = convert::time_to_ns(&m.header.stamp);
                 // A refused sample never enters the window the registration averages.
                 let (raw, now) = (convert::sample_from_msg(&m), cx2.now_ns());
@@ -268,6 +273,8 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             }
             let case = lock(&state).case.clone();
             let Some(case) = case else { continue }; // the loader is gone
+                                                     // The machine's configuration: with the limits set at run time.
+            let cfg = lock(&state).machine.config().clone();
             let update = run_update(&cfg, &case, inputs);
             let frame = update.frame_id;
             match update.result {

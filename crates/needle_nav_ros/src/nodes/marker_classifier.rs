@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex};
 const NAME: &str = "marker_classifier";
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    let cfg: MarkerClassifierConfig = config(node, NAME)?;
+    let (cfg, mut parameters): (MarkerClassifierConfig, _) = config(node, cx, NAME)?;
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
     let classification_pub = publisher::<msg::MarkerClassification>(node, cx, CLASSIFICATION)?;
     let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, cx, VIZ_MARKER_CLASSES)?;
-    let parameters_yaml = serde_yaml::to_string(&cfg).unwrap_or_default();
+    let mut parameters_yaml = serde_yaml::to_string(&cfg).unwrap_or_default();
     let model = match cfg.method {
         ClassificationMethod::Learned => {
             Some(LogisticModel::load(std::path::Path::new(&cfg.model_path)).map_err(|e| {
@@ -55,6 +55,13 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
 
     cx.spawn(async move {
         while let Some(m) = samples.next().await {
+            // Parameters set since the last sample: thresholds and checks from this one on.
+            if let Some(new) = parameters.take() {
+                gate.set_checks(new.sample_checks.clone());
+                let mut machine = lock(&machine);
+                machine.apply_dynamic(&new);
+                parameters_yaml = serde_yaml::to_string(machine.config()).unwrap_or_default();
+            }
             crate::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
             // A refused sample leaves the windows untouched.
             let (raw, now) = (convert::sample_from_msg(&m), cx2.now_ns());

@@ -19,7 +19,8 @@ const NAME: &str = "marker_tracker";
 const VIZ_EVERY_N_SAMPLES: u64 = 25;
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    let cfg: MarkerTrackerConfig = config(node, NAME)?;
+    // Every parameter of this node is read-only: nothing to take on while it runs.
+    let (cfg, _no_run_time_parameters): (MarkerTrackerConfig, _) = config(node, cx, NAME)?;
     let markers_pub = publisher::<msg::TrackedMarkerArray>(node, cx, MARKERS)?;
     // Both sources simulate the patient, so both know the truth.
     let truth_pub = if cfg.publish_ground_truth {

@@ -50,6 +50,11 @@ impl SampleGate {
         }
     }
 
+    /// New limits from the next sample on (parameters set at run time).
+    pub(crate) fn set_checks(&mut self, checks: needle_nav_core::sample_validation::SampleChecks) {
+        self.validator.set_checks(checks);
+    }
+
     fn due(&mut self, event: SampleEvent) -> bool {
         let now = std::time::Instant::now();
         let key = std::mem::discriminant(&event);

@@ -233,7 +233,7 @@ struct Shell {
 }
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    let cfg: NeedleTargetConfig = config(node, NAME)?;
+    let (cfg, mut parameters): (NeedleTargetConfig, _) = config(node, cx, NAME)?;
     let mut samples = subscription::<msg::TrackedMarkerArray>(node, MARKERS)?;
     let mut registrations = subscription::<msg::LesionRegistration>(node, REGISTRATION)?;
     let mut classifications = subscription::<msg::MarkerClassification>(node, CLASSIFICATION)?;
@@ -347,6 +347,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         cx.spawn(async move {
             let _ = case_loaded.wait_for(|loaded| *loaded).await;
             while let Some(m) = samples.next().await {
+                // Parameters set since the last sample: tolerance, gates and checks from this one on.
+                if let Some(new) = parameters.take() {
+                    gate.set_checks(new.sample_checks.clone());
+                    lock(&state).machine.apply_dynamic(&new);
+                }
                 crate::replay::note_taken(NAME, convert::time_to_ns(&m.header.stamp));
                 let raw = convert::sample_from_msg(&m);
                 let now = cx2.now_ns();
@@ -404,11 +409,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     }
     {
         // Watchdog: when samples stop, say so at least every staleness period.
-        let (cfg, cx2) = (cfg.clone(), cx.clone());
+        let cx2 = cx.clone();
         cx.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(cfg.stale_after_s().max(0.01)));
             loop {
-                tick.tick().await;
+                // The staleness period in force: stale_after_periods may be set while the node runs.
+                let period = lock(&state).machine.config().stale_after_s().max(0.01);
+                tokio::time::sleep(Duration::from_secs_f64(period)).await;
                 let now = cx2.now_ns();
                 let (reason, source) = {
                     let s = lock(&state);

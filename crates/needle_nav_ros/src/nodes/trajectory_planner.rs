@@ -21,7 +21,8 @@ use std::time::Duration;
 const NAME: &str = "trajectory_planner";
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    let cfg: TrajectoryPlannerConfig = config(node, NAME)?;
+    // Every parameter of this node is read-only: nothing to take on while it runs.
+    let (cfg, _no_run_time_parameters): (TrajectoryPlannerConfig, _) = config(node, cx, NAME)?;
     let plan_pub = publisher::<msg::NeedlePlan>(node, cx, PLAN)?;
     let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, cx, VIZ_PLAN)?;
     let client = node

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 const NAME: &str = "vessel_segmentation";
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    let cfg: VesselSegmentationConfig = config(node, NAME)?;
+    // Every parameter of this node is read-only: nothing to take on while it runs.
+    let (cfg, _no_run_time_parameters): (VesselSegmentationConfig, _) = config(node, cx, NAME)?;
     let model_path =
         if cfg.model_path.trim().is_empty() { default_model_path() } else { PathBuf::from(&cfg.model_path) };
     let threads = cfg.threads as usize;
