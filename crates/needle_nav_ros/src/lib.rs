@@ -3,6 +3,7 @@
 pub mod bag_io;
 pub mod context;
 pub mod convert;
+pub mod lifecycle_manager;
 pub mod monitor;
 pub mod nodes;
 pub mod params;
