@@ -21,7 +21,9 @@ fn to_yaml(v: &ParameterValue) -> Option<Value> {
 }
 
 /// Parameters every ROS node has; the runtime handles them, they are not node configuration.
-const STANDARD_PARAMETERS: [&str; 1] = ["use_sim_time"];
+// `autostart` (the lifecycle parameter, issue 15) is the runtime's: until the lifecycle services are merged
+// it is accepted and ignored here, so launch files can pass it already.
+const STANDARD_PARAMETERS: [&str; 2] = ["use_sim_time", "autostart"];
 
 /// The parameters rcl parsed for this node.
 pub fn overrides(node: &r2r::Node) -> Overrides {
