@@ -18,8 +18,9 @@ WS="${NEEDLE_NAV_COLCON_WS:-$ROOT/.setup/colcon_ws}"
 # build/ too: its CMake caches name the source folders of an earlier layout.
 rm -rf "$WS/src" "$WS/build" "$WS/install" "$WS/log"
 mkdir -p "$WS/src/needle_nav"
-# What `git clone` would give: tracked and new, non-ignored files.
-(cd "$ROOT" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -xf - -C "$WS/src/needle_nav"
+# What `git clone` would give: tracked and new, non-ignored files. Fresh mtimes (-m), as a clone
+# has: cargo judges its persistent target by mtimes, and a copied old mtime can hide a change.
+(cd "$ROOT" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -xmf - -C "$WS/src/needle_nav"
 
 VENV="$ROOT/.venv"
 strip_prefix() { tr ':' '\n' <<<"$1" | grep -v "^$ROOT/.setup/install" | paste -sd: -; }
