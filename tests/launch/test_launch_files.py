@@ -123,8 +123,8 @@ def wait_for_nodes(peer, launch, names, timeout=90):
 def assert_installed_configuration(launch, names):
     text = launch.text()
     for name in names:
-        line = f"configuration from {SHARE}/config/{name}.yaml"
-        assert line in text, f"{name} did not read {SHARE}/config/{name}.yaml\n" + text[-6000:]
+        lines = {f"configuration from {share}/config/{name}.yaml" for share in (SHARE, SHARE.resolve())}
+        assert any(line in text for line in lines), f"{name} did not read {SHARE}/config/{name}.yaml\n" + text[-6000:]
 
 
 def assert_clean_exit(launch, processes):
