@@ -298,14 +298,14 @@ mod tests {
 
     #[test]
     fn the_core_ids_are_the_generated_lifecycle_msgs_constants() {
-        assert_eq!(State::PRIMARY_STATE_UNKNOWN, state::UNKNOWN);
-        assert_eq!(State::PRIMARY_STATE_UNCONFIGURED, state::UNCONFIGURED);
-        assert_eq!(State::PRIMARY_STATE_INACTIVE, state::INACTIVE);
-        assert_eq!(State::PRIMARY_STATE_ACTIVE, state::ACTIVE);
-        assert_eq!(State::PRIMARY_STATE_FINALIZED, state::FINALIZED);
-        assert_eq!(Transition::TRANSITION_CONFIGURE, transition::CONFIGURE);
-        assert_eq!(Transition::TRANSITION_CLEANUP, transition::CLEANUP);
-        assert_eq!(Transition::TRANSITION_ACTIVATE, transition::ACTIVATE);
-        assert_eq!(Transition::TRANSITION_DEACTIVATE, transition::DEACTIVATE);
+        assert_eq!(State::PRIMARY_STATE_UNKNOWN as u8, state::UNKNOWN);
+        assert_eq!(State::PRIMARY_STATE_UNCONFIGURED as u8, state::UNCONFIGURED);
+        assert_eq!(State::PRIMARY_STATE_INACTIVE as u8, state::INACTIVE);
+        assert_eq!(State::PRIMARY_STATE_ACTIVE as u8, state::ACTIVE);
+        assert_eq!(State::PRIMARY_STATE_FINALIZED as u8, state::FINALIZED);
+        assert_eq!(Transition::TRANSITION_CONFIGURE as u8, transition::CONFIGURE);
+        assert_eq!(Transition::TRANSITION_CLEANUP as u8, transition::CLEANUP);
+        assert_eq!(Transition::TRANSITION_ACTIVATE as u8, transition::ACTIVATE);
+        assert_eq!(Transition::TRANSITION_DEACTIVATE as u8, transition::DEACTIVATE);
     }
 }
