@@ -74,7 +74,7 @@ fn run() -> Result<(), Failure> {
     let ctx = r2r::Context::create().map_err(|e| Failure::Ros(format!("cannot initialise ROS 2: {e}")))?;
     let mut node =
         r2r::Node::create(ctx, NODE_NAME, "").map_err(|e| Failure::Ros(format!("cannot create the node: {e}")))?;
-    let cfg: ManagerConfig = build_config(NODE_NAME, serde_yaml::Mapping::new(), &crate::params::overrides(&node))?;
+    let cfg: ManagerConfig = build_config(NODE_NAME, serde_yaml::Mapping::new(), &manager_overrides(&node))?;
     tracing::info!(node = NODE_NAME, "configuration from ROS parameters: {cfg:?}");
 
     let mut clients = HashMap::new();
@@ -105,6 +105,23 @@ fn run() -> Result<(), Failure> {
     spinning.store(false, Ordering::Relaxed);
     let _ = spinner.join();
     result
+}
+
+/// The node's parameters. `autostart` is left out of [`crate::params::overrides`] (for the guidance
+/// nodes it is the runtime's lifecycle parameter), but here it is the manager's own.
+fn manager_overrides(node: &r2r::Node) -> needle_nav_nodes::config::Overrides {
+    let mut overrides = crate::params::overrides(node);
+    let params = node.params.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(p) = params.get("autostart") {
+        let value = match &p.value {
+            r2r::ParameterValue::Bool(b) => serde_yaml::Value::Bool(*b),
+            // Anything else is refused by the typed configuration, naming the key.
+            other => serde_yaml::Value::String(format!("{other:?}")),
+        };
+        overrides.retain(|(key, _)| key != "autostart");
+        overrides.push(("autostart".to_string(), value));
+    }
+    overrides
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
