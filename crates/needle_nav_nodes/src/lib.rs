@@ -9,6 +9,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod lesion_registration;
 pub mod lifecycle;
+pub mod lifecycle_manager;
 pub mod logging;
 pub mod marker_classifier;
 pub mod needle_target;

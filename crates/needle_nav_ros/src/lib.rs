@@ -3,8 +3,9 @@
 pub mod bag_io;
 pub mod context;
 pub mod convert;
-pub mod lifecycle_server;
 pub mod diagnostics;
+pub mod lifecycle_manager;
+pub mod lifecycle_server;
 pub mod monitor;
 pub mod nodes;
 pub mod parameter_server;
