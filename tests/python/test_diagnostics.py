@@ -209,3 +209,27 @@ def test_a_healthy_guidance_stack_is_ok_and_reports_the_registrations_errors(pro
         s = diag.latest(f"needle_nav: {name}")
         assert s.level == OK, s
     assert diag.latest("needle_nav: marker_classifier classification").level == OK
+
+
+def test_thresholds_set_at_run_time_grade_the_next_report(processes, peer):
+    """diagnostics.* are run-time parameters on every node, read-only ones included: a set through
+    the parameter service (as `ros2 param set`) must change the level of the next report, here on
+    marker_tracker, whose other parameters are all read-only."""
+    from test_parameters import Client
+
+    diag = Diagnostics(peer)
+    processes.start("marker_tracker")
+    name = "needle_nav: marker_tracker output"
+    diag.wait_level(peer, name, {OK}, 30, "with the shipped thresholds")
+    client = Client(peer, "marker_tracker")
+    # No output is ever 0 s old when the report is made: a 0 s age limit must turn it WARN.
+    [result] = client.set(diagnostics__output__max_age_warn_s=0.0)
+    assert result.successful, result.reason
+    status = diag.wait_level(peer, name, {WARN}, 5, "after max_age_warn_s := 0")
+    assert "age" in status.message or "old" in status.message, status.message
+    [result] = client.set(diagnostics__output__max_age_warn_s=0.1)
+    assert result.successful, result.reason
+    diag.wait_level(peer, name, {OK}, 5, "after max_age_warn_s := 0.1 again")
+    # A read-only parameter of the same node is still refused.
+    [refused] = client.set(rate_hz=100.0)
+    assert not refused.successful and "read-only" in refused.reason, refused.reason

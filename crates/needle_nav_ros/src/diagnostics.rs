@@ -3,6 +3,7 @@
 //! published as one `diagnostic_msgs/DiagnosticArray`, as `diagnostic_updater` does.
 
 use crate::context::{lock, publisher, NodeContext, NodeError};
+use crate::parameter_server::ConfigUpdates;
 use needle_nav_nodes::diagnostics::{HealthReport, Status};
 use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
 use std::sync::{Arc, Mutex};
@@ -26,10 +27,18 @@ fn status_msg(s: Status) -> DiagnosticStatus {
     }
 }
 
-/// Publishes `health`'s statuses on `/diagnostics` every second until the node stops.
-pub(crate) fn start<H>(node: &mut r2r::Node, cx: &NodeContext, health: Arc<Mutex<H>>) -> Result<(), NodeError>
+/// Publishes `health`'s statuses on `/diagnostics` every second until the node stops. Thresholds
+/// set at run time (`diagnostics.*`) reach `health` through `set_thresholds` before the next report.
+pub(crate) fn start<H, T>(
+    node: &mut r2r::Node,
+    cx: &NodeContext,
+    health: Arc<Mutex<H>>,
+    mut parameters: ConfigUpdates<T>,
+    set_thresholds: impl Fn(&mut H, &T) + Send + 'static,
+) -> Result<(), NodeError>
 where
     H: HealthReport + Send + 'static,
+    T: Clone + Send + Sync + 'static,
 {
     // Health is reported in every lifecycle state of the session: a supervisor needs to see an
     // inactive node too, so this output is not held back while inactive.
@@ -42,6 +51,9 @@ where
         loop {
             tick.tick().await;
             let now = task_cx.now_ns();
+            if let Some(new) = parameters.take() {
+                set_thresholds(&mut lock(&health), &new);
+            }
             let mut statuses = lock(&health).report(now);
             statuses.push(needle_nav_nodes::diagnostics::lifecycle_status(&task_cx.name, task_cx.is_active()));
             let array = DiagnosticArray {

@@ -23,7 +23,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// New configurations accepted by a parameter set, for the node to take on.
+/// New configurations accepted by a parameter set, for the node to take on. A clone sees every
+/// update on its own (the node's tasks and its diagnostics each take them).
+#[derive(Clone)]
 pub struct ConfigUpdates<T>(watch::Receiver<T>);
 
 impl<T: Clone> ConfigUpdates<T> {

@@ -112,7 +112,7 @@ fn values_just_outside_a_range_are_refused_at_start_too() {
 }
 
 fn needle_target() -> ParameterStore<NeedleTargetConfig> {
-    let standard = [(STANDARD_PARAMETERS[0].spec.clone(), ParameterValue::Bool(false))];
+    let standard: Vec<_> = STANDARD_PARAMETERS.iter().map(|p| (p.spec.clone(), p.default.clone())).collect();
     ParameterStore::new(
         "needle_target",
         NeedleTargetConfig::default(),
@@ -129,12 +129,15 @@ fn set(name: &str, v: ParameterValue) -> Vec<(String, ParameterValue)> {
 #[test]
 fn listing_follows_prefixes_and_depth() {
     let s = needle_target();
-    // needle_target: 16 top-level keys, 6 sample checks, use_sim_time.
+    // needle_target: 16 top-level keys, 6 sample checks, 5 + 3 diagnostics thresholds (inputs,
+    // targets), and the runtime's use_sim_time and autostart.
     let all = s.list(&[], 0);
-    assert_eq!(all.names.len(), 16 + 6 + 1);
-    assert_eq!(all.prefixes, vec!["sample_checks".to_string()]);
+    assert_eq!(all.names.len(), 16 + 6 + 5 + 3 + 2);
+    let mut prefixes = all.prefixes.clone();
+    prefixes.sort();
+    assert_eq!(prefixes, vec!["diagnostics.inputs", "diagnostics.targets", "sample_checks"]);
     let top = s.list(&[], 1);
-    assert_eq!(top.names.len(), 17);
+    assert_eq!(top.names.len(), 16 + 2);
     assert!(top.names.iter().all(|n| !n.contains('.')) && top.prefixes.is_empty());
     let checks = s.list(&["sample_checks".into()], 1);
     assert_eq!(checks.names.len(), 6);

@@ -125,7 +125,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         last_sample_at: None,
     }));
     let health = Arc::new(Mutex::new(RegistrationHealth::new(&cfg.diagnostics, &cx.name, cx.now_ns())));
-    crate::diagnostics::start(node, cx, health.clone())?;
+    crate::diagnostics::start(node, cx, health.clone(), parameters.clone(), |h, c: &LesionRegistrationConfig| {
+        h.set_thresholds(&c.diagnostics)
+    })?;
     let publish = {
         let (registration_pub, health) = (registration_pub.clone(), health.clone());
         let last = Arc::new(Mutex::new(String::new()));

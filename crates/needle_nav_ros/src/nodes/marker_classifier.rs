@@ -38,7 +38,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     };
     let mut gate = SampleGate::new(NAME, cfg.sample_checks.clone());
     let health = Arc::new(Mutex::new(ClassifierHealth::new(&cfg.diagnostics, &cx.name, cx.now_ns())));
-    crate::diagnostics::start(node, cx, health.clone())?;
+    crate::diagnostics::start(node, cx, health.clone(), parameters.clone(), |h, c: &MarkerClassifierConfig| {
+        h.set_thresholds(&c.diagnostics)
+    })?;
     let machine = Arc::new(Mutex::new(MarkerClassifierMachine::new(cfg, model)));
     {
         let machine = machine.clone();

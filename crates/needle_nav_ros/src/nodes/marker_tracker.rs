@@ -19,8 +19,8 @@ const NAME: &str = "marker_tracker";
 const VIZ_EVERY_N_SAMPLES: u64 = 25;
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    // Every parameter of this node is read-only: nothing to take on while it runs.
-    let (cfg, _no_run_time_parameters): (MarkerTrackerConfig, _) = config(node, cx, NAME)?;
+    // Only the diagnostics thresholds of this node change at run time; the diagnostics take them on.
+    let (cfg, diagnostics_parameters): (MarkerTrackerConfig, _) = config(node, cx, NAME)?;
     let markers_pub = publisher::<msg::TrackedMarkerArray>(node, cx, MARKERS)?;
     // Both sources simulate the patient, so both know the truth.
     let truth_pub = if cfg.publish_ground_truth {
@@ -51,7 +51,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let latency_ns = (cfg.latency_s * 1e9) as i64;
     let task_cx = cx.clone();
     let health = Arc::new(Mutex::new(TrackerHealth::new(&cfg.diagnostics, cfg.rate_hz, &cx.name, cx.now_ns())));
-    crate::diagnostics::start(node, cx, health.clone())?;
+    crate::diagnostics::start(node, cx, health.clone(), diagnostics_parameters, |h, c: &MarkerTrackerConfig| {
+        h.set_thresholds(&c.diagnostics, c.rate_hz)
+    })?;
     cx.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.rate_hz));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

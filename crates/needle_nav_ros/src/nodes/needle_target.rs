@@ -267,7 +267,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         });
     }
     let health = Arc::new(Mutex::new(TargetHealth::new(&cfg.diagnostics, cfg.tracker_rate_hz, &cx.name, cx.now_ns())));
-    crate::diagnostics::start(node, cx, health.clone())?;
+    crate::diagnostics::start(node, cx, health.clone(), parameters.clone(), |h, c: &NeedleTargetConfig| {
+        h.set_thresholds(&c.diagnostics, c.tracker_rate_hz)
+    })?;
 
     // Samples are answered once the planning case is loaded (or failed to load): a target computer
     // built before would be rebuilt, and its baseline restarted, when the case arrives.

@@ -21,8 +21,8 @@ use std::time::Duration;
 const NAME: &str = "trajectory_planner";
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    // Every parameter of this node is read-only: nothing to take on while it runs.
-    let (cfg, _no_run_time_parameters): (TrajectoryPlannerConfig, _) = config(node, cx, NAME)?;
+    // Only the diagnostics thresholds of this node change at run time; the diagnostics take them on.
+    let (cfg, diagnostics_parameters): (TrajectoryPlannerConfig, _) = config(node, cx, NAME)?;
     let plan_pub = publisher::<msg::NeedlePlan>(node, cx, PLAN)?;
     let viz_pub = publisher::<r2r::visualization_msgs::msg::MarkerArray>(node, cx, VIZ_PLAN)?;
     let client = node
@@ -43,7 +43,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         }
     };
     let health = Arc::new(Mutex::new(PlannerHealth::new(&cfg.diagnostics, &cx.name)));
-    crate::diagnostics::start(node, cx, health.clone())?;
+    crate::diagnostics::start(node, cx, health.clone(), diagnostics_parameters, |h, c: &TrajectoryPlannerConfig| {
+        h.set_thresholds(&c.diagnostics)
+    })?;
     let publish = move |p: msg::NeedlePlan| {
         tracing::info!(node = NAME, status = p.status, "plan: {}", p.status_message);
         let now = convert::time_to_ns(&p.header.stamp);

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 const NAME: &str = "vessel_segmentation";
 
 pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
-    // Every parameter of this node is read-only: nothing to take on while it runs.
-    let (cfg, _no_run_time_parameters): (VesselSegmentationConfig, _) = config(node, cx, NAME)?;
+    // Only the diagnostics thresholds of this node change at run time; the diagnostics take them on.
+    let (cfg, diagnostics_parameters): (VesselSegmentationConfig, _) = config(node, cx, NAME)?;
     let model_path =
         if cfg.model_path.trim().is_empty() { default_model_path() } else { PathBuf::from(&cfg.model_path) };
     let threads = cfg.threads as usize;
@@ -41,7 +41,9 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         ModelState::Loading { path: shown_path.clone() },
         &cx.name,
     )));
-    crate::diagnostics::start(node, cx, health.clone())?;
+    crate::diagnostics::start(node, cx, health.clone(), diagnostics_parameters, |h, c: &VesselSegmentationConfig| {
+        h.set_thresholds(&c.diagnostics)
+    })?;
     let loader_health = health.clone();
     let service = SegmentationService::start(limits, move || {
         let loaded = OnnxVesselModel::load(&model_path, threads).map(VesselSegmenter::new).map_err(|e| e.to_string());
