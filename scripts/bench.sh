@@ -34,5 +34,6 @@ section "vessel segmentation, real thorax series (Rust vs Python onnxruntime vs 
 section "guidance deadlines while a segmentation runs (none / normal / SCHED_IDLE)" python bench/bench_segmentation_contention.py
 section "path planning on the real thorax series (Rust vs scipy distance transforms)" python bench/bench_planning.py
 section "bag reading (needle_nav bag-info vs rosbags)" python bench/bench_bags.py
+section "parameter and lifecycle services (needle_target vs an rclpy node)" python bench/bench_ros_services.py
 mv "$RESULTS_TMP" "$RESULTS"
 echo "[bench] figures written to docs/results/benchmarks.md"
