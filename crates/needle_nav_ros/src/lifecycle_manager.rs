@@ -71,7 +71,11 @@ fn run() -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Ros(format!("cannot start the tokio runtime: {e}")))?;
-    let ctx = r2r::Context::create().map_err(|e| Failure::Ros(format!("cannot initialise ROS 2: {e}")))?;
+    // The runtime's context creation: arguments rcl refuses are a bad-argument error, not a panic.
+    let ctx = crate::runtime::create_context().map_err(|e| match e {
+        crate::context::NodeError::Config(c) => Failure::Config(c),
+        other => Failure::Ros(other.to_string()),
+    })?;
     let mut node =
         r2r::Node::create(ctx, NODE_NAME, "").map_err(|e| Failure::Ros(format!("cannot create the node: {e}")))?;
     let cfg: ManagerConfig = build_config(NODE_NAME, serde_yaml::Mapping::new(), &manager_overrides(&node))?;

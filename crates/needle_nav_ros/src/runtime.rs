@@ -200,7 +200,7 @@ pub fn main_nodes(kinds: &[NodeKind]) -> ExitCode {
 
 /// The ROS context. rcl refuses arguments our own check let through with an error that r2r
 /// turns into a panic: caught here and reported as a bad argument (exit 2), without a backtrace.
-fn create_context() -> Result<r2r::Context, NodeError> {
+pub(crate) fn create_context() -> Result<r2r::Context, NodeError> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let created = std::panic::catch_unwind(r2r::Context::create);
