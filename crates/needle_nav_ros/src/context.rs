@@ -303,31 +303,6 @@ pub(crate) fn subscription<T: r2r::WrappedTypesupport + 'static>(
     node.subscribe::<T>(ep.name, crate::qos::profile(ep.qos)).ros(format!("cannot subscribe to {}", ep.name))
 }
 
-/// Loads the node's configuration, logs where it came from, and declares it as the node's ROS
-/// parameters (served until the process ends); returns it with the configurations that
-/// parameter sets accept while the node runs.
-pub(crate) fn config<T>(
-    node: &mut r2r::Node,
-    cx: &NodeContext,
-    name: &str,
-) -> Result<(T, crate::parameter_server::ConfigUpdates<T>), NodeError>
-where
-    T: serde::de::DeserializeOwned
-        + serde::Serialize
-        + needle_nav_nodes::config::Validate
-        + std::fmt::Debug
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
-    let (cfg, source) = crate::params::load_config::<T>(node, name)?;
-    tracing::info!(node = name, "configuration from {source} and ROS parameters: {cfg:?}");
-    let kind = needle_nav_core::interfaces::NodeKind::from_name(name)
-        .ok_or_else(|| NodeError::Runtime(format!("{name} is not a needle_nav node")))?;
-    let updates = crate::parameter_server::serve(node, cx, kind, cfg.clone())?;
-    Ok((cfg, updates))
-}
 
 /// Logs a failed publish once per kind of failure instead of at tracker rate.
 pub(crate) fn log_publish_error(node: &str, topic: &str, result: r2r::Result<()>, logged: &mut bool) {

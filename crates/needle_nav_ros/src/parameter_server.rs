@@ -372,3 +372,29 @@ where
     });
     Ok(ConfigUpdates(updates_rx))
 }
+
+/// Loads the node's configuration, logs where it came from, and declares it as the node's ROS
+/// parameters (served while its lifecycle session lasts); returns it with the configurations that
+/// parameter sets accept while the node runs.
+pub(crate) fn config<T>(
+    node: &mut r2r::Node,
+    cx: &NodeContext,
+    name: &str,
+) -> Result<(T, ConfigUpdates<T>), NodeError>
+where
+    T: serde::de::DeserializeOwned
+        + serde::Serialize
+        + needle_nav_nodes::config::Validate
+        + std::fmt::Debug
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let (cfg, source) = crate::params::load_config::<T>(node, name)?;
+    tracing::info!(node = name, "configuration from {source} and ROS parameters: {cfg:?}");
+    let kind = needle_nav_core::interfaces::NodeKind::from_name(name)
+        .ok_or_else(|| NodeError::Runtime(format!("{name} is not a needle_nav node")))?;
+    let updates = serve(node, cx, kind, cfg.clone())?;
+    Ok((cfg, updates))
+}

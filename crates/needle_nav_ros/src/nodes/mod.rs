@@ -8,7 +8,8 @@ mod needle_target;
 mod trajectory_planner;
 mod vessel_segmentation;
 
-pub(crate) use crate::context::{config, lock, log_publish_error, publisher, subscription};
+pub(crate) use crate::context::{lock, log_publish_error, publisher, subscription};
+pub(crate) use crate::parameter_server::config;
 use crate::context::{NodeContext, NodeError};
 use needle_nav_core::interfaces::NodeKind;
 
