@@ -303,7 +303,6 @@ pub(crate) fn subscription<T: r2r::WrappedTypesupport + 'static>(
     node.subscribe::<T>(ep.name, crate::qos::profile(ep.qos)).ros(format!("cannot subscribe to {}", ep.name))
 }
 
-
 /// Logs a failed publish once per kind of failure instead of at tracker rate.
 pub(crate) fn log_publish_error(node: &str, topic: &str, result: r2r::Result<()>, logged: &mut bool) {
     match result {

@@ -376,11 +376,7 @@ where
 /// Loads the node's configuration, logs where it came from, and declares it as the node's ROS
 /// parameters (served while its lifecycle session lasts); returns it with the configurations that
 /// parameter sets accept while the node runs.
-pub(crate) fn config<T>(
-    node: &mut r2r::Node,
-    cx: &NodeContext,
-    name: &str,
-) -> Result<(T, ConfigUpdates<T>), NodeError>
+pub(crate) fn config<T>(node: &mut r2r::Node, cx: &NodeContext, name: &str) -> Result<(T, ConfigUpdates<T>), NodeError>
 where
     T: serde::de::DeserializeOwned
         + serde::Serialize

@@ -9,8 +9,8 @@ mod trajectory_planner;
 mod vessel_segmentation;
 
 pub(crate) use crate::context::{lock, log_publish_error, publisher, subscription};
-pub(crate) use crate::parameter_server::config;
 use crate::context::{NodeContext, NodeError};
+pub(crate) use crate::parameter_server::config;
 use needle_nav_core::interfaces::NodeKind;
 
 pub fn start(kind: NodeKind, node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
