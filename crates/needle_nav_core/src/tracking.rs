@@ -27,6 +27,11 @@ impl TrackerSample {
         self.markers.iter().filter(|m| m.visible && m.position.iter().all(|c| c.is_finite()))
     }
 
+    /// Ids of the markers the tracker reports visible.
+    pub fn visible_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.markers.iter().filter(|m| m.visible).map(|m| m.id)
+    }
+
     /// Ids of markers that claim to be visible but carry a non-finite coordinate.
     pub fn malformed_ids(&self) -> Vec<u32> {
         self.markers.iter().filter(|m| m.visible && !m.position.iter().all(|c| c.is_finite())).map(|m| m.id).collect()

@@ -12,11 +12,6 @@ use std::time::Duration;
 /// How often the statuses are published (diagnostic_updater's default period).
 const PERIOD: Duration = Duration::from_secs(1);
 
-/// Visible marker ids of a sample, as the health trackers count them.
-pub(crate) fn visible_ids(sample: &needle_nav_core::tracking::TrackerSample) -> Vec<u32> {
-    sample.markers.iter().filter(|m| m.visible).map(|m| m.id).collect()
-}
-
 fn status_msg(s: Status) -> DiagnosticStatus {
     DiagnosticStatus {
         level: s.level.byte(),

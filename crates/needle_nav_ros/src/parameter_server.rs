@@ -102,17 +102,9 @@ fn from_msg(m: rcl::ParameterValue) -> Option<ParameterValue> {
 /// (also when the command line gave it another type: the runtime reads it as that default's type).
 fn standard_value(node: &r2r::Node, standard: &StandardParameter) -> ParameterValue {
     let params = lock(&node.params);
-    let given = match params.get(standard.spec.name).map(|p| &p.value) {
-        Some(r2r::ParameterValue::Bool(b)) => ParameterValue::Bool(*b),
-        Some(r2r::ParameterValue::Integer(i)) => ParameterValue::Integer(*i),
-        Some(r2r::ParameterValue::Double(d)) => ParameterValue::Double(*d),
-        Some(r2r::ParameterValue::String(s)) => ParameterValue::String(s.clone()),
-        _ => return standard.default.clone(),
-    };
-    if given.kind() == standard.default.kind() {
-        given
-    } else {
-        standard.default.clone()
+    match params.get(standard.spec.name).and_then(|p| crate::params::from_rcl(&p.value)) {
+        Some(given) if given.kind() == standard.default.kind() => given,
+        _ => standard.default.clone(),
     }
 }
 

@@ -1,23 +1,23 @@
 //! ROS parameters (from `--ros-args --params-file F -p k:=v`) as configuration overrides.
 
 use needle_nav_nodes::config::{self, ConfigError, ConfigSource, Overrides, Validate};
-use needle_nav_nodes::parameters::STANDARD_PARAMETERS;
+use needle_nav_nodes::parameters::{ParameterValue as Declared, STANDARD_PARAMETERS};
 use r2r::ParameterValue;
 use serde::de::DeserializeOwned;
-use serde_yaml::Value;
 
-fn to_yaml(v: &ParameterValue) -> Option<Value> {
+/// A value rcl parsed (`-p k:=v`, a parameter file), as the parameter store types it; `None` when not set.
+pub(crate) fn from_rcl(v: &ParameterValue) -> Option<Declared> {
     Some(match v {
         ParameterValue::NotSet => return None,
-        ParameterValue::Bool(b) => Value::from(*b),
-        ParameterValue::Integer(i) => Value::from(*i),
-        ParameterValue::Double(d) => Value::from(*d),
-        ParameterValue::String(s) => Value::from(s.clone()),
-        ParameterValue::BoolArray(a) => Value::Sequence(a.iter().map(|b| Value::from(*b)).collect()),
-        ParameterValue::ByteArray(a) => Value::Sequence(a.iter().map(|b| Value::from(*b)).collect()),
-        ParameterValue::IntegerArray(a) => Value::Sequence(a.iter().map(|b| Value::from(*b)).collect()),
-        ParameterValue::DoubleArray(a) => Value::Sequence(a.iter().map(|b| Value::from(*b)).collect()),
-        ParameterValue::StringArray(a) => Value::Sequence(a.iter().map(|b| Value::from(b.clone())).collect()),
+        ParameterValue::Bool(b) => Declared::Bool(*b),
+        ParameterValue::Integer(i) => Declared::Integer(*i),
+        ParameterValue::Double(d) => Declared::Double(*d),
+        ParameterValue::String(s) => Declared::String(s.clone()),
+        ParameterValue::BoolArray(a) => Declared::BoolArray(a.clone()),
+        ParameterValue::ByteArray(a) => Declared::ByteArray(a.clone()),
+        ParameterValue::IntegerArray(a) => Declared::IntegerArray(a.clone()),
+        ParameterValue::DoubleArray(a) => Declared::DoubleArray(a.clone()),
+        ParameterValue::StringArray(a) => Declared::StringArray(a.clone()),
     })
 }
 
@@ -28,7 +28,7 @@ pub fn overrides(node: &r2r::Node) -> Overrides {
     params
         .iter()
         .filter(|(k, _)| !STANDARD_PARAMETERS.iter().any(|s| s.spec.name == k.as_str()))
-        .filter_map(|(k, p)| to_yaml(&p.value).map(|v| (k.clone(), v)))
+        .filter_map(|(k, p)| from_rcl(&p.value).map(|v| (k.clone(), v.to_yaml())))
         .collect()
 }
 

@@ -60,12 +60,18 @@ impl RateMonitor {
     }
 
     /// A message accepted: received at `received_ns`, stamped `stamp_ns`, holding `marker_ids`.
-    pub fn record(&mut self, received_ns: i64, stamp_ns: i64, marker_ids: &[u32]) {
+    /// Takes the ids as they come (no list built per message at tracker rate).
+    pub fn record<I>(&mut self, received_ns: i64, stamp_ns: i64, marker_ids: I)
+    where
+        I: IntoIterator,
+        I::Item: std::borrow::Borrow<u32>,
+    {
         self.arrived(received_ns);
         self.newest_stamp_ns = Some(self.newest_stamp_ns.map_or(stamp_ns, |s| s.max(stamp_ns)));
-        self.markers_in_newest = marker_ids.len();
-        for &id in marker_ids {
-            self.marker_last_seen.insert(id, received_ns);
+        self.markers_in_newest = 0;
+        for id in marker_ids {
+            self.marker_last_seen.insert(*std::borrow::Borrow::<u32>::borrow(&id), received_ns);
+            self.markers_in_newest += 1;
         }
     }
 

@@ -93,7 +93,8 @@ impl ParameterValue {
         })
     }
 
-    pub(crate) fn to_yaml(&self) -> Value {
+    /// The value as a parameter file holds it.
+    pub fn to_yaml(&self) -> Value {
         match self {
             ParameterValue::Bool(b) => Value::from(*b),
             ParameterValue::Integer(i) => Value::from(*i),

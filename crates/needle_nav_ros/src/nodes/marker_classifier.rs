@@ -69,7 +69,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             let (raw, now) = (convert::sample_from_msg(&m), cx2.now_ns());
             let checked = gate.check(&raw, now);
             match &checked {
-                Ok(_) => lock(&health).inputs.record(now, raw.stamp_ns, &crate::diagnostics::visible_ids(&raw)),
+                Ok(_) => lock(&health).inputs.record(now, raw.stamp_ns, raw.visible_ids()),
                 Err(_) => lock(&health).inputs.refused(now),
             }
             let Ok(checked) = checked else { continue };

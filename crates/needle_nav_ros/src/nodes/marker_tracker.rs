@@ -66,8 +66,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             let (sample, truth) = sim.sample(start.elapsed().as_secs_f64() - cfg.latency_s, stamp_ns);
             let result = markers_pub.publish(&convert::sample_msg(&sample, &cfg.frame_id));
             if result.is_ok() {
-                let ids = crate::diagnostics::visible_ids(&sample);
-                lock(&health).output.record(task_cx.now_ns(), sample.stamp_ns, &ids);
+                lock(&health).output.record(task_cx.now_ns(), sample.stamp_ns, sample.visible_ids());
             }
             log_publish_error(NAME, MARKERS.name, result, &mut publish_failed);
             if let Some(p) = &truth_pub {

@@ -372,7 +372,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     };
                     let mut h = lock(&health);
                     match accepted {
-                        true => h.inputs.record(now, raw.stamp_ns, &crate::diagnostics::visible_ids(&raw)),
+                        true => h.inputs.record(now, raw.stamp_ns, raw.visible_ids()),
                         false => h.inputs.refused(now),
                     }
                     h.baseline(baseline);
