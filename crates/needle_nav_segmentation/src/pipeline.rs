@@ -209,6 +209,9 @@ impl VesselSegmenter {
             label_map_path: PathBuf::new(),
             summary_json_path: PathBuf::new(),
             surface_path: None,
+            dicom_seg_path: None,
+            dicom_seg_sop_instance_uid: None,
+            stored_seg_to: None,
             surface: Vec::new(),
         })
     }

@@ -94,6 +94,11 @@ pub struct SegmentationResult {
     pub label_map_path: PathBuf,
     pub summary_json_path: PathBuf,
     pub surface_path: Option<PathBuf>,
+    /// The DICOM Segmentation (DICOM input only) and its SOPInstanceUID.
+    pub dicom_seg_path: Option<PathBuf>,
+    pub dicom_seg_sop_instance_uid: Option<String>,
+    /// Where the DICOM SEG was stored (PACS address and AE title), when it was.
+    pub stored_seg_to: Option<String>,
     #[serde(skip)]
     pub surface: Vec<VesselPoint>,
 }

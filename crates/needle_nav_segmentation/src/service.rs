@@ -14,11 +14,23 @@ use tokio::sync::{mpsc, oneshot};
 /// The fields of a `SegmentVessels` request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentRequest {
+    /// A DICOM folder or a NIfTI file; empty when `pacs_series` names the input.
     pub input_path: String,
+    /// A series to retrieve from the configured PACS instead of `input_path`.
+    pub pacs_series: Option<PacsSeries>,
+    /// Store the DICOM SEG back to the configured PACS.
+    pub store_seg_to_pacs: bool,
     pub output_dir: String,
     pub hu_refinement: bool,
     pub write_surface: bool,
     pub patch_overlap: f32,
+}
+
+/// A series in a PACS, by its UIDs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacsSeries {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +141,9 @@ impl SegmentationService {
 
     /// Checks and enqueues a request; the receiver yields its outcome.
     pub fn submit(&self, request: SegmentRequest) -> Result<oneshot::Receiver<Outcome>, Refusal> {
+        if request.pacs_series.is_some() || request.store_seg_to_pacs {
+            return Err(Refusal::BadRequest("this service has no PACS configured (parameters pacs.*)".into()));
+        }
         let input = request::validate(&request.input_path, &request.output_dir, request.patch_overlap)
             .map_err(|e| Refusal::BadRequest(e.to_string()))?;
         // Admission: count this request in unless the limits say no (compare-and-swap so two
@@ -332,6 +347,8 @@ mod tests {
 
     fn request(input: &std::path::Path, out: &std::path::Path) -> SegmentRequest {
         SegmentRequest {
+            pacs_series: None,
+            store_seg_to_pacs: false,
             input_path: input.display().to_string(),
             output_dir: out.display().to_string(),
             hu_refinement: true,

@@ -11,7 +11,7 @@ use needle_nav_core::interfaces::SEGMENT_VESSELS;
 use needle_nav_nodes::config::VesselSegmentationConfig;
 use needle_nav_nodes::diagnostics::{ModelState, SegmentationHealth};
 use needle_nav_segmentation::pipeline::{default_model_path, SegmentationResult};
-use needle_nav_segmentation::service::{Outcome, SegmentRequest, SegmentationService, ServiceLimits};
+use needle_nav_segmentation::service::{Outcome, PacsSeries, SegmentRequest, SegmentationService, ServiceLimits};
 use needle_nav_segmentation::{OnnxVesselModel, VesselSegmenter};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -68,8 +68,16 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 continue;
             }
             let r = &req.message;
+            let pacs_series = (!r.series_instance_uid.is_empty() || !r.study_instance_uid.is_empty()).then(|| {
+                PacsSeries {
+                    study_instance_uid: r.study_instance_uid.clone(),
+                    series_instance_uid: r.series_instance_uid.clone(),
+                }
+            });
             let request = SegmentRequest {
                 input_path: r.input_path.clone(),
+                pacs_series,
+                store_seg_to_pacs: r.store_seg_to_pacs,
                 output_dir: r.output_dir.clone(),
                 hu_refinement: r.hu_refinement,
                 write_surface: r.write_surface,
@@ -122,6 +130,9 @@ fn to_response(outcome: Outcome) -> SegmentVessels::Response {
                 label_map_path: path(&r.label_map_path),
                 summary_json_path: path(&r.summary_json_path),
                 surface_path: r.surface_path.as_deref().map(path).unwrap_or_default(),
+                dicom_seg_path: r.dicom_seg_path.as_deref().map(path).unwrap_or_default(),
+                dicom_seg_sop_instance_uid: r.dicom_seg_sop_instance_uid.clone().unwrap_or_default(),
+                stored_seg_to: r.stored_seg_to.clone().unwrap_or_default(),
                 class_names: r.class_names.clone(),
                 voxel_counts: r.voxel_counts.clone(),
                 volumes_ml: r.volumes_ml.clone(),
