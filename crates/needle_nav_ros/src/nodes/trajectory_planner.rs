@@ -88,6 +88,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
             hu_refinement: true,
             write_surface: true,
             patch_overlap: 0.0,
+            ..Default::default()
         };
         let outcome = tokio::time::timeout(timeout, async {
             available.await.map_err(|e| format!("service never became available: {e}"))?;
