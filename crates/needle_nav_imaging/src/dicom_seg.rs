@@ -182,7 +182,8 @@ pub fn write_seg(
     segments: &[SegmentClass],
     description: &SegDescription,
 ) -> Result<String, DicomSegError> {
-    let study_uid = source.study_instance_uid.as_deref().ok_or(DicomSegError::SourceIncomplete { what: "StudyInstanceUID" })?;
+    let study_uid =
+        source.study_instance_uid.as_deref().ok_or(DicomSegError::SourceIncomplete { what: "StudyInstanceUID" })?;
     let series_uid =
         source.series_instance_uid.as_deref().ok_or(DicomSegError::SourceIncomplete { what: "SeriesInstanceUID" })?;
     let frame_of_reference = source
@@ -192,10 +193,7 @@ pub fn write_seg(
     let g = &labels.geometry;
     let [nx, ny, nz] = g.dims;
     if source.slices.len() != nz || labels.data.len() != g.voxel_count() {
-        return Err(DicomSegError::NotSourceGrid {
-            labels: g.dims,
-            source_dims: [nx, ny, source.slices.len()],
-        });
+        return Err(DicomSegError::NotSourceGrid { labels: g.dims, source_dims: [nx, ny, source.slices.len()] });
     }
     let (Ok(rows), Ok(cols)) = (u16::try_from(ny), u16::try_from(nx)) else {
         return Err(DicomSegError::NotSourceGrid { labels: g.dims, source_dims: g.dims });
@@ -543,8 +541,7 @@ pub fn read_seg(path: &Path, classes: &[SegmentClass]) -> Result<SegImage, Dicom
     for item in obj.get(tags::SEGMENT_SEQUENCE).and_then(|e| e.items()).unwrap_or(&[]) {
         let number = item.get(tags::SEGMENT_NUMBER).and_then(|e| e.to_int::<u16>().ok());
         let segment_name = text(item, tags::SEGMENT_LABEL).unwrap_or_default();
-        let (Some(number), Some(code)) = (number, read_code(item, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE))
-        else {
+        let (Some(number), Some(code)) = (number, read_code(item, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE)) else {
             return Err(malformed(format!("segment \"{segment_name}\" has no SegmentNumber or property type")));
         };
         let Some(class) = classes.iter().find(|c| c.property_type.same_concept(&code)) else {
@@ -576,7 +573,8 @@ pub fn read_seg(path: &Path, classes: &[SegmentClass]) -> Result<SegImage, Dicom
             frames * plane
         )));
     }
-    let orientation = functional::<6>(per_frame, shared, tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT);
+    let orientation =
+        functional::<6>(per_frame, shared, tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT);
     let spacing = functional::<2>(per_frame, shared, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING);
     let (Some(iop), Some(spacing)) = (orientation, spacing) else {
         return Err(malformed(
@@ -805,13 +803,16 @@ pub fn read_seg_on_grid(
             })
         }
         (Some(_), Some(_)) => {}
-        (None, _) => warnings.push(format!("{} has no FrameOfReferenceUID: only its geometry was checked", path.display())),
+        (None, _) => {
+            warnings.push(format!("{} has no FrameOfReferenceUID: only its geometry was checked", path.display()))
+        }
         (_, None) => warnings.push(format!(
             "the CT has no FrameOfReferenceUID (not a DICOM series): only the geometry of {} was checked",
             path.display()
         )),
     }
-    let labels = seg.on_grid(grid).map_err(|reason| DicomSegError::NotOnGrid { path: path.display().to_string(), reason })?;
+    let labels =
+        seg.on_grid(grid).map_err(|reason| DicomSegError::NotOnGrid { path: path.display().to_string(), reason })?;
     Ok((labels, warnings))
 }
 

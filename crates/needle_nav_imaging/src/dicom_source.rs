@@ -99,10 +99,7 @@ fn floats<const N: usize>(obj: &DefaultDicomObject, tag: Tag) -> Option<[f64; N]
 fn header(path: &Path) -> Option<DefaultDicomObject> {
     let bytes = std::fs::read(path).ok()?;
     check_declared_lengths(&bytes, false).ok()?;
-    guarded(|| {
-        OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| e.to_string())
-    })
-    .ok()
+    guarded(|| OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| e.to_string())).ok()
 }
 
 /// The source series of `grid` (a volume [`crate::dicom_read`] loaded from `dir`): every file of
@@ -133,7 +130,8 @@ pub fn read_source(dir: &Path, grid: &Geometry) -> Result<SourceSeries, DicomSou
         let rows = obj.get(tags::ROWS).and_then(|e| e.to_int::<usize>().ok());
         let cols = obj.get(tags::COLUMNS).and_then(|e| e.to_int::<usize>().ok());
         let frames = obj.get(tags::NUMBER_OF_FRAMES).and_then(|e| e.to_int::<i64>().ok()).unwrap_or(1);
-        let same_plane = (0..3).all(|x| (iop[x] - axes[0][x]).abs() < IOP_TOL && (iop[3 + x] - axes[1][x]).abs() < IOP_TOL);
+        let same_plane =
+            (0..3).all(|x| (iop[x] - axes[0][x]).abs() < IOP_TOL && (iop[3 + x] - axes[1][x]).abs() < IOP_TOL);
         if rows != Some(ny) || cols != Some(nx) || frames > 1 || !same_plane {
             continue;
         }
@@ -167,7 +165,11 @@ pub fn read_source(dir: &Path, grid: &Geometry) -> Result<SourceSeries, DicomSou
             );
         }
         if let Some((other, _)) = &found[index] {
-            return Err(DicomSourceError::TwoAtOnePosition { path_a: other.path.display().to_string(), path_b: name, index });
+            return Err(DicomSourceError::TwoAtOnePosition {
+                path_a: other.path.display().to_string(),
+                path_b: name,
+                index,
+            });
         }
         found[index] = Some((SourceSlice { path, sop_class_uid, sop_instance_uid, position_mm: ipp }, obj));
     }
@@ -188,7 +190,11 @@ pub fn read_source(dir: &Path, grid: &Geometry) -> Result<SourceSeries, DicomSou
         }
     }
     let Some(first) = first else {
-        return Err(DicomSourceError::MissingSlice { dir: dir.display().to_string(), index: 0, position_mm: grid.origin_mm });
+        return Err(DicomSourceError::MissingSlice {
+            dir: dir.display().to_string(),
+            index: 0,
+            position_mm: grid.origin_mm,
+        });
     };
     let patient_study = PATIENT_STUDY_TAGS.iter().filter_map(|t| first.get(*t).cloned()).collect();
     Ok(SourceSeries {
@@ -226,7 +232,10 @@ mod tests {
         assert_eq!(source.slices[0].position_mm, [-250.0, -164.0, -164.5]);
         assert_eq!(source.series_instance_uid, ct.series_uid);
         assert!(source.frame_of_reference_uid.as_deref().is_some_and(|u| u.ends_with("7717670467")));
-        assert_eq!(source.slices[140].sop_instance_uid, "1.2.826.0.1.3680043.2.1143.7168738577591082787858905645416096478");
+        assert_eq!(
+            source.slices[140].sop_instance_uid,
+            "1.2.826.0.1.3680043.2.1143.7168738577591082787858905645416096478"
+        );
         assert!(source.warnings.is_empty());
     }
 

@@ -10,10 +10,10 @@
 //! [`SegmentationOptions::overwrite`]; then a surface from the earlier run that this run does not
 //! write is removed, so the folder never mixes two runs.
 
-use crate::result::{SegmentationOptions, SegmentationResult};
-use needle_nav_core::volume::Volume;
 use crate::request::SegmentationInput;
+use crate::result::{SegmentationOptions, SegmentationResult};
 use needle_nav_core::volume::Geometry;
+use needle_nav_core::volume::Volume;
 use needle_nav_imaging::dicom_seg::{self, Code, SegDescription, SegmentClass};
 use needle_nav_imaging::dicom_source::{self, SourceSeries};
 use needle_nav_imaging::nifti;

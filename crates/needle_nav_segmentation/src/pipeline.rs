@@ -93,9 +93,11 @@ impl VesselSegmenter {
         let t = Instant::now();
         let (algorithm_name, algorithm_version) = (model_stem(&self.model_name), self.info.version_label());
         let seg = match &seg_source {
-            Ok(series) => {
-                Ok(outputs::SegSource { series, algorithm_name: &algorithm_name, algorithm_version: &algorithm_version })
-            }
+            Ok(series) => Ok(outputs::SegSource {
+                series,
+                algorithm_name: &algorithm_name,
+                algorithm_version: &algorithm_version,
+            }),
             Err(note) => Err(note.as_str()),
         };
         let staged = outputs::write_all(&mut result, options, seg.as_ref().map_err(|n| *n))?;

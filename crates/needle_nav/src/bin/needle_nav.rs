@@ -597,7 +597,9 @@ fn segment_command(
             println!("time: {} ; total {:.2} s", stages.join(", "), r.total_seconds);
             println!("model {}", r.model);
             match (&r.dicom_seg_path, &r.dicom_seg_note) {
-                (Some(p), _) => println!("DICOM SEG {} ({})", p.display(), r.dicom_seg_sop_instance_uid.as_deref().unwrap_or("")),
+                (Some(p), _) => {
+                    println!("DICOM SEG {} ({})", p.display(), r.dicom_seg_sop_instance_uid.as_deref().unwrap_or(""))
+                }
                 (None, Some(note)) => println!("no DICOM SEG: {note}"),
                 (None, None) => {}
             }
@@ -742,7 +744,8 @@ fn seg_to_nifti_command(seg: &std::path::Path, out: &std::path::Path, ct: Option
             }
         }
     };
-    if let Err(e) = needle_nav_imaging::nifti::write(out, &labels.geometry, &labels.data, "needle_nav vessels 1a 2v 3ao")
+    if let Err(e) =
+        needle_nav_imaging::nifti::write(out, &labels.geometry, &labels.data, "needle_nav vessels 1a 2v 3ao")
     {
         eprintln!("cannot write {}: {e}", out.display());
         return ExitCode::from(1);
