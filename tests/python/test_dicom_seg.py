@@ -12,11 +12,13 @@
   another order than ours), `needle_nav seg-to-nifti --ct` gives back the same labels.
 - The planner: a plan with the SEG as labels equals the plan with the NIfTI labels; a SEG in another
   frame of reference is refused.
+- The SegmentVessels service names the SEG and its SOPInstanceUID in its response (empty for NIfTI).
 """
 import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import highdicom as hd
@@ -128,10 +130,13 @@ def test_dciodvfy_finds_no_error_in_the_seg(thorax_run):
     print("dciodvfy warnings:\n" + "\n".join(line for line in lines if "Warning" in line))
 
 
-def test_a_series_without_study_and_series_uids_is_segmented_without_a_seg_and_says_why(tmp_path):
+def test_a_series_without_study_and_series_uids_is_segmented_without_a_seg_and_says_why(thorax_run, tmp_path):
     if not J2K.is_dir():
         pytest.skip(f"shared data not found at {J2K}")
-    r = needle_nav("segment", J2K, "--out", tmp_path, "--no-surface", "--scheduling", "normal")
+    # Over the thorax run's result: --overwrite must not leave the earlier run's SEG beside the new labels.
+    shutil.copytree(thorax_run[0], tmp_path, dirs_exist_ok=True)
+    assert (tmp_path / "vessel_seg.dcm").is_file()
+    r = needle_nav("segment", J2K, "--out", tmp_path, "--no-surface", "--scheduling", "normal", "--overwrite")
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "vessel_summary.json").read_text())
     assert summary["dicom_seg_path"] is None and not (tmp_path / "vessel_seg.dcm").exists()
@@ -230,3 +235,37 @@ def test_a_seg_in_another_frame_of_reference_is_refused_by_the_planner(thorax_ru
     r = needle_nav("plan", "--case", THORAX_CASE, "--labels", tmp_path / "other_for.dcm", "--out", tmp_path / "plan")
     assert r.returncode == 2
     assert re.search(r"frame of reference .* the CT in", r.stderr), r.stderr
+
+
+def test_the_segment_vessels_service_answers_with_the_seg_and_its_uid(processes, peer, tmp_path):
+    """The ROS service (vessel_segmentation) writes the SEG for a DICOM series and names it in the
+    response, which is what a PACS client stores; for NIfTI input both fields are empty."""
+    import rclpy
+    from needle_nav_msgs.srv import SegmentVessels
+
+    if not THORAX.is_dir():
+        pytest.skip(f"shared data not found at {THORAX}")
+    processes.start("vessel_segmentation", "--ros-args", "-p", "worker_scheduling:=normal")
+    client = peer.create_client(SegmentVessels, "/needle_nav/segment_vessels")
+
+    def call(deadline_s, **fields):
+        end = time.monotonic() + 30
+        while not client.service_is_ready():
+            assert time.monotonic() < end, "no segment_vessels service"
+            rclpy.spin_once(peer, timeout_sec=0.2)
+        future = client.call_async(SegmentVessels.Request(**fields))
+        end = time.monotonic() + deadline_s
+        while not future.done():
+            assert time.monotonic() < end, "no response"
+            rclpy.spin_once(peer, timeout_sec=0.2)
+        return future.result()
+
+    r = call(600, input_path=str(THORAX), output_dir=str(tmp_path / "dicom"), hu_refinement=True)
+    assert r.success is True, r.message
+    assert r.dicom_seg_path == str(tmp_path / "dicom" / "vessel_seg.dcm")
+    ds = pydicom.dcmread(r.dicom_seg_path, stop_before_pixels=True)
+    assert ds.SOPInstanceUID == r.dicom_seg_sop_instance_uid and ds.Modality == "SEG"
+    if NIFTI_CT.is_file():
+        r = call(600, input_path=str(NIFTI_CT), output_dir=str(tmp_path / "nifti"), hu_refinement=True)
+        assert r.success is True, r.message
+        assert (r.dicom_seg_path, r.dicom_seg_sop_instance_uid) == ("", "")
