@@ -210,7 +210,7 @@ pub fn read_source(dir: &Path, grid: &Geometry) -> Result<SourceSeries, DicomSou
     })
 }
 
-/// The FrameOfReferenceUID of a DICOM series folder's volume, or of nothing else.
+/// The FrameOfReferenceUID of the series in `dir` that `grid` was loaded from (None when its files carry none).
 pub fn frame_of_reference(dir: &Path, grid: &Geometry) -> Result<Option<String>, DicomSourceError> {
     Ok(read_source(dir, grid)?.frame_of_reference_uid)
 }
