@@ -95,10 +95,8 @@ mod tests {
 
     #[test]
     fn tracker_to_ct_maps_a_tracker_point_onto_the_ras_of_its_ct_point() {
-        let image_to_tracker = Isometry3::from_parts(
-            Translation3::new(0.1, -0.2, 0.3),
-            UnitQuaternion::from_euler_angles(0.1, -0.4, 0.7),
-        );
+        let image_to_tracker =
+            Isometry3::from_parts(Translation3::new(0.1, -0.2, 0.3), UnitQuaternion::from_euler_angles(0.1, -0.4, 0.7));
         let ct_lps_m = Point3::new(0.05, 0.12, -0.3);
         let tracker_m = image_to_tracker * ct_lps_m;
         let m = tracker_to_ct_ras_mm(&image_to_tracker);

@@ -72,13 +72,9 @@ pub fn ns_to_timestamp(ns: i64) -> u64 {
     let ns = ns.max(0);
     let seconds = (ns / 1_000_000_000) as u64;
     let rem = (ns % 1_000_000_000) as u64;
+    // At most 0xFFFF_FFFC for a remainder of 999 999 999 ns: never carries into the seconds.
     let fraction = ((rem << 32) + 500_000_000) / 1_000_000_000;
-    // A remainder just below one second rounds up to the next second.
-    if fraction > 0xFFFF_FFFF {
-        (seconds + 1) << 32
-    } else {
-        (seconds << 32) | fraction
-    }
+    (seconds << 32) | fraction
 }
 
 /// What was wrong with bytes that did not make a usable message. Each kind has its counter.
@@ -167,7 +163,8 @@ impl FrameDecoder {
             let Some(h) = plausible_header(&self.buf[..HEADER_SIZE]) else {
                 // Skip to the next byte that starts a plausible header; keep a tail that may be
                 // the start of one still arriving.
-                let found = (1..=self.buf.len() - HEADER_SIZE).find(|&p| plausible_header(&self.buf[p..p + HEADER_SIZE]).is_some());
+                let found = (1..=self.buf.len() - HEADER_SIZE)
+                    .find(|&p| plausible_header(&self.buf[p..p + HEADER_SIZE]).is_some());
                 let skip = found.unwrap_or(self.buf.len() - HEADER_SIZE + 1);
                 self.buf.drain(..skip);
                 self.skipped += skip;
@@ -343,7 +340,8 @@ mod tests {
         body.extend_from_slice(&content);
         body.extend_from_slice(&meta_header);
         body.extend_from_slice(&meta_body);
-        let p = Packet { header_version: 2, type_name: "TRANSFORM".into(), device_name: "A".into(), timestamp: 0, body };
+        let p =
+            Packet { header_version: 2, type_name: "TRANSFORM".into(), device_name: "A".into(), timestamp: 0, body };
         assert_eq!(p.content().unwrap(), &content[..]);
         // Metadata sizes that do not fit are malformed, not a panic.
         let mut q = p.clone();
@@ -356,6 +354,10 @@ mod tests {
     fn timestamps_convert_both_ways() {
         assert_eq!(timestamp_to_ns((1000u64 << 32) | 0x8000_0000), Some(1_000_500_000_000));
         assert_eq!(ns_to_timestamp(1_000_500_000_000), (1000u64 << 32) | 0x8000_0000);
-        assert_eq!(ns_to_timestamp(999_999_999_999), 1000u64 << 32);
+        assert_eq!(ns_to_timestamp(999_999_999_999), (999u64 << 32) | 0xFFFF_FFFC);
+        // Round trip within a nanosecond over a spread of values.
+        for ns in [1i64, 123_456_789, 1_700_000_000_123_456_789, 4_000_000_000_999_999_999] {
+            assert!((timestamp_to_ns(ns_to_timestamp(ns)).unwrap() - ns).abs() <= 1, "{ns}");
+        }
     }
 }

@@ -159,7 +159,11 @@ impl BadPacketLog {
         let entry = self.last.entry(kind).or_insert((None, 0));
         entry.1 += 1;
         if !matches!(entry.0, Some(t) if now.duration_since(t) < Duration::from_secs(1)) {
-            tracing::warn!(link = self.name, "bad OpenIGTLink packet ({} of this kind since the last such line): {bad}", entry.1);
+            tracing::warn!(
+                link = self.name,
+                "bad OpenIGTLink packet ({} of this kind since the last such line): {bad}",
+                entry.1
+            );
             *entry = (Some(now), 0);
         }
     }
@@ -167,7 +171,12 @@ impl BadPacketLog {
 
 /// Runs the link until `events`' receiver is dropped or `outgoing` closes. Spawn it on the node's
 /// runtime; dropping the task closes the connection.
-pub async fn run(cfg: LinkConfig, counters: Arc<LinkCounters>, events: mpsc::Sender<LinkEvent>, mut outgoing: mpsc::Receiver<Outgoing>) {
+pub async fn run(
+    cfg: LinkConfig,
+    counters: Arc<LinkCounters>,
+    events: mpsc::Sender<LinkEvent>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+) {
     let mut latched: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut log = BadPacketLog { name: cfg.name, last: BTreeMap::new() };
     let mut delay = cfg.backoff_initial;
@@ -180,28 +189,30 @@ pub async fn run(cfg: LinkConfig, counters: Arc<LinkCounters>, events: mpsc::Sen
             Ok(p)
         } else {
             match cfg.mode {
-            LinkMode::Client => TcpStream::connect((cfg.host.as_str(), cfg.port))
-                .await
-                .map(|s| {
-                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    (s, peer)
-                })
-                .map_err(|e| format!("cannot connect to {}:{}: {e}", cfg.host, cfg.port)),
-            LinkMode::Server => {
-                if listener.is_none() {
-                    match TcpListener::bind((cfg.host.as_str(), cfg.port)).await {
-                        Ok(l) => {
-                            tracing::info!(link = cfg.name, "listening on {}:{}", cfg.host, cfg.port);
-                            listener = Some(l);
+                LinkMode::Client => TcpStream::connect((cfg.host.as_str(), cfg.port))
+                    .await
+                    .map(|s| {
+                        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                        (s, peer)
+                    })
+                    .map_err(|e| format!("cannot connect to {}:{}: {e}", cfg.host, cfg.port)),
+                LinkMode::Server => {
+                    if listener.is_none() {
+                        match TcpListener::bind((cfg.host.as_str(), cfg.port)).await {
+                            Ok(l) => {
+                                tracing::info!(link = cfg.name, "listening on {}:{}", cfg.host, cfg.port);
+                                listener = Some(l);
+                            }
+                            Err(e) => {
+                                tracing::warn!(link = cfg.name, "cannot listen on {}:{}: {e}", cfg.host, cfg.port)
+                            }
                         }
-                        Err(e) => tracing::warn!(link = cfg.name, "cannot listen on {}:{}: {e}", cfg.host, cfg.port),
+                    }
+                    match &listener {
+                        Some(l) => accept(l, &mut outgoing, &mut latched, &counters).await,
+                        None => Err(format!("not listening on {}:{}", cfg.host, cfg.port)),
                     }
                 }
-                match &listener {
-                    Some(l) => accept(l, &mut outgoing, &mut latched, &counters).await,
-                    None => Err(format!("not listening on {}:{}", cfg.host, cfg.port)),
-                }
-            }
             }
         };
         match connected {
@@ -215,17 +226,9 @@ pub async fn run(cfg: LinkConfig, counters: Arc<LinkCounters>, events: mpsc::Sen
                 if events.send(LinkEvent::Connected { peer: peer.clone() }).await.is_err() {
                     return;
                 }
-                let end = serve(
-                    stream,
-                    &cfg,
-                    &counters,
-                    &events,
-                    &mut outgoing,
-                    &mut latched,
-                    &mut log,
-                    listener.as_ref(),
-                )
-                .await;
+                let end =
+                    serve(stream, &cfg, &counters, &events, &mut outgoing, &mut latched, &mut log, listener.as_ref())
+                        .await;
                 counters.connected.store(false, Ordering::Relaxed);
                 let reason = match end {
                     End::OwnerGone => return,

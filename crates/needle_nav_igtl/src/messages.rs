@@ -79,7 +79,9 @@ fn decode_position(c: &[u8]) -> Result<Vec<NamedPosition>, String> {
                 }
             })
             .collect()),
-        n => Err(format!("a POSITION body of {n} bytes is neither 12, 16, 24, 28 nor a multiple of {PYIGTL_POSITION_SIZE}")),
+        n => Err(format!(
+            "a POSITION body of {n} bytes is neither 12, 16, 24, 28 nor a multiple of {PYIGTL_POSITION_SIZE}"
+        )),
     }
 }
 
@@ -111,7 +113,11 @@ pub enum ImageVoxels {
 ///
 /// `ijk_to_ras_mm`: columns i, j, k (direction times spacing) and the position of voxel (0,0,0),
 /// in RAS millimetres. The wire carries the position of the image centre, as the specification says.
-pub fn image_body(dims: [usize; 3], ijk_to_ras_mm: &nalgebra::Matrix4<f64>, voxels: &ImageVoxels) -> Result<Vec<u8>, EncodeError> {
+pub fn image_body(
+    dims: [usize; 3],
+    ijk_to_ras_mm: &nalgebra::Matrix4<f64>,
+    voxels: &ImageVoxels,
+) -> Result<Vec<u8>, EncodeError> {
     let size: [u16; 3] = match (u16::try_from(dims[0]), u16::try_from(dims[1]), u16::try_from(dims[2])) {
         (Ok(a), Ok(b), Ok(c)) => [a, b, c],
         _ => return Err(EncodeError::ImageTooLarge { dims }),

@@ -165,8 +165,13 @@ mod tests {
 
     #[test]
     fn plan_points_are_ras_millimetres() {
-        let w = plan_message(&Point3::new(0.1, 0.2, 0.3), &Point3::new(-0.01, 0.0, 0.05), &[Point3::new(0.0, 0.001, 0.0)], 1)
-            .unwrap();
+        let w = plan_message(
+            &Point3::new(0.1, 0.2, 0.3),
+            &Point3::new(-0.01, 0.0, 0.05),
+            &[Point3::new(0.0, 0.001, 0.0)],
+            1,
+        )
+        .unwrap();
         let got = decode_all(&[w]);
         let Incoming::Point(p) = &got[0].1 else { panic!() };
         let names: Vec<&str> = p.points.iter().map(|e| e.name.as_str()).collect();

@@ -95,7 +95,13 @@ impl FrameAssembler {
 
     /// One tracker message: its positions, its timestamp (None: not stamped), whether it is a
     /// whole frame, and when it arrived (node clock).
-    pub fn observe(&mut self, obs: &[DeviceObservation], stamp_ns: Option<i64>, whole_frame: bool, arrival_ns: i64) -> Assembled {
+    pub fn observe(
+        &mut self,
+        obs: &[DeviceObservation],
+        stamp_ns: Option<i64>,
+        whole_frame: bool,
+        arrival_ns: i64,
+    ) -> Assembled {
         let mut out = Assembled::default();
         let stamp = stamp_ns.unwrap_or_else(|| {
             self.unstamped_count += 1;
@@ -116,27 +122,30 @@ impl FrameAssembler {
         if mapped.is_empty() {
             return out;
         }
+        let pending_stamp = self.pending.as_ref().map(|p| p.stamp_ns);
+        // A straggler of a published frame, or of an older one than the pending frame: it updates
+        // positions only.
+        let late = self.last_published_ns.is_some_and(|last| stamp <= last) || pending_stamp.is_some_and(|p| p > stamp);
+        // A newer frame closes the pending one, before its positions are taken.
+        if !late && pending_stamp.is_some_and(|p| p < stamp) {
+            if let Some(s) = self.publish() {
+                out.samples.push(s);
+            }
+        }
         for (id, p) in &mapped {
             let entry = self.newest.entry(*id).or_insert((stamp, *p));
             if stamp >= entry.0 {
                 *entry = (stamp, *p);
             }
         }
-        // A straggler of a published frame, or older: positions only.
-        if self.last_published_ns.is_some_and(|last| stamp <= last) {
+        if late {
             return out;
         }
-        match self.pending.as_ref().map(|p| p.stamp_ns) {
-            Some(pending) if pending > stamp => return out,
-            Some(pending) if pending < stamp => {
-                if let Some(s) = self.publish() {
-                    out.samples.push(s);
-                }
-            }
-            _ => {}
-        }
-        let pending =
-            self.pending.get_or_insert(Pending { stamp_ns: stamp, first_arrival_ns: arrival_ns, reported: BTreeSet::new() });
+        let pending = self.pending.get_or_insert(Pending {
+            stamp_ns: stamp,
+            first_arrival_ns: arrival_ns,
+            reported: BTreeSet::new(),
+        });
         pending.reported.extend(mapped.iter().map(|(id, _)| *id));
         let complete = whole_frame || pending.reported.len() >= self.ids.len();
         if complete {
@@ -221,6 +230,8 @@ mod tests {
         let s = a.observe(&[o("AToTracker", 0.2)], Some(1016 * MS), false, 16 * MS).samples;
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].stamp_ns, 1000 * MS);
+        // The closed frame keeps its own positions, not those of the message that closed it.
+        assert_eq!(s[0].markers[0].position.x, 0.1);
         assert!(a.poll(16 * MS + 4 * MS).is_none());
         let s = a.poll(16 * MS + 5 * MS).unwrap();
         assert_eq!((s.stamp_ns, s.markers[0].position.x, s.sequence), (1016 * MS, 0.2, 2));

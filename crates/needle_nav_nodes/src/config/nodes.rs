@@ -711,7 +711,8 @@ mod tests {
 
     #[test]
     fn the_bridge_needs_one_marker_id_per_device_name_and_no_duplicates() {
-        let mut c = IgtlBridgeConfig { device_names: vec!["A".into(), "B".into()], marker_ids: vec![1], ..Default::default() };
+        let mut c =
+            IgtlBridgeConfig { device_names: vec!["A".into(), "B".into()], marker_ids: vec![1], ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "marker_ids");
         c.marker_ids = vec![1, 1];
         assert_eq!(c.validate().unwrap_err().key, "marker_ids");

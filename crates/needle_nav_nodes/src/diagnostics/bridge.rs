@@ -94,7 +94,8 @@ mod tests {
     #[test]
     fn a_link_that_is_down_warns_and_bad_packets_are_listed() {
         let mut h = BridgeHealth::new(&TrackerDiagnostics::default(), 60.0, "igtl_bridge", 0);
-        h.tracker = CounterSnapshot { connected: true, received: 120, crc_failed: 2, oversized: 1, ..Default::default() };
+        h.tracker =
+            CounterSnapshot { connected: true, received: 120, crc_failed: 2, oversized: 1, ..Default::default() };
         h.slicer = Some(CounterSnapshot::default());
         let r = h.report(2_000_000_000);
         assert_eq!(r[0].level, Level::Ok);

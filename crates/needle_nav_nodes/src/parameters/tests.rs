@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::{
-    build_config, embedded_default_file, node_section, IgtlBridgeConfig, LesionRegistrationConfig, MarkerClassifierConfig,
-    MarkerTrackerConfig, NeedleTargetConfig, TrajectoryPlannerConfig, VesselSegmentationConfig,
+    build_config, embedded_default_file, node_section, IgtlBridgeConfig, LesionRegistrationConfig,
+    MarkerClassifierConfig, MarkerTrackerConfig, NeedleTargetConfig, TrajectoryPlannerConfig, VesselSegmentationConfig,
 };
 use serde_yaml::Value;
 use std::collections::BTreeSet;

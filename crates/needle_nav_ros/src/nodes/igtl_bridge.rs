@@ -52,7 +52,12 @@ fn target_values(t: &msg::NeedleTarget) -> TargetValues {
 }
 
 /// Sends to Slicer while the node is active; an encoding failure is logged, never fatal.
-fn send(cx: &NodeContext, to: &mpsc::Sender<Outgoing>, what: &str, m: Result<Outgoing, needle_nav_igtl::messages::EncodeError>) {
+fn send(
+    cx: &NodeContext,
+    to: &mpsc::Sender<Outgoing>,
+    what: &str,
+    m: Result<Outgoing, needle_nav_igtl::messages::EncodeError>,
+) {
     if !cx.is_active() {
         return;
     }
@@ -78,14 +83,24 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     let tracker_counters = Arc::new(LinkCounters::default());
     let (tracker_events_tx, mut tracker_events) = mpsc::channel::<LinkEvent>(1024);
     let (tracker_out, tracker_out_rx) = mpsc::channel::<Outgoing>(1);
-    cx.spawn(link::run(link_config("tracker", &cfg.tracker, &cfg), tracker_counters.clone(), tracker_events_tx, tracker_out_rx));
+    cx.spawn(link::run(
+        link_config("tracker", &cfg.tracker, &cfg),
+        tracker_counters.clone(),
+        tracker_events_tx,
+        tracker_out_rx,
+    ));
 
     // The Slicer link.
     let slicer_counters = Arc::new(LinkCounters::default());
     let (slicer_out, slicer_out_rx) = mpsc::channel::<Outgoing>(256);
     let (slicer_events_tx, mut slicer_events) = mpsc::channel::<LinkEvent>(64);
     if cfg.slicer_enabled {
-        cx.spawn(link::run(link_config("slicer", &cfg.slicer, &cfg), slicer_counters.clone(), slicer_events_tx, slicer_out_rx));
+        cx.spawn(link::run(
+            link_config("slicer", &cfg.slicer, &cfg),
+            slicer_counters.clone(),
+            slicer_events_tx,
+            slicer_out_rx,
+        ));
     }
 
     // Tracker messages -> samples.
@@ -98,13 +113,21 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         let mut frames = FrameAssembler::new(&task_cfg);
         let mut publish_failed = false;
         let mut counter_tick = tokio::time::interval(COUNTER_PERIOD);
-        let publish = |s: &needle_nav_core::tracking::TrackerSample, failed: &mut bool| {
-            let result = markers_pub.publish(&convert::sample_msg(s, &task_cfg.frame_id));
-            if result.is_ok() && task_cx.is_active() {
-                lock(&task_health).output.record(task_cx.now_ns(), s.stamp_ns, s.visible_ids());
+        // A plain function, not a closure: a borrow of the publisher must not live across an await.
+        fn publish(
+            p: &crate::context::LifecyclePublisher<msg::TrackedMarkerArray>,
+            cx: &NodeContext,
+            health: &Mutex<BridgeHealth>,
+            frame_id: &str,
+            s: &needle_nav_core::tracking::TrackerSample,
+            failed: &mut bool,
+        ) {
+            let result = p.publish(&convert::sample_msg(s, frame_id));
+            if result.is_ok() && cx.is_active() {
+                lock(health).output.record(cx.now_ns(), s.stamp_ns, s.visible_ids());
             }
             log_publish_error(NAME, MARKERS.name, result, failed);
-        };
+        }
         loop {
             let wait = frames
                 .next_deadline_ns()
@@ -123,7 +146,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                             tracing::warn!(node = NAME, "tracker device `{name}` is not in device_names: ignored (logged once)");
                         }
                         for s in &done.samples {
-                            publish(s, &mut publish_failed);
+                            publish(&markers_pub, &task_cx, &task_health, &task_cfg.frame_id, s, &mut publish_failed);
                         }
                     }
                     Some(LinkEvent::Connected { peer }) => tracing::info!(node = NAME, "tracker connected: {peer}"),
@@ -131,7 +154,7 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 },
                 _ = tokio::time::sleep(wait) => {
                     if let Some(s) = frames.poll(task_cx.now_ns()) {
-                        publish(&s, &mut publish_failed);
+                        publish(&markers_pub, &task_cx, &task_health, &task_cfg.frame_id, &s, &mut publish_failed);
                     }
                 }
                 _ = counter_tick.tick() => {
@@ -211,13 +234,19 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                     let now = task_cx.now_ns();
                     let path = lock(&label_map).clone();
                     let reply = if r.device_name != slicer::LABEL_MAP_DEVICE {
-                        slicer::image_refusal(&r.device_name, &format!("no image `{}`: ask for `{}`", r.device_name, slicer::LABEL_MAP_DEVICE), now)
+                        slicer::image_refusal(
+                            &r.device_name,
+                            &format!("no image `{}`: ask for `{}`", r.device_name, slicer::LABEL_MAP_DEVICE),
+                            now,
+                        )
                     } else if let Some(path) = path {
                         tracing::info!(node = NAME, "Slicer asked for the label map: sending {path}");
                         let read = tokio::task::spawn_blocking(move || {
                             needle_nav_imaging::nifti::read(std::path::Path::new(&path))
                                 .map_err(|e| e.to_string())
-                                .and_then(|img| slicer::label_map_message(&img.geometry, &img.data, now).map_err(|e| e.to_string()))
+                                .and_then(|img| {
+                                    slicer::label_map_message(&img.geometry, &img.data, now).map_err(|e| e.to_string())
+                                })
                         })
                         .await
                         .unwrap_or_else(|e| Err(format!("reading the label map failed: {e}")));
