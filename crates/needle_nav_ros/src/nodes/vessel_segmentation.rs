@@ -68,11 +68,12 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 continue;
             }
             let r = &req.message;
-            let pacs_series =
-                (!r.series_instance_uid.is_empty() || !r.study_instance_uid.is_empty()).then(|| PacsSeries {
+            let pacs_series = (!r.series_instance_uid.is_empty() || !r.study_instance_uid.is_empty()).then(|| {
+                PacsSeries {
                     study_instance_uid: r.study_instance_uid.clone(),
                     series_instance_uid: r.series_instance_uid.clone(),
-                });
+                }
+            });
             let request = SegmentRequest {
                 input_path: r.input_path.clone(),
                 pacs_series,
