@@ -528,3 +528,20 @@ def test_the_bridge_in_server_mode_serves_a_tracker_that_connects(processes, pee
         assert len(markers.items) >= 5
     finally:
         client.stop()
+
+
+def test_the_device_map_is_declared_as_ros_parameters(processes, peer, tmp_path):
+    """`ros2 param get` on the bridge: the map's two lists with their types, the links' ports."""
+    from rcl_interfaces.srv import GetParameters
+    tracker_port = free_port()
+    start_bridge(processes, tmp_path, tracker_port, free_port(), slicer_enabled=False)
+    client = peer.create_client(GetParameters, "/igtl_bridge/get_parameters")
+    assert client.wait_for_service(timeout_sec=15)
+    future = client.call_async(GetParameters.Request(names=["device_names", "marker_ids", "tracker.port", "tracker.mode"]))
+    wait_until(future.done, 10, peer, "get_parameters")
+    values = future.result().values
+    assert list(values[0].string_array_value) == DEVICES
+    assert list(values[1].integer_array_value) == IDS
+    assert values[2].integer_value == tracker_port
+    assert values[3].string_value == "client"
+    peer.destroy_client(client)
