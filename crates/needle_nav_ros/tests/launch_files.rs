@@ -28,6 +28,7 @@ fn built_executable(name: &str) -> Option<String> {
             "needle_target" => env!("CARGO_BIN_EXE_needle_target"),
             "vessel_segmentation" => env!("CARGO_BIN_EXE_vessel_segmentation"),
             "trajectory_planner" => env!("CARGO_BIN_EXE_trajectory_planner"),
+            "igtl_bridge" => env!("CARGO_BIN_EXE_igtl_bridge"),
             "needle_nav_stack" => env!("CARGO_BIN_EXE_needle_nav_stack"),
             "lifecycle_manager" => env!("CARGO_BIN_EXE_lifecycle_manager"),
             _ => return None,
