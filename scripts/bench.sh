@@ -36,5 +36,6 @@ section "DICOM SEG writing, real thorax labels (needle_nav vs highdicom)" python
 section "path planning on the real thorax series (Rust vs scipy distance transforms)" python bench/bench_planning.py
 section "bag reading (needle_nav bag-info vs rosbags)" python bench/bench_bags.py
 section "parameter and lifecycle services (needle_target vs an rclpy node)" python bench/bench_ros_services.py
+section "OpenIGTLink: tracker frame in -> target TRANSFORM out (igtl_bridge chain vs pyigtl loopback)" python bench/bench_igtl_latency.py
 mv "$RESULTS_TMP" "$RESULTS"
 echo "[bench] figures written to docs/results/benchmarks.md"

@@ -39,7 +39,7 @@ echo "[colcon] build took $(( $(date +%s) - start )) s"
 
 PREFIX="$WS/install/needle_nav"
 for exe in marker_tracker marker_classifier lesion_registration needle_target vessel_segmentation \
-           trajectory_planner needle_nav_stack needle_nav lifecycle_manager; do
+           trajectory_planner igtl_bridge needle_nav_stack needle_nav lifecycle_manager; do
   [[ -x "$PREFIX/lib/needle_nav/$exe" ]] || { echo "[colcon] missing installed executable $exe"; exit 1; }
 done
 ls "$PREFIX"/share/needle_nav/launch/*.launch.xml "$PREFIX"/share/needle_nav/config/*.yaml >/dev/null

@@ -41,6 +41,7 @@ from needle_nav_msgs.msg import NeedleTarget, TrackedMarker, TrackedMarkerArray 
 
 STACK = ["vessel_segmentation", "trajectory_planner", "marker_classifier", "lesion_registration", "needle_target"]
 SIM = STACK + ["marker_tracker"]
+IGTL = STACK + ["igtl_bridge"]
 # The shipped case: registration after the 10 s window, then a 20 s calm-breathing baseline;
 # measured about 31 s on an idle machine. Generous here: the test machine is shared.
 FIRST_VALID_TARGET_S = float(os.environ.get("NEEDLE_NAV_LAUNCH_VALID_WAIT", "150"))
@@ -230,3 +231,21 @@ def test_with_lifecycle_the_manager_brings_needle_target_to_active(peer, launche
     assert spin_until(peer, lambda: targets.all, 30), "no target after the bring-up"
     peer.destroy_subscription(targets.sub)
     assert_clean_exit(launch, processes=len(SIM) + 1)
+
+
+def test_the_igtl_launch_keeps_retrying_without_a_plus_server_and_exits_cleanly(peer, launches):
+    """needle_nav_igtl.launch.xml with nobody on the tracker port: the bridge retries with back-off,
+    every node runs on the installed configuration, and Ctrl-C ends them all cleanly."""
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        tracker_port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        slicer_port = s.getsockname()[1]
+    launch = launches("needle_nav_igtl.launch.xml", f"tracker_port:={tracker_port}", f"slicer_port:={slicer_port}")
+    wait_for_nodes(peer, launch, IGTL)
+    assert_installed_configuration(launch, IGTL)
+    assert spin_until(peer, lambda: "retrying with back-off" in launch.text(), 30), launch.text()[-6000:]
+    spin_until(peer, lambda: False, 3)
+    assert_clean_exit(launch, processes=len(IGTL))

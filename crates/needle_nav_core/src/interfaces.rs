@@ -112,7 +112,7 @@ pub const SEGMENT_VESSELS: Endpoint = Endpoint {
     qos: QosKind::Service,
 };
 
-/// The six nodes. The executable and the default node name are the same string.
+/// The nodes. The executable and the default node name are the same string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
@@ -122,10 +122,25 @@ pub enum NodeKind {
     NeedleTarget,
     VesselSegmentation,
     TrajectoryPlanner,
+    /// OpenIGTLink bridge: a real tracker (PLUS) in instead of marker_tracker, 3D Slicer out.
+    IgtlBridge,
 }
 
 impl NodeKind {
-    pub const ALL: [NodeKind; 6] = [
+    /// Every node, the bridge included.
+    pub const ALL: [NodeKind; 7] = [
+        NodeKind::MarkerTracker,
+        NodeKind::MarkerClassifier,
+        NodeKind::LesionRegistration,
+        NodeKind::NeedleTarget,
+        NodeKind::VesselSegmentation,
+        NodeKind::TrajectoryPlanner,
+        NodeKind::IgtlBridge,
+    ];
+
+    /// The six nodes of the simulated stack, which the all-in-one executable hosts. The bridge is
+    /// not among them: it replaces marker_tracker when a real tracker is used.
+    pub const STACK: [NodeKind; 6] = [
         NodeKind::MarkerTracker,
         NodeKind::MarkerClassifier,
         NodeKind::LesionRegistration,
@@ -143,6 +158,7 @@ impl NodeKind {
             NodeKind::NeedleTarget => "needle_target",
             NodeKind::VesselSegmentation => "vessel_segmentation",
             NodeKind::TrajectoryPlanner => "trajectory_planner",
+            NodeKind::IgtlBridge => "igtl_bridge",
         }
     }
 
@@ -186,6 +202,13 @@ impl NodeKind {
             NodeKind::TrajectoryPlanner => {
                 &[(Calls, SEGMENT_VESSELS), (Publishes, PLAN), (Publishes, VIZ_PLAN), (Publishes, DIAGNOSTICS)]
             }
+            NodeKind::IgtlBridge => &[
+                (Publishes, MARKERS),
+                (Subscribes, TARGET),
+                (Subscribes, REGISTRATION),
+                (Subscribes, PLAN),
+                (Publishes, DIAGNOSTICS),
+            ],
         }
     }
 }
@@ -242,7 +265,7 @@ impl QosKind {
     }
 }
 
-/// Name of the executable that hosts all six nodes in one process.
+/// Name of the executable that hosts the six nodes of [`NodeKind::STACK`] in one process.
 pub const ALL_IN_ONE_EXECUTABLE: &str = "needle_nav_stack";
 
 /// Coordinate frames (REP-103/105 style names).

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod diagnostics;
+pub mod igtl_bridge;
 pub mod lesion_registration;
 pub mod lifecycle;
 pub mod lifecycle_manager;

@@ -28,6 +28,7 @@ fn built_executable(name: &str) -> Option<String> {
             "needle_target" => env!("CARGO_BIN_EXE_needle_target"),
             "vessel_segmentation" => env!("CARGO_BIN_EXE_vessel_segmentation"),
             "trajectory_planner" => env!("CARGO_BIN_EXE_trajectory_planner"),
+            "igtl_bridge" => env!("CARGO_BIN_EXE_igtl_bridge"),
             "needle_nav_stack" => env!("CARGO_BIN_EXE_needle_nav_stack"),
             "lifecycle_manager" => env!("CARGO_BIN_EXE_lifecycle_manager"),
             _ => return None,
@@ -110,10 +111,10 @@ fn empty_sequence(v: &serde_yaml::Value, path: String) -> Option<String> {
     }
 }
 
-/// Nodes an executable hosts (the all-in-one hosts all six).
+/// Nodes an executable hosts (the all-in-one hosts the six of the stack).
 fn hosted(exec: &str) -> Vec<NodeKind> {
     if exec == ALL_IN_ONE_EXECUTABLE {
-        NodeKind::ALL.to_vec()
+        NodeKind::STACK.to_vec()
     } else {
         NodeKind::from_name(exec).into_iter().collect()
     }
@@ -342,7 +343,7 @@ fn every_launch_file_matches_the_package() {
 #[test]
 fn the_sim_launch_starts_all_six_nodes_and_the_all_in_one_hosts_them() {
     let sim = check_launch_file(&root().join("launch/needle_nav_sim.launch.xml"), &HashMap::new()).unwrap();
-    for kind in NodeKind::ALL {
+    for kind in NodeKind::STACK {
         assert!(sim.contains(&kind.name().to_string()), "sim launch misses {}", kind.name());
     }
     let all = check_launch_file(&root().join("launch/needle_nav_all_in_one.launch.xml"), &HashMap::new()).unwrap();
@@ -421,7 +422,7 @@ fn with_lifecycle_the_manager_manages_exactly_the_nodes_the_file_starts() {
         check_launch_file_into(&root().join("launch").join(file), &lifecycle, &mut started).unwrap();
         assert!(started.execs.contains(&"lifecycle_manager".to_string()), "{file}: no lifecycle_manager");
         let mut nodes: Vec<String> = if all_in_one {
-            NodeKind::ALL.iter().map(|k| k.name().to_string()).collect()
+            NodeKind::STACK.iter().map(|k| k.name().to_string()).collect()
         } else {
             started.execs.iter().filter(|e| NodeKind::from_name(e).is_some()).cloned().collect()
         };

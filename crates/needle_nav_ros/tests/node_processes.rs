@@ -204,6 +204,15 @@ fn every_executable_stops_cleanly_on_sigint_and_sigterm() {
         assert_eq!(status.and_then(|s| s.code()), Some(0), "{exe} after signal {sig}:\n{}", p.log());
         assert!(p.log().contains("stopped cleanly"), "{exe}:\n{}", p.log());
     }
+    // The OpenIGTLink bridge with no tracker to reach (it keeps retrying) and Slicer off (no port
+    // to listen on): a stop ends its retry loop too.
+    let bridge = env!("CARGO_BIN_EXE_igtl_bridge");
+    let mut p = NodeProcess::start(bridge, &["--ros-args", "-p", "slicer_enabled:=false", "-p", "tracker.port:=9"]);
+    p.wait_for_log("retrying with back-off", DISCOVERY);
+    p.signal(libc::SIGINT);
+    let status = p.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "igtl_bridge after SIGINT:\n{}", p.log());
+    assert!(p.log().contains("stopped cleanly"), "igtl_bridge:\n{}", p.log());
 }
 
 /// Regression: SIGINT while the vessel model is still loading on its worker thread used to end the

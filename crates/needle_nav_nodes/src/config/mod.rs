@@ -123,6 +123,7 @@ pub fn embedded_default_file(node: &str) -> Option<&'static str> {
         "needle_target" => include_str!("../../../../config/needle_target.yaml"),
         "vessel_segmentation" => include_str!("../../../../config/vessel_segmentation.yaml"),
         "trajectory_planner" => include_str!("../../../../config/trajectory_planner.yaml"),
+        "igtl_bridge" => include_str!("../../../../config/igtl_bridge.yaml"),
         _ => return None,
     })
 }

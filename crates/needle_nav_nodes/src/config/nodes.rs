@@ -579,6 +579,106 @@ impl Validate for TrajectoryPlannerConfig {
     }
 }
 
+/// Who opens an OpenIGTLink connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgtlMode {
+    /// The bridge connects to the peer's server (PLUS Server; Slicer's connector in server mode).
+    Client,
+    /// The bridge listens and the peer connects.
+    Server,
+}
+
+/// One OpenIGTLink connection of the bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgtlEndpointConfig {
+    pub mode: IgtlMode,
+    /// Client: the peer's host; server: the address to listen on.
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IgtlBridgeConfig {
+    /// The tracker (a PLUS Server by default, port 18944 as PLUS ships it).
+    pub tracker: IgtlEndpointConfig,
+    /// Whether to talk to 3D Slicer at all.
+    pub slicer_enabled: bool,
+    pub slicer: IgtlEndpointConfig,
+    /// OpenIGTLink device names (PLUS: `<Tool>To<Reference>`), each mapped to the marker id at the
+    /// same index of `marker_ids`. Two lists, not a YAML mapping, because ROS parameters are flat.
+    pub device_names: Vec<String>,
+    pub marker_ids: Vec<u32>,
+    pub frame_id: String,
+    /// Back-off between connection attempts: starts here, doubles up to `backoff_max_s`.
+    pub backoff_initial_s: f64,
+    pub backoff_max_s: f64,
+    /// Largest message body accepted; a larger one is counted as oversized and skipped.
+    pub max_message_bytes: u64,
+    /// A device not heard from for this long (tracker time) is published invisible.
+    pub device_timeout_s: f64,
+    /// A tracker frame is published at the latest this long after its first message arrived
+    /// (sooner when every mapped device has reported, or when the next frame starts).
+    pub frame_window_s: f64,
+    /// The tracker's frame rate, for the output rate in /diagnostics.
+    pub expected_rate_hz: f64,
+    /// Thresholds of the node's `/diagnostics` statuses (published samples).
+    pub diagnostics: needle_nav_core::diagnostics_thresholds::TrackerDiagnostics,
+}
+
+impl Default for IgtlBridgeConfig {
+    fn default() -> Self {
+        IgtlBridgeConfig {
+            tracker: IgtlEndpointConfig { mode: IgtlMode::Client, host: "127.0.0.1".into(), port: 18944 },
+            slicer_enabled: true,
+            slicer: IgtlEndpointConfig { mode: IgtlMode::Server, host: "127.0.0.1".into(), port: 18945 },
+            device_names: Vec::new(),
+            marker_ids: Vec::new(),
+            frame_id: needle_nav_core::interfaces::frames::TRACKER.into(),
+            backoff_initial_s: 0.2,
+            backoff_max_s: 5.0,
+            max_message_bytes: 64 * 1024 * 1024,
+            device_timeout_s: 0.2,
+            frame_window_s: 0.005,
+            expected_rate_hz: 60.0,
+            diagnostics: Default::default(),
+        }
+    }
+}
+
+impl Validate for IgtlBridgeConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        non_empty("tracker.host", &self.tracker.host)?;
+        check(self.tracker.port > 0, "tracker.port", || "must be 1..=65535".into())?;
+        non_empty("slicer.host", &self.slicer.host)?;
+        check(self.slicer.port > 0, "slicer.port", || "must be 1..=65535".into())?;
+        check(self.device_names.len() == self.marker_ids.len(), "marker_ids", || {
+            format!("{} ids for {} device names: one id per name", self.marker_ids.len(), self.device_names.len())
+        })?;
+        for (i, n) in self.device_names.iter().enumerate() {
+            check(!n.trim().is_empty() && n.len() <= 64, "device_names", || {
+                format!("name {i} `{n}` must be 1 to 64 characters (OpenIGTLink device names are at most 20, point names 64)")
+            })?;
+            check(!self.device_names[..i].contains(n), "device_names", || format!("`{n}` is listed twice"))?;
+        }
+        for (i, id) in self.marker_ids.iter().enumerate() {
+            check(!self.marker_ids[..i].contains(id), "marker_ids", || format!("marker id {id} is listed twice"))?;
+        }
+        non_empty("frame_id", &self.frame_id)?;
+        positive("backoff_initial_s", self.backoff_initial_s, 60.0, "s")?;
+        in_range("backoff_max_s", self.backoff_max_s, self.backoff_initial_s, 600.0, "s")?;
+        check((1024..=1u64 << 32).contains(&self.max_message_bytes), "max_message_bytes", || {
+            format!("{} is outside 1024..=4294967296 bytes", self.max_message_bytes)
+        })?;
+        positive("device_timeout_s", self.device_timeout_s, 60.0, "s")?;
+        in_range("frame_window_s", self.frame_window_s, 0.0, 1.0, "s")?;
+        positive("expected_rate_hz", self.expected_rate_hz, 1000.0, "Hz")?;
+        diagnostics(self.diagnostics.validate())
+    }
+}
+
 /// Loads and validates the configuration of the node called `node` (used by the CLI and
 /// the launch-file test, which do not know the type statically).
 pub fn check_node_config(node: &str, section: Mapping, overrides: &Overrides) -> Result<(), ConfigError> {
@@ -589,6 +689,7 @@ pub fn check_node_config(node: &str, section: Mapping, overrides: &Overrides) ->
         "needle_target" => build_config::<NeedleTargetConfig>(node, section, overrides).map(|_| ()),
         "vessel_segmentation" => build_config::<VesselSegmentationConfig>(node, section, overrides).map(|_| ()),
         "trajectory_planner" => build_config::<TrajectoryPlannerConfig>(node, section, overrides).map(|_| ()),
+        "igtl_bridge" => build_config::<IgtlBridgeConfig>(node, section, overrides).map(|_| ()),
         other => Err(ConfigError::BadKey { node: other.into(), key: "<node>".into(), reason: "no such node".into() }),
     }
 }
@@ -605,6 +706,22 @@ mod tests {
         NeedleTargetConfig::default().validate().unwrap();
         VesselSegmentationConfig::default().validate().unwrap();
         TrajectoryPlannerConfig::default().validate().unwrap();
+        IgtlBridgeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_bridge_needs_one_marker_id_per_device_name_and_no_duplicates() {
+        let mut c =
+            IgtlBridgeConfig { device_names: vec!["A".into(), "B".into()], marker_ids: vec![1], ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "marker_ids");
+        c.marker_ids = vec![1, 1];
+        assert_eq!(c.validate().unwrap_err().key, "marker_ids");
+        c.marker_ids = vec![1, 2];
+        c.validate().unwrap();
+        c.device_names[1] = "A".into();
+        assert_eq!(c.validate().unwrap_err().key, "device_names");
+        let c = IgtlBridgeConfig { backoff_initial_s: 2.0, backoff_max_s: 1.0, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "backoff_max_s");
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! `diagnostic_msgs/DiagnosticArray`. No wall clock is read here, so every level can be worked out
 //! by hand from the events and the thresholds (`needle_nav_core::diagnostics_thresholds`).
 
+mod bridge;
 mod monitors;
 mod nodes;
+
+pub use bridge::BridgeHealth;
 
 pub use monitors::{RateMonitor, RegistrationMonitor, ValidityMonitor};
 pub use nodes::{

@@ -72,7 +72,7 @@ fn expected_rate() -> ParameterSpec {
 pub fn parameter_specs(kind: NodeKind) -> Vec<ParameterSpec> {
     let metres = Range::Float { min: 0.0, max: 0.05, step: 0.0 };
     match kind {
-        NodeKind::MarkerTracker => rate_specs(true),
+        NodeKind::MarkerTracker | NodeKind::IgtlBridge => rate_specs(true),
         NodeKind::MarkerClassifier => {
             let mut v = rate_specs(false);
             v.push(expected_rate());
@@ -194,6 +194,7 @@ mod tests {
         };
         let to = |v: serde_yaml::Result<serde_yaml::Value>| v.unwrap();
         assert_eq!(names(NodeKind::MarkerTracker), keys(to(serde_yaml::to_value(TrackerDiagnostics::default()))));
+        assert_eq!(names(NodeKind::IgtlBridge), keys(to(serde_yaml::to_value(TrackerDiagnostics::default()))));
         assert_eq!(names(NodeKind::MarkerClassifier), keys(to(serde_yaml::to_value(ClassifierDiagnostics::default()))));
         assert_eq!(
             names(NodeKind::LesionRegistration),

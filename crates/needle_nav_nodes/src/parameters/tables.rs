@@ -570,6 +570,95 @@ const TRAJECTORY_PLANNER: &[ParameterSpec] = &[
     p("obstacles.detect_fissures", "detect lung fissures", "", NONE, ReadOnly, ""),
 ];
 
+const IGTL_BRIDGE: &[ParameterSpec] = &[
+    p(
+        "tracker.mode",
+        "client: connect to a PLUS Server; server: listen, the tracker connects",
+        "",
+        NONE,
+        ReadOnly,
+        "one of: client, server",
+    ),
+    p(
+        "tracker.host",
+        "client: the tracker server's host; server: the address to listen on",
+        "",
+        NONE,
+        ReadOnly,
+        "not empty",
+    ),
+    p("tracker.port", "the tracker connection's TCP port (PLUS: 18944)", "", i(1, 65535), ReadOnly, ""),
+    p("slicer_enabled", "talk to 3D Slicer at all", "", NONE, ReadOnly, ""),
+    p(
+        "slicer.mode",
+        "server: listen, Slicer's connector is a client; client: connect to Slicer's server",
+        "",
+        NONE,
+        ReadOnly,
+        "one of: client, server",
+    ),
+    p("slicer.host", "server: the address to listen on; client: Slicer's host", "", NONE, ReadOnly, "not empty"),
+    p("slicer.port", "the Slicer connection's TCP port", "", i(1, 65535), ReadOnly, ""),
+    p(
+        "device_names",
+        "OpenIGTLink device (or TDATA/POINT element) names, each mapped to the marker id at its index",
+        "",
+        NONE,
+        ReadOnly,
+        "distinct, 1 to 64 characters",
+    ),
+    p("marker_ids", "marker id of each device name, same order", "", NONE, ReadOnly, "one per device name, distinct"),
+    p("frame_id", "frame of the published positions", "", NONE, ReadOnly, "not empty"),
+    p(
+        "backoff_initial_s",
+        "first wait before reconnecting; doubles on each failure",
+        "s",
+        f(0.0, 60.0),
+        ReadOnly,
+        "> 0",
+    ),
+    p(
+        "backoff_max_s",
+        "longest wait between connection attempts",
+        "s",
+        f(0.0, 600.0),
+        ReadOnly,
+        "at least backoff_initial_s",
+    ),
+    p(
+        "max_message_bytes",
+        "largest message body accepted; larger ones are counted oversized and skipped",
+        "",
+        i(1024, 1 << 32),
+        ReadOnly,
+        "",
+    ),
+    p(
+        "device_timeout_s",
+        "a device not heard from for this long (tracker time) is published invisible",
+        "s",
+        f(0.0, 60.0),
+        ReadOnly,
+        "> 0",
+    ),
+    p(
+        "frame_window_s",
+        "a tracker frame is published at the latest this long after its first message",
+        "s",
+        f(0.0, 1.0),
+        ReadOnly,
+        "",
+    ),
+    p(
+        "expected_rate_hz",
+        "the tracker's frame rate, for the output rate in /diagnostics",
+        "Hz",
+        f(0.0, 1000.0),
+        ReadOnly,
+        "> 0",
+    ),
+];
+
 /// The declared parameters of `kind`'s configuration (its parameter file keys).
 pub fn config_specs(kind: NodeKind) -> Vec<ParameterSpec> {
     let (own, sample_checks): (&[ParameterSpec], bool) = match kind {
@@ -579,6 +668,7 @@ pub fn config_specs(kind: NodeKind) -> Vec<ParameterSpec> {
         NodeKind::NeedleTarget => (NEEDLE_TARGET, true),
         NodeKind::VesselSegmentation => (VESSEL_SEGMENTATION, false),
         NodeKind::TrajectoryPlanner => (TRAJECTORY_PLANNER, false),
+        NodeKind::IgtlBridge => (IGTL_BRIDGE, false),
     };
     let mut specs = own.to_vec();
     if sample_checks {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::{
-    build_config, embedded_default_file, node_section, LesionRegistrationConfig, MarkerClassifierConfig,
-    MarkerTrackerConfig, NeedleTargetConfig, TrajectoryPlannerConfig, VesselSegmentationConfig,
+    build_config, embedded_default_file, node_section, IgtlBridgeConfig, LesionRegistrationConfig,
+    MarkerClassifierConfig, MarkerTrackerConfig, NeedleTargetConfig, TrajectoryPlannerConfig, VesselSegmentationConfig,
 };
 use serde_yaml::Value;
 use std::collections::BTreeSet;
@@ -22,6 +22,7 @@ fn shipped_keys(kind: NodeKind) -> Vec<(String, Value)> {
         NodeKind::NeedleTarget => keys::<NeedleTargetConfig>(node),
         NodeKind::VesselSegmentation => keys::<VesselSegmentationConfig>(node),
         NodeKind::TrajectoryPlanner => keys::<TrajectoryPlannerConfig>(node),
+        NodeKind::IgtlBridge => keys::<IgtlBridgeConfig>(node),
     }
 }
 
@@ -37,6 +38,7 @@ fn builds(kind: NodeKind, key: &str, value: Value) -> bool {
         NodeKind::NeedleTarget => build_config::<NeedleTargetConfig>(node, section, &o).is_ok(),
         NodeKind::VesselSegmentation => build_config::<VesselSegmentationConfig>(node, section, &o).is_ok(),
         NodeKind::TrajectoryPlanner => build_config::<TrajectoryPlannerConfig>(node, section, &o).is_ok(),
+        NodeKind::IgtlBridge => build_config::<IgtlBridgeConfig>(node, section, &o).is_ok(),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The six nodes. Each `start` loads and validates its configuration, creates its
+//! The nodes. Each `start` loads and validates its configuration, creates its
 //! endpoints with the QoS from [`needle_nav_core::interfaces`], and spawns its tasks.
 
+mod igtl_bridge;
 mod lesion_registration;
 mod marker_classifier;
 mod marker_tracker;
@@ -21,6 +22,7 @@ pub fn start(kind: NodeKind, node: &mut r2r::Node, cx: &NodeContext) -> Result<(
         NodeKind::NeedleTarget => needle_target::start(node, cx),
         NodeKind::VesselSegmentation => vessel_segmentation::start(node, cx),
         NodeKind::TrajectoryPlanner => trajectory_planner::start(node, cx),
+        NodeKind::IgtlBridge => igtl_bridge::start(node, cx),
     }
 }
 
