@@ -158,16 +158,29 @@ def segmentation_client(processes, peer, *args):
     return call
 
 
-def test_segment_vessels_by_study_and_series_uid_and_the_seg_comes_back_to_the_pacs(processes, peer, orthanc,
-                                                                                     series, tmp_path):
+def test_segment_vessels_by_study_and_series_uid(processes, peer, orthanc, series, tmp_path):
+    import nibabel as nib
+    study, series_uid, files = series
+    call = segmentation_client(processes, peer, *pacs_parameters(orthanc))
+    r = call(study_instance_uid=study, series_instance_uid=series_uid, output_dir=str(tmp_path), hu_refinement=True)
+    assert r.success, r.message
+    retrieved = tmp_path / "pacs_input" / series_uid
+    assert sorted(p.name for p in retrieved.iterdir()) == sorted(f"{sop}.dcm" for sop in files)
+    assert r.stage_names[0] == "pacs_retrieve" and r.stored_seg_to == ""
+    assert str(retrieved) in r.message
+    # The labels are on the retrieved series' grid: 512 x 512 x 20.
+    assert nib.load(r.label_map_path).shape == (512, 512, 20)
+
+
+@pytest.mark.xfail(strict=True, reason="needs the DICOM SEG output (issue 16 part 2, another branch): "
+                   "the service answers 'no DICOM SEG was written' until it is merged; remove this mark then")
+def test_the_seg_is_stored_back_to_the_pacs_and_read_by_highdicom(processes, peer, orthanc, series, tmp_path):
     import highdicom
     study, series_uid, files = series
     call = segmentation_client(processes, peer, *pacs_parameters(orthanc))
     r = call(study_instance_uid=study, series_instance_uid=series_uid, store_seg_to_pacs=True,
              output_dir=str(tmp_path), hu_refinement=True)
     assert r.success, r.message
-    retrieved = tmp_path / "pacs_input" / series_uid
-    assert sorted(p.name for p in retrieved.iterdir()) == sorted(f"{sop}.dcm" for sop in files)
     assert "pacs_retrieve" in r.stage_names and "pacs_store" in r.stage_names
     assert r.stored_seg_to == f"{ORTHANC_AE}@127.0.0.1:{orthanc.dicom_port}"
     # The SEG, as Orthanc holds it, read back by highdicom: it references the uploaded series.
