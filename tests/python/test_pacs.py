@@ -249,3 +249,47 @@ def test_the_planner_reports_a_pacs_failure_as_no_ct(processes, peer, orthanc, s
     p = plans[-1]
     assert p.status == NeedlePlan.STATUS_NO_CT
     assert p.status_message.startswith("planning CT from the PACS: series") and "not found" in p.status_message
+
+
+def make_certificates(folder):
+    """A CA, a server certificate for 127.0.0.1 / localhost and a client certificate, by openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=needle_nav test CA")
+    for name, ext in [("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")]:
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN=needle_nav test {name}")
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    # A second CA that signed nothing here: the PACS's certificate must not pass with it.
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
+            "-days", "2", "-subj", "/CN=another CA")
+    return folder
+
+
+def test_dicom_over_tls_with_orthanc(tmp_path):
+    certs = make_certificates(tmp_path / "certs")
+    server = Orthanc(tmp_path / "tls_orthanc", tls={
+        "certificate": str(certs / "server.pem"), "private_key": str(certs / "server.key"),
+        "trusted": str(certs / "ca.pem")}).start()
+    try:
+        plain = connection(server)
+        tls = [*plain, "--tls-ca", str(certs / "ca.pem")]
+        client = ["--tls-cert", str(certs / "client.pem"), "--tls-key", str(certs / "client.key")]
+        r = pacs_cli("echo", *tls, *client)
+        assert r.returncode == 0 and "(TLS): success" in r.stdout, r.stderr + server.log()
+        # Without TLS, to a TLS-only PACS: refused, and the message says TLS.
+        r = pacs_cli("echo", *plain)
+        assert r.returncode == 1 and "TLS" in r.stderr, r.stderr
+        # A PACS certificate from an authority we do not trust: refused by us.
+        r = pacs_cli("echo", *plain, "--tls-ca", str(certs / "other.pem"), *client)
+        assert r.returncode == 1 and "TLS with the PACS" in r.stderr and "certificate" in r.stderr.lower(), r.stderr
+        # No client certificate, while Orthanc requires one: refused by the PACS.
+        r = pacs_cli("echo", *tls)
+        assert r.returncode == 1 and "requires a client certificate" in r.stderr, r.stderr
+    finally:
+        server.stop()

@@ -76,6 +76,17 @@ impl PacsError {
                 reason: "the PACS answers with TLS: set pacs.tls.enabled (and its certificates)".into(),
             },
             _ if timed_out => PacsError::Timeout { address, operation: operation.to_string(), seconds: timeout_s },
+            // A TLS alert arrives as a read error once the handshake is done (TLS 1.3 checks the
+            // client certificate after it).
+            other if chain(&other).contains("received fatal alert") => {
+                let reason = chain(&other);
+                let hint = if reason.contains("CertificateRequired") {
+                    "; the PACS requires a client certificate: set pacs.tls.client_cert_file and client_key_file"
+                } else {
+                    ""
+                };
+                PacsError::Tls { address, reason: format!("{reason}{hint}") }
+            }
             Ul::ConnectionClosed { .. } => PacsError::Protocol {
                 address,
                 operation: operation.to_string(),
