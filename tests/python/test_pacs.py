@@ -170,6 +170,7 @@ def test_segment_vessels_by_study_and_series_uid(processes, peer, orthanc, serie
     assert str(retrieved) in r.message
     # The labels are on the retrieved series' grid: 512 x 512 x 20.
     assert nib.load(r.label_map_path).shape == (512, 512, 20)
+    print("stage seconds:", dict(zip(r.stage_names, (round(t, 2) for t in r.stage_seconds))))
 
 
 @pytest.mark.xfail(strict=True, reason="needs the DICOM SEG output (issue 16 part 2, another branch): "
@@ -293,3 +294,30 @@ def test_dicom_over_tls_with_orthanc(tmp_path):
         assert r.returncode == 1 and "requires a client certificate" in r.stderr, r.stderr
     finally:
         server.stop()
+
+
+def test_the_planner_plans_on_a_ct_from_the_pacs(processes, peer, orthanc, series, tmp_path):
+    """Retrieved by the planner, segmented by the service from that folder, planned: any verdict of the
+    planner itself (a path, or a refusal by its rules), never "no CT" or a failed segmentation."""
+    from needle_nav_msgs.msg import NeedlePlan
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    study, series_uid, files = series
+    first = pydicom.dcmread(next(iter(files.values())), stop_before_pixels=True)
+    # The image's centre, in the middle of the 20 slices (LPS, metres).
+    x0, y0, z0 = (float(v) for v in first.ImagePositionPatient)
+    spacing = float(first.PixelSpacing[0])
+    target = [(x0 + 256 * spacing) / 1000, (y0 + 256 * spacing) / 1000, (z0 - 19.0) / 1000]
+    plans = []
+    peer.create_subscription(NeedlePlan, "/needle_nav/plan", plans.append, latched)
+    processes.start("needle_nav_stack", "--only", "vessel_segmentation,trajectory_planner", "--ros-args",
+                    "-p", f"trajectory_planner:ct_study_instance_uid:={study}",
+                    "-p", f"trajectory_planner:ct_series_instance_uid:={series_uid}",
+                    "-p", f"trajectory_planner:target_point_m:=[{target[0]}, {target[1]}, {target[2]}]",
+                    "-p", f"trajectory_planner:output_dir:={tmp_path}",
+                    *pacs_parameters(orthanc, node="trajectory_planner"))
+    wait_until(lambda: plans and plans[-1].status != NeedlePlan.STATUS_PENDING, PATIENCE_S, peer, "a finished plan")
+    p = plans[-1]
+    assert p.status not in (NeedlePlan.STATUS_NO_CT, NeedlePlan.STATUS_SEGMENTATION_FAILED), p.status_message
+    assert p.ct_path == str(tmp_path / "pacs_input" / series_uid)
+    assert len(list(Path(p.ct_path).iterdir())) == 20
