@@ -32,6 +32,7 @@ section "digital patient generation" python bench/bench_phantom.py
 section "tracker sample -> target latency" bash bench/bench_latency.sh
 section "vessel segmentation, real thorax series (Rust vs Python onnxruntime vs classic)" python bench/bench_segmentation.py
 section "guidance deadlines while a segmentation runs (none / normal / SCHED_IDLE)" python bench/bench_segmentation_contention.py
+section "DICOM SEG writing, real thorax labels (needle_nav vs highdicom)" python bench/bench_dicom_seg.py
 section "path planning on the real thorax series (Rust vs scipy distance transforms)" python bench/bench_planning.py
 section "bag reading (needle_nav bag-info vs rosbags)" python bench/bench_bags.py
 section "parameter and lifecycle services (needle_target vs an rclpy node)" python bench/bench_ros_services.py

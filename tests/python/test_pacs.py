@@ -173,8 +173,6 @@ def test_segment_vessels_by_study_and_series_uid(processes, peer, orthanc, serie
     print("stage seconds:", dict(zip(r.stage_names, (round(t, 2) for t in r.stage_seconds))))
 
 
-@pytest.mark.xfail(strict=True, reason="needs the DICOM SEG output (issue 16 part 2, another branch): "
-                   "the service answers 'no DICOM SEG was written' until it is merged; remove this mark then")
 def test_the_seg_is_stored_back_to_the_pacs_and_read_by_highdicom(processes, peer, orthanc, series, tmp_path):
     import highdicom
     study, series_uid, files = series

@@ -238,7 +238,7 @@ pub fn parse_dicom_time(tm: &str) -> Option<f64> {
 }
 
 /// Runs third-party parsing so that a panic on a malformed file becomes an error naming the file.
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(panic) => {
@@ -263,7 +263,7 @@ enum Unread {
 
 /// Whether an unparsable file was meant as a slice: it has the DICOM preamble, or its name
 /// is not that of a known other kind of file (slices often have no or numeric endings).
-fn looks_like_a_slice(path: &Path) -> bool {
+pub(crate) fn looks_like_a_slice(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 132];
     let preamble =
@@ -283,7 +283,7 @@ fn looks_like_a_slice(path: &Path) -> bool {
 /// syntax, into sequences and items) up to the pixel data, or through it with
 /// `through_pixel_data`. Where the layout is not certain (deflated data sets, UN of undefined
 /// length, trailing bytes) the walk stops and dicom-rs judges the rest.
-fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> Result<(), String> {
+pub(crate) fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> Result<(), String> {
     const UNDEFINED: u32 = u32::MAX;
     let mut walk = ElementWalk { bytes, big_endian: false, explicit_vr: true };
     let mut at = if bytes.get(128..132) == Some(b"DICM") {

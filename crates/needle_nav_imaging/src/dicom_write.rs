@@ -53,6 +53,14 @@ pub fn uid_from_seed(seed: u64, purpose: &str) -> String {
     format!("2.25.{v}")
 }
 
+/// A new, unique DICOM UID under the 2.25 root (PS3.5 B.2: a UUID's 128 bits as one integer),
+/// from the operating system's randomness: for objects made at run time (a SEG), which must
+/// never share a UID with another, even when made from the same input.
+pub fn new_uid() -> String {
+    let v: u128 = rand::random::<u128>() >> 1 | 1 << 126; // no leading zero, below 2^128
+    format!("2.25.{v}")
+}
+
 /// Decimal String value: at most 16 characters.
 pub fn ds(v: f64) -> String {
     for precision in (0..=6).rev() {

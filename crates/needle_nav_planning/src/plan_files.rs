@@ -1,6 +1,6 @@
 //! The planner's work between the segmentation service and the plan message, without ROS:
 //! where the CT and target come from (a case folder or explicit parameters), loading the CT and
-//! the vessel labels the service wrote, and the path search of `core::planning`.
+//! the vessel labels the service wrote (NIfTI or DICOM SEG), and the path search of `core::planning`.
 
 use crate::config::TrajectoryPlannerConfig;
 use crate::{
@@ -9,8 +9,8 @@ use crate::{
 };
 use nalgebra::{Point3, Vector3};
 use needle_nav_core::volume::{Geometry, Volume};
-use needle_nav_imaging::nifti;
-use needle_nav_segmentation::outputs::{surface_points, VesselPoint};
+use needle_nav_imaging::{dicom_seg, dicom_source, nifti};
+use needle_nav_segmentation::outputs::{surface_points, vessel_segment_classes, VesselPoint};
 use needle_nav_segmentation::pipeline::load_input;
 use needle_nav_segmentation::request;
 use std::path::{Path, PathBuf};
@@ -173,6 +173,9 @@ pub struct PlanningRun {
 }
 
 /// The CT and its vessel labels on the CT's grid. No labels file: no network labels (all zero).
+/// The labels are a NIfTI label map on the CT's grid, or a DICOM Segmentation (BINARY, one
+/// segment per vessel class, mapped by its property type code) whose frames lie on the CT's
+/// grid and whose frame of reference is the CT's (checked when the CT is a DICOM series).
 pub fn load_ct_and_labels(
     ct_path: &Path,
     labels_path: Option<&Path>,
@@ -184,6 +187,24 @@ pub fn load_ct_and_labels(
     let Some(labels_path) = labels_path else {
         return Ok((ct.clone(), Volume::filled(ct.geometry.clone(), 0u8)));
     };
+    if dicom_seg::is_dicom_file(labels_path) {
+        let ct_frame_of_reference = match &request {
+            request::SegmentationInput::DicomDirectory(dir) => dicom_source::frame_of_reference(dir, &ct.geometry)
+                .map_err(|e| format!("cannot match the planning CT's slices: {e}"))?,
+            request::SegmentationInput::Nifti(_) => None,
+        };
+        let (labels, warnings) = dicom_seg::read_seg_on_grid(
+            labels_path,
+            &vessel_segment_classes(),
+            &ct.geometry,
+            ct_frame_of_reference.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        return Ok((ct, labels));
+    }
     let labels = nifti::read(labels_path).map_err(|e| e.to_string())?;
     if labels.geometry.dims != ct.geometry.dims {
         return Err(format!(

@@ -112,6 +112,20 @@ impl ModelInfo {
         }
     }
 
+    /// A version of this model for the records that carry one (DICOM SEG AlgorithmVersion, at
+    /// most 64 characters): its training date and commit, when the export recorded them.
+    pub fn version_label(&self) -> String {
+        let field = |k: &str| self.training.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let commit = field("git_commit").map(|c| c.chars().take(12).collect::<String>());
+        let label = match (field("date"), commit) {
+            (Some(d), Some(c)) => format!("trained {d}, commit {c}"),
+            (Some(d), None) => format!("trained {d}"),
+            (None, Some(c)) => format!("commit {c}"),
+            (None, None) => format!("format {}", self.format),
+        };
+        label.chars().take(64).collect()
+    }
+
     /// Network input value of one HU value.
     #[inline]
     pub fn normalise(&self, hu: f32) -> f32 {
@@ -164,5 +178,13 @@ mod tests {
             assert!(err.contains(key), "{key}: {err}");
         }
         assert!(ModelInfo::from_json("{").is_err());
+    }
+
+    #[test]
+    fn the_version_label_names_the_training_run() {
+        let mut info = ModelInfo::from_json(&example_json()).unwrap();
+        assert_eq!(info.version_label(), "format 1");
+        info.training = serde_json::json!({"date": "2026-11-30T17:30:37Z", "git_commit": "f4bb9358fcfc2f7daa0bdfb249baf0445829f791"});
+        assert_eq!(info.version_label(), "trained 2026-11-30T17:30:37Z, commit f4bb9358fcfc");
     }
 }

@@ -1,15 +1,21 @@
 //! Files a segmentation run leaves behind: the label map on the input geometry (NIfTI, which
-//! nibabel and 3D Slicer read with the same affine), a JSON summary, and a downsampled surface
-//! point cloud (PLY, metres in the `ct` frame) for rviz and the planner.
+//! nibabel and 3D Slicer read with the same affine), for DICOM input the same labels as a DICOM
+//! Segmentation referencing the source series (one segment per class, standard anatomy codes),
+//! a JSON summary, and a downsampled surface point cloud (PLY, metres in the `ct` frame) for
+//! rviz and the planner.
 //!
-//! The three are written under temporary names in the output folder and renamed into place
+//! They are written under temporary names in the output folder and renamed into place
 //! together, the summary last, once all are complete ([`needle_nav_imaging::output_files`]): a failed write
 //! leaves an earlier result as it was. An earlier result is replaced only with
 //! [`SegmentationOptions::overwrite`]; then a surface from the earlier run that this run does not
 //! write is removed, so the folder never mixes two runs.
 
+use crate::request::SegmentationInput;
 use crate::result::{SegmentationOptions, SegmentationResult};
+use needle_nav_core::volume::Geometry;
 use needle_nav_core::volume::Volume;
+use needle_nav_imaging::dicom_seg::{self, Code, SegDescription, SegmentClass};
+use needle_nav_imaging::dicom_source::{self, SourceSeries};
 use needle_nav_imaging::nifti;
 use needle_nav_imaging::output_files::{refuse_existing, OutputError, Staged};
 use std::collections::BTreeMap;
@@ -18,8 +24,9 @@ use std::io::Write;
 pub const LABEL_MAP_FILE: &str = "vessel_labels.nii.gz";
 pub const SUMMARY_FILE: &str = "vessel_summary.json";
 pub const SURFACE_FILE: &str = "vessel_surface.ply";
+pub const DICOM_SEG_FILE: &str = "vessel_seg.dcm";
 /// Every file of a result: what `overwrite` replaces.
-pub const RESULT_FILES: [&str; 3] = [LABEL_MAP_FILE, SUMMARY_FILE, SURFACE_FILE];
+pub const RESULT_FILES: [&str; 4] = [LABEL_MAP_FILE, SUMMARY_FILE, SURFACE_FILE, DICOM_SEG_FILE];
 /// What the refusal of an existing result tells the user to do.
 pub const HOW_TO_REPLACE: &str =
     "needle_nav segment --overwrite, or the vessel_segmentation parameter overwrite_results: true";
@@ -33,6 +40,83 @@ pub fn check_output_dir(options: &SegmentationOptions) -> Result<(), OutputError
 pub const CLASS_COLOURS: [[u8; 3]; 4] = [[0, 0, 0], [220, 40, 40], [40, 90, 220], [240, 150, 30]];
 
 pub use crate::result::VesselPoint;
+
+/// The DICOM SEG segments of the vessel labels: category SCT 91723000 "Anatomical Structure"
+/// (CID 7150), types SCT 51114001 Artery, 29092000 Vein, 15825003 Aorta (CID 7192, as in
+/// pydicom's `codes.SCT` and highdicom).
+pub fn vessel_segment_classes() -> Vec<SegmentClass> {
+    let category = Code::new("91723000", "SCT", "Anatomical Structure");
+    [(1u8, "51114001", "Artery"), (2, "29092000", "Vein"), (3, "15825003", "Aorta")]
+        .into_iter()
+        .map(|(label, value, meaning)| SegmentClass {
+            label,
+            name: crate::model_info::CLASS_NAMES[label as usize].to_string(),
+            category: category.clone(),
+            property_type: Code::new(value, "SCT", meaning),
+            rgb: CLASS_COLOURS[label as usize],
+        })
+        .collect()
+}
+
+/// What a DICOM SEG of a run references and says about its algorithm.
+#[derive(Debug, Clone, Copy)]
+pub struct SegSource<'a> {
+    pub series: &'a SourceSeries,
+    pub algorithm_name: &'a str,
+    pub algorithm_version: &'a str,
+}
+
+/// The source series a DICOM SEG of `input` (loaded on `grid`) references, or why it cannot have one.
+pub fn seg_source(input: &SegmentationInput, grid: &Geometry) -> Result<SourceSeries, String> {
+    let dir = match input {
+        SegmentationInput::Nifti(_) => {
+            return Err("the input is NIfTI: a DICOM Segmentation references the UIDs of its source DICOM series, \
+                        which a NIfTI file does not carry"
+                .into())
+        }
+        SegmentationInput::DicomDirectory(dir) => dir,
+    };
+    let series = dicom_source::read_source(dir, grid).map_err(|e| e.to_string())?;
+    for (what, uid) in [
+        ("StudyInstanceUID", &series.study_instance_uid),
+        ("SeriesInstanceUID", &series.series_instance_uid),
+        ("FrameOfReferenceUID", &series.frame_of_reference_uid),
+    ] {
+        if uid.is_none() {
+            return Err(format!(
+                "the source series has no {what} (empty in its files), which a DICOM Segmentation must reference"
+            ));
+        }
+    }
+    Ok(series)
+}
+
+/// Writes `labels` (on the grid of `source.series`) as the vessel DICOM SEG at `path`; its SOPInstanceUID.
+pub fn write_seg_file(
+    path: &std::path::Path,
+    labels: &Volume<u8>,
+    source: &SegSource,
+) -> Result<String, dicom_seg::DicomSegError> {
+    dicom_seg::write_seg(path, labels, source.series, &vessel_segment_classes(), &seg_description(source))
+}
+
+fn seg_description(source: &SegSource) -> SegDescription {
+    let series = if source.series.series_description.is_empty() {
+        "vessels (needle_nav)".to_string()
+    } else {
+        format!("{} vessels (needle_nav)", source.series.series_description)
+    };
+    SegDescription {
+        series_description: series.chars().take(64).collect(),
+        series_number: 901,
+        content_label: "VESSELS".into(),
+        algorithm_name: source.algorithm_name.into(),
+        algorithm_version: source.algorithm_version.into(),
+        manufacturer: "needle_nav".into(),
+        model_name: "needle_nav vessel segmentation".into(),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
 
 /// Boundary voxels of every vessel class (a 6-neighbour has another label), thinned to one
 /// point per class per `cell_mm` cube at the mean position of its voxels.
@@ -103,10 +187,15 @@ fn write_ply_to(out: &mut impl Write, points: &[VesselPoint]) -> std::io::Result
     out.flush()
 }
 
-/// Label map and surface (when asked) under temporary names in `options.output_dir`; the
-/// result's paths are the final ones. The caller adds the summary once the timings are final
-/// ([`write_summary`]), which also puts everything in place.
-pub fn write_all(result: &mut SegmentationResult, options: &SegmentationOptions) -> Result<Staged, OutputError> {
+/// Label map, DICOM SEG (when `seg` is a source; else its Err says why not) and surface (when
+/// asked) under temporary names in `options.output_dir`; the result's paths are the final ones.
+/// The caller adds the summary once the timings are final ([`write_summary`]), which also puts
+/// everything in place.
+pub fn write_all(
+    result: &mut SegmentationResult,
+    options: &SegmentationOptions,
+    seg: Result<&SegSource, &str>,
+) -> Result<Staged, OutputError> {
     check_output_dir(options)?;
     let mut staged = Staged::new(&options.output_dir)?;
     let label_tmp = staged.path(LABEL_MAP_FILE);
@@ -114,6 +203,23 @@ pub fn write_all(result: &mut SegmentationResult, options: &SegmentationOptions)
     nifti::write(&label_tmp, &result.labels.geometry, &result.labels.data, "needle_nav vessels 1a 2v 3ao")
         .map_err(|e| OutputError::Write { path: label_path.display().to_string(), reason: e.to_string() })?;
     result.label_map_path = label_path;
+    (result.dicom_seg_path, result.dicom_seg_sop_instance_uid, result.dicom_seg_note) = (None, None, None);
+    match seg {
+        Ok(source) => {
+            let tmp = staged.path(DICOM_SEG_FILE);
+            let path = staged.final_path(DICOM_SEG_FILE);
+            let started = std::time::Instant::now();
+            let uid = write_seg_file(&tmp, &result.labels, source)
+                .map_err(|e| OutputError::Write { path: path.display().to_string(), reason: e.to_string() })?;
+            result.stages.push(crate::result::StageTime {
+                stage: "write DICOM SEG".into(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            result.dicom_seg_path = Some(path);
+            result.dicom_seg_sop_instance_uid = Some(uid);
+        }
+        Err(note) => result.dicom_seg_note = Some(note.to_string()),
+    }
     result.surface_path = None;
     if options.write_surface {
         result.surface = surface_points(&result.labels, options.surface_cell_mm);
@@ -128,15 +234,20 @@ pub fn write_all(result: &mut SegmentationResult, options: &SegmentationOptions)
 }
 
 /// The summary JSON (everything in the result but the voxels), staged last; then every file is
-/// renamed into place (a surface left from an earlier run that this one did not write is removed).
+/// renamed into place (a surface or SEG left from an earlier run that this one did not write is removed).
 pub fn write_summary(result: &SegmentationResult, mut staged: Staged) -> Result<(), OutputError> {
     let path = &result.summary_json_path;
     let failed = |reason: String| OutputError::Write { path: path.display().to_string(), reason };
     let text = serde_json::to_string_pretty(result).map_err(|e| failed(e.to_string()))?;
     let tmp = staged.path(SUMMARY_FILE);
     std::fs::write(&tmp, text).map_err(|e| failed(e.to_string()))?;
-    let obsolete: Vec<std::path::PathBuf> =
-        if result.surface_path.is_none() { vec![staged.final_path(SURFACE_FILE)] } else { Vec::new() };
+    let mut obsolete: Vec<std::path::PathBuf> = Vec::new();
+    if result.surface_path.is_none() {
+        obsolete.push(staged.final_path(SURFACE_FILE));
+    }
+    if result.dicom_seg_path.is_none() {
+        obsolete.push(staged.final_path(DICOM_SEG_FILE));
+    }
     staged.commit(&obsolete)
 }
 

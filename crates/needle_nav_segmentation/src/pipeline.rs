@@ -77,6 +77,12 @@ impl VesselSegmenter {
         outputs::check_output_dir(options)?;
         let load = dicom_read::LoadOptions { skip_unreadable_slices: options.skip_unreadable_slices };
         let (ct, mut warnings, input_name) = load_input(input, options.max_input_voxels, &load)?;
+        // What the DICOM SEG references, matched to the loaded grid now: a series that cannot
+        // have one is known before the inference.
+        let seg_source = outputs::seg_source(input, &ct.geometry);
+        if let (SegmentationInput::DicomDirectory(_), Err(note)) = (input, &seg_source) {
+            warnings.push(format!("no DICOM SEG: {note}"));
+        }
         let load_s = started.elapsed().as_secs_f64();
         progress("load", 1, 1);
         let mut result = self.segment(&ct, options, progress)?;
@@ -85,7 +91,16 @@ impl VesselSegmenter {
         warnings.append(&mut result.warnings);
         result.warnings = warnings;
         let t = Instant::now();
-        let staged = outputs::write_all(&mut result, options)?;
+        let (algorithm_name, algorithm_version) = (model_stem(&self.model_name), self.info.version_label());
+        let seg = match &seg_source {
+            Ok(series) => Ok(outputs::SegSource {
+                series,
+                algorithm_name: &algorithm_name,
+                algorithm_version: &algorithm_version,
+            }),
+            Err(note) => Err(note.as_str()),
+        };
+        let staged = outputs::write_all(&mut result, options, seg.as_ref().map_err(|n| *n))?;
         result.stages.push(StageTime { stage: "write".into(), seconds: t.elapsed().as_secs_f64() });
         result.total_seconds = started.elapsed().as_secs_f64();
         outputs::write_summary(&result, staged)?;
@@ -211,9 +226,21 @@ impl VesselSegmenter {
             surface_path: None,
             dicom_seg_path: None,
             dicom_seg_sop_instance_uid: None,
+            dicom_seg_note: None,
             stored_seg_to: None,
             surface: Vec::new(),
         })
+    }
+}
+
+/// The model's name for the records: its file name without the ending ("vessel_unet").
+fn model_stem(model: &str) -> String {
+    let name = Path::new(model).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let stem = name.strip_suffix(".onnx").unwrap_or(&name);
+    if stem.is_empty() {
+        "needle_nav vessel network".into()
+    } else {
+        stem.chars().take(64).collect()
     }
 }
 

@@ -97,6 +97,8 @@ pub struct SegmentationResult {
     /// The DICOM Segmentation (DICOM input only) and its SOPInstanceUID.
     pub dicom_seg_path: Option<PathBuf>,
     pub dicom_seg_sop_instance_uid: Option<String>,
+    /// Why no DICOM SEG was written (NIfTI input, a source series without UIDs), when none was.
+    pub dicom_seg_note: Option<String>,
     /// Where the DICOM SEG was stored (PACS address and AE title), when it was.
     pub stored_seg_to: Option<String>,
     #[serde(skip)]

@@ -87,7 +87,8 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Segment arteries, veins and the aorta in a chest CT (DICOM series folder or NIfTI) with the
-    /// vessel network; writes the label map, a JSON summary and a surface point cloud to --out.
+    /// vessel network; writes the label map, a JSON summary and a surface point cloud to --out,
+    /// and for a DICOM series a DICOM Segmentation (vessel_seg.dcm) referencing it.
     Segment {
         /// DICOM series directory or .nii / .nii.gz file.
         input: PathBuf,
@@ -172,6 +173,32 @@ enum Command {
     CheckConfig {
         /// Parameter file (config/<node>.yaml format).
         file: PathBuf,
+    },
+    /// Convert a DICOM Segmentation (BINARY; artery, vein and aorta segments found by their
+    /// property type codes) to a NIfTI label map (1 artery, 2 vein, 3 aorta). Without --ct the
+    /// labels are on the grid the SEG's frames span; with --ct on that CT's grid (the SEG must
+    /// be in its frame of reference and its frames on its slices).
+    SegToNifti {
+        /// The DICOM SEG file.
+        seg: PathBuf,
+        /// The NIfTI file to write (.nii or .nii.gz).
+        #[arg(long)]
+        out: PathBuf,
+        /// Put the labels on this CT's grid (DICOM series folder or NIfTI).
+        #[arg(long)]
+        ct: Option<PathBuf>,
+    },
+    /// Write NIfTI vessel labels (1 artery, 2 vein, 3 aorta, on the series' grid) as a DICOM
+    /// Segmentation referencing a DICOM CT series, as `segment` does for its own labels.
+    NiftiToSeg {
+        /// The label map (.nii / .nii.gz) on the series' grid.
+        labels: PathBuf,
+        /// The DICOM CT series folder the labels were made from.
+        #[arg(long)]
+        series: PathBuf,
+        /// The SEG file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Plan a straight needle path without ROS, with the same code as the trajectory_planner node:
     /// segment the CT with the vessel network (or take --labels, or --no-network), derive the
@@ -462,6 +489,8 @@ fn main() -> ExitCode {
         }
         Command::Plan(args) => plan_command(args),
         Command::Pacs(args) => needle_nav::pacs_command::run(args),
+        Command::SegToNifti { seg, out, ct } => seg_to_nifti_command(&seg, &out, ct.as_deref()),
+        Command::NiftiToSeg { labels, series, out } => nifti_to_seg_command(&labels, &series, &out),
         Command::CheckConfig { file } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
@@ -572,6 +601,13 @@ fn segment_command(
             );
             println!("time: {} ; total {:.2} s", stages.join(", "), r.total_seconds);
             println!("model {}", r.model);
+            match (&r.dicom_seg_path, &r.dicom_seg_note) {
+                (Some(p), _) => {
+                    println!("DICOM SEG {} ({})", p.display(), r.dicom_seg_sop_instance_uid.as_deref().unwrap_or(""))
+                }
+                (None, Some(note)) => println!("no DICOM SEG: {note}"),
+                (None, None) => {}
+            }
             println!("wrote {}", r.summary_json_path.display());
             ExitCode::SUCCESS
         }
@@ -653,6 +689,125 @@ fn classic_command(
     ExitCode::SUCCESS
 }
 
+fn seg_to_nifti_command(seg: &std::path::Path, out: &std::path::Path, ct: Option<&std::path::Path>) -> ExitCode {
+    use needle_nav_imaging::{dicom_seg, dicom_source};
+    use needle_nav_segmentation::outputs::vessel_segment_classes;
+    let classes = vessel_segment_classes();
+    let labels = match ct {
+        None => match dicom_seg::read_seg(seg, &classes) {
+            Ok(image) => match image.declared_grid() {
+                Ok(v) => v,
+                Err(reason) => {
+                    eprintln!("{}: {reason}", seg.display());
+                    return ExitCode::from(1);
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+        Some(ct) => {
+            let request = match needle_nav_segmentation::request::input_kind(&ct.display().to_string()) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("--ct: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let loaded = needle_nav_segmentation::pipeline::load_input(&request, 1 << 31, &Default::default());
+            let (volume, _, _) = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("--ct: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let frame_of_reference = match &request {
+                needle_nav_segmentation::request::SegmentationInput::DicomDirectory(dir) => {
+                    match dicom_source::frame_of_reference(dir, &volume.geometry) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            eprintln!("--ct: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                needle_nav_segmentation::request::SegmentationInput::Nifti(_) => None,
+            };
+            match dicom_seg::read_seg_on_grid(seg, &classes, &volume.geometry, frame_of_reference.as_deref()) {
+                Ok((labels, warnings)) => {
+                    for w in warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    labels
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    if let Err(e) =
+        needle_nav_imaging::nifti::write(out, &labels.geometry, &labels.data, "needle_nav vessels 1a 2v 3ao")
+    {
+        eprintln!("cannot write {}: {e}", out.display());
+        return ExitCode::from(1);
+    }
+    let counts: Vec<String> = classes
+        .iter()
+        .map(|c| format!("{} {}", c.name, labels.data.iter().filter(|v| **v == c.label).count()))
+        .collect();
+    println!("{:?} voxels; {}", labels.geometry.dims, counts.join(", "));
+    println!("wrote {}", out.display());
+    ExitCode::SUCCESS
+}
+
+fn nifti_to_seg_command(labels: &std::path::Path, series: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    use needle_nav_segmentation::outputs::{self, SegSource};
+    let fail = |m: String| {
+        eprintln!("{m}");
+        ExitCode::from(1)
+    };
+    let ct = match needle_nav_imaging::dicom_read::load_series(series, None) {
+        Ok(ct) => ct,
+        Err(e) => return fail(format!("--series: {e}")),
+    };
+    let input = needle_nav_segmentation::request::SegmentationInput::DicomDirectory(series.to_path_buf());
+    let source = match outputs::seg_source(&input, &ct.volume.geometry) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("no DICOM SEG: {e}")),
+    };
+    let image = match needle_nav_imaging::nifti::read(labels) {
+        Ok(i) => i,
+        Err(e) => return fail(format!("{}: {e}", labels.display())),
+    };
+    if image.geometry.dims != ct.volume.geometry.dims {
+        return fail(format!(
+            "the labels {} ({:?}) are not on the series' grid ({:?})",
+            labels.display(),
+            image.geometry.dims,
+            ct.volume.geometry.dims
+        ));
+    }
+    let volume = needle_nav_core::volume::Volume {
+        geometry: ct.volume.geometry.clone(),
+        data: image.data.iter().map(|v| *v as u8).collect(),
+    };
+    let version = format!("needle_nav {}", env!("CARGO_PKG_VERSION"));
+    let seg = SegSource { series: &source, algorithm_name: "labels from NIfTI", algorithm_version: &version };
+    let started = std::time::Instant::now();
+    match outputs::write_seg_file(out, &volume, &seg) {
+        Ok(uid) => {
+            println!("SEG write {:.3} s", started.elapsed().as_secs_f64());
+            println!("wrote {} ({uid})", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}
+
 #[derive(clap::Args)]
 struct PlanArgs {
     /// Case folder with case.json (its CT and lesion centre and radius).
@@ -669,7 +824,8 @@ struct PlanArgs {
     lesion_radius_mm: f64,
     #[arg(long)]
     out: PathBuf,
-    /// Vessel labels on the CT's grid (instead of running the network).
+    /// Vessel labels on the CT's grid (instead of running the network): a NIfTI label map, or a
+    /// DICOM SEG in the CT's frame of reference whose frames lie on the CT's slices.
     #[arg(long, conflicts_with = "no_network")]
     labels: Option<PathBuf>,
     /// No network labels: the CT-derived layers only.
