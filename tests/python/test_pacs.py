@@ -181,6 +181,7 @@ def test_the_seg_is_stored_back_to_the_pacs_and_read_by_highdicom(processes, pee
              output_dir=str(tmp_path), hu_refinement=True)
     assert r.success, r.message
     assert "pacs_retrieve" in r.stage_names and "pacs_store" in r.stage_names
+    print("stage seconds:", dict(zip(r.stage_names, (round(t, 2) for t in r.stage_seconds))))
     assert r.stored_seg_to == f"{ORTHANC_AE}@127.0.0.1:{orthanc.dicom_port}"
     # The SEG, as Orthanc holds it, read back by highdicom: it references the uploaded series.
     found = orthanc.find("Instance", {"SOPInstanceUID": r.dicom_seg_sop_instance_uid})
