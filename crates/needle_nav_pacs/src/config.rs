@@ -29,7 +29,7 @@ pub struct PacsConfig {
 
 /// DICOM over TLS (PS3.15 B.1): the PACS's certificate is checked against `ca_file`; a client
 /// certificate is sent when the PACS asks for one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PacsTls {
     pub enabled: bool,
@@ -52,18 +52,6 @@ impl Default for PacsConfig {
             connect_timeout_s: 5.0,
             timeout_s: 30.0,
             tls: PacsTls::default(),
-        }
-    }
-}
-
-impl Default for PacsTls {
-    fn default() -> Self {
-        PacsTls {
-            enabled: false,
-            ca_file: String::new(),
-            client_cert_file: String::new(),
-            client_key_file: String::new(),
-            server_name: String::new(),
         }
     }
 }
