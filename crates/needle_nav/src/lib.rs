@@ -3,3 +3,4 @@
 //! as the nodes.
 
 pub mod evaluation;
+pub mod pacs_command;

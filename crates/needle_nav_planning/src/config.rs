@@ -12,6 +12,10 @@ pub struct TrajectoryPlannerConfig {
     pub ct_case_dir: String,
     /// Planning CT (DICOM folder or NIfTI); empty (and no ct_case_dir): no plan is made.
     pub ct_path: String,
+    /// Planning CT from the PACS (`pacs`): its StudyInstanceUID and SeriesInstanceUID, instead
+    /// of ct_path; the node retrieves the series into output_dir/pacs_input/ and plans on it.
+    pub ct_study_instance_uid: String,
+    pub ct_series_instance_uid: String,
     /// Target in the CT frame (LPS) [m], used with ct_path.
     pub target_point_m: Vec<f64>,
     /// Lesion radius around the target [m] (with ct_path; a case folder gives its own): vessel
@@ -44,6 +48,8 @@ pub struct TrajectoryPlannerConfig {
     pub obstacles: PlannerObstacles,
     /// Thresholds of the node's `/diagnostics` statuses.
     pub diagnostics: needle_nav_core::diagnostics_thresholds::PlannerDiagnostics,
+    /// The PACS the planning CT is retrieved from (with ct_series_instance_uid).
+    pub pacs: needle_nav_pacs::PacsConfig,
 }
 
 /// Clearances from the CT-derived layers [m] (vessels: safety_margin_m).
@@ -153,6 +159,8 @@ impl Default for TrajectoryPlannerConfig {
         TrajectoryPlannerConfig {
             ct_case_dir: String::new(),
             ct_path: String::new(),
+            ct_study_instance_uid: String::new(),
+            ct_series_instance_uid: String::new(),
             target_point_m: vec![0.0, 0.0, 0.0],
             lesion_radius_m: 0.0,
             ignore_vessel_labels_in_lesion: true,
@@ -172,6 +180,7 @@ impl Default for TrajectoryPlannerConfig {
             weights: Default::default(),
             obstacles: Default::default(),
             diagnostics: Default::default(),
+            pacs: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod morphology;
 pub mod obstacles;
+pub mod pacs_ct;
 pub mod plan_files;
 pub mod risk;
 pub mod search;

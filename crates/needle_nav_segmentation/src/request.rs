@@ -61,6 +61,16 @@ pub fn validate(input_path: &str, output_dir: &str, patch_overlap: f32) -> Resul
         return Err(RequestError::BadOverlap(patch_overlap));
     }
     let input_kind = input_kind(input_path)?;
+    validate_output(output_dir, patch_overlap)?;
+    Ok(input_kind)
+}
+
+/// Validates the fields other than the input (a request whose input comes from a PACS is
+/// checked with this before it is retrieved); creates `output_dir` if missing.
+pub fn validate_output(output_dir: &str, patch_overlap: f32) -> Result<(), RequestError> {
+    if !(0.0..=0.9).contains(&patch_overlap) {
+        return Err(RequestError::BadOverlap(patch_overlap));
+    }
     if output_dir.trim().is_empty() {
         return Err(RequestError::EmptyOutput);
     }
@@ -70,7 +80,7 @@ pub fn validate(input_path: &str, output_dir: &str, patch_overlap: f32) -> Resul
     let probe = Path::new(output_dir).join(".needle_nav_write_probe");
     std::fs::write(&probe, b"").map_err(unwritable)?;
     let _ = std::fs::remove_file(probe);
-    Ok(input_kind)
+    Ok(())
 }
 
 #[cfg(test)]

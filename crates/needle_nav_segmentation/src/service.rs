@@ -1,12 +1,15 @@
 //! The segmentation service without ROS: one worker thread owns the network and runs requests
 //! in arrival order; a request that arrives while one runs is queued (up to `max_queue`) or
 //! refused, as configured. Every accepted request gets exactly one outcome, errors and
-//! panics included. The `vessel_segmentation` node only converts messages to and from this.
+//! panics included. A request naming a PACS series has it retrieved by the worker (C-GET, into
+//! the request's output folder) before segmenting it, and the DICOM SEG stored back (C-STORE)
+//! when asked. The `vessel_segmentation` node only converts messages to and from this.
 
-use super::pipeline::{SegmentationOptions, SegmentationResult, VesselSegmenter};
+use super::pipeline::{SegmentationOptions, SegmentationResult, StageTime, VesselSegmenter};
 use super::scheduling::{lower_current_thread, WorkerScheduling};
 use crate::request;
-use std::path::PathBuf;
+use needle_nav_pacs::PacsConfig;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +48,9 @@ pub struct ServiceLimits {
     pub skip_unreadable_slices: bool,
     /// Scheduling class of the worker thread (and of the inference threads it creates).
     pub scheduling: WorkerScheduling,
+    /// The PACS requests may take their series from and store their DICOM SEG to (none when
+    /// its host is empty).
+    pub pacs: PacsConfig,
 }
 
 /// Why a request was not accepted; answered at once.
@@ -64,7 +70,8 @@ pub type Outcome = Result<SegmentationResult, String>;
 
 struct Job {
     request: SegmentRequest,
-    input: request::SegmentationInput,
+    /// None: the series named by `request.pacs_series` is retrieved first.
+    input: Option<request::SegmentationInput>,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -141,11 +148,7 @@ impl SegmentationService {
 
     /// Checks and enqueues a request; the receiver yields its outcome.
     pub fn submit(&self, request: SegmentRequest) -> Result<oneshot::Receiver<Outcome>, Refusal> {
-        if request.pacs_series.is_some() || request.store_seg_to_pacs {
-            return Err(Refusal::BadRequest("this service has no PACS configured (parameters pacs.*)".into()));
-        }
-        let input = request::validate(&request.input_path, &request.output_dir, request.patch_overlap)
-            .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let input = check_request(&request, &self.limits.pacs).map_err(Refusal::BadRequest)?;
         // Admission: count this request in unless the limits say no (compare-and-swap so two
         // callers cannot both take the last place).
         let limit = if self.limits.queue_when_busy { 1 + self.limits.max_queue } else { 1 };
@@ -172,8 +175,87 @@ impl SegmentationService {
     }
 }
 
+/// Everything that can be checked before the request is queued: the input (a path, or a PACS
+/// series when a PACS is configured), the output folder, the overlap.
+fn check_request(r: &SegmentRequest, pacs: &PacsConfig) -> Result<Option<request::SegmentationInput>, String> {
+    let no_pacs = "this service has no PACS configured (parameter pacs.host of vessel_segmentation is empty)";
+    let input = match &r.pacs_series {
+        Some(series) => {
+            if !r.input_path.trim().is_empty() {
+                return Err("give either input_path or study_instance_uid and series_instance_uid, not both".into());
+            }
+            if !pacs.is_configured() {
+                return Err(no_pacs.into());
+            }
+            needle_nav_pacs::check_uid(&series.study_instance_uid).map_err(|e| format!("study_instance_uid {e}"))?;
+            needle_nav_pacs::check_uid(&series.series_instance_uid).map_err(|e| format!("series_instance_uid {e}"))?;
+            request::validate_output(&r.output_dir, r.patch_overlap).map_err(|e| e.to_string())?;
+            None
+        }
+        None => Some(request::validate(&r.input_path, &r.output_dir, r.patch_overlap).map_err(|e| e.to_string())?),
+    };
+    if r.store_seg_to_pacs {
+        if !pacs.is_configured() {
+            return Err(no_pacs.into());
+        }
+        if matches!(input, Some(request::SegmentationInput::Nifti(_))) {
+            return Err("store_seg_to_pacs needs DICOM input: a DICOM SEG is written for DICOM input only".into());
+        }
+    }
+    Ok(input)
+}
+
+/// Retrieves the request's PACS series into `<output_dir>/pacs_input/<series uid>/`.
+fn retrieve(
+    series: &PacsSeries,
+    output_dir: &str,
+    pacs: &PacsConfig,
+) -> Result<(request::SegmentationInput, StageTime), String> {
+    let folder = needle_nav_pacs::retrieve_folder(Path::new(output_dir), &series.series_instance_uid);
+    tracing::info!(pacs = %pacs.address(), series = %series.series_instance_uid, "retrieving into {}", folder.display());
+    let got = needle_nav_pacs::get_series(pacs, &series.study_instance_uid, &series.series_instance_uid, &folder)
+        .map_err(|e| format!("PACS: {e}"))?;
+    tracing::info!(images = got.files.len(), seconds = got.seconds, "series retrieved");
+    Ok((
+        request::SegmentationInput::DicomDirectory(got.folder),
+        StageTime { stage: "pacs_retrieve".into(), seconds: got.seconds },
+    ))
+}
+
+/// Stores the result's DICOM SEG to the PACS; its outputs stay written whatever happens.
+fn store_seg(result: &mut SegmentationResult, pacs: &PacsConfig) -> Result<(), String> {
+    let Some(seg) = result.dicom_seg_path.clone() else {
+        return Err(format!(
+            "segmented (outputs in {}), but no DICOM SEG was written, so none was stored to the PACS",
+            result.label_map_path.parent().unwrap_or(Path::new("")).display()
+        ));
+    };
+    let started = std::time::Instant::now();
+    let stored = needle_nav_pacs::store_file(pacs, &seg).map_err(|e| {
+        format!("segmented (outputs in {}), but storing the DICOM SEG to the PACS failed: {e}", seg.display())
+    })?;
+    if let Some(w) = &stored.warning {
+        result.warnings.push(format!("the PACS stored the DICOM SEG with a warning: {w}"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    result.stages.push(StageTime { stage: "pacs_store".into(), seconds });
+    result.total_seconds += seconds;
+    result.stored_seg_to = Some(pacs.address());
+    tracing::info!(pacs = %pacs.address(), sop_instance_uid = %stored.sop_instance_uid, "DICOM SEG stored");
+    Ok(())
+}
+
 fn run_job(segmenter: &mut VesselSegmenter, job: &Job, limits: &ServiceLimits) -> Outcome {
     let r = &job.request;
+    // The PACS's series, retrieved here on the worker (the node's executor never waits on the network).
+    let (input, retrieved) = match (&job.input, &r.pacs_series) {
+        (Some(input), _) => (input.clone(), None),
+        (None, Some(series)) => {
+            let (input, stage) = retrieve(series, &r.output_dir, &limits.pacs)?;
+            (input, Some(stage))
+        }
+        (None, None) => return Err("internal error: a request without input (please report)".into()),
+    };
     let options = SegmentationOptions {
         hu_refinement: r.hu_refinement,
         write_surface: r.write_surface,
@@ -184,19 +266,29 @@ fn run_job(segmenter: &mut VesselSegmenter, job: &Job, limits: &ServiceLimits) -
         ..SegmentationOptions::new(PathBuf::from(&r.output_dir))
     };
     let mut last_decile = 0;
-    let input = r.input_path.clone();
+    let shown_input = match &input {
+        request::SegmentationInput::DicomDirectory(p) | request::SegmentationInput::Nifti(p) => p.display().to_string(),
+    };
     let mut progress = |stage: &str, done: usize, total: usize| {
         let decile = done * 10 / total.max(1);
         if stage == "inference" && decile > last_decile {
             last_decile = decile;
-            tracing::info!(input = %input, "inference {done}/{total} patches");
+            tracing::info!(input = %shown_input, "inference {done}/{total} patches");
         }
     };
     // A bug must cost one request, not the service.
-    let run =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| segmenter.run(&job.input, &options, &mut progress)));
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| segmenter.run(&input, &options, &mut progress)));
     match run {
-        Ok(Ok(result)) => Ok(result),
+        Ok(Ok(mut result)) => {
+            if let Some(stage) = retrieved {
+                result.total_seconds += stage.seconds;
+                result.stages.insert(0, stage);
+            }
+            if r.store_seg_to_pacs {
+                store_seg(&mut result, &limits.pacs)?;
+            }
+            Ok(result)
+        }
         Ok(Err(e)) => Err(e.to_string()),
         Err(panic) => {
             let what = panic
@@ -264,6 +356,7 @@ mod tests {
             overwrite_results: false,
             skip_unreadable_slices: false,
             scheduling: WorkerScheduling::Normal,
+            pacs: PacsConfig::default(),
         }
     }
 
@@ -420,6 +513,49 @@ mod tests {
             gate.open();
             drop(service);
         }
+    }
+
+    #[test]
+    fn pacs_requests_are_checked_before_queueing_and_an_unreachable_pacs_is_a_clear_outcome() {
+        let tmp = std::env::temp_dir().join(format!("nn_seg_service_pacs_{}", std::process::id()));
+        let ct = write_case(&tmp);
+        let gate = Gate::default();
+        gate.open();
+        let series = || PacsSeries { study_instance_uid: "1.2.3".into(), series_instance_uid: "1.2.3.4".into() };
+        let by_pacs = |out: &str| SegmentRequest {
+            input_path: String::new(),
+            pacs_series: Some(series()),
+            ..request(&ct, &tmp.join(out))
+        };
+        let refusal = |service: &SegmentationService, r: SegmentRequest| match service.submit(r) {
+            Err(Refusal::BadRequest(m)) => m,
+            other => panic!("expected a bad request, got {:?}", other.map(|_| ())),
+        };
+        let without = SegmentationService::start(limits_default(), segmenter(gate.clone()));
+        assert!(refusal(&without, by_pacs("a")).contains("no PACS configured"));
+        let store = SegmentRequest { store_seg_to_pacs: true, ..request(&ct, &tmp.join("a")) };
+        assert!(refusal(&without, store.clone()).contains("pacs.host"));
+        // A port nothing listens on (taken from the OS, then released): connection refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pacs = PacsConfig { host: "127.0.0.1".into(), port, connect_timeout_s: 2.0, ..PacsConfig::default() };
+        let with = SegmentationService::start(ServiceLimits { pacs, ..limits_default() }, segmenter(gate.clone()));
+        let both = SegmentRequest { pacs_series: Some(series()), ..request(&ct, &tmp.join("b")) };
+        assert!(refusal(&with, both).contains("not both"));
+        let bad_uid = SegmentRequest {
+            pacs_series: Some(PacsSeries { series_instance_uid: "../../etc".into(), ..series() }),
+            ..by_pacs("c")
+        };
+        assert!(refusal(&with, bad_uid).contains("series_instance_uid"));
+        // The test case is NIfTI: no DICOM SEG to store.
+        assert!(refusal(&with, store).contains("DICOM input"));
+        let e = with.submit(by_pacs("d")).unwrap().blocking_recv().unwrap().unwrap_err();
+        assert!(
+            e.contains("PACS unreachable") && e.contains("connection refused") && e.contains(&port.to_string()),
+            "{e}"
+        );
+        // Nothing half-retrieved is left behind.
+        assert!(!tmp.join("d/pacs_input/1.2.3.4").exists());
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 
     #[test]

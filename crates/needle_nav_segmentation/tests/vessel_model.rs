@@ -131,6 +131,7 @@ fn onnx_runtime_threads_inherit_the_workers_idle_scheduling() {
         overwrite_results: false,
         skip_unreadable_slices: false,
         scheduling: WorkerScheduling::Idle,
+        pacs: Default::default(),
     };
     let service = SegmentationService::start(limits, move || {
         let model = OnnxVesselModel::load(&model_path, 3).map_err(|e| e.to_string());

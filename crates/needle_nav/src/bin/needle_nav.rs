@@ -205,6 +205,10 @@ enum Command {
     /// obstacle layers from the CT, judge every path, and write plan.json and layers/*.nii.gz to --out.
     /// Exit status 0: a safe plan; 3: refused (plan.json says why); 2: unusable input.
     Plan(PlanArgs),
+    /// Talk to the PACS the nodes are configured for (the `pacs` block of their parameter file,
+    /// overridable here): echo (C-ECHO), find (C-FIND), get a series (C-GET), store files (C-STORE).
+    /// Exit status 0: done; 1: the PACS refused or could not be reached (the message says why); 2: bad arguments.
+    Pacs(needle_nav::pacs_command::PacsArgs),
 }
 
 fn parse_point(s: &str) -> Result<[f64; 3], String> {
@@ -484,6 +488,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Plan(args) => plan_command(args),
+        Command::Pacs(args) => needle_nav::pacs_command::run(args),
         Command::SegToNifti { seg, out, ct } => seg_to_nifti_command(&seg, &out, ct.as_deref()),
         Command::NiftiToSeg { labels, series, out } => nifti_to_seg_command(&labels, &series, &out),
         Command::CheckConfig { file } => {

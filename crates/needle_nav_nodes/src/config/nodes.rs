@@ -5,6 +5,7 @@ use super::{build_config, ConfigError, InvalidValue, Overrides, Validate};
 pub use needle_nav_core::classification::{
     ClassificationMethod, CorrectionRegion, DisplacementFeature, MarkerClassifierConfig, MotionModeConfig, RegionKind,
 };
+pub use needle_nav_pacs::PacsConfig;
 pub use needle_nav_planning::config::{
     PlannerLimits, PlannerMargins, PlannerObstacles, PlannerWeights, TrajectoryPlannerConfig,
 };
@@ -474,6 +475,8 @@ pub struct VesselSegmentationConfig {
     pub worker_scheduling: needle_nav_segmentation::scheduling::WorkerScheduling,
     /// Thresholds of the node's `/diagnostics` statuses.
     pub diagnostics: needle_nav_core::diagnostics_thresholds::SegmentationDiagnostics,
+    /// The PACS requests may name a series in and store the DICOM SEG to; none when its host is empty.
+    pub pacs: PacsConfig,
 }
 
 impl Default for VesselSegmentationConfig {
@@ -488,6 +491,7 @@ impl Default for VesselSegmentationConfig {
             skip_unreadable_slices: false,
             worker_scheduling: needle_nav_segmentation::scheduling::WorkerScheduling::Idle,
             diagnostics: Default::default(),
+            pacs: Default::default(),
         }
     }
 }
@@ -499,6 +503,7 @@ impl Validate for VesselSegmentationConfig {
         })?;
         check((1..=64).contains(&self.threads), "threads", || format!("{} is outside 1..=64", self.threads))?;
         check(self.max_queue <= 16, "max_queue", || format!("{} is above 16", self.max_queue))?;
+        diagnostics(self.pacs.validate())?;
         diagnostics(self.diagnostics.validate())
     }
 }
@@ -506,6 +511,21 @@ impl Validate for VesselSegmentationConfig {
 impl Validate for TrajectoryPlannerConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
         non_empty("image_frame_id", &self.image_frame_id)?;
+        diagnostics(self.pacs.validate())?;
+        let (study, series) = (self.ct_study_instance_uid.trim(), self.ct_series_instance_uid.trim());
+        if !study.is_empty() || !series.is_empty() {
+            for (key, uid) in [("ct_study_instance_uid", study), ("ct_series_instance_uid", series)] {
+                needle_nav_pacs::check_uid(uid).map_err(|r| InvalidValue::new(key, r))?;
+            }
+            check(self.pacs.is_configured(), "pacs.host", || {
+                "the planning CT is a PACS series (ct_series_instance_uid) but no PACS is configured".into()
+            })?;
+            check(
+                self.ct_path.trim().is_empty() && self.ct_case_dir.trim().is_empty(),
+                "ct_series_instance_uid",
+                || "the planning CT is either a PACS series or ct_path / ct_case_dir, not both".into(),
+            )?;
+        }
         positive("service_timeout_s", self.service_timeout_s, 3600.0, "s")?;
         in_range("safety_margin_m", self.safety_margin_m, 0.0, 0.05, "m")?;
         positive("instrument_length_m", self.instrument_length_m, 0.5, "m")?;
@@ -722,6 +742,28 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "device_names");
         let c = IgtlBridgeConfig { backoff_initial_s: 2.0, backoff_max_s: 1.0, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "backoff_max_s");
+    }
+
+    #[test]
+    fn a_pacs_series_as_planning_ct_needs_a_pacs_valid_uids_and_no_other_ct() {
+        let pacs = PacsConfig { host: "127.0.0.1".into(), port: 4242, ..Default::default() };
+        let planner = |study: &str, series: &str, pacs: &PacsConfig, ct_path: &str| TrajectoryPlannerConfig {
+            ct_study_instance_uid: study.into(),
+            ct_series_instance_uid: series.into(),
+            ct_path: ct_path.into(),
+            pacs: pacs.clone(),
+            ..Default::default()
+        };
+        planner("1.2.3", "1.2.3.4", &pacs, "").validate().unwrap();
+        let key = |c: TrajectoryPlannerConfig| c.validate().unwrap_err().key;
+        assert_eq!(key(planner("1.2.3", "", &pacs, "")), "ct_series_instance_uid");
+        assert_eq!(key(planner("1.2.03", "1.2.3.4", &pacs, "")), "ct_study_instance_uid");
+        assert_eq!(key(planner("1.2.3", "1.2.3.4", &PacsConfig::default(), "")), "pacs.host");
+        assert_eq!(key(planner("1.2.3", "1.2.3.4", &pacs, "/data/ct")), "ct_series_instance_uid");
+        let bad_pacs = PacsConfig { called_ae_title: "".into(), ..pacs };
+        assert_eq!(key(planner("", "", &bad_pacs, "")), "pacs.called_ae_title");
+        let seg = VesselSegmentationConfig { pacs: bad_pacs, ..Default::default() };
+        assert_eq!(seg.validate().unwrap_err().key, "pacs.called_ae_title");
     }
 
     #[test]

@@ -412,6 +412,22 @@ const TRAJECTORY_PLANNER: &[ParameterSpec] = &[
         "",
     ),
     p("ct_path", "planning CT (DICOM folder or NIfTI); empty: no plan", "", NONE, ReadOnly, ""),
+    p(
+        "ct_study_instance_uid",
+        "planning CT from the PACS (pacs.*): its study; with ct_series_instance_uid, instead of ct_path",
+        "",
+        NONE,
+        ReadOnly,
+        "a DICOM UID; with ct_series_instance_uid",
+    ),
+    p(
+        "ct_series_instance_uid",
+        "planning CT from the PACS: its series, retrieved into output_dir/pacs_input/",
+        "",
+        NONE,
+        ReadOnly,
+        "a DICOM UID; with ct_study_instance_uid",
+    ),
     p("target_point_m", "target [x, y, z] in the CT frame (LPS), with ct_path", "m", NONE, ReadOnly, "3 finite values"),
     p(
         "lesion_radius_m",
@@ -659,6 +675,57 @@ const IGTL_BRIDGE: &[ParameterSpec] = &[
     ),
 ];
 
+/// The `pacs.*` keys of the nodes that take series from a PACS (vessel_segmentation,
+/// trajectory_planner); read at start (a new PACS needs a restart of the node).
+const PACS: [ParameterSpec; 11] = [
+    p("pacs.host", "host of the PACS's DICOM port; empty: no PACS", "", NONE, ReadOnly, "no white space"),
+    p("pacs.port", "the PACS's DICOM port", "", i(1, 65_535), ReadOnly, ""),
+    p(
+        "pacs.called_ae_title",
+        "the PACS's own AE title",
+        "",
+        NONE,
+        ReadOnly,
+        "1-16 printable ASCII characters, no backslash",
+    ),
+    p(
+        "pacs.calling_ae_title",
+        "our AE title: the PACS must know it as a modality (with this host and a port) to send us images",
+        "",
+        NONE,
+        ReadOnly,
+        "1-16 printable ASCII characters, no backslash",
+    ),
+    p("pacs.connect_timeout_s", "time to open the TCP connection", "s", f(0.0, 3600.0), ReadOnly, "> 0"),
+    p("pacs.timeout_s", "longest wait for any one answer of the PACS", "s", f(0.0, 3600.0), ReadOnly, "> 0"),
+    p("pacs.tls.enabled", "DICOM over TLS", "", NONE, ReadOnly, ""),
+    p(
+        "pacs.tls.ca_file",
+        "PEM certificate(s) of the authority that signed the PACS's certificate",
+        "",
+        NONE,
+        ReadOnly,
+        "required with TLS",
+    ),
+    p(
+        "pacs.tls.client_cert_file",
+        "PEM client certificate; empty: none",
+        "",
+        NONE,
+        ReadOnly,
+        "set with client_key_file",
+    ),
+    p(
+        "pacs.tls.client_key_file",
+        "PEM private key of the client certificate",
+        "",
+        NONE,
+        ReadOnly,
+        "set with client_cert_file",
+    ),
+    p("pacs.tls.server_name", "name the PACS's certificate must carry; empty: pacs.host", "", NONE, ReadOnly, ""),
+];
+
 /// The declared parameters of `kind`'s configuration (its parameter file keys).
 pub fn config_specs(kind: NodeKind) -> Vec<ParameterSpec> {
     let (own, sample_checks): (&[ParameterSpec], bool) = match kind {
@@ -673,6 +740,9 @@ pub fn config_specs(kind: NodeKind) -> Vec<ParameterSpec> {
     let mut specs = own.to_vec();
     if sample_checks {
         specs.extend_from_slice(&SAMPLE_CHECKS);
+    }
+    if matches!(kind, NodeKind::VesselSegmentation | NodeKind::TrajectoryPlanner) {
+        specs.extend_from_slice(&PACS);
     }
     specs
 }

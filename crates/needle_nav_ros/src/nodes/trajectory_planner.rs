@@ -1,7 +1,9 @@
 //! trajectory_planner: asks vessel_segmentation for the planning CT's vessels, plans the
 //! straight path with the largest clearance from vessels and bone, and publishes the plan
 //! (latched). The service client handles absence, timeouts and errors; every outcome is a
-//! plan message with its status.
+//! plan message with its status. The planning CT may be a PACS series (ct_series_instance_uid):
+//! it is retrieved off the executor into output_dir/pacs_input/ first, and a PACS that fails
+//! is a plan with STATUS_NO_CT and the PACS's reason.
 
 use super::{config, lock, publisher};
 use crate::context::{NodeContext, NodeError, RosContext};
@@ -12,6 +14,7 @@ use crate::srv::SegmentVessels;
 use needle_nav_core::interfaces::{PLAN, SEGMENT_VESSELS, VIZ_PLAN};
 use needle_nav_nodes::config::TrajectoryPlannerConfig;
 use needle_nav_nodes::diagnostics::PlannerHealth;
+use needle_nav_planning::pacs_ct::{pacs_series, retrieve_planning_input};
 use needle_nav_planning::plan_files::{plan_from_files, planner_options, planning_input, DISPLAY_CELL_MM};
 use needle_nav_planning::{Layer, LayerSummary, PathTerms, PlanError};
 use std::path::PathBuf;
@@ -59,13 +62,17 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         }
     };
 
+    let from_pacs = pacs_series(&cfg);
     let input = match planning_input(&cfg) {
-        Ok(Some(i)) => i,
+        // Configuration validation refuses a PACS series with ct_path / ct_case_dir.
+        Ok(None) if from_pacs.is_some() => None,
+        Ok(Some(i)) => Some(i),
         Ok(None) => {
             publish(plan(
                 cx.now_ns(),
                 msg::NeedlePlan::STATUS_NO_CT as u8,
-                "no planning CT configured (parameters ct_case_dir and ct_path are empty)".into(),
+                "no planning CT configured (parameters ct_case_dir, ct_path and ct_series_instance_uid are empty)"
+                    .into(),
             ));
             return Ok(());
         }
@@ -79,6 +86,26 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
     cx.spawn(async move {
         // Lifecycle: the planner acts (asks for the segmentation) only once active.
         cx2.wait_active().await;
+        let no_ct = msg::NeedlePlan::STATUS_NO_CT as u8;
+        let input = match (input, from_pacs) {
+            (Some(input), _) => input,
+            (None, Some(series)) => {
+                let m = format!("retrieving series {} from the PACS at {}", series.series_instance_uid, cfg.pacs.address());
+                publish(plan(cx2.now_ns(), msg::NeedlePlan::STATUS_PENDING as u8, m));
+                let retrieve_cfg = cfg.clone();
+                let retrieved =
+                    tokio::task::spawn_blocking(move || retrieve_planning_input(&retrieve_cfg, &series)).await;
+                match retrieved {
+                    Err(e) => return publish(plan(cx2.now_ns(), no_ct, format!("PACS retrieval stopped: {e}"))),
+                    Ok(Err(e)) => return publish(plan(cx2.now_ns(), no_ct, e)),
+                    Ok(Ok((input, got))) => {
+                        tracing::info!(node = NAME, images = got.files.len(), seconds = got.seconds, "planning CT retrieved");
+                        input
+                    }
+                }
+            }
+            (None, None) => return,
+        };
         let ct = input.ct_path.display().to_string();
         publish(plan(cx2.now_ns(), msg::NeedlePlan::STATUS_PENDING as u8, format!("segmenting {ct}")));
         let timeout = Duration::from_secs_f64(cfg.service_timeout_s);

@@ -1,6 +1,8 @@
 //! vessel_segmentation: serves needle_nav/segment_vessels. The network runs on the service's
 //! worker thread (one request at a time, later ones queued or refused as configured); this
-//! node converts requests and outcomes. Every request gets a response, errors included.
+//! node converts requests and outcomes. Every request gets a response, errors included. A
+//! request for a PACS series is retrieved (and its DICOM SEG stored) by the service's worker,
+//! never on this node's executor.
 
 use super::{config, lock};
 use crate::context::{NodeContext, NodeError, RosContext};
@@ -31,7 +33,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
         overwrite_results: cfg.overwrite_results,
         skip_unreadable_slices: cfg.skip_unreadable_slices,
         scheduling: cfg.worker_scheduling,
+        pacs: cfg.pacs.clone(),
     };
+    if cfg.pacs.is_configured() {
+        tracing::info!(node = NAME, pacs = %cfg.pacs.address(), "requests may name a series in this PACS");
+    }
     tracing::info!(node = NAME, model = %model_path.display(), "loading the vessel model");
     // A running segmentation ends once the service is dropped and its job is done: the process waits for it.
     cx.wait_before_exit("a vessel segmentation", needle_nav_segmentation::service::wait_for_workers);
@@ -68,12 +74,11 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 continue;
             }
             let r = &req.message;
-            let pacs_series = (!r.series_instance_uid.is_empty() || !r.study_instance_uid.is_empty()).then(|| {
-                PacsSeries {
+            let pacs_series =
+                (!r.series_instance_uid.is_empty() || !r.study_instance_uid.is_empty()).then(|| PacsSeries {
                     study_instance_uid: r.study_instance_uid.clone(),
                     series_instance_uid: r.series_instance_uid.clone(),
-                }
-            });
+                });
             let request = SegmentRequest {
                 input_path: r.input_path.clone(),
                 pacs_series,
@@ -83,7 +88,18 @@ pub fn start(node: &mut r2r::Node, cx: &NodeContext) -> Result<(), NodeError> {
                 write_surface: r.write_surface,
                 patch_overlap: r.patch_overlap,
             };
-            tracing::info!(node = NAME, input = %request.input_path, pending = service.pending(), "request");
+            match &request.pacs_series {
+                Some(p) => tracing::info!(
+                    node = NAME,
+                    study = %p.study_instance_uid,
+                    series = %p.series_instance_uid,
+                    pending = service.pending(),
+                    "request for a PACS series"
+                ),
+                None => {
+                    tracing::info!(node = NAME, input = %request.input_path, pending = service.pending(), "request")
+                }
+            }
             match service.submit(request) {
                 Err(refusal) => {
                     lock(&health).refused();
