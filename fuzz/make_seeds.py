@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/), small and from the
 repository's own material: a 16x16x16 phantom written by `needle_nav phantom`, config/*.yaml,
-a tiny rosbag2 MCAP bag written with rosbags (the peer implementation), hand-made requests.
+a tiny rosbag2 MCAP bag written with rosbags (the peer implementation), hand-made requests, DICOM SEGs
+of the phantom's labels (ours and highdicom's), OpenIGTLink messages packed by pyigtl.
 
 Usage: python fuzz/make_seeds.py PATH_TO_needle_nav_BINARY   (from the repository root, in the
 project's venv for rosbags). Deterministic: run again, same seeds."""
@@ -122,6 +123,71 @@ def segment_seeds() -> None:
     put("segment_request", "blank_output", req(0, 0.5, "ct.nii\n "))
 
 
+def seg_seeds(binary: str, case: Path, tmp: Path) -> None:
+    """A SEG of the phantom's vessel labels by our writer, and (when highdicom is there) the same labels
+    by highdicom, an independent writer."""
+    ours = tmp / "seg.dcm"
+    subprocess.run([binary, "nifti-to-seg", str(case / "labels.nii.gz"), "--series", str(case / "ct"),
+                    "--out", str(ours)], check=True, stdout=subprocess.DEVNULL)
+    put("dicom_seg", "needle_nav_phantom.dcm", ours.read_bytes())
+    try:
+        import highdicom as hd
+        import nibabel as nib
+        import numpy as np
+        import pydicom
+        from pydicom.sr.codedict import codes
+    except ImportError:
+        return
+    seg = pydicom.dcmread(ours)
+    slices = [pydicom.dcmread(p) for p in sorted((case / "ct").iterdir())]
+    by_uid = {str(d.SOPInstanceUID): d for d in slices}
+    frames = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    sources = [by_uid[str(r.ReferencedSOPInstanceUID)] for r in frames]
+    labels = np.asarray(nib.load(case / "labels.nii.gz").dataobj)
+    # (x, y, z) -> (slice, row, column); the grid's slice k is the k-th referenced instance.
+    mask = np.stack([(labels[:, :, k].T == c) for k in range(labels.shape[2]) for c in (1, 2, 3)])
+    mask = mask.reshape(labels.shape[2], 3, labels.shape[1], labels.shape[0]).transpose(0, 2, 3, 1)
+    types = [codes.SCT.Artery, codes.SCT.Vein, codes.SCT.Aorta]
+    algorithm = hd.AlgorithmIdentificationSequence(name="fuzz seed", version="1",
+                                                   family=codes.cid7162.ArtificialIntelligence)
+    descriptions = [hd.seg.SegmentDescription(segment_number=i + 1, segment_label=t.meaning,
+                                              segmented_property_category=codes.SCT.AnatomicalStructure,
+                                              segmented_property_type=t, algorithm_type="AUTOMATIC",
+                                              algorithm_identification=algorithm) for i, t in enumerate(types)]
+    theirs = hd.seg.Segmentation(source_images=sources, pixel_array=mask.astype(np.uint8),
+                                 segmentation_type="BINARY", segment_descriptions=descriptions,
+                                 series_instance_uid="1.2.826.0.1.3680043.8.498.1", series_number=2,
+                                 sop_instance_uid="1.2.826.0.1.3680043.8.498.2", instance_number=1,
+                                 manufacturer="fuzz", manufacturer_model_name="seed", software_versions="1",
+                                 device_serial_number="1")
+    out = tmp / "theirs.dcm"
+    theirs.save_as(out)
+    put("dicom_seg", "highdicom_phantom.dcm", out.read_bytes())
+
+
+def igtl_seeds() -> None:
+    """OpenIGTLink messages packed by pyigtl (the SlicerIGT team's implementation): raw streams (byte 0
+    even) and the same bodies as typed packets (byte 0 odd: type index, header version, device name)."""
+    try:
+        import numpy as np
+        import pyigtl
+    except ImportError:
+        return
+    matrix = np.array([[1, 0, 0, 10.5], [0, 1, 0, -20.25], [0, 0, 1, 30.0], [0, 0, 0, 1]])
+    transform = pyigtl.TransformMessage(matrix, device_name="Marker1ToTracker", timestamp=1.5).pack()
+    string = pyigtl.StringMessage("hello", device_name="Text").pack()
+    point = pyigtl.PointMessage([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], names=["Marker2", "Marker3"],
+                                device_name="Points").pack()
+    position = pyigtl.PositionMessage([[7.0, 8.0, 9.0]], quaternions=[[0, 0, 0, 1]], names=["Marker4"],
+                                      device_name="Positions").pack()
+    put("igtl_stream", "raw_transform", b"\x00" + transform)
+    put("igtl_stream", "raw_all_with_garbage", b"\x00" + transform + b"garbage" + point + position + string)
+    types = ["TRANSFORM", "POSITION", "POINT", "TDATA", "STATUS", "STRING", "GET_IMAGE", "IMAGE"]
+    for name, packed in [("TRANSFORM", transform), ("POINT", point), ("POSITION", position), ("STRING", string)]:
+        device = packed[14:34]
+        put("igtl_stream", f"typed_{name.lower()}", bytes([1, types.index(name), 0]) + device + packed[58:])
+
+
 def main() -> None:
     binary = sys.argv[1]
     if CORPUS.exists():
@@ -133,6 +199,8 @@ def main() -> None:
         nifti_seeds(case)
         case_seeds(case)
         bag_seed(tmp)
+        seg_seeds(binary, case, tmp)
+    igtl_seeds()
     config_seeds()
     register_seeds()
     tracker_seeds()

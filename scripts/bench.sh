@@ -37,5 +37,6 @@ section "path planning on the real thorax series (Rust vs scipy distance transfo
 section "bag reading (needle_nav bag-info vs rosbags)" python bench/bench_bags.py
 section "parameter and lifecycle services (needle_target vs an rclpy node)" python bench/bench_ros_services.py
 section "OpenIGTLink: tracker frame in -> target TRANSFORM out (igtl_bridge chain vs pyigtl loopback)" python bench/bench_igtl_latency.py
+section "PACS: C-ECHO, C-GET of a series, C-STORE (needle_nav pacs vs pynetdicom, Orthanc on the loopback)" python bench/bench_pacs.py
 mv "$RESULTS_TMP" "$RESULTS"
 echo "[bench] figures written to docs/results/benchmarks.md"

@@ -18,7 +18,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$ROOT/fuzz"
-TARGETS=(dicom_series nifti bag param_yaml case_file register_json tracker_samples segment_request)
+TARGETS=(dicom_series nifti bag param_yaml case_file register_json tracker_samples segment_request igtl_stream dicom_seg)
 NICE="${FUZZ_NICE:-10}"
 
 # libFuzzer itself is C++ (built by libfuzzer-sys): a C++ compiler is the only system need.
@@ -116,7 +116,8 @@ smoke() {
     local scratch; scratch="$(mktemp -d)"
     # The seeds and regression inputs are copied in: libFuzzer adds new inputs to the first folder.
     for d in "${inputs[@]}"; do cp -r "$d/." "$scratch/"; done
-    if TMPDIR=/dev/shm nice -n "$NICE" "$BIN_DIR/$t" "${args[@]}" -max_total_time="$seconds" \
+    # A fixed seed: the same mutations every run (a CI result does not depend on chance).
+    if TMPDIR=/dev/shm nice -n "$NICE" "$BIN_DIR/$t" "${args[@]}" -seed=1 -max_total_time="$seconds" \
       -artifact_prefix="$scratch/crash-" "$scratch" >"$scratch.log" 2>&1; then
       echo "fuzz.sh smoke: $t ok ($(grep -oE 'stat::number_of_executed_units: [0-9]+' "$scratch.log" | grep -oE '[0-9]+$') executions)"
     else

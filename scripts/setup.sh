@@ -37,10 +37,10 @@ fi
 
 # --- 1. Debian packages ------------------------------------------------------------------
 want_debs=(cmake g++ libclang-dev pkg-config)
-# Interop peers the tests run against: a PACS (Orthanc, with its DICOMweb plugin), the DICOM IOD
+# Interop peers the tests run against: a PACS (Orthanc), the DICOM IOD
 # validator dciodvfy (dicom3tools), the OpenIGTLink reference library (a C++ test peer), and openssl
 # for the certificates of the DICOM TLS test.
-want_debs+=(orthanc orthanc-dicomweb dicom3tools libopenigtlink-dev openssl)
+want_debs+=(orthanc dicom3tools libopenigtlink-dev openssl)
 python3 -c 'import ensurepip' 2>/dev/null || want_debs+=(python3-venv)
 python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' \
   || want_debs+=(python3-dev)

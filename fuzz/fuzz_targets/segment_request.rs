@@ -13,7 +13,7 @@ use needle_nav_segmentation::sliding_window::{PatchPredictor, PredictError};
 use needle_nav_imaging::nifti;
 use needle_nav_core::volume::Geometry;
 use needle_nav_segmentation::pipeline::VesselSegmenter;
-use needle_nav_segmentation::service::{SegmentRequest, SegmentationService, ServiceLimits};
+use needle_nav_segmentation::service::{PacsSeries, SegmentRequest, SegmentationService, ServiceLimits};
 use needle_nav_fuzz::{scratch, write, Bytes};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -76,6 +76,8 @@ fn service() -> &'static SegmentationService {
             overwrite_results: true,
             skip_unreadable_slices: false,
             scheduling: needle_nav_segmentation::scheduling::WorkerScheduling::Normal,
+            // No PACS: requests naming a PACS series or asking to store are refused before queueing.
+            pacs: Default::default(),
         };
         SegmentationService::start(limits, || {
             let info = ModelInfo::from_json(MODEL_INFO).map_err(|e| e.to_string())?;
@@ -103,6 +105,11 @@ fuzz_target!(|data: &[u8]| {
         hu_refinement: flags & 1 != 0,
         write_surface: flags & 2 != 0,
         patch_overlap: overlap,
+        pacs_series: (flags & 4 != 0).then(|| PacsSeries {
+            study_instance_uid: "1.2.826.0.1.3680043.8.498.1".into(),
+            series_instance_uid: "1.2.826.0.1.3680043.8.498.2".into(),
+        }),
+        store_seg_to_pacs: flags & 8 != 0,
     };
     if let Ok(reply) = service().submit(request) {
         let outcome = reply.blocking_recv().expect("the service answers every accepted request");

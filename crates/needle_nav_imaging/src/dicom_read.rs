@@ -296,6 +296,9 @@ pub(crate) fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> 
     let mut syntax = String::new();
     let mut in_meta = true;
     let mut in_fragments = false;
+    // Undefined-length sequences and items still open: dicom-parser 0.10 loops without end,
+    // growing its token stack, on one left open at the end of the file (found by fuzzing).
+    let mut open_undefined = 0usize;
     while let Some(h) = walk.header(at) {
         if in_meta && h.group != 0x0002 {
             in_meta = false;
@@ -326,8 +329,19 @@ pub(crate) fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> 
                 value_at
             }
             _ if in_fragments => return Ok(()),
-            (0xFFFE, _) => value_at, // items and delimiters of sequences: walk into them
-            _ if walk.is_sequence(&h) => value_at,
+            (0xFFFE, 0xE000) => {
+                open_undefined += usize::from(h.len == UNDEFINED);
+                value_at // an item: walk into it
+            }
+            (0xFFFE, 0xE00D | 0xE0DD) => {
+                open_undefined = open_undefined.saturating_sub(1);
+                value_at
+            }
+            (0xFFFE, _) => value_at,
+            _ if walk.is_sequence(&h) => {
+                open_undefined += usize::from(h.len == UNDEFINED);
+                value_at
+            }
             _ if h.len == UNDEFINED => {
                 if walk.explicit_vr && &h.vr == b"UN" {
                     return Ok(()); // implicit VR inside: not walked
@@ -342,6 +356,9 @@ pub(crate) fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> 
                 skip(h.len)
             }
         };
+    }
+    if open_undefined > 0 {
+        return Err(format!("{open_undefined} sequence(s) or item(s) of undefined length are not closed at the end of the file"));
     }
     Ok(())
 }

@@ -764,7 +764,17 @@ impl SegImage {
         let (Some(first), Some(last)) = (along.first(), along.last()) else {
             return Err("it has no frames".into());
         };
-        let nz = ((last - first) / step).round() as usize + 1;
+        // Positions and spacing come from the file: a grid they declare must not be allowed to
+        // exhaust memory (the same bound as the segmentation's largest input by default).
+        let slices = ((last - first) / step).round() + 1.0;
+        let voxels = slices * (self.columns * self.rows) as f64;
+        if !slices.is_finite() || slices < 1.0 || voxels > MAX_DECLARED_VOXELS as f64 {
+            return Err(format!(
+                "its frames span {slices} slices of {} x {} pixels (step {step} mm), more than {MAX_DECLARED_VOXELS} voxels",
+                self.columns, self.rows
+            ));
+        }
+        let nz = slices as usize;
         let grid = Geometry {
             dims: [self.columns, self.rows, nz],
             spacing_mm: [self.pixel_spacing_xy[0], self.pixel_spacing_xy[1], step],
@@ -775,6 +785,9 @@ impl SegImage {
         self.on_grid(&grid)
     }
 }
+
+/// The largest grid a SEG may declare (voxels): 512 x 512 x 1024.
+pub const MAX_DECLARED_VOXELS: usize = 512 * 512 * 1024;
 
 /// Whether `path` is a DICOM file (the "DICM" prefix after the 128-byte preamble).
 pub fn is_dicom_file(path: &Path) -> bool {
@@ -920,6 +933,11 @@ mod tests {
         let declared = seg.declared_grid().unwrap();
         assert_eq!(declared.geometry.dims, [5, 3, 6]);
         assert_eq!(declared.data, labels.data);
+        // A slice step that would make the declared grid larger than the bound is refused, not allocated
+        // (found by the dicom_seg fuzz target: an out-of-memory).
+        let hostile = SegImage { spacing_between_slices_mm: Some(1e-9), ..seg.clone() };
+        let refused = hostile.declared_grid().unwrap_err();
+        assert!(refused.contains("more than"), "{refused}");
     }
 
     #[test]
