@@ -358,7 +358,9 @@ pub(crate) fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> 
         };
     }
     if open_undefined > 0 {
-        return Err(format!("{open_undefined} sequence(s) or item(s) of undefined length are not closed at the end of the file"));
+        return Err(format!(
+            "{open_undefined} sequence(s) or item(s) of undefined length are not closed at the end of the file"
+        ));
     }
     Ok(())
 }
