@@ -506,16 +506,21 @@ struct Scan {
     broken: Vec<(String, String)>,
 }
 
-fn scan(dir: &Path) -> Result<Scan, DicomReadError> {
-    let io = |source| DicomReadError::Io { path: dir.display().to_string(), source };
+/// The files directly in `dir`, sorted by name (a series folder as the readers see it).
+pub(crate) fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
         if path.is_file() {
             paths.push(path);
         }
     }
     paths.sort();
+    Ok(paths)
+}
+
+fn scan(dir: &Path) -> Result<Scan, DicomReadError> {
+    let paths = files_in(dir).map_err(|source| DicomReadError::Io { path: dir.display().to_string(), source })?;
     let mut scan = Scan { groups: BTreeMap::new(), warnings: Vec::new(), skipped: 0, broken: Vec::new() };
     for path in paths {
         match read_header(&path) {

@@ -6,7 +6,7 @@
 //! along the grid's normal), not by file name or reading order, so the order is the one the
 //! voxels have whatever dicom_read did to sort them.
 
-use crate::dicom_read::{check_declared_lengths, guarded};
+use crate::dicom_read::{check_declared_lengths, files_in, guarded};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
@@ -106,15 +106,7 @@ fn header(path: &Path) -> Option<DefaultDicomObject> {
 /// `dir` whose slice lies on the grid (same orientation and matrix, position on a slice of it) is
 /// matched to its slice; each slice must be matched exactly once.
 pub fn read_source(dir: &Path, grid: &Geometry) -> Result<SourceSeries, DicomSourceError> {
-    let io = |source| DicomSourceError::Io { path: dir.display().to_string(), source };
-    let mut paths = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        if path.is_file() {
-            paths.push(path);
-        }
-    }
-    paths.sort();
+    let paths = files_in(dir).map_err(|source| DicomSourceError::Io { path: dir.display().to_string(), source })?;
     let origin = Vector3::from(grid.origin_mm);
     let axes = grid.direction.map(Vector3::from);
     let [nx, ny, nz] = grid.dims;
