@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
-from orthanc_server import ORTHANC_AE, OUR_AE, Orthanc  # noqa: E402
+from orthanc_server import ORTHANC_AE, OUR_AE, Orthanc, with_uids  # noqa: E402
 
 import pydicom  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
@@ -27,14 +27,6 @@ SHARED = Path(os.environ.get("NEEDLE_NAV_SHARED_DATA", ROOT.parent / "shared" / 
 SERIES = SHARED / "abdomen_ct_vessels" / "example_ct_dicom_j2k"
 BIN = Path(os.environ.get("NEEDLE_NAV_BIN_DIR", ROOT / "target" / "release")) / "needle_nav"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
-
-
-def with_uids(ds):
-    frame = str(ds.FrameOfReferenceUID)
-    ds.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[frame, "needle_nav test study"])
-    ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[frame, "needle_nav test series"])
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
 
 
 def timed(f, rounds):

@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pydicom
+
 ORTHANC = os.environ.get("NEEDLE_NAV_ORTHANC", "/usr/sbin/Orthanc")
 OUR_AE = "NEEDLE_NAV"
 ORTHANC_AE = "ORTHANC"
@@ -142,3 +144,12 @@ class Orthanc:
 
     def instance_file(self, orthanc_id):
         return self.get(f"/instances/{orthanc_id}/file")
+
+
+def with_uids(ds):
+    """The identifiers the shipped series lacks, derived from what it has (same every run)."""
+    frame = str(ds.FrameOfReferenceUID)
+    ds.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[frame, "needle_nav test study"])
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[frame, "needle_nav test series"])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID

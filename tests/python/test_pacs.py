@@ -25,7 +25,7 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import executable, wait_until
-from orthanc_server import ORTHANC_AE, OUR_AE, Orthanc, available
+from orthanc_server import ORTHANC_AE, OUR_AE, Orthanc, available, with_uids
 
 pytestmark = pytest.mark.skipif(not available(), reason="Debian's orthanc is not installed (scripts/setup.sh installs it)")
 
@@ -59,15 +59,6 @@ def series(orthanc, tmp_path_factory):
         files[str(ds.SOPInstanceUID)] = out
     assert len(files) == 20
     return study, series_uid, files
-
-
-def with_uids(ds):
-    """The identifiers the shipped series lacks, derived from what it has (same every run)."""
-    frame = str(ds.FrameOfReferenceUID)
-    ds.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[frame, "needle_nav test study"])
-    ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[frame, "needle_nav test series"])
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
 
 
 def connection(orthanc, called=ORTHANC_AE):
