@@ -5,8 +5,10 @@
 #
 #   scripts/fuzz.sh                    every target, 600 s each, one after the other
 #   scripts/fuzz.sh TARGET [SECONDS]   one target (default 600 s)
-#   scripts/fuzz.sh --smoke [SECONDS]  CI: every target runs its seed corpus and regression
-#                                      inputs once, then fuzzes SECONDS (default 3); fails on a crash
+#   scripts/fuzz.sh --smoke [RUNS [SECONDS]]  CI: every target runs its seed corpus and regression
+#                                      inputs, then fuzzes up to RUNS executions in all (default
+#                                      3000, seed 1: the same on every machine) or SECONDS (default
+#                                      120, a cap only); fails on a crash, a timeout or out of memory
 #   scripts/fuzz.sh --build            build only
 #   scripts/fuzz.sh --list             the targets
 #
@@ -108,7 +110,7 @@ write_results() {
 }
 
 smoke() {
-  local seconds="$1" failed=0
+  local runs="$1" seconds="$2" failed=0
   for t in "${TARGETS[@]}"; do
     mapfile -t args < <(common_args "$t")
     local inputs=("$FUZZ/corpus/$t")
@@ -116,8 +118,10 @@ smoke() {
     local scratch; scratch="$(mktemp -d)"
     # The seeds and regression inputs are copied in: libFuzzer adds new inputs to the first folder.
     for d in "${inputs[@]}"; do cp -r "$d/." "$scratch/"; done
-    # A fixed seed: the same mutations every run (a CI result does not depend on chance).
-    if TMPDIR=/dev/shm nice -n "$NICE" "$BIN_DIR/$t" "${args[@]}" -seed=1 -max_total_time="$seconds" \
+    # A fixed seed and a fixed number of executions: the same mutations on every machine, fast or
+    # slow (a time limit alone made CI, on a faster machine, reach inputs a local run never did).
+    # The time limit only caps a machine far slower than expected.
+    if TMPDIR=/dev/shm nice -n "$NICE" "$BIN_DIR/$t" "${args[@]}" -seed=1 -runs="$runs" -max_total_time="$seconds" \
       -artifact_prefix="$scratch/crash-" "$scratch" >"$scratch.log" 2>&1; then
       echo "fuzz.sh smoke: $t ok ($(grep -oE 'stat::number_of_executed_units: [0-9]+' "$scratch.log" | grep -oE '[0-9]+$') executions)"
     else
@@ -133,7 +137,7 @@ smoke() {
 case "${1:-all}" in
   --list) printf '%s\n' "${TARGETS[@]}" ;;
   --build) build ;;
-  --smoke) build; smoke "${2:-3}" ;;
+  --smoke) build; smoke "${2:-3000}" "${3:-120}" ;;
   all) build; for t in "${TARGETS[@]}"; do run_one "$t" "${2:-600}"; done; write_results "${2:-600}" ;;
   *)
     [[ " ${TARGETS[*]} " == *" $1 "* ]] || { echo "fuzz.sh: unknown target $1 (--list)" >&2; exit 2; }

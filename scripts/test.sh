@@ -26,8 +26,8 @@ cargo test --release --locked
 step "layering: no crate below the ROS shell pulls in ROS; the guidance core needs neither ONNX Runtime nor DICOM"
 bash scripts/check-layers.sh
 
-step "fuzz smoke: every fuzz target runs its seeds and regression inputs, then fuzzes 3 s (scripts/fuzz.sh)"
-bash scripts/fuzz.sh --smoke 3
+step "fuzz smoke: every fuzz target runs its seeds and regression inputs, then 3000 executions in all with seed 1 (scripts/fuzz.sh)"
+bash scripts/fuzz.sh --smoke
 
 step "digital patient for the vessel network (training/tests/test_anatomy.py; numpy/scipy only: the torch part runs in .venv-training)"
 PYTHONPATH=training python -m pytest -q -p no:cacheprovider --noconftest training/tests/test_anatomy.py

@@ -281,8 +281,9 @@ pub(crate) fn looks_like_a_slice(path: &Path) -> bool {
 /// 4 GiB and minutes per file (found by the `dicom_series` fuzz target; the decoder reads up to 8
 /// slices at once). Walks the element headers (file meta, then the data set in its transfer
 /// syntax, into sequences and items) up to the pixel data, or through it with
-/// `through_pixel_data`. Where the layout is not certain (deflated data sets, UN of undefined
-/// length, trailing bytes) the walk stops and dicom-rs judges the rest.
+/// `through_pixel_data`, reading the layout as dicom-parser 0.10 does (an undefined-length element
+/// other than the pixel data is a sequence, whatever its VR). Where the layout is not certain
+/// (deflated data sets, trailing bytes) the walk stops and dicom-rs judges the rest.
 pub(crate) fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> Result<(), String> {
     const UNDEFINED: u32 = u32::MAX;
     let mut walk = ElementWalk { bytes, big_endian: false, explicit_vr: true };
@@ -342,11 +343,15 @@ pub(crate) fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> 
                 open_undefined += usize::from(h.len == UNDEFINED);
                 value_at
             }
-            _ if h.len == UNDEFINED => {
-                if walk.explicit_vr && &h.vr == b"UN" {
-                    return Ok(()); // implicit VR inside: not walked
-                }
+            (0x7FE0, 0x0010) if h.len == UNDEFINED => {
                 in_fragments = true; // encapsulated pixel data
+                value_at
+            }
+            _ if h.len == UNDEFINED => {
+                // dicom-parser reads any other undefined-length element (UN included) as a
+                // sequence in the data set's own encoding; walking it the same way keeps the
+                // walk in step with the parser (a fuzzed file hid a 4 GB item behind one).
+                open_undefined += 1;
                 value_at
             }
             _ => {
@@ -1267,6 +1272,29 @@ mod tests {
             matches!(&err, DicomReadError::Decode { path, reason } if path.ends_with("IM_00006.dcm") && reason.contains("(7FE0,0010) declares 4294967040 bytes")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_item_too_long_for_the_file_is_refused_inside_an_undefined_length_element_of_any_vr() {
+        // Found by the dicom_seg fuzz target: dicom-parser 0.10 reads an undefined-length element
+        // that is not the pixel data as a sequence whatever its VR, and then allocated a 4 GB item;
+        // the walk took the element for pixel data fragments and skipped the item.
+        for vr in [b"UN", b"OB", b"SQ"] {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&[0x01, 0x00, 0x00, 0x00]); // (0001,0000)
+            bytes.extend_from_slice(vr);
+            bytes.extend_from_slice(&[0, 0, 0xFF, 0xFF, 0xFF, 0xFF]); // undefined length
+            bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]); // an item ...
+            bytes.extend_from_slice(&0xFD00_FFFFu32.to_le_bytes()); // ... of 4 GB
+            bytes.extend_from_slice(&[0u8; 64]);
+            let err = check_declared_lengths(&bytes, true).unwrap_err();
+            assert!(err.contains("(FFFE,E000) declares 4244701183 bytes but only 64 remain"), "{err}");
+        }
+        // The pixel data of undefined length is the one that holds fragments (raw bytes, walked past).
+        let mut bytes = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 0xFE, 0xFF, 0x00, 0xE0]); // 4-byte fragment
+        bytes.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        assert_eq!(check_declared_lengths(&bytes, true), Ok(()));
     }
 
     #[test]
