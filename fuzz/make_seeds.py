@@ -2,7 +2,7 @@
 """Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/), small and from the
 repository's own material: a 16x16x16 phantom written by `needle_nav phantom`, config/*.yaml,
 a tiny rosbag2 MCAP bag written with rosbags (the peer implementation), hand-made requests, DICOM SEGs
-of the phantom's labels (ours and highdicom's), OpenIGTLink messages packed by pyigtl.
+of the phantom's labels (ours and highdicom's), OpenIGTLink messages packed by pyigtl, DIMSE messages encoded by pydicom.
 
 Usage: python fuzz/make_seeds.py PATH_TO_needle_nav_BINARY   (from the repository root, in the
 project's venv for rosbags). Deterministic: run again, same seeds."""
@@ -188,6 +188,58 @@ def igtl_seeds() -> None:
         put("igtl_stream", f"typed_{name.lower()}", bytes([1, types.index(name), 0]) + device + packed[58:])
 
 
+def pacs_seeds() -> None:
+    """DIMSE messages as a PACS sends them, encoded by pydicom (the peer implementation): a C-FIND
+    response with its series identifier and a C-STORE request of a C-GET with a small CT slice, one
+    seed per transfer syntax (byte 0), the command's length in bytes 1-2."""
+    try:
+        from pydicom.dataset import Dataset
+        from pydicom.filewriter import write_dataset
+        from pydicom.filebase import DicomBytesIO
+    except ImportError:
+        return
+
+    def encode(ds, implicit: bool, little: bool) -> bytes:
+        buf = DicomBytesIO()
+        buf.is_implicit_VR, buf.is_little_endian = implicit, little
+        write_dataset(buf, ds)
+        return buf.getvalue()
+
+    def command(**fields) -> bytes:
+        cmd = Dataset()
+        for k, v in fields.items():
+            setattr(cmd, k, v)
+        body = encode(cmd, True, True)
+        cmd.CommandGroupLength = len(body)
+        return encode(cmd, True, True)
+
+    find_rsp = command(AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.1", CommandField=0x8020,
+                       MessageIDBeingRespondedTo=1, CommandDataSetType=0x0000, Status=0xFF00)
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "SERIES"
+    ident.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ident.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    ident.Modality = "CT"
+    ident.NumberOfSeriesRelatedInstances = "20"
+    ident.SeriesDescription = "seed"
+    store_rq = command(AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.2", CommandField=0x0001, MessageID=3,
+                       Priority=0, CommandDataSetType=0x0000,
+                       AffectedSOPInstanceUID="1.2.826.0.1.3680043.8.498.3")
+    ct = Dataset()
+    ct.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ct.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.3"
+    ct.StudyInstanceUID = ident.StudyInstanceUID
+    ct.SeriesInstanceUID = ident.SeriesInstanceUID
+    ct.ImagePositionPatient = [0, 0, 0]
+    ct.Rows, ct.Columns, ct.BitsAllocated, ct.BitsStored, ct.HighBit = 4, 4, 16, 16, 15
+    ct.PixelRepresentation, ct.SamplesPerPixel, ct.PhotometricInterpretation = 1, 1, "MONOCHROME2"
+    ct.PixelData = bytes(range(32))
+    for pick, (implicit, little) in [(0, (True, True)), (1, (False, True)), (2, (False, False))]:
+        for name, cmd, ds in [("find_rsp", find_rsp, ident), ("store_rq", store_rq, ct)]:
+            put("pacs_message", f"{name}_ts{pick}", bytes([pick]) + struct.pack("<H", len(cmd)) + cmd
+                + encode(ds, implicit, little))
+
+
 def main() -> None:
     binary = sys.argv[1]
     if CORPUS.exists():
@@ -201,6 +253,7 @@ def main() -> None:
         bag_seed(tmp)
         seg_seeds(binary, case, tmp)
     igtl_seeds()
+    pacs_seeds()
     config_seeds()
     register_seeds()
     tracker_seeds()

@@ -9,6 +9,7 @@ fail=0
 # crate: dependencies it must not have (directly or through others)
 rules=(
   "needle_nav_core: r2r ort dicom-object dicom-pixeldata dicom-ul mcap openigtlink-rust needle_nav_imaging needle_nav_pacs needle_nav_sim needle_nav_segmentation needle_nav_planning needle_nav_igtl needle_nav_nodes needle_nav_bags needle_nav_ros"
+  "needle_nav_dicom_guard: r2r ort dicom-object dicom-parser dicom-pixeldata dicom-ul mcap openigtlink-rust needle_nav_core needle_nav_imaging needle_nav_pacs needle_nav_sim needle_nav_segmentation needle_nav_planning needle_nav_igtl needle_nav_nodes needle_nav_bags needle_nav_ros"
   "needle_nav_imaging: r2r ort mcap dicom-ul openigtlink-rust needle_nav_pacs needle_nav_igtl needle_nav_sim needle_nav_segmentation needle_nav_planning needle_nav_nodes needle_nav_ros"
   "needle_nav_pacs: r2r ort mcap dicom-pixeldata openigtlink-rust needle_nav_core needle_nav_imaging needle_nav_sim needle_nav_segmentation needle_nav_planning needle_nav_igtl needle_nav_nodes needle_nav_bags needle_nav_ros"
   "needle_nav_sim: r2r ort mcap dicom-ul openigtlink-rust needle_nav_pacs needle_nav_igtl needle_nav_segmentation needle_nav_planning needle_nav_nodes needle_nav_ros"

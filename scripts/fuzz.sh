@@ -20,7 +20,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$ROOT/fuzz"
-TARGETS=(dicom_series nifti bag param_yaml case_file register_json tracker_samples segment_request igtl_stream dicom_seg)
+TARGETS=(dicom_series nifti bag param_yaml case_file register_json tracker_samples segment_request igtl_stream dicom_seg pacs_message)
 NICE="${FUZZ_NICE:-10}"
 
 # libFuzzer itself is C++ (built by libfuzzer-sys): a C++ compiler is the only system need.

@@ -17,8 +17,8 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use nalgebra::Vector3;
 use needle_nav_core::volume::{Geometry, Volume};
+use needle_nav_dicom_guard::{check_file, guarded};
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 /// HU given to padding voxels (PixelPaddingValue): outside the reconstructed field, air-like.
@@ -237,21 +237,6 @@ pub fn parse_dicom_time(tm: &str) -> Option<f64> {
     Some((h * 3600 + m * 60 + s) as f64 + frac)
 }
 
-/// Runs third-party parsing so that a panic on a malformed file becomes an error naming the file.
-pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
-            Err(format!("the DICOM parser failed ({msg})"))
-        }
-    }
-}
-
 /// Why a file gave no slice header.
 #[derive(Debug, Clone, PartialEq)]
 enum Unread {
@@ -276,166 +261,10 @@ pub(crate) fn looks_like_a_slice(path: &Path) -> bool {
             || name.eq_ignore_ascii_case("DICOMDIR"))
 }
 
-/// A declared value length must fit in what is left of the file. dicom-rs allocates and zero-fills
-/// a value's declared length before reading it: one corrupt length field in a 3 KB file cost up to
-/// 4 GiB and minutes per file (found by the `dicom_series` fuzz target; the decoder reads up to 8
-/// slices at once). Walks the element headers (file meta, then the data set in its transfer
-/// syntax, into sequences and items) up to the pixel data, or through it with
-/// `through_pixel_data`, reading the layout as dicom-parser 0.10 does (an undefined-length element
-/// other than the pixel data is a sequence, whatever its VR). Where the layout is not certain
-/// (deflated data sets, trailing bytes) the walk stops and dicom-rs judges the rest.
-pub(crate) fn check_declared_lengths(bytes: &[u8], through_pixel_data: bool) -> Result<(), String> {
-    const UNDEFINED: u32 = u32::MAX;
-    let mut walk = ElementWalk { bytes, big_endian: false, explicit_vr: true };
-    let mut at = if bytes.get(128..132) == Some(b"DICM") {
-        132
-    } else if bytes.starts_with(b"DICM") {
-        4
-    } else {
-        0
-    };
-    let mut syntax = String::new();
-    let mut in_meta = true;
-    let mut in_fragments = false;
-    // Undefined-length sequences and items still open: dicom-parser 0.10 loops without end,
-    // growing its token stack, on one left open at the end of the file (found by fuzzing).
-    let mut open_undefined = 0usize;
-    while let Some(h) = walk.header(at) {
-        if in_meta && h.group != 0x0002 {
-            in_meta = false;
-            match syntax.trim_end_matches(['\0', ' ']) {
-                "1.2.840.10008.1.2" => walk.explicit_vr = false,
-                "1.2.840.10008.1.2.2" => walk.big_endian = true,
-                "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated: dicom-rs inflates it
-                _ => {}
-            }
-            continue; // read this header again in the data set's encoding
-        }
-        if h.group == 0x7FE0 && h.element == 0x0010 && !through_pixel_data {
-            return Ok(());
-        }
-        let value_at = at + h.size;
-        let remaining = bytes.len() - value_at.min(bytes.len());
-        if h.len != UNDEFINED && h.len as usize > remaining {
-            return Err(format!(
-                "element ({:04X},{:04X}) declares {} bytes but only {remaining} remain in the file",
-                h.group, h.element, h.len
-            ));
-        }
-        let skip = |len: u32| value_at + len as usize;
-        at = match (h.group, h.element) {
-            (0xFFFE, 0xE000) if in_fragments => skip(h.len), // a pixel data fragment: raw bytes
-            (0xFFFE, 0xE0DD) if in_fragments => {
-                in_fragments = false;
-                value_at
-            }
-            _ if in_fragments => return Ok(()),
-            (0xFFFE, 0xE000) => {
-                open_undefined += usize::from(h.len == UNDEFINED);
-                value_at // an item: walk into it
-            }
-            (0xFFFE, 0xE00D | 0xE0DD) => {
-                open_undefined = open_undefined.saturating_sub(1);
-                value_at
-            }
-            (0xFFFE, _) => value_at,
-            _ if walk.is_sequence(&h) => {
-                open_undefined += usize::from(h.len == UNDEFINED);
-                value_at
-            }
-            (0x7FE0, 0x0010) if h.len == UNDEFINED => {
-                in_fragments = true; // encapsulated pixel data
-                value_at
-            }
-            _ if h.len == UNDEFINED => {
-                // dicom-parser reads any other undefined-length element (UN included) as a
-                // sequence in the data set's own encoding; walking it the same way keeps the
-                // walk in step with the parser (a fuzzed file hid a 4 GB item behind one).
-                open_undefined += 1;
-                value_at
-            }
-            _ => {
-                if in_meta && (h.group, h.element) == (0x0002, 0x0010) {
-                    syntax = String::from_utf8_lossy(&bytes[value_at..skip(h.len)]).into_owned();
-                }
-                skip(h.len)
-            }
-        };
-    }
-    if open_undefined > 0 {
-        return Err(format!(
-            "{open_undefined} sequence(s) or item(s) of undefined length are not closed at the end of the file"
-        ));
-    }
-    Ok(())
-}
-
-struct ElementHeader {
-    group: u16,
-    element: u16,
-    /// Two spaces where the encoding has no VR (implicit VR, items).
-    vr: [u8; 2],
-    len: u32,
-    /// Bytes of the header itself.
-    size: usize,
-}
-
-struct ElementWalk<'a> {
-    bytes: &'a [u8],
-    big_endian: bool,
-    explicit_vr: bool,
-}
-
-impl ElementWalk<'_> {
-    fn u16_at(&self, at: usize) -> Option<u16> {
-        let b: [u8; 2] = self.bytes.get(at..at + 2)?.try_into().ok()?;
-        Some(if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
-    }
-
-    fn u32_at(&self, at: usize) -> Option<u32> {
-        let b: [u8; 4] = self.bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
-    }
-
-    /// The element header at `at` (PS3.5 7.1); None where the file ends.
-    fn header(&self, at: usize) -> Option<ElementHeader> {
-        let (group, element) = (self.u16_at(at)?, self.u16_at(at + 2)?);
-        if group == 0xFFFE || !self.explicit_vr {
-            return Some(ElementHeader { group, element, vr: *b"  ", len: self.u32_at(at + 4)?, size: 8 });
-        }
-        let vr: [u8; 2] = self.bytes.get(at + 4..at + 6)?.try_into().ok()?;
-        // dicom-rs reads an unknown VR as UN (4-byte length).
-        let short = dicom_core::VR::from_binary(vr).is_some_and(|v| {
-            use dicom_core::VR::*;
-            matches!(
-                v,
-                AE | AS | AT | CS | DA | DS | DT | FL | FD | IS | LO | LT | PN | SH | SL | SS | ST | TM | UI | UL | US
-            )
-        });
-        if short {
-            Some(ElementHeader { group, element, vr, len: self.u16_at(at + 6)? as u32, size: 8 })
-        } else {
-            Some(ElementHeader { group, element, vr, len: self.u32_at(at + 8)?, size: 12 })
-        }
-    }
-
-    fn is_sequence(&self, h: &ElementHeader) -> bool {
-        use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
-        if self.explicit_vr {
-            return &h.vr == b"SQ";
-        }
-        // Implicit VR: the dictionary says; an unknown element of undefined length is a sequence.
-        match dicom_dictionary_std::StandardDataDictionary.by_tag(dicom_core::Tag(h.group, h.element)) {
-            Some(entry) => entry.vr() == VirtualVr::Exact(dicom_core::VR::SQ),
-            None => h.len == u32::MAX,
-        }
-    }
-}
-
 /// Reads the header of `path` (up to the pixel data). Err: no slice header, with the reason.
 fn read_header(path: &Path) -> Result<SliceHeader, Unread> {
     let bytes = std::fs::read(path).map_err(|e| Unread::Broken(format!("cannot read: {e}")))?;
-    check_declared_lengths(&bytes, false).map_err(|e| {
+    check_file(&bytes, false).map_err(|e| {
         let reason = format!("corrupt: {e}");
         if looks_like_a_slice(path) {
             Unread::Broken(reason)
@@ -810,7 +639,7 @@ fn decode_slice(h: &SliceHeader, rows: usize, cols: usize, out: &mut [f32]) -> R
     let err = |reason: String| DicomReadError::Decode { path: p(h), reason };
     guarded(|| {
         let bytes = std::fs::read(&h.path).map_err(|e| format!("cannot read: {e}"))?;
-        check_declared_lengths(&bytes, true).map_err(|e| format!("corrupt pixel data: {e}"))?;
+        check_file(&bytes, true).map_err(|e| format!("corrupt pixel data: {e}"))?;
         let obj = OpenFileOptions::new().open_file(&h.path).map_err(|e| format!("{e}"))?;
         let decoded = obj.decode_pixel_data().map_err(|e| format!("{e}"))?;
         let hu = decoded.to_ndarray::<f32>().map_err(|e| format!("{e}"))?;
@@ -1272,29 +1101,6 @@ mod tests {
             matches!(&err, DicomReadError::Decode { path, reason } if path.ends_with("IM_00006.dcm") && reason.contains("(7FE0,0010) declares 4294967040 bytes")),
             "{err}"
         );
-    }
-
-    #[test]
-    fn an_item_too_long_for_the_file_is_refused_inside_an_undefined_length_element_of_any_vr() {
-        // Found by the dicom_seg fuzz target: dicom-parser 0.10 reads an undefined-length element
-        // that is not the pixel data as a sequence whatever its VR, and then allocated a 4 GB item;
-        // the walk took the element for pixel data fragments and skipped the item.
-        for vr in [b"UN", b"OB", b"SQ"] {
-            let mut bytes = Vec::new();
-            bytes.extend_from_slice(&[0x01, 0x00, 0x00, 0x00]); // (0001,0000)
-            bytes.extend_from_slice(vr);
-            bytes.extend_from_slice(&[0, 0, 0xFF, 0xFF, 0xFF, 0xFF]); // undefined length
-            bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]); // an item ...
-            bytes.extend_from_slice(&0xFD00_FFFFu32.to_le_bytes()); // ... of 4 GB
-            bytes.extend_from_slice(&[0u8; 64]);
-            let err = check_declared_lengths(&bytes, true).unwrap_err();
-            assert!(err.contains("(FFFE,E000) declares 4244701183 bytes but only 64 remain"), "{err}");
-        }
-        // The pixel data of undefined length is the one that holds fragments (raw bytes, walked past).
-        let mut bytes = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
-        bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 0xFE, 0xFF, 0x00, 0xE0]); // 4-byte fragment
-        bytes.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
-        assert_eq!(check_declared_lengths(&bytes, true), Ok(()));
     }
 
     #[test]

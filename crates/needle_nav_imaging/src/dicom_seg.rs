@@ -10,7 +10,6 @@
 //! segment by segment, slices along the grid's normal. Each frame references its source slice
 //! (DerivationImageSequence) and carries that slice's ImagePositionPatient.
 
-use crate::dicom_read::{check_declared_lengths, guarded};
 use crate::dicom_source::SourceSeries;
 use crate::dicom_write::{ds, new_uid};
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
@@ -19,6 +18,7 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 use nalgebra::Vector3;
 use needle_nav_core::volume::{Geometry, Volume};
+use needle_nav_dicom_guard::{check_file, guarded};
 use std::path::Path;
 
 pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
@@ -505,7 +505,7 @@ pub fn read_seg(path: &Path, classes: &[SegmentClass]) -> Result<SegImage, Dicom
     let name = path.display().to_string();
     let malformed = |reason: String| DicomSegError::Malformed { path: name.clone(), reason };
     let bytes = std::fs::read(path).map_err(|e| DicomSegError::Read { path: name.clone(), reason: e.to_string() })?;
-    check_declared_lengths(&bytes, true).map_err(|reason| DicomSegError::Read { path: name.clone(), reason })?;
+    check_file(&bytes, true).map_err(|reason| DicomSegError::Read { path: name.clone(), reason })?;
     let file = guarded(|| OpenFileOptions::new().open_file(path).map_err(|e| e.to_string()))
         .map_err(|reason| DicomSegError::Read { path: name.clone(), reason })?;
     let syntax = file.meta().transfer_syntax().trim_end_matches(['\0', ' ']).to_string();

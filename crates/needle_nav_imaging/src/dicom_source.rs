@@ -6,13 +6,14 @@
 //! along the grid's normal), not by file name or reading order, so the order is the one the
 //! voxels have whatever dicom_read did to sort them.
 
-use crate::dicom_read::{check_declared_lengths, files_in, guarded};
+use crate::dicom_read::files_in;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use nalgebra::Vector3;
 use needle_nav_core::volume::Geometry;
+use needle_nav_dicom_guard::{check_file, guarded};
 use std::path::{Path, PathBuf};
 
 /// A slice may lie this fraction of the slice step off its grid position (rounding in the files).
@@ -98,7 +99,7 @@ fn floats<const N: usize>(obj: &DefaultDicomObject, tag: Tag) -> Option<[f64; N]
 /// The header of a file (up to the pixel data), or None when it is not a readable DICOM file.
 fn header(path: &Path) -> Option<DefaultDicomObject> {
     let bytes = std::fs::read(path).ok()?;
-    check_declared_lengths(&bytes, false).ok()?;
+    check_file(&bytes, false).ok()?;
     guarded(|| OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| e.to_string())).ok()
 }
 

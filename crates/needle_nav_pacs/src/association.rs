@@ -15,6 +15,7 @@ use dicom_transfer_syntax_registry::{entries, TransferSyntaxRegistry};
 use dicom_ul::association::client::TlsStream;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated};
 use dicom_ul::{ClientAssociation, ClientAssociationOptions, Pdu};
+use needle_nav_dicom_guard::{check_data_set, guarded, Encoding};
 use std::net::TcpStream;
 
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -31,6 +32,12 @@ pub mod command {
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_ECHO_RSP: u16 = 0x8030;
 }
+
+/// The most a command set may take: a few hundred bytes in practice (PS3.7 9.3); more is a broken
+/// or hostile peer, refused before it fills memory.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// The most one data set may take: 1 GiB holds an enhanced CT of 2000 slices of 512 x 512 x 16 bit.
+pub const MAX_DATA_SET_BYTES: usize = 1 << 30;
 
 /// CommandDataSetType: no data set follows.
 pub const NO_DATA_SET: u16 = 0x0101;
@@ -244,6 +251,12 @@ impl Association {
                         context_id = v.presentation_context_id;
                         match v.value_type {
                             PDataValueType::Command => {
+                                if command_bytes.len() + v.data.len() > MAX_COMMAND_BYTES {
+                                    return Err(self.protocol(
+                                        operation,
+                                        format!("a command set from the PACS exceeds {MAX_COMMAND_BYTES} bytes"),
+                                    ));
+                                }
                                 command_bytes.extend_from_slice(&v.data);
                                 if v.is_last {
                                     command =
@@ -251,6 +264,12 @@ impl Association {
                                 }
                             }
                             PDataValueType::Data => {
+                                if data.len() + v.data.len() > MAX_DATA_SET_BYTES {
+                                    return Err(self.protocol(
+                                        operation,
+                                        format!("a data set from the PACS exceeds {MAX_DATA_SET_BYTES} bytes"),
+                                    ));
+                                }
                                 data.extend_from_slice(&v.data);
                                 data_done |= v.is_last;
                             }
@@ -339,9 +358,13 @@ pub fn encode_command(elements: Vec<DataElement<InMemDicomObject>>) -> Result<Ve
     Ok(out)
 }
 
+/// A command set from the PACS. Its declared lengths are checked first: dicom-rs would allocate
+/// whatever a hostile or broken peer declares.
 pub fn decode_command(bytes: &[u8]) -> Result<InMemDicomObject, String> {
     let ts = entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
-    InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(|e| format!("unreadable command from the PACS: {e}"))
+    check_data_set(bytes, Encoding::IMPLICIT_LE).map_err(|e| format!("unreadable command from the PACS: {e}"))?;
+    guarded(|| InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(|e| e.to_string()))
+        .map_err(|e| format!("unreadable command from the PACS: {e}"))
 }
 
 /// A data set encoded in a negotiated transfer syntax.
@@ -354,11 +377,16 @@ pub fn encode_data(obj: &InMemDicomObject, transfer_syntax: &str) -> Result<Vec<
     Ok(out)
 }
 
+/// A data set from the PACS in its negotiated transfer syntax, checked as [`decode_command`] is.
 pub fn decode_data(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDicomObject, String> {
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
-    InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| format!("unreadable data set from the PACS: {e}"))
+    if let Some(encoding) = Encoding::of_transfer_syntax(transfer_syntax) {
+        check_data_set(bytes, encoding).map_err(|e| format!("unreadable data set from the PACS: {e}"))?;
+    }
+    guarded(|| InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string()))
+        .map_err(|e| format!("unreadable data set from the PACS: {e}"))
 }
 
 #[cfg(test)]
