@@ -114,7 +114,7 @@ impl Association {
         }
         let target = (cfg.host.trim().to_string(), cfg.port);
         let fail = |e| PacsError::from_ul(e, &address, what, cfg.timeout_s);
-        let link = if cfg.tls.enabled {
+        let mut link = if cfg.tls.enabled {
             let config =
                 tls::client_config(&cfg.tls).map_err(|reason| PacsError::Tls { address: address.clone(), reason })?;
             let server_name =
@@ -124,6 +124,15 @@ impl Association {
         } else {
             Link::Plain(options.establish(target).map_err(fail)?)
         };
+        // A DIMSE message goes out as a command PDU and then data PDUs, each one write: with
+        // Nagle's algorithm the second waits for the PACS to acknowledge the first.
+        let socket = match &mut link {
+            Link::Plain(a) => a.inner_stream(),
+            Link::Tls(a) => &a.inner_stream().sock,
+        };
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(pacs = %address, "TCP_NODELAY not set: {e}");
+        }
         tracing::debug!(pacs = %address, "association established for {what}");
         Ok(Association { link: Some(link), address, timeout_s: cfg.timeout_s, next_message_id: 1 })
     }
@@ -177,8 +186,14 @@ impl Association {
 
     fn receive_pdu(&mut self, operation: &str) -> Result<Pdu, PacsError> {
         let r = match self.link() {
-            Link::Plain(a) => a.receive(),
-            Link::Tls(a) => a.receive(),
+            Link::Plain(a) => {
+                quick_ack(a.inner_stream());
+                a.receive()
+            }
+            Link::Tls(a) => {
+                quick_ack(a.inner_stream().get_ref());
+                a.receive()
+            }
         };
         r.map_err(|e| PacsError::from_ul(e, &self.address, operation, self.timeout_s))
     }
@@ -323,6 +338,30 @@ impl Association {
             None => Ok(()),
         };
     }
+}
+
+/// Acknowledge what arrives at once instead of after the 40 ms delayed-ACK timer (Linux resets this
+/// after some reads, so it is set again before each). A PACS that writes a small message while an
+/// earlier one is unacknowledged (Nagle's algorithm) otherwise waits for that timer: C-ECHO took
+/// 44 ms instead of 3, a C-GET of 20 images 241 ms instead of 108 (with TCP_NODELAY on our side too: 22).
+fn quick_ack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a c_int option value of the size given.
+        let _ = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
 }
 
 pub fn trim_uid(uid: &str) -> &str {
