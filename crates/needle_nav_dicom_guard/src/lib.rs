@@ -29,7 +29,8 @@ impl Encoding {
     /// The encoding of a transfer syntax's data set; None for deflated ones (their bytes are not
     /// the data set: dicom-rs inflates them, and the walk cannot judge them).
     pub fn of_transfer_syntax(uid: &str) -> Option<Encoding> {
-        match uid.trim_end_matches(['\0', ' ']) {
+        // Trimmed as dicom-object trims the file meta's (a fuzzed file padded it with a form feed).
+        match uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0') {
             "1.2.840.10008.1.2" => Some(Encoding::IMPLICIT_LE),
             "1.2.840.10008.1.2.2" => Some(Encoding { explicit_vr: true, big_endian: true }),
             "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => None,
@@ -60,8 +61,29 @@ pub fn check_file(bytes: &[u8], through_pixel_data: bool) -> Result<(), String> 
     };
     match Encoding::of_transfer_syntax(&syntax) {
         Some(encoding) => DataSetWalk::new(bytes, data_set_at, encoding, through_pixel_data, "file").run(),
-        None => Ok(()), // deflated: dicom-rs inflates it
+        None => {
+            // Deflated: dicom-rs inflates the data set (raw deflate) and reads it in explicit VR
+            // little endian; so does the walk, up to a limit (a few KB can inflate to gigabytes).
+            let inflated = inflate(&bytes[data_set_at.min(bytes.len())..])?;
+            DataSetWalk::new(&inflated, 0, Encoding::EXPLICIT_LE, through_pixel_data, "inflated data set").run()
+        }
     }
+}
+
+/// The most a deflated data set may inflate to: 1 GiB, as much as the PACS client takes.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the deflated data set does not inflate: {e}"))?;
+    if out.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(format!("the deflated data set inflates to more than {MAX_INFLATED_BYTES} bytes"));
+    }
+    Ok(out)
 }
 
 /// Checks a data set without file meta (a DIMSE command set, or a data set received on an
@@ -503,9 +525,42 @@ mod tests {
     }
 
     #[test]
-    fn deflated_data_sets_are_left_to_dicom_rs() {
+    fn a_deflated_file_is_walked_inflated() {
+        use std::io::Write;
+        // File meta (explicit VR LE) naming the deflated syntax, then a deflated data set whose
+        // (0008,103E) declares 200 bytes and holds 2.
+        let syntax = b"1.2.840.10008.1.2.1.99\0";
+        let mut meta = Vec::new();
+        meta.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', syntax.len() as u8, 0]);
+        meta.extend_from_slice(syntax);
+        let mut file = vec![0u8; 128];
+        file.extend_from_slice(b"DICM");
+        file.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        file.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        file.extend_from_slice(&meta);
+        let deflate = |data_set: &[u8]| {
+            let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(data_set).unwrap();
+            z.finish().unwrap()
+        };
+        let mut bad = file.clone();
+        bad.extend_from_slice(&deflate(&[0x08, 0x00, 0x3E, 0x10, b'L', b'O', 200, 0, b'o', b'k']));
+        let err = check_file(&bad, true).unwrap_err();
+        assert_eq!(err, "element (0008,103E) declares 200 bytes but only 2 remain in the inflated data set");
+        let mut good = file.clone();
+        good.extend_from_slice(&deflate(&[0x08, 0x00, 0x3E, 0x10, b'L', b'O', 2, 0, b'o', b'k']));
+        assert_eq!(check_file(&good, true), Ok(()));
+        // Bytes that are not deflate data are refused by name.
+        let mut garbage = file;
+        garbage.extend_from_slice(&[0xFF; 16]);
+        assert!(check_file(&garbage, true).unwrap_err().starts_with("the deflated data set does not inflate"));
+    }
+
+    #[test]
+    fn deflated_syntaxes_have_no_encoding_of_their_bytes() {
         assert_eq!(Encoding::of_transfer_syntax("1.2.840.10008.1.2.1.99"), None);
         assert_eq!(Encoding::of_transfer_syntax("1.2.840.10008.1.2"), Some(Encoding::IMPLICIT_LE));
+        assert_eq!(Encoding::of_transfer_syntax("1.2.840.10008.1.2\0\0\x0c\0 \0"), Some(Encoding::IMPLICIT_LE));
         assert_eq!(Encoding::of_transfer_syntax("1.2.840.10008.1.2.4.90"), Some(Encoding::EXPLICIT_LE));
     }
 

@@ -421,9 +421,11 @@ pub fn decode_data(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDicomObje
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
-    if let Some(encoding) = Encoding::of_transfer_syntax(transfer_syntax) {
-        check_data_set(bytes, encoding).map_err(|e| format!("unreadable data set from the PACS: {e}"))?;
-    }
+    // We never propose a deflated syntax, and its bytes cannot be checked before dicom-rs inflates
+    // them (a small message can inflate to gigabytes).
+    let encoding = Encoding::of_transfer_syntax(transfer_syntax)
+        .ok_or_else(|| format!("a deflated data set from the PACS ({transfer_syntax}), which was not offered"))?;
+    check_data_set(bytes, encoding).map_err(|e| format!("unreadable data set from the PACS: {e}"))?;
     guarded(|| InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string()))
         .map_err(|e| format!("unreadable data set from the PACS: {e}"))
 }
