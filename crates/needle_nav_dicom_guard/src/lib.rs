@@ -27,7 +27,7 @@ impl Encoding {
     pub const IMPLICIT_LE: Encoding = Encoding { explicit_vr: false, big_endian: false };
 
     /// The encoding of a transfer syntax's data set; None for deflated ones (their bytes are not
-    /// the data set: dicom-rs inflates them, and the walk cannot judge them).
+    /// the data set: it has to be inflated first).
     pub fn of_transfer_syntax(uid: &str) -> Option<Encoding> {
         // Trimmed as dicom-object trims the file meta's (a fuzzed file padded it with a form feed).
         match uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0') {
@@ -43,10 +43,10 @@ impl Encoding {
 /// declared length must fit in what is left of the file, binary values must be whole values, and
 /// every undefined-length sequence and item must be closed. Walks the file meta as dicom-object
 /// reads it (up to its group length), then the data set in its transfer syntax as dicom-parser
-/// reads it, up to the pixel data, or through it with `through_pixel_data`. Where dicom-rs would
-/// stop with an error of its own (a malformed header, no file meta) or the bytes are not the data
-/// set (deflated), the walk stops and leaves the verdict to dicom-rs. Err: what is wrong, naming
-/// the element.
+/// reads it, up to the pixel data, or through it with `through_pixel_data`; a deflated data set is
+/// inflated first (up to [`MAX_INFLATED_BYTES`]). Where dicom-rs would stop with an error of its
+/// own (a malformed header, no file meta), the walk stops and leaves the verdict to dicom-rs.
+/// Err: what is wrong, naming the element.
 pub fn check_file(bytes: &[u8], through_pixel_data: bool) -> Result<(), String> {
     let at = if bytes.get(128..132) == Some(b"DICM") {
         132
@@ -92,8 +92,15 @@ pub fn check_data_set(bytes: &[u8], encoding: Encoding) -> Result<(), String> {
     DataSetWalk::new(bytes, 0, encoding, true, "data set").run()
 }
 
-fn too_long(group: u16, element: u16, len: u32, remaining: usize, whole: &str) -> String {
-    format!("element ({group:04X},{element:04X}) declares {len} bytes but only {remaining} remain in the {whole}")
+/// Checks that `len` bytes from `from` are in `bytes` (the `whole` file or data set).
+fn fits(bytes: &[u8], (group, element): (u16, u16), len: u32, from: usize, whole: &str) -> Result<(), String> {
+    let remaining = bytes.len().saturating_sub(from);
+    if len as usize > remaining {
+        return Err(format!(
+            "element ({group:04X},{element:04X}) declares {len} bytes but only {remaining} remain in the {whole}"
+        ));
+    }
+    Ok(())
 }
 
 /// The file meta as dicom-object 0.10 reads it: (0002,0000) first, then elements (explicit VR
@@ -115,10 +122,7 @@ fn walk_file_meta(bytes: &[u8], at: usize) -> Result<Option<(usize, String)>, St
             return Ok(None);
         }
         let value_at = at + h.size;
-        let remaining = bytes.len().saturating_sub(value_at);
-        if h.len as usize > remaining {
-            return Err(too_long(h.group, h.element, h.len, remaining, "file"));
-        }
+        fits(bytes, (h.group, h.element), h.len, value_at, "file")?;
         if (h.group, h.element) == (0x0002, 0x0010) {
             syntax = String::from_utf8_lossy(&bytes[value_at..value_at + h.len as usize]).into_owned();
         }
@@ -165,17 +169,8 @@ impl<'a> DataSetWalk<'a> {
         }
     }
 
-    fn remaining(&self, from: usize) -> usize {
-        self.walk.bytes.len().saturating_sub(from)
-    }
-
-    /// Checks that `len` bytes from `from` are in the input.
-    fn fits(&self, group: u16, element: u16, len: u32, from: usize) -> Result<(), String> {
-        let remaining = self.remaining(from);
-        if len as usize > remaining {
-            return Err(too_long(group, element, len, remaining, self.whole));
-        }
-        Ok(())
+    fn fits(&self, tag: (u16, u16), len: u32, from: usize) -> Result<(), String> {
+        fits(self.walk.bytes, tag, len, from, self.whole)
     }
 
     fn push(&mut self, item: bool, len: u32, pixel_data: bool) {
@@ -212,7 +207,7 @@ impl<'a> DataSetWalk<'a> {
                     (0xFFFE, 0xE000) => {
                         let Some(pixel_data) = self.open.last().map(|o| o.pixel_data) else { return Ok(()) };
                         if len != UNDEFINED {
-                            self.fits(group, element, len, self.at + 8)?;
+                            self.fits((group, element), len, self.at + 8)?;
                         }
                         self.at += 8;
                         self.in_sequence = false;
@@ -246,12 +241,12 @@ impl<'a> DataSetWalk<'a> {
                 return self.at_the_end();
             };
             let value_at = self.at + h.size;
-            let vr = self.walk.parsed_vr(&h);
+            let vr = h.vr;
             if (h.group, h.element) == (0x7FE0, 0x0010) && !self.through_pixel_data {
                 return Ok(());
             }
             if h.len != UNDEFINED {
-                self.fits(h.group, h.element, h.len, value_at)?;
+                self.fits((h.group, h.element), h.len, value_at)?;
             }
             if vr == dicom_core::VR::SQ {
                 self.at = value_at;
@@ -322,8 +317,8 @@ fn value_size(vr: dicom_core::VR) -> usize {
 struct ElementHeader {
     group: u16,
     element: u16,
-    /// Two spaces where the encoding has no VR (implicit VR, items).
-    vr: [u8; 2],
+    /// The VR dicom-parser reads the value as (see [`ElementWalk::header`]).
+    vr: dicom_core::VR,
     len: u32,
     /// Bytes of the header itself.
     size: usize,
@@ -346,44 +341,36 @@ impl ElementWalk<'_> {
         Some(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
     }
 
-    /// The element header at `at` (PS3.5 7.1); None where the file ends.
+    /// The element header at `at` (PS3.5 7.1); None where the file ends. Its VR is the one
+    /// dicom-parser reads the value as: in explicit VR the one written (an unknown one as UN, with
+    /// a 4-byte length); in implicit VR and for FFFE tags, OW for pixel and overlay data, else the
+    /// dictionary's (the first of "US or SS" and the like), UN for an unknown tag.
     fn header(&self, at: usize) -> Option<ElementHeader> {
+        use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+        use dicom_core::VR::{self, *};
         let (group, element) = (self.u16_at(at)?, self.u16_at(at + 2)?);
         if group == 0xFFFE || !self.explicit_vr {
-            return Some(ElementHeader { group, element, vr: *b"  ", len: self.u32_at(at + 4)?, size: 8 });
+            let vr = if (group, element) == (0x7FE0, 0x0010) || (group >> 8 == 0x60 && element == 0x3000) {
+                OW
+            } else {
+                dicom_dictionary_std::StandardDataDictionary
+                    .by_tag(dicom_core::Tag(group, element))
+                    .map(|entry| entry.vr().relaxed())
+                    .unwrap_or(UN)
+            };
+            return Some(ElementHeader { group, element, vr, len: self.u32_at(at + 4)?, size: 8 });
         }
-        let vr: [u8; 2] = self.bytes.get(at + 4..at + 6)?.try_into().ok()?;
-        // dicom-rs reads an unknown VR as UN (4-byte length).
-        let short = dicom_core::VR::from_binary(vr).is_some_and(|v| {
-            use dicom_core::VR::*;
-            matches!(
-                v,
-                AE | AS | AT | CS | DA | DS | DT | FL | FD | IS | LO | LT | PN | SH | SL | SS | ST | TM | UI | UL | US
-            )
-        });
+        let written: [u8; 2] = self.bytes.get(at + 4..at + 6)?.try_into().ok()?;
+        let vr = VR::from_binary(written).unwrap_or(UN);
+        let short = matches!(
+            vr,
+            AE | AS | AT | CS | DA | DS | DT | FL | FD | IS | LO | LT | PN | SH | SL | SS | ST | TM | UI | UL | US
+        );
         if short {
             Some(ElementHeader { group, element, vr, len: self.u16_at(at + 6)? as u32, size: 8 })
         } else {
             Some(ElementHeader { group, element, vr, len: self.u32_at(at + 8)?, size: 12 })
         }
-    }
-
-    /// The VR dicom-parser reads a value as: the one written (an unknown one as UN) in explicit
-    /// VR; in implicit VR, OW for pixel and overlay data, else the dictionary's (the first of
-    /// "US or SS" and the like), UN for an unknown tag.
-    fn parsed_vr(&self, h: &ElementHeader) -> dicom_core::VR {
-        use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-        use dicom_core::VR;
-        if self.explicit_vr && h.group != 0xFFFE {
-            return VR::from_binary(h.vr).unwrap_or(VR::UN);
-        }
-        if (h.group, h.element) == (0x7FE0, 0x0010) || (h.group >> 8 == 0x60 && h.element == 0x3000) {
-            return VR::OW;
-        }
-        dicom_dictionary_std::StandardDataDictionary
-            .by_tag(dicom_core::Tag(h.group, h.element))
-            .map(|entry| entry.vr().relaxed())
-            .unwrap_or(VR::UN)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::tls;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_encoding::TransferSyntaxIndex;
+use dicom_encoding::{TransferSyntax, TransferSyntaxIndex};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::{entries, TransferSyntaxRegistry};
 use dicom_ul::association::client::TlsStream;
@@ -401,9 +401,13 @@ pub fn encode_command(elements: Vec<DataElement<InMemDicomObject>>) -> Result<Ve
 /// whatever a hostile or broken peer declares.
 pub fn decode_command(bytes: &[u8]) -> Result<InMemDicomObject, String> {
     let ts = entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
-    check_data_set(bytes, Encoding::IMPLICIT_LE).map_err(|e| format!("unreadable command from the PACS: {e}"))?;
-    guarded(|| InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(|e| e.to_string()))
-        .map_err(|e| format!("unreadable command from the PACS: {e}"))
+    checked_read(bytes, &ts, Encoding::IMPLICIT_LE).map_err(|e| format!("unreadable command from the PACS: {e}"))
+}
+
+/// The guard's walk, then dicom-rs's reading, its panics as errors.
+fn checked_read(bytes: &[u8], ts: &TransferSyntax, encoding: Encoding) -> Result<InMemDicomObject, String> {
+    check_data_set(bytes, encoding)?;
+    guarded(|| InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string()))
 }
 
 /// A data set encoded in a negotiated transfer syntax.
@@ -425,9 +429,7 @@ pub fn decode_data(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDicomObje
     // them (a small message can inflate to gigabytes).
     let encoding = Encoding::of_transfer_syntax(transfer_syntax)
         .ok_or_else(|| format!("a deflated data set from the PACS ({transfer_syntax}), which was not offered"))?;
-    check_data_set(bytes, encoding).map_err(|e| format!("unreadable data set from the PACS: {e}"))?;
-    guarded(|| InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string()))
-        .map_err(|e| format!("unreadable data set from the PACS: {e}"))
+    checked_read(bytes, ts, encoding).map_err(|e| format!("unreadable data set from the PACS: {e}"))
 }
 
 #[cfg(test)]
